@@ -1,0 +1,69 @@
+"""Typed errors. Every rejection of an input carries a stable reason code that reports,
+audit entries and API clients can rely on; messages are for people and may change."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Stable reason codes for inputs that cannot be enrolled. Never renumber or rename."""
+
+    # decoding
+    EMPTY_FILE = "EMPTY_FILE"
+    UNSUPPORTED_FORMAT = "UNSUPPORTED_FORMAT"
+    UNDECODABLE = "UNDECODABLE"
+    TOO_LARGE = "TOO_LARGE"
+    TOO_SMALL = "TOO_SMALL"
+    # detection
+    NO_FACE = "NO_FACE"
+    MULTIPLE_FACES = "MULTIPLE_FACES"
+    LOW_CONFIDENCE = "LOW_CONFIDENCE"
+    IMPLAUSIBLE_LANDMARKS = "IMPLAUSIBLE_LANDMARKS"
+    # quality
+    FACE_TOO_SMALL = "FACE_TOO_SMALL"
+    EXTREME_POSE = "EXTREME_POSE"
+    BLURRY = "BLURRY"
+    TOO_DARK = "TOO_DARK"
+    TOO_BRIGHT = "TOO_BRIGHT"
+    # inputs of a batch
+    NOT_A_FILE = "NOT_A_FILE"
+    UNREADABLE = "UNREADABLE"
+
+
+class FaceDedupError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class ModelError(FaceDedupError):
+    """A model pack is missing, corrupt or does not match its contract."""
+
+
+class InputRejected(FaceDedupError):
+    """An input image cannot be used. `reason` is stable; `measured`/`limit` say why."""
+
+    def __init__(
+        self,
+        reason: Reason,
+        message: str,
+        *,
+        measured: float | None = None,
+        limit: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.measured = measured
+        self.limit = limit
+
+
+class NotFound(FaceDedupError):
+    """A record, case or blob that was asked for does not exist (or was erased)."""
+
+
+class InvalidState(FaceDedupError):
+    """An operation is not allowed in the current state (e.g. deciding a closed case)."""
+
+
+class ConfigError(FaceDedupError):
+    """Settings are invalid."""
