@@ -175,13 +175,17 @@ def kfold_accuracy(scores: FloatArray, same: NDArray[np.bool_], folds: Sequence[
 
 
 def all_pairs_scores(
-    embeddings: NDArray[np.float32], identities: Sequence[str]
+    embeddings: NDArray[np.float32], identities: Sequence[str],
+    usable: NDArray[np.bool_] | None = None, unusable_score: float = -1.0,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Genuine and impostor cosine scores over every unordered pair of distinct images."""
+    """Genuine and impostor cosine scores over every unordered pair of distinct images. Pairs
+    with an image marked not `usable` get `unusable_score` (a certain non-match)."""
     labels = np.unique(np.asarray(identities), return_inverse=True)[1]
     gram = embeddings @ embeddings.T
     upper = np.triu_indices(len(labels), k=1)
     scores = gram[upper]
+    if usable is not None:
+        scores = np.where(usable[upper[0]] & usable[upper[1]], scores, unusable_score)
     same = labels[upper[0]] == labels[upper[1]]
     return scores[same].astype(np.float32), scores[~same].astype(np.float32)
 

@@ -29,6 +29,8 @@ class Reason(StrEnum):
     # inputs of a batch
     NOT_A_FILE = "NOT_A_FILE"
     UNREADABLE = "UNREADABLE"
+    # a bug or resource failure while analysing: reported, not persisted, retried on re-run
+    INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
 class FaceDedupError(Exception):

@@ -73,6 +73,10 @@ class FaceEngine:
         self._limits = limits or DecodeLimits()
         self._template = np.asarray(pack.contract.template, dtype=np.float64)
 
+    def detect(self, rgb: NDArray[np.uint8]) -> list[DetectedFace]:
+        """Every face in an upright RGB image, largest first (no subject choice, no quality)."""
+        return self._detector.detect(rgb)
+
     def process(self, data: bytes) -> FaceTemplate | Rejection:
         try:
             decoded = decode_image(data, self._limits)

@@ -22,7 +22,7 @@ class QualityThresholds:
     min_inter_eye_px: float = 12.0  # FACE_TOO_SMALL below (in the original photo's pixels)
     max_landmark_residual: float = 0.30  # IMPLAUSIBLE_LANDMARKS above (fraction of eye distance)
     max_roll_degrees: float = 40.0  # beyond this the photo is tried at 90/180/270 degrees
-    max_yaw_ratio: float = 0.6  # EXTREME_POSE: nose offset from the eye midline / eye distance
+    max_yaw_ratio: float = 0.9  # EXTREME_POSE: nose offset from the eye midline / eye distance (profile)
     max_pitch_offset: float = 0.3  # EXTREME_POSE: nose height offset from frontal, / eye-mouth span
     min_sharpness: float = 12.0  # BLURRY below: variance of the Laplacian on the aligned crop
     min_brightness: float = 35.0  # TOO_DARK below: mean face luminance, 0..255

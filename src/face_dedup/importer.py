@@ -1,0 +1,272 @@
+"""Batch import: turn a folder, one image or a list file (plus an optional manifest) into
+inputs, analyse them in parallel, register them in order, and report every one.
+
+Analysis (decode .. embed) is pure and runs on a thread pool; registration is sequential in
+input order, so the outcome of an import does not depend on the number of workers. Already
+imported inputs are recognised by their idempotency key and not analysed again (resume).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from face_dedup.domain import ImportItem, Outcome, utc_now
+from face_dedup.errors import InputRejected, Reason
+from face_dedup.service import DedupService, InputRef, content_digest
+from face_dedup.vision.decode import sniff_format
+from face_dedup.vision.pipeline import FaceTemplate, Rejection
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    source: str  # as the operator gave it
+    path: Path | None  # None when it could not be located (e.g. a manifest row without a file)
+    application_id: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    problem: InputRejected | None = None  # known to be unusable before reading
+
+
+class ManifestError(ValueError):
+    """The manifest is not a CSV with `file` and `application_id` columns."""
+
+
+def read_manifest(path: Path) -> dict[str, dict[str, str]]:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        if "file" not in columns or "application_id" not in columns:
+            raise ManifestError(f"{path}: the manifest needs a header with `file,application_id` "
+                                f"(found {columns})")
+        rows: dict[str, dict[str, str]] = {}
+        for number, row in enumerate(reader, start=2):
+            clean = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+            name = clean.get("file", "")
+            if not name or not clean.get("application_id"):
+                raise ManifestError(f"{path}:{number}: every row needs a file and an application_id")
+            if name in rows:
+                raise ManifestError(f"{path}:{number}: {name} is listed twice")
+            rows[name] = clean
+    return rows
+
+
+def collect_inputs(target: Path, manifest: Path | None = None) -> list[InputSpec]:
+    """Every input named by `target`, in a stable order, with manifest data attached."""
+    given = str(target)
+    if target.is_dir():
+        base = target
+        files = sorted(p for p in target.rglob("*") if not p.is_dir())
+        raw = [(str(p) if given == "." else os.path.join(given, p.relative_to(target).as_posix()), p)
+               for p in files]
+    elif target.is_file() and not _is_list_file(target):
+        base = target.parent
+        raw = [(given, target)]
+    elif target.is_file():
+        base = target.parent
+        raw = []
+        for line in target.read_text(encoding="utf-8").splitlines():
+            entry = line.strip()
+            if entry and not entry.startswith("#"):
+                candidate = Path(entry)
+                raw.append((entry, candidate if candidate.is_absolute() else base / candidate))
+    else:
+        raise FileNotFoundError(f"{target} does not exist")
+
+    rows = read_manifest(manifest) if manifest else {}
+    used: set[str] = set()
+    specs = []
+    for source, path in raw:
+        relative = _relative(path, base)
+        row = rows.get(relative) or rows.get(path.name)
+        if row is not None:
+            used.add(row["file"])
+        specs.append(InputSpec(
+            source=source, path=path,
+            application_id=row["application_id"] if row else None,
+            metadata={k: v for k, v in (row or {}).items() if k not in ("file", "application_id")},
+        ))
+    for name, row in rows.items():
+        if name not in used:  # listed, but no such file: report it, never drop it
+            specs.append(InputSpec(
+                source=name, path=None, application_id=row["application_id"],
+                problem=InputRejected(Reason.UNREADABLE, "listed in the manifest but no such file was found"),
+            ))
+    return specs
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _is_list_file(path: Path) -> bool:
+    """A text file naming images, one per line (anything that is not an image and decodes as text)."""
+    with path.open("rb") as handle:
+        head = handle.read(4096)
+    if not head or sniff_format(head) is not None or b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return path.suffix.lower() in (".txt", ".lst", ".list", "")
+
+
+@dataclass
+class ImportSummary:
+    total: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    resumed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.total / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "outcomes": dict(self.outcomes), "reject_reasons": dict(self.reasons),
+                "resumed": self.resumed, "seconds": round(self.seconds, 2),
+                "images_per_second": round(self.images_per_second, 1)}
+
+
+@dataclass(frozen=True)
+class ReportLine:
+    spec: InputSpec
+    item: ImportItem
+    resumed: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        item = self.item
+        return {
+            "source": self.spec.source, "application_id": item.application_id,
+            "outcome": item.outcome.value, "record_id": item.record_id, "case_id": item.case_id,
+            "candidates": [c.as_dict() for c in item.candidates], "reason": item.reason,
+            "message": item.message, "resumed": self.resumed,
+        }
+
+
+class _Pending:
+    """One input on its way through the pipeline."""
+
+    def __init__(self, spec: InputSpec, ref: InputRef) -> None:
+        self.spec = spec
+        self.ref = ref
+        self.data: bytes | None = None
+        self.digest: str | None = None
+        self.done: ImportItem | None = None
+        self.problem: InputRejected | None = spec.problem
+        self.analysis: Future[FaceTemplate | Rejection] | None = None
+
+
+def run_import(
+    service: DedupService,
+    inputs: list[InputSpec],
+    *,
+    report: Path | None = None,
+    workers: int = 1,
+    on_progress: Callable[[ReportLine], None] | None = None,
+    window: int = 0,
+) -> ImportSummary:
+    summary = ImportSummary()
+    started = time.perf_counter()
+    handle = report.open("w", encoding="utf-8") if report else None
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="analyse") as pool:
+            for pending in _prepare(service, inputs, pool, window or 4 * max(1, workers)):
+                line = _register(service, pending)
+                summary.total += 1
+                summary.outcomes[line.item.outcome.value] += 1
+                if line.item.reason:
+                    summary.reasons[line.item.reason] += 1
+                summary.resumed += int(line.resumed)
+                if handle:
+                    handle.write(json.dumps(line.as_dict(), ensure_ascii=False) + "\n")
+                    handle.flush()
+                if on_progress:
+                    on_progress(line)
+    finally:
+        if handle:
+            handle.close()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _prepare(
+    service: DedupService, inputs: list[InputSpec], pool: ThreadPoolExecutor, window: int
+) -> Iterator[_Pending]:
+    """Read inputs and start their analysis, keeping at most `window` in flight, in order."""
+    queue: list[_Pending] = []
+    for spec in inputs:
+        identity = str(spec.path.resolve()) if spec.path is not None else spec.source
+        pending = _Pending(spec, InputRef(spec.source, spec.application_id, identity))
+        if pending.problem is None and spec.path is not None:
+            _read(service, pending, pool)
+        queue.append(pending)
+        while len(queue) > window:
+            yield queue.pop(0)
+    yield from queue
+
+
+def _read(service: DedupService, pending: _Pending, pool: ThreadPoolExecutor) -> None:
+    path = pending.spec.path
+    assert path is not None
+    if not path.is_file():
+        pending.problem = InputRejected(Reason.NOT_A_FILE, "not a regular file")
+        return
+    limit = service.settings.decode.max_bytes
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            # Do not read a huge file into memory to find out it is too large.
+            pending.problem = InputRejected(Reason.TOO_LARGE, f"the file has {size} bytes; the limit is {limit}",
+                                            measured=size, limit=limit)
+            return
+        data = path.read_bytes()
+    except OSError as exc:
+        pending.problem = InputRejected(Reason.UNREADABLE, f"could not read the file: {exc.strerror or exc}")
+        return
+    pending.digest = content_digest(data)
+    pending.done = service.store.get_import_item(service.idempotency_key(pending.ref, pending.digest))
+    if pending.done is None:
+        pending.data = data
+        pending.analysis = pool.submit(service.analyze, data)
+
+
+def _register(service: DedupService, pending: _Pending) -> ReportLine:
+    if pending.done is not None:
+        return ReportLine(pending.spec, pending.done, resumed=True)
+    if pending.problem is not None or pending.analysis is None:
+        # Nothing was read, so there is nothing to persist: the line reports it, and a re-run
+        # tries again (the file may have appeared or become readable).
+        problem = pending.problem or InputRejected(Reason.INTERNAL_ERROR, "the input was not analysed")
+        item = ImportItem(
+            key="", tenant=service.tenant, source=pending.spec.source,
+            application_id=pending.spec.application_id, content_sha256="", outcome=Outcome.REJECTED,
+            created_at=utc_now(), reason=problem.reason.value, message=problem.message,
+        )
+        return ReportLine(pending.spec, item, resumed=False)
+    assert pending.analysis is not None and pending.digest is not None
+    try:
+        analysis = pending.analysis.result()
+    except Exception as exc:  # one input must never stop the batch; a re-run retries it
+        log.exception("analysis of an input failed unexpectedly")
+        pending.problem = InputRejected(Reason.INTERNAL_ERROR, f"analysis failed: {type(exc).__name__}")
+        pending.analysis = None
+        return _register(service, pending)
+    item = service.register(pending.ref, pending.digest, analysis, pending.data)
+    pending.data = None
+    return ReportLine(pending.spec, item, resumed=False)

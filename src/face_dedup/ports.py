@@ -1,0 +1,151 @@
+"""Ports: what the core needs from the outside world. Adapters live in `face_dedup.adapters`
+(embedded/local ones here; AWS ones beside them) and are chosen by `bootstrap` from settings."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from face_dedup.domain import (
+    AuditEvent,
+    Case,
+    CaseDecision,
+    ImportItem,
+    Notification,
+    Record,
+    RecordStatus,
+)
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    record_id: str
+    tenant: str
+    model_pack: str
+    vector: NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Hit:
+    record_id: str
+    score: float  # cosine similarity, verified by the adapter whatever the engine reports
+
+
+class VectorIndex(ABC):
+    """k-NN over L2-normalised embeddings, partitioned by tenant and model pack: a search
+    never crosses either boundary."""
+
+    @abstractmethod
+    def add(self, entries: Sequence[IndexEntry]) -> None:
+        """Insert or replace (by record id)."""
+
+    @abstractmethod
+    def search(
+        self, vector: NDArray[np.float32], *, tenant: str, model_pack: str, k: int,
+        min_score: float | None = None,
+    ) -> list[Hit]:
+        """Best `k` hits, highest score first; with `min_score`, only hits at or above it."""
+
+    @abstractmethod
+    def delete(self, record_ids: Iterable[str]) -> int:
+        """Remove; returns how many were present."""
+
+    @abstractmethod
+    def count(self, *, tenant: str, model_pack: str) -> int: ...
+
+    @abstractmethod
+    def record_ids(self, *, tenant: str, model_pack: str) -> set[str]: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources; persistent adapters flush here."""
+
+
+@dataclass(frozen=True)
+class EnrollmentCommit:
+    """Everything one input produces, written atomically (all or nothing)."""
+
+    item: ImportItem
+    record: Record | None = None
+    case: Case | None = None
+    audit: tuple[AuditEvent, ...] = ()
+
+
+class RecordStore(ABC):
+    """Records (with their templates), cases, import items and the append-only audit log."""
+
+    @abstractmethod
+    def get_import_item(self, key: str) -> ImportItem | None: ...
+
+    @abstractmethod
+    def commit(self, commit: EnrollmentCommit) -> None:
+        """Atomic; a second commit of the same item key must leave the first intact."""
+
+    @abstractmethod
+    def get_record(self, record_id: str) -> Record | None: ...
+
+    @abstractmethod
+    def describe_records(self, record_ids: Iterable[str]) -> dict[str, Record]:
+        """Records by id, for candidate lists (absent ids are left out)."""
+
+    @abstractmethod
+    def iter_templates(self, *, tenant: str | None = None) -> Iterable[Record]:
+        """Every record with its embedding (rebuilds and reconciles the index)."""
+
+    @abstractmethod
+    def count_templates(self, *, tenant: str, model_pack: str) -> int: ...
+
+    @abstractmethod
+    def get_case(self, case_id: str) -> Case | None: ...
+
+    @abstractmethod
+    def list_cases(
+        self, *, tenant: str, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[Case]: ...
+
+    @abstractmethod
+    def decide_case(
+        self, case_id: str, *, decision: CaseDecision, officer: str, comment: str, at: str,
+        matched_record_id: str | None, probe_status: RecordStatus, audit: AuditEvent,
+    ) -> Case:
+        """Close an open case (conditional: raises InvalidState if already decided)."""
+
+    @abstractmethod
+    def erase_record(self, record_id: str, audit: AuditEvent) -> dict[str, int]:
+        """Delete the record, its template and import items; keep an audit receipt."""
+
+    @abstractmethod
+    def append_audit(self, event: AuditEvent) -> None: ...
+
+    @abstractmethod
+    def audit_events(self, *, tenant: str | None = None, since_seq: int = 0) -> list[AuditEvent]: ...
+
+    @abstractmethod
+    def outcome_counts(self, *, tenant: str) -> dict[str, int]: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""
+
+
+class BlobStore(ABC):
+    """Face photos and aligned crops, for case officers. Keys never contain personal data."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes, content_type: str) -> None: ...
+
+    @abstractmethod
+    def get(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def delete_prefix(self, prefix: str) -> int: ...
+
+    @abstractmethod
+    def keys(self, prefix: str = "") -> list[str]: ...
+
+
+class Notifier(ABC):
+    @abstractmethod
+    def notify(self, notification: Notification) -> None: ...

@@ -1,0 +1,360 @@
+"""The de-duplication service: the use cases, written against the ports only.
+
+Order of writes for one input (so a crash at any point loses nothing and duplicates nothing):
+photos to the blob store (deterministic keys), then one atomic store commit (record, case,
+import item, audit), then the index. `reconcile()` repairs an index that missed the last step.
+Re-running the same input finds its import item and returns the stored outcome.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from face_dedup.calibration import DedupThresholds, ImpostorTail, dedup_thresholds
+from face_dedup.decision import decide
+from face_dedup.domain import (
+    AuditEvent,
+    Candidate,
+    Case,
+    CaseDecision,
+    CaseStatus,
+    ImportItem,
+    Notification,
+    Outcome,
+    Record,
+    RecordStatus,
+    stable_id,
+    utc_now,
+)
+from face_dedup.errors import InvalidState, NotFound
+from face_dedup.ports import BlobStore, EnrollmentCommit, Hit, IndexEntry, Notifier, RecordStore, VectorIndex
+from face_dedup.settings import Settings
+from face_dedup.vision.pipeline import FaceEngine, FaceTemplate, Rejection
+
+log = logging.getLogger(__name__)
+
+SYSTEM_ACTOR = "system"
+
+
+@dataclass(frozen=True)
+class InputRef:
+    """Where an input came from. `source` is what the operator gave (a path or an object key)."""
+
+    source: str
+    application_id: str | None = None
+    # What makes two submissions "the same submission": the application id when there is one,
+    # otherwise the source's stable identity (e.g. its absolute path).
+    identity: str | None = None
+
+    @property
+    def submission_identity(self) -> str:
+        if self.application_id:
+            return "app:" + self.application_id
+        return "src:" + (self.identity or self.source)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    score: float | None
+    threshold: float
+    fmr: float
+    match: bool
+    model_pack: str
+    rejected: tuple[tuple[str, str, str], ...] = ()  # (which, reason, message)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    candidates: tuple[Candidate, ...]
+    review_threshold: float
+    duplicate_threshold: float
+    gallery_size: int
+    rejection: Rejection | None = None
+
+
+def content_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def photo_key(tenant: str, record_id: str) -> str:
+    return f"{tenant}/{record_id}/photo"
+
+
+def crop_key(tenant: str, record_id: str) -> str:
+    return f"{tenant}/{record_id}/aligned.png"
+
+
+class DedupService:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: FaceEngine,
+        index: VectorIndex,
+        store: RecordStore,
+        blobs: BlobStore,
+        notifier: Notifier,
+        tail: ImpostorTail,
+    ) -> None:
+        if tail.model_pack != engine.pack.id:
+            raise ValueError(f"calibration is for {tail.model_pack}, the engine runs {engine.pack.id}")
+        self.settings = settings
+        self.engine = engine
+        self.index = index
+        self.store = store
+        self.blobs = blobs
+        self.notifier = notifier
+        self.tail = tail
+
+    @property
+    def tenant(self) -> str:
+        return self.settings.tenant
+
+    @property
+    def model_pack(self) -> str:
+        return self.engine.pack.id
+
+    # -- thresholds -----------------------------------------------------------------------
+
+    def thresholds(self, gallery_size: int | None = None) -> DedupThresholds:
+        size = self.gallery_size() if gallery_size is None else gallery_size
+        s = self.settings
+        floor = self.tail.threshold_for_fmr(s.review_floor_fmr)
+        return dedup_thresholds(self.tail, size, s.target_fpir, s.duplicate_fpir, floor=floor)
+
+    def gallery_size(self) -> int:
+        return self.index.count(tenant=self.tenant, model_pack=self.model_pack)
+
+    # -- enrollment -----------------------------------------------------------------------
+
+    def idempotency_key(self, ref: InputRef, digest: str) -> str:
+        return stable_id("imp", self.tenant, self.model_pack, ref.submission_identity, digest)
+
+    def analyze(self, data: bytes) -> FaceTemplate | Rejection:
+        """Pure and thread-safe: decode, detect, quality, align, embed."""
+        return self.engine.process(data)
+
+    def enroll(self, data: bytes, ref: InputRef, actor: str = SYSTEM_ACTOR) -> ImportItem:
+        digest = content_digest(data)
+        done = self.store.get_import_item(self.idempotency_key(ref, digest))
+        if done is not None:
+            return done
+        return self.register(ref, digest, self.analyze(data), data, actor)
+
+    def register(
+        self, ref: InputRef, digest: str, analysis: FaceTemplate | Rejection, data: bytes | None,
+        actor: str = SYSTEM_ACTOR,
+    ) -> ImportItem:
+        """Decide and persist one analysed input. Not thread-safe by design: each input must
+        see every earlier one, so registration is sequential (analysis is what runs in parallel)."""
+        key = self.idempotency_key(ref, digest)
+        done = self.store.get_import_item(key)
+        if done is not None:
+            return done
+        now = utc_now()
+        if isinstance(analysis, Rejection):
+            item = ImportItem(
+                key=key, tenant=self.tenant, source=ref.source, application_id=ref.application_id,
+                content_sha256=digest, outcome=Outcome.REJECTED, created_at=now,
+                reason=analysis.reason.value, message=analysis.message, measures=_rounded(analysis.measures),
+            )
+            audit = self._event("import.rejected", actor, now, application_id=ref.application_id,
+                                reason=analysis.reason.value, model_pack=self.model_pack)
+            self.store.commit(EnrollmentCommit(item=item, audit=(audit,)))
+            return item
+
+        record_id = stable_id("rec", key)
+        thresholds = self.thresholds()
+        hits = [h for h in self.index.search(
+            analysis.embedding, tenant=self.tenant, model_pack=self.model_pack,
+            k=self.settings.max_candidates, min_score=thresholds.review,
+        ) if h.record_id != record_id]
+        candidates = self._describe(hits, analysis.embedding)
+        decision = decide(candidates, thresholds, self.settings.max_candidates)
+
+        status = {
+            Outcome.ENROLLED: RecordStatus.ENROLLED,
+            Outcome.REVIEW: RecordStatus.PENDING_REVIEW,
+            Outcome.DUPLICATE: RecordStatus.LINKED_DUPLICATE,
+        }[decision.outcome]
+        linked_to = decision.candidates[0].record_id if decision.outcome is Outcome.DUPLICATE else None
+        quality = {**_rounded(analysis.measures), "notes": list(analysis.notes),
+                   "format": analysis.image_format, "rotation_degrees": analysis.rotation_degrees}
+        record = Record(
+            record_id=record_id, tenant=self.tenant, model_pack=self.model_pack,
+            application_id=ref.application_id, source=ref.source, content_sha256=digest, status=status,
+            created_at=now, embedding=analysis.embedding, linked_to=linked_to, quality=quality,
+        )
+        threshold_info = {
+            "review": round(thresholds.review, 4), "duplicate": round(thresholds.duplicate, 4),
+            "gallery_size": thresholds.gallery_size, "target_fpir": self.settings.target_fpir,
+            "review_fmr": thresholds.review_fmr, "model_pack": self.model_pack,
+            "calibration": self.tail.source,
+        }
+        case = None
+        if decision.candidates:
+            case = Case(
+                case_id=stable_id("case", key), tenant=self.tenant, probe_record_id=record_id,
+                kind=decision.outcome, candidates=decision.candidates, status=CaseStatus.OPEN,
+                created_at=now, thresholds=threshold_info,
+            )
+        item = ImportItem(
+            key=key, tenant=self.tenant, source=ref.source, application_id=ref.application_id,
+            content_sha256=digest, outcome=decision.outcome, created_at=now, record_id=record_id,
+            case_id=case.case_id if case else None, candidates=decision.candidates,
+            measures=_rounded(analysis.measures),
+        )
+        audit = [self._event(
+            "import." + decision.outcome.value, actor, now, record_id=record_id,
+            application_id=ref.application_id, thresholds=threshold_info,
+            candidates=[{"record_id": c.record_id, "score": round(c.score, 4)} for c in decision.candidates],
+        )]
+        if case is not None:
+            audit.append(self._event("case.opened", actor, now, case_id=case.case_id, kind=case.kind.value,
+                                     probe_record_id=record_id))
+
+        if data is not None and self.settings.keep_photos:
+            self.blobs.put(photo_key(self.tenant, record_id), data, "application/octet-stream")
+            self.blobs.put(crop_key(self.tenant, record_id), _png(analysis.aligned_crop), "image/png")
+        self.store.commit(EnrollmentCommit(item=item, record=record, case=case, audit=tuple(audit)))
+        self.index.add([IndexEntry(record_id, self.tenant, self.model_pack, analysis.embedding)])
+        if case is not None:
+            self.notifier.notify(Notification(
+                kind="case.opened", tenant=self.tenant, case_id=case.case_id,
+                link=self.settings.review_link_base + case.case_id,
+            ))
+        return item
+
+    def _describe(self, hits: list[Hit], probe: np.ndarray) -> list[Candidate]:
+        records = self.store.describe_records(h.record_id for h in hits)
+        candidates = []
+        for hit in hits:
+            record = records.get(hit.record_id)
+            if record is None:
+                continue  # in the index but not the store: an erase or crash in progress
+            # The index's score is the engine's; the decision uses the one computed here.
+            score = float(np.dot(record.embedding, probe))
+            candidates.append(Candidate(hit.record_id, score, record.source, record.application_id))
+        return candidates
+
+    # -- 1:1 and 1:N queries --------------------------------------------------------------
+
+    def verify(self, first: bytes, second: bytes, actor: str = SYSTEM_ACTOR) -> VerifyResult:
+        threshold = self.tail.threshold_for_fmr(self.settings.verify_fmr)
+        results = [self.analyze(first), self.analyze(second)]
+        rejected = tuple(
+            (name, r.reason.value, r.message)
+            for name, r in zip(("first", "second"), results, strict=True) if isinstance(r, Rejection)
+        )
+        score = None
+        a, b = results
+        if isinstance(a, FaceTemplate) and isinstance(b, FaceTemplate):
+            score = float(np.dot(a.embedding, b.embedding))
+        match = score is not None and score >= threshold
+        self.store.append_audit(self._event(
+            "verify", actor, utc_now(), match=match, score=None if score is None else round(score, 4),
+            threshold=round(threshold, 4), fmr=self.settings.verify_fmr, model_pack=self.model_pack,
+            rejected=[r[1] for r in rejected],
+        ))
+        return VerifyResult(score, threshold, self.settings.verify_fmr, match, self.model_pack, rejected)
+
+    def search(self, data: bytes, top_k: int, actor: str = SYSTEM_ACTOR) -> SearchResult:
+        thresholds = self.thresholds()
+        analysis = self.analyze(data)
+        if isinstance(analysis, Rejection):
+            return SearchResult((), thresholds.review, thresholds.duplicate, thresholds.gallery_size, analysis)
+        hits = self.index.search(analysis.embedding, tenant=self.tenant, model_pack=self.model_pack, k=top_k)
+        candidates = tuple(sorted(self._describe(hits, analysis.embedding), key=lambda c: -c.score))
+        self.store.append_audit(self._event(
+            "search", actor, utc_now(), top_k=top_k, model_pack=self.model_pack,
+            review_threshold=round(thresholds.review, 4),
+            results=[{"record_id": c.record_id, "score": round(c.score, 4)} for c in candidates],
+        ))
+        return SearchResult(candidates, thresholds.review, thresholds.duplicate, thresholds.gallery_size)
+
+    # -- cases ----------------------------------------------------------------------------
+
+    def decide_case(
+        self, case_id: str, decision: CaseDecision, officer: str, comment: str,
+        matched_record_id: str | None = None,
+    ) -> Case:
+        if not officer.strip():
+            raise ValueError("an officer's name is required for a decision")
+        case = self.store.get_case(case_id)
+        if case is None or case.tenant != self.tenant:
+            raise NotFound(f"no case {case_id}")
+        if case.status is not CaseStatus.OPEN:
+            raise InvalidState(f"case {case_id} is already {case.status.value} ({case.decision})")
+        if decision is CaseDecision.SAME_PERSON:
+            candidate_ids = [c.record_id for c in case.candidates]
+            matched = matched_record_id or candidate_ids[0]
+            if matched not in candidate_ids:
+                raise ValueError(f"{matched} is not a candidate of case {case_id}")
+            status = RecordStatus.CONFIRMED_DUPLICATE
+        else:
+            if matched_record_id:
+                raise ValueError("a different-people decision names no matched record")
+            matched, status = None, RecordStatus.ENROLLED
+        now = utc_now()
+        audit = self._event("case.decided", officer, now, case_id=case_id, decision=decision.value,
+                            probe_record_id=case.probe_record_id, matched_record_id=matched,
+                            comment=comment, probe_status=status.value)
+        return self.store.decide_case(case_id, decision=decision, officer=officer, comment=comment, at=now,
+                                      matched_record_id=matched, probe_status=status, audit=audit)
+
+    # -- erasure --------------------------------------------------------------------------
+
+    def erase(self, record_id: str, actor: str, reason: str) -> dict[str, Any]:
+        record = self.store.get_record(record_id)
+        if record is None or record.tenant != self.tenant:
+            raise NotFound(f"no record {record_id} (never enrolled, or already erased)")
+        # Index and photos first: if this stops midway the record still exists and erase can be
+        # run again; the store's row goes last, with the receipt.
+        removed_vectors = self.index.delete([record_id])
+        removed_blobs = self.blobs.delete_prefix(f"{self.tenant}/{record_id}/")
+        receipt = self._event("record.erased", actor, utc_now(), record_id=record_id,
+                              application_id=record.application_id, reason=reason,
+                              removed={"vectors": removed_vectors, "blobs": removed_blobs})
+        counts = self.store.erase_record(record_id, receipt)
+        return {"record_id": record_id, "vectors": removed_vectors, "blobs": removed_blobs, **counts}
+
+    # -- consistency ----------------------------------------------------------------------
+
+    def reconcile(self) -> dict[str, int]:
+        """Make the index hold exactly the store's templates of this tenant and pack. Cheap when
+        they agree (a count each); a full comparison only after an interrupted write."""
+        stored_count = self.store.count_templates(tenant=self.tenant, model_pack=self.model_pack)
+        if stored_count == self.index.count(tenant=self.tenant, model_pack=self.model_pack):
+            return {"added": 0, "removed": 0}
+        stored = {
+            r.record_id: r for r in self.store.iter_templates(tenant=self.tenant) if r.model_pack == self.model_pack
+        }
+        indexed = self.index.record_ids(tenant=self.tenant, model_pack=self.model_pack)
+        missing = [r for rid, r in stored.items() if rid not in indexed]
+        orphans = [rid for rid in indexed if rid not in stored]
+        if missing:
+            self.index.add([IndexEntry(r.record_id, r.tenant, r.model_pack, r.embedding) for r in missing])
+        if orphans:
+            self.index.delete(orphans)
+        if missing or orphans:
+            log.warning("index reconciled: %d added, %d orphans removed", len(missing), len(orphans))
+        return {"added": len(missing), "removed": len(orphans)}
+
+    def _event(self, action: str, actor: str, at: str, **details: Any) -> AuditEvent:
+        return AuditEvent(action=action, actor=actor, tenant=self.tenant, at=at, details=details)
+
+
+def _rounded(measures: dict[str, float]) -> dict[str, float]:
+    return {k: round(float(v), 4) for k, v in measures.items()}
+
+
+def _png(crop: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError("could not encode the aligned crop")
+    return bytes(encoded.tobytes())

@@ -1,0 +1,127 @@
+"""Settings: the one place configuration is read (environment, then explicit overrides).
+
+Every variable is `FACE_DEDUP_<NAME>`; quality thresholds are `FACE_DEDUP_QUALITY_<NAME>` and
+decode limits `FACE_DEDUP_DECODE_<NAME>` (names as in `QualityThresholds` / `DecodeLimits`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from face_dedup.errors import ConfigError
+from face_dedup.models.registry import DEFAULT_PACK_ID
+from face_dedup.vision.decode import DecodeLimits
+from face_dedup.vision.quality import QualityThresholds
+
+PREFIX = "FACE_DEDUP_"
+_T = TypeVar("_T", QualityThresholds, DecodeLimits)
+
+
+def _default_data_dir(environ: Mapping[str, str]) -> Path:
+    base = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "face-dedup"
+
+
+def _default_models_dir(environ: Mapping[str, str]) -> Path:
+    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "face-dedup" / "models"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    models_dir: Path
+    model_pack: str = DEFAULT_PACK_ID
+    tenant: str = "default"
+    # 1:N: target share of new people who get a false alarm (a case) against the current
+    # gallery; the review threshold follows it as the registry grows.
+    target_fpir: float = 0.01
+    # Above the threshold for this FPIR a match is linked as a likely duplicate (still reviewed).
+    duplicate_fpir: float = 1e-4
+    # Never review below the threshold of this per-comparison FMR, however small the gallery.
+    review_floor_fmr: float = 1e-3
+    # 1:1 verification: per-comparison false-match rate.
+    verify_fmr: float = 1e-4
+    max_candidates: int = 10
+    workers: int = 0  # 0 = one per CPU core
+    keep_photos: bool = True  # store photos and aligned crops for case officers
+    review_link_base: str = "face-dedup://cases/"
+    index_backend: str = "embedded"
+    store_backend: str = "sqlite"
+    blob_backend: str = "local"
+    notifier_backend: str = "outbox"
+    quality: QualityThresholds = field(default_factory=QualityThresholds)
+    decode: DecodeLimits = field(default_factory=DecodeLimits)
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers if self.workers > 0 else max(1, os.cpu_count() or 1)
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        values: dict[str, Any] = {
+            "data_dir": _default_data_dir(env),
+            "models_dir": _default_models_dir(env),
+        }
+        for spec in fields(cls):
+            if spec.name in ("quality", "decode"):
+                continue
+            raw = env.get(PREFIX + spec.name.upper())
+            if raw is not None:
+                values[spec.name] = _coerce(spec.name, raw, values.get(spec.name, spec.default))
+        values["quality"] = _nested(QualityThresholds(), env, PREFIX + "QUALITY_")
+        values["decode"] = _nested(DecodeLimits(), env, PREFIX + "DECODE_")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values["data_dir"] = Path(values["data_dir"]).expanduser()
+        values["models_dir"] = Path(values["models_dir"]).expanduser()
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        updated = replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        updated.validate()
+        return updated
+
+    def validate(self) -> None:
+        for name in ("target_fpir", "duplicate_fpir", "review_floor_fmr", "verify_fmr"):
+            value = getattr(self, name)
+            if not 0 < value < 1:
+                raise ConfigError(f"{name} must be between 0 and 1, got {value}")
+        if self.duplicate_fpir > self.target_fpir:
+            raise ConfigError("duplicate_fpir must not exceed target_fpir (auto-links are rarer than cases)")
+        if not self.tenant or "/" in self.tenant:
+            raise ConfigError(f"invalid tenant {self.tenant!r}")
+        if self.max_candidates < 1:
+            raise ConfigError("max_candidates must be at least 1")
+
+
+def _coerce(name: str, raw: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(raw)
+            return raw.lower() in ("1", "true", "yes")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, Path):
+            return Path(raw)
+        return raw
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name.upper()}={raw!r} is not a valid {type(default).__name__}") from None
+
+
+def _nested(instance: _T, env: Mapping[str, str], prefix: str) -> _T:
+    changes = {}
+    for spec in fields(instance):
+        raw = env.get(prefix + spec.name.upper())
+        if raw is not None:
+            changes[spec.name] = _coerce(spec.name, raw, getattr(instance, spec.name))
+    return replace(instance, **changes)
