@@ -107,12 +107,12 @@ class DedupThresholds:
 
 def dedup_thresholds(
     tail: ImpostorTail, gallery_size: int, target_fpir: float, duplicate_fpir: float,
-    floor: float = 0.0,
+    floor: float = 0.0, duplicate_floor: float = 0.0,
 ) -> DedupThresholds:
     review_fmr = fmr_for_fpir(target_fpir, gallery_size)
     duplicate_fmr = fmr_for_fpir(duplicate_fpir, gallery_size)
     review = max(floor, tail.threshold_for_fmr(review_fmr))
-    duplicate = max(review, tail.threshold_for_fmr(duplicate_fmr))
+    duplicate = max(review, duplicate_floor, tail.threshold_for_fmr(duplicate_fmr))
     return DedupThresholds(review, duplicate, gallery_size, review_fmr, duplicate_fmr,
                            extrapolated=review_fmr < tail.measured_min_fmr)
 

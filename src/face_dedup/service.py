@@ -124,8 +124,11 @@ class DedupService:
     def thresholds(self, gallery_size: int | None = None) -> DedupThresholds:
         size = self.gallery_size() if gallery_size is None else gallery_size
         s = self.settings
-        floor = self.tail.threshold_for_fmr(s.review_floor_fmr)
-        return dedup_thresholds(self.tail, size, s.target_fpir, s.duplicate_fpir, floor=floor)
+        return dedup_thresholds(
+            self.tail, size, s.target_fpir, s.duplicate_fpir,
+            floor=self.tail.threshold_for_fmr(s.review_floor_fmr),
+            duplicate_floor=self.tail.threshold_for_fmr(s.duplicate_floor_fmr),
+        )
 
     def gallery_size(self) -> int:
         return self.index.count(tenant=self.tenant, model_pack=self.model_pack)

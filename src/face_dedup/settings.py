@@ -44,6 +44,8 @@ class Settings:
     duplicate_fpir: float = 1e-4
     # Never review below the threshold of this per-comparison FMR, however small the gallery.
     review_floor_fmr: float = 1e-3
+    # Never auto-link below the threshold of this per-comparison FMR, however small the gallery.
+    duplicate_floor_fmr: float = 1e-6
     # 1:1 verification: per-comparison false-match rate.
     verify_fmr: float = 1e-4
     max_candidates: int = 10
@@ -89,7 +91,7 @@ class Settings:
         return updated
 
     def validate(self) -> None:
-        for name in ("target_fpir", "duplicate_fpir", "review_floor_fmr", "verify_fmr"):
+        for name in ("target_fpir", "duplicate_fpir", "review_floor_fmr", "duplicate_floor_fmr", "verify_fmr"):
             value = getattr(self, name)
             if not 0 < value < 1:
                 raise ConfigError(f"{name} must be between 0 and 1, got {value}")

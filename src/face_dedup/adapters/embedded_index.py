@@ -107,6 +107,11 @@ class ExactVectorIndex(VectorIndex):
                 raise ValueError(f"vector for {entry.record_id} is not L2-normalised (norm {norm})")
             prepared.append((entry, vector))
         with self._lock:
+            for entry, vector in prepared:  # refuse before writing anything
+                existing = self._partitions.get((entry.tenant, entry.model_pack))
+                if existing is not None and existing.dim != len(vector):
+                    raise ValueError(f"model pack {entry.model_pack} has {existing.dim}-d vectors, "
+                                     f"got {len(vector)}-d")
             with self._db:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO vectors(record_id, tenant, model_pack, dim, vector) "

@@ -1,0 +1,134 @@
+"""Contract of the VectorIndex port. Every adapter runs this suite; a new adapter adds itself
+to `ADAPTERS` (the OpenSearch one will, with a real cluster when OPENSEARCH_URL is set)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from face_dedup.adapters.embedded_index import ExactVectorIndex
+from face_dedup.ports import IndexEntry, VectorIndex
+
+DIM = 16
+
+
+def unit(seed: int, dim: int = DIM) -> np.ndarray:
+    vector = np.random.default_rng(seed).normal(size=dim).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def near(vector: np.ndarray, noise: float, seed: int) -> np.ndarray:
+    moved = vector + noise * np.random.default_rng(seed).normal(size=vector.shape).astype(np.float32)
+    return (moved / np.linalg.norm(moved)).astype(np.float32)
+
+
+ADAPTERS: dict[str, Callable[[Path], VectorIndex]] = {
+    "embedded": lambda path: ExactVectorIndex(path / "index.sqlite"),
+}
+
+
+@pytest.fixture(params=sorted(ADAPTERS))
+def make_index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], VectorIndex]]:
+    opened: list[VectorIndex] = []
+
+    def factory() -> VectorIndex:
+        index = ADAPTERS[request.param](tmp_path)
+        opened.append(index)
+        return index
+
+    yield factory
+    for index in opened:
+        index.close()
+
+
+def fill(index: VectorIndex, n: int, tenant: str = "t1", pack: str = "p1", offset: int = 0) -> list[np.ndarray]:
+    vectors = [unit(offset + i) for i in range(n)]
+    index.add([IndexEntry(f"{tenant}-{offset + i}", tenant, pack, v) for i, v in enumerate(vectors)])
+    return vectors
+
+
+def test_top_k_is_exact_and_ordered(make_index: Callable[[], VectorIndex]) -> None:
+    index = make_index()
+    vectors = fill(index, 200)
+    query = near(vectors[17], 0.05, seed=99)
+    hits = index.search(query, tenant="t1", model_pack="p1", k=5)
+    assert hits[0].record_id == "t1-17"
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    brute = np.stack(vectors) @ query
+    assert [h.record_id for h in hits] == [f"t1-{i}" for i in np.argsort(-brute)[:5]]
+    assert hits[0].score == pytest.approx(float(brute.max()), abs=1e-5)
+
+
+def test_threshold_search_returns_everything_at_or_above(make_index: Callable[[], VectorIndex]) -> None:
+    index = make_index()
+    base = unit(1000)
+    index.add([IndexEntry(f"dup-{i}", "t1", "p1", near(base, 0.1 * (i + 1), seed=i)) for i in range(6)])
+    fill(index, 100)
+    brute = {f"dup-{i}": float(near(base, 0.1 * (i + 1), seed=i) @ base) for i in range(6)}
+    expected = {rid for rid, score in brute.items() if score >= 0.8}
+    hits = index.search(base, tenant="t1", model_pack="p1", k=50, min_score=0.8)
+    assert {h.record_id for h in hits} == expected
+    assert all(h.score >= 0.8 for h in hits)
+
+
+def test_tenant_and_model_pack_never_mix(make_index: Callable[[], VectorIndex]) -> None:
+    index = make_index()
+    shared = unit(5)
+    index.add([
+        IndexEntry("a", "tenant-a", "p1", shared),
+        IndexEntry("b", "tenant-b", "p1", shared),
+        IndexEntry("c", "tenant-a", "p2", shared),
+    ])
+    assert [h.record_id for h in index.search(shared, tenant="tenant-a", model_pack="p1", k=10)] == ["a"]
+    assert [h.record_id for h in index.search(shared, tenant="tenant-b", model_pack="p1", k=10)] == ["b"]
+    assert [h.record_id for h in index.search(shared, tenant="tenant-a", model_pack="p2", k=10)] == ["c"]
+    assert index.search(shared, tenant="nobody", model_pack="p1", k=10) == []
+    assert index.count(tenant="tenant-a", model_pack="p1") == 1
+
+
+def test_delete_removes_and_keeps_the_rest_searchable(make_index: Callable[[], VectorIndex]) -> None:
+    index = make_index()
+    vectors = fill(index, 50)
+    assert index.delete(["t1-3", "t1-49", "missing"]) == 2
+    assert index.count(tenant="t1", model_pack="p1") == 48
+    hits = index.search(vectors[3], tenant="t1", model_pack="p1", k=48)
+    assert "t1-3" not in {h.record_id for h in hits}
+    assert index.search(vectors[10], tenant="t1", model_pack="p1", k=1)[0].record_id == "t1-10"
+    assert index.search(vectors[48], tenant="t1", model_pack="p1", k=1)[0].record_id == "t1-48"
+
+
+def test_add_replaces_by_record_id(make_index: Callable[[], VectorIndex]) -> None:
+    index = make_index()
+    index.add([IndexEntry("r", "t1", "p1", unit(1))])
+    index.add([IndexEntry("r", "t1", "p1", unit(2))])
+    assert index.count(tenant="t1", model_pack="p1") == 1
+    assert index.search(unit(2), tenant="t1", model_pack="p1", k=1)[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_persists_across_reopen(make_index: Callable[[], VectorIndex]) -> None:
+    index = make_index()
+    vectors = fill(index, 30)
+    index.delete(["t1-7"])
+    index.close()
+    reopened = make_index()
+    assert reopened.count(tenant="t1", model_pack="p1") == 29
+    assert reopened.record_ids(tenant="t1", model_pack="p1") == {f"t1-{i}" for i in range(30)} - {"t1-7"}
+    assert reopened.search(vectors[12], tenant="t1", model_pack="p1", k=1)[0].record_id == "t1-12"
+
+
+def test_rejects_vectors_that_are_not_normalised_or_of_another_size(make_index: Callable[[], VectorIndex]) -> None:
+    index = make_index()
+    with pytest.raises(ValueError, match="normalised"):
+        index.add([IndexEntry("r", "t1", "p1", unit(1) * 2)])
+    fill(index, 2)
+    with pytest.raises(ValueError):
+        index.add([IndexEntry("x", "t1", "p1", unit(1, dim=DIM * 2))])
+    with pytest.raises(ValueError):
+        index.search(unit(1, dim=DIM * 2), tenant="t1", model_pack="p1", k=1)
+    assert index.count(tenant="t1", model_pack="p1") == 2
+    index.close()
+    assert make_index().count(tenant="t1", model_pack="p1") == 2  # nothing half-written
