@@ -22,6 +22,8 @@ class QualityThresholds:
     min_inter_eye_px: float = 12.0  # FACE_TOO_SMALL below (in the original photo's pixels)
     max_landmark_residual: float = 0.30  # IMPLAUSIBLE_LANDMARKS above (fraction of eye distance)
     max_roll_degrees: float = 40.0  # beyond this the photo is tried at 90/180/270 degrees
+    # An upright face scoring below this is also compared with the photo's other orientations.
+    upright_confident_score: float = 0.92
     max_yaw_ratio: float = 0.9  # EXTREME_POSE: nose offset from the eye midline / eye distance (profile)
     max_pitch_offset: float = 0.3  # EXTREME_POSE: nose height offset from frontal, / eye-mouth span
     min_sharpness: float = 12.0  # BLURRY below: variance of the Laplacian on the aligned crop
@@ -94,13 +96,14 @@ def assess(
     elif abs(pitch_offset) > t.max_pitch_offset:
         issues.append(QualityIssue(Reason.EXTREME_POSE, abs(pitch_offset), t.max_pitch_offset,
                                    f"head tilted up or down (pitch offset {pitch_offset:+.2f})"))
-    if sharpness < t.min_sharpness:
-        issues.append(QualityIssue(Reason.BLURRY, sharpness, t.min_sharpness,
-                                   f"face sharpness {sharpness:.1f} is below {t.min_sharpness}"))
     if brightness < t.min_brightness:
         issues.append(QualityIssue(Reason.TOO_DARK, brightness, t.min_brightness,
                                    f"face brightness {brightness:.0f} is below {t.min_brightness}"))
     elif brightness > t.max_brightness:
         issues.append(QualityIssue(Reason.TOO_BRIGHT, brightness, t.max_brightness,
                                    f"face brightness {brightness:.0f} is above {t.max_brightness}"))
+    # After exposure: a dark face has little contrast and would look blurry too.
+    if sharpness < t.min_sharpness:
+        issues.append(QualityIssue(Reason.BLURRY, sharpness, t.min_sharpness,
+                                   f"face sharpness {sharpness:.1f} is below {t.min_sharpness}"))
     return issues
