@@ -134,15 +134,16 @@ class FaceEngine:
         aligned = warp_to_template(candidate.image, candidate.fit, size)
         mapped = (candidate.fit.matrix[:, :2] @ subject.landmarks.T).T + candidate.fit.matrix[:, 2]
         yaw_ratio, pitch_offset = pose_measures(mapped)
-        sharpness, brightness = crop_measures(aligned)
+        crop = crop_measures(aligned)
         # Eye distance in the photo as submitted, not in the reduced working copy.
         inter_eye_px = subject.inter_eye_px / decoded.scale
         measures.update(
             inter_eye_px=inter_eye_px, yaw_ratio=yaw_ratio, pitch_offset=pitch_offset,
-            sharpness=sharpness, brightness=brightness,
+            sharpness=crop.sharpness, brightness=crop.brightness, overexposed=crop.overexposed,
+            underexposed=crop.underexposed,
         )
         issues = assess(t, score=subject.score, inter_eye_px=inter_eye_px, yaw_ratio=yaw_ratio,
-                        pitch_offset=pitch_offset, sharpness=sharpness, brightness=brightness)
+                        pitch_offset=pitch_offset, crop=crop)
         if issues:
             first = issues[0]
             return Rejection(first.reason, first.message, measures, tuple(issues))

@@ -29,6 +29,9 @@ class QualityThresholds:
     min_sharpness: float = 12.0  # BLURRY below: variance of the Laplacian on the aligned crop
     min_brightness: float = 35.0  # TOO_DARK below: mean face luminance, 0..255
     max_brightness: float = 225.0  # TOO_BRIGHT above
+    # Share of the face's pixels burnt out (>= 250) or crushed (<= 5). On LFW at most 8% / 15%.
+    max_overexposed: float = 0.25  # TOO_BRIGHT above
+    max_underexposed: float = 0.40  # TOO_DARK above
     # Another face at least this large (inter-eye distance relative to the subject's) and
     # confident means the photo does not show one person: MULTIPLE_FACES.
     rival_face_ratio: float = 0.6
@@ -61,13 +64,24 @@ def pose_measures(aligned_landmarks: NDArray[np.float64]) -> tuple[float, float]
     return yaw_ratio, pitch_offset
 
 
-def crop_measures(aligned_rgb: NDArray[np.uint8]) -> tuple[float, float]:
-    """(sharpness, brightness) of the inner face region of the aligned crop."""
+@dataclass(frozen=True)
+class CropMeasures:
+    sharpness: float
+    brightness: float
+    overexposed: float
+    underexposed: float
+
+
+def crop_measures(aligned_rgb: NDArray[np.uint8]) -> CropMeasures:
+    """Sharpness and exposure of the inner face region of the aligned crop."""
     grey = cv2.cvtColor(aligned_rgb, cv2.COLOR_RGB2GRAY)
     inner = grey[28:104, 18:94]  # brows to chin, cheek to cheek in the 112x112 template
-    sharpness = float(cv2.Laplacian(inner, cv2.CV_64F).var())
-    brightness = float(inner.mean())
-    return sharpness, brightness
+    return CropMeasures(
+        sharpness=float(cv2.Laplacian(inner, cv2.CV_64F).var()),
+        brightness=float(inner.mean()),
+        overexposed=float((inner >= 250).mean()),
+        underexposed=float((inner <= 5).mean()),
+    )
 
 
 def assess(
@@ -77,12 +91,26 @@ def assess(
     inter_eye_px: float,
     yaw_ratio: float,
     pitch_offset: float,
-    sharpness: float,
-    brightness: float,
+    crop: CropMeasures,
 ) -> list[QualityIssue]:
-    """Every failed check, most fundamental first (the first is the reported reason)."""
+    """Every failed check, the most likely cause first (the first is the reported reason)."""
     t = thresholds
     issues: list[QualityIssue] = []
+    # Exposure first: it is the most actionable cause, and an over- or under-exposed face also
+    # lowers the detector's confidence and the measured sharpness.
+    brightness, sharpness = crop.brightness, crop.sharpness
+    if brightness < t.min_brightness:
+        issues.append(QualityIssue(Reason.TOO_DARK, brightness, t.min_brightness,
+                                   f"face brightness {brightness:.0f} is below {t.min_brightness}"))
+    elif crop.underexposed > t.max_underexposed:
+        issues.append(QualityIssue(Reason.TOO_DARK, crop.underexposed, t.max_underexposed,
+                                   f"{crop.underexposed:.0%} of the face is black"))
+    elif brightness > t.max_brightness:
+        issues.append(QualityIssue(Reason.TOO_BRIGHT, brightness, t.max_brightness,
+                                   f"face brightness {brightness:.0f} is above {t.max_brightness}"))
+    elif crop.overexposed > t.max_overexposed:
+        issues.append(QualityIssue(Reason.TOO_BRIGHT, crop.overexposed, t.max_overexposed,
+                                   f"{crop.overexposed:.0%} of the face is burnt out"))
     if score < t.min_detection_score:
         issues.append(QualityIssue(Reason.LOW_CONFIDENCE, score, t.min_detection_score,
                                    f"detector confidence {score:.2f} is below {t.min_detection_score}"))
@@ -96,12 +124,6 @@ def assess(
     elif abs(pitch_offset) > t.max_pitch_offset:
         issues.append(QualityIssue(Reason.EXTREME_POSE, abs(pitch_offset), t.max_pitch_offset,
                                    f"head tilted up or down (pitch offset {pitch_offset:+.2f})"))
-    if brightness < t.min_brightness:
-        issues.append(QualityIssue(Reason.TOO_DARK, brightness, t.min_brightness,
-                                   f"face brightness {brightness:.0f} is below {t.min_brightness}"))
-    elif brightness > t.max_brightness:
-        issues.append(QualityIssue(Reason.TOO_BRIGHT, brightness, t.max_brightness,
-                                   f"face brightness {brightness:.0f} is above {t.max_brightness}"))
     # After exposure: a dark face has little contrast and would look blurry too.
     if sharpness < t.min_sharpness:
         issues.append(QualityIssue(Reason.BLURRY, sharpness, t.min_sharpness,
