@@ -45,7 +45,8 @@ def main() -> int:
     pack = get_pack(settings.model_pack)
     engine = build_engine(settings, pack, threads=1)
     root = args.shared.resolve()
-    pairs = list(csv.DictReader((root / "lfw_pairs_dev.csv").open()))
+    with (root / "lfw_pairs_dev.csv").open() as handle:
+        pairs = list(csv.DictReader(handle))
     files = sorted(p.relative_to(root).as_posix() for p in (root / "lfw").glob("*/*.jpg"))
     fold_of = {}
     for row in pairs:

@@ -35,8 +35,8 @@ app.add_typer(models_app, name="models")
 app.add_typer(cases_app, name="cases")
 app.add_typer(audit_app, name="audit")
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Registry folder (default: "
                     "~/.local/share/face-dedup, or FACE_DEDUP_DATA_DIR).", show_default=False)]

@@ -1,0 +1,3 @@
+from face_dedup.cli import main
+
+main()
