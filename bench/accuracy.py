@@ -32,8 +32,12 @@ from face_dedup.vision.pipeline import FaceTemplate
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1] / "../shared/data/faces")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--shared", type=Path, default=Path(__file__).resolve().parents[1] / "../shared/data/faces"
+    )
     parser.add_argument("--pack", default=None)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--target-fpir", type=float, default=None)
@@ -66,10 +70,14 @@ def main() -> int:
             rejected[result.reason.value] += 1
 
     # 5-fold accuracy; a pair with an unusable photo is scored as a non-match.
-    scores = np.array([
-        float(embeddings[r["file1"]] @ embeddings[r["file2"]])
-        if r["file1"] in embeddings and r["file2"] in embeddings else -1.0 for r in pairs
-    ])
+    scores = np.array(
+        [
+            float(embeddings[r["file1"]] @ embeddings[r["file2"]])
+            if r["file1"] in embeddings and r["file2"] in embeddings
+            else -1.0
+            for r in pairs
+        ]
+    )
     same = np.array([r["same"] == "1" for r in pairs])
     accuracy, accuracy_std = cal.kfold_accuracy(scores, same, [int(r["fold"]) for r in pairs])
 
@@ -99,30 +107,50 @@ def main() -> int:
     cross = []
     for calib_folds in ({0, 1}, {2, 3, 4}):
         in_calib = np.array([fold_of.get(p, -1) in calib_folds for p in people])
-        _, imp = cal.all_pairs_scores(matrix[in_calib], [p for p, c in zip(people, in_calib, strict=True) if c])
+        _, imp = cal.all_pairs_scores(
+            matrix[in_calib], [p for p, c in zip(people, in_calib, strict=True) if c]
+        )
         half_tail = cal.impostor_tail_from_scores(imp, pack.id, "half")
         sim = cal.simulate_dedup(
-            matrix[~in_calib], [p for p, c in zip(people, in_calib, strict=True) if not c],
+            matrix[~in_calib],
+            [p for p, c in zip(people, in_calib, strict=True) if not c],
             lambda n, t=half_tail: review_threshold(n, t),
         )
-        cross.append({"calibrated_on_folds": sorted(calib_folds), "duplicates": sim.duplicates,
-                      "recall": sim.recall, "new_people": sim.new_people,
-                      "false_alarm_rate": sim.false_alarm_rate})
+        cross.append(
+            {
+                "calibrated_on_folds": sorted(calib_folds),
+                "duplicates": sim.duplicates,
+                "recall": sim.recall,
+                "new_people": sim.new_people,
+                "false_alarm_rate": sim.false_alarm_rate,
+            }
+        )
 
     final = tail.threshold_for_fmr(cal.fmr_for_fpir(settings.target_fpir, len(names)))
     report = {
         "model_pack": pack.id,
         "machine": f"{platform.machine()} {platform.processor() or ''} {platform.python_version()}".strip(),
-        "images": len(files), "usable": len(names), "rejected": dict(rejected),
-        "seconds": round(elapsed, 1), "workers": args.workers,
-        "lfw_5fold_accuracy": accuracy, "lfw_5fold_std": accuracy_std,
-        "pairs": len(pairs), "eer": eer, "eer_threshold": eer_threshold,
-        "genuine_pairs": len(genuine), "impostor_pairs": len(impostor),
+        "images": len(files),
+        "usable": len(names),
+        "rejected": dict(rejected),
+        "seconds": round(elapsed, 1),
+        "workers": args.workers,
+        "lfw_5fold_accuracy": accuracy,
+        "lfw_5fold_std": accuracy_std,
+        "pairs": len(pairs),
+        "eer": eer,
+        "eer_threshold": eer_threshold,
+        "genuine_pairs": len(genuine),
+        "impostor_pairs": len(impostor),
         "tar_at_far": {k: {"tar": v[0], "threshold": v[1]} for k, v in tar.items()},
-        "dedup": {"target_fpir": settings.target_fpir, "duplicates": dedup.duplicates,
-                  "recall": dedup.recall, "new_people": dedup.new_people,
-                  "false_alarm_rate": dedup.false_alarm_rate,
-                  "review_threshold_at_full_gallery": final},
+        "dedup": {
+            "target_fpir": settings.target_fpir,
+            "duplicates": dedup.duplicates,
+            "recall": dedup.recall,
+            "new_people": dedup.new_people,
+            "false_alarm_rate": dedup.false_alarm_rate,
+            "review_threshold_at_full_gallery": final,
+        },
         "dedup_cross_validated": cross,
         "calibration_points": measured_tail.points,
     }

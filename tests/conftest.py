@@ -21,7 +21,9 @@ from face_dedup.settings import Settings
 from face_dedup.vision.pipeline import FaceEngine
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_FACES = Path(os.environ.get("FACE_DEDUP_SHARED_FACES", ROOT / ".." / "shared" / "data" / "faces")).resolve()
+SHARED_FACES = Path(
+    os.environ.get("FACE_DEDUP_SHARED_FACES", ROOT / ".." / "shared" / "data" / "faces")
+).resolve()
 
 
 def shared_faces() -> Path:
@@ -41,8 +43,10 @@ def base_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     pack = get_pack(settings.model_pack)
     bad = [s for s in verify_pack(settings.models_dir, pack) if s.state != "ok"]
     if bad:
-        pytest.fail(f"model files missing or corrupt in {settings.models_dir}: run `face-dedup models install` "
-                    "(the README's test command does)")
+        pytest.fail(
+            f"model files missing or corrupt in {settings.models_dir}: run `face-dedup models install` "
+            "(the README's test command does)"
+        )
     return settings
 
 

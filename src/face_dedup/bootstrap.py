@@ -85,7 +85,8 @@ def build_service(settings: Settings, *, threads: int = 1) -> tuple[DedupService
     engine = build_engine(settings, pack, threads=threads)
     tail = load_tail(settings, pack)
     adapters = build_adapters(settings)
-    service = DedupService(settings, engine, adapters.index, adapters.store, adapters.blobs,
-                           adapters.notifier, tail)
+    service = DedupService(
+        settings, engine, adapters.index, adapters.store, adapters.blobs, adapters.notifier, tail
+    )
     service.reconcile()
     return service, adapters

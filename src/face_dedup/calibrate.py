@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from face_dedup import calibration as cal
 from face_dedup.bootstrap import build_engine, calibration_path
@@ -25,6 +26,7 @@ from face_dedup.settings import Settings
 from face_dedup.vision.pipeline import FaceTemplate
 
 FARS = {"1e-2": 1e-2, "1e-3": 1e-3, "1e-4": 1e-4}
+Vector = NDArray[np.float32]
 UNUSABLE = -1.0  # score of a pair with a photo that yielded no template
 
 
@@ -37,10 +39,10 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
         return [{k: (v or "").strip() for k, v in row.items() if k} for row in reader]
 
 
-def _embed_all(settings: Settings, root: Path, files: list[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def _embed_all(settings: Settings, root: Path, files: list[str]) -> tuple[dict[str, Vector], dict[str, str]]:
     engine = build_engine(settings, get_pack(settings.model_pack))
 
-    def one(name: str) -> tuple[str, np.ndarray | None, str | None]:
+    def one(name: str) -> tuple[str, Vector | None, str | None]:
         path = root / name
         try:
             data = path.read_bytes()
@@ -51,7 +53,7 @@ def _embed_all(settings: Settings, root: Path, files: list[str]) -> tuple[dict[s
             return name, result.embedding, None
         return name, None, result.reason.value
 
-    embeddings: dict[str, np.ndarray] = {}
+    embeddings: dict[str, Vector] = {}
     failures: dict[str, str] = {}
     with ThreadPoolExecutor(settings.worker_count) as pool:
         for name, vector, reason in pool.map(one, files):
@@ -62,7 +64,7 @@ def _embed_all(settings: Settings, root: Path, files: list[str]) -> tuple[dict[s
     return embeddings, failures
 
 
-def _rates(genuine: np.ndarray, impostor: np.ndarray) -> dict[str, Any]:
+def _rates(genuine: NDArray[np.floating[Any]], impostor: NDArray[np.floating[Any]]) -> dict[str, Any]:
     eer, eer_threshold = cal.equal_error_rate(genuine, impostor)
     tar: dict[str, float | None] = {}
     thresholds: dict[str, float | None] = {"eer": eer_threshold}
@@ -76,7 +78,12 @@ def _rates(genuine: np.ndarray, impostor: np.ndarray) -> dict[str, Any]:
 
 
 def calibrate(
-    settings: Settings, *, root: Path, pairs: Path | None = None, labels: Path | None = None, save: bool = False,
+    settings: Settings,
+    *,
+    root: Path,
+    pairs: Path | None = None,
+    labels: Path | None = None,
+    save: bool = False,
 ) -> dict[str, Any]:
     if not root.is_dir():
         raise FileNotFoundError(f"--root {root} is not a folder")
@@ -86,16 +93,25 @@ def calibrate(
         rows = _read_csv(pairs, ("file1", "file2", "same"))
         files = sorted({r["file1"] for r in rows} | {r["file2"] for r in rows})
         embeddings, failures = _embed_all(settings, root, files)
-        scores = np.array([
-            float(embeddings[r["file1"]] @ embeddings[r["file2"]])
-            if r["file1"] in embeddings and r["file2"] in embeddings else UNUSABLE for r in rows
-        ])
+        scores = np.array(
+            [
+                float(embeddings[r["file1"]] @ embeddings[r["file2"]])
+                if r["file1"] in embeddings and r["file2"] in embeddings
+                else UNUSABLE
+                for r in rows
+            ]
+        )
         same = np.array([r["same"].lower() in ("1", "true", "yes", "same") for r in rows])
         folds = [int(r["fold"]) if r.get("fold") else i % 10 for i, r in enumerate(rows)]
         accuracy, std = cal.kfold_accuracy(scores, same, folds)
         genuine, impostor = scores[same], scores[~same]
-        report |= {"accuracy": accuracy, "accuracy_std": std, "folds": len(set(folds)), "pairs": len(rows),
-                   "pairs_with_failed_images": int(np.sum(scores == UNUSABLE))}
+        report |= {
+            "accuracy": accuracy,
+            "accuracy_std": std,
+            "folds": len(set(folds)),
+            "pairs": len(rows),
+            "pairs_with_failed_images": int(np.sum(scores == UNUSABLE)),
+        }
         report |= _rates(genuine, impostor)
     else:
         assert labels is not None
@@ -112,19 +128,28 @@ def calibrate(
         report |= rates
         report |= {"pairs": len(genuine) + len(impostor)}
         if len(impostor) >= 1000:
-            tail = cal.impostor_tail_from_scores(impostor[impostor > UNUSABLE], pack.id,
-                                                 f"{labels.name}: {len(files)} images")
+            tail = cal.impostor_tail_from_scores(
+                impostor[impostor > UNUSABLE], pack.id, f"{labels.name}: {len(files)} images"
+            )
             ok = usable
 
             def review(n: int) -> float:
                 floor = tail.threshold_for_fmr(settings.review_floor_fmr)
-                return cal.dedup_thresholds(tail, n, settings.target_fpir, settings.duplicate_fpir, floor).review
+                return cal.dedup_thresholds(
+                    tail, n, settings.target_fpir, settings.duplicate_fpir, floor
+                ).review
 
-            sim = cal.simulate_dedup(matrix[ok], [i for i, u in zip(identities, ok, strict=True) if u], review)
-            report["dedup"] = {"target_fpir": settings.target_fpir, "duplicates": sim.duplicates,
-                               "recall": _finite(sim.recall), "new_people": sim.new_people,
-                               "false_alarm_rate": _finite(sim.false_alarm_rate),
-                               "review_threshold_at_this_size": review(int(ok.sum()))}
+            sim = cal.simulate_dedup(
+                matrix[ok], [i for i, u in zip(identities, ok, strict=True) if u], review
+            )
+            report["dedup"] = {
+                "target_fpir": settings.target_fpir,
+                "duplicates": sim.duplicates,
+                "recall": _finite(sim.recall),
+                "new_people": sim.new_people,
+                "false_alarm_rate": _finite(sim.false_alarm_rate),
+                "review_threshold_at_this_size": review(int(ok.sum())),
+            }
             report["calibration_points"] = tail.points
             if save:
                 target = calibration_path(settings, pack.id)
@@ -132,9 +157,11 @@ def calibrate(
                 target.write_text(tail.to_json() + "\n", encoding="utf-8")
                 report["saved_calibration"] = str(target)
         elif save:
-            raise ValueError(f"only {len(impostor)} impostor pairs: too few to save a calibration (need 1000)")
-    report["genuine_pairs"] = int(len(genuine))
-    report["impostor_pairs"] = int(len(impostor))
+            raise ValueError(
+                f"only {len(impostor)} impostor pairs: too few to save a calibration (need 1000)"
+            )
+    report["genuine_pairs"] = len(genuine)
+    report["impostor_pairs"] = len(impostor)
     report["failed_images"] = len(failures)
     report["failed_reasons"] = dict(sorted(failures.items()))
     report["thresholds"]["verify"] = None

@@ -106,15 +106,25 @@ class DedupThresholds:
 
 
 def dedup_thresholds(
-    tail: ImpostorTail, gallery_size: int, target_fpir: float, duplicate_fpir: float,
-    floor: float = 0.0, duplicate_floor: float = 0.0,
+    tail: ImpostorTail,
+    gallery_size: int,
+    target_fpir: float,
+    duplicate_fpir: float,
+    floor: float = 0.0,
+    duplicate_floor: float = 0.0,
 ) -> DedupThresholds:
     review_fmr = fmr_for_fpir(target_fpir, gallery_size)
     duplicate_fmr = fmr_for_fpir(duplicate_fpir, gallery_size)
     review = max(floor, tail.threshold_for_fmr(review_fmr))
     duplicate = max(review, duplicate_floor, tail.threshold_for_fmr(duplicate_fmr))
-    return DedupThresholds(review, duplicate, gallery_size, review_fmr, duplicate_fmr,
-                           extrapolated=review_fmr < tail.measured_min_fmr)
+    return DedupThresholds(
+        review,
+        duplicate,
+        gallery_size,
+        review_fmr,
+        duplicate_fmr,
+        extrapolated=review_fmr < tail.measured_min_fmr,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,8 +185,10 @@ def kfold_accuracy(scores: FloatArray, same: NDArray[np.bool_], folds: Sequence[
 
 
 def all_pairs_scores(
-    embeddings: NDArray[np.float32], identities: Sequence[str],
-    usable: NDArray[np.bool_] | None = None, unusable_score: float = -1.0,
+    embeddings: NDArray[np.float32],
+    identities: Sequence[str],
+    usable: NDArray[np.bool_] | None = None,
+    unusable_score: float = -1.0,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """Genuine and impostor cosine scores over every unordered pair of distinct images. Pairs
     with an image marked not `usable` get `unusable_score` (a certain non-match)."""
@@ -197,7 +209,7 @@ def impostor_tail_from_scores(
     pairs remain above the threshold (below that a quantile is noise)."""
     points = []
     for exponent in np.arange(-1.0, -12.01, -0.5):
-        fmr = 10.0 ** exponent
+        fmr = float(10.0**exponent)
         if fmr * len(impostor) < min_count:
             break
         points.append((float(exponent), round(threshold_at_far(impostor, fmr), 5)))

@@ -21,13 +21,23 @@ from face_dedup.bootstrap import Adapters, build_service
 from face_dedup.domain import Case, CaseDecision
 from face_dedup.errors import ConfigError, FaceDedupError, InvalidState, ModelError, NotFound
 from face_dedup.importer import ManifestError, ReportLine, collect_inputs, run_import
-from face_dedup.models.install import install_demo_samples, install_pack, verify_demo_samples, verify_pack
+from face_dedup.models.install import (
+    FileStatus,
+    install_demo_samples,
+    install_pack,
+    verify_demo_samples,
+    verify_pack,
+)
 from face_dedup.models.registry import PACKS
 from face_dedup.service import DedupService
 from face_dedup.settings import Settings
 
-app = typer.Typer(help="Face enrollment and de-duplication for identity registries.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="Face enrollment and de-duplication for identity registries.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 models_app = typer.Typer(help="Install and verify model packs.", no_args_is_help=True)
 cases_app = typer.Typer(help="Review cases: list, show, decide.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
@@ -38,19 +48,33 @@ app.add_typer(audit_app, name="audit")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Registry folder (default: "
-                    "~/.local/share/face-dedup, or FACE_DEDUP_DATA_DIR).", show_default=False)]
-ModelsDir = Annotated[Path | None, typer.Option("--models-dir", help="Model cache (default: "
-                      "~/.cache/face-dedup/models, or FACE_DEDUP_MODELS_DIR).", show_default=False)]
-Tenant = Annotated[str | None, typer.Option("--tenant", help="Registry partition (default: `default`).",
-                   show_default=False)]
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Registry folder (default: ~/.local/share/face-dedup, or FACE_DEDUP_DATA_DIR).",
+        show_default=False,
+    ),
+]
+ModelsDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--models-dir",
+        help="Model cache (default: ~/.cache/face-dedup/models, or FACE_DEDUP_MODELS_DIR).",
+        show_default=False,
+    ),
+]
+Tenant = Annotated[
+    str | None, typer.Option("--tenant", help="Registry partition (default: `default`).", show_default=False)
+]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output (JSON).")]
 
 T = TypeVar("T")
 
 
-def _settings(data_dir: Path | None, models_dir: Path | None = None, tenant: str | None = None,
-              **extra: Any) -> Settings:
+def _settings(
+    data_dir: Path | None, models_dir: Path | None = None, tenant: str | None = None, **extra: Any
+) -> Settings:
     return Settings.load(data_dir=data_dir, models_dir=models_dir, tenant=tenant, **extra)
 
 
@@ -58,8 +82,15 @@ def _run(action: Callable[[], T]) -> T:
     """The one place errors become messages and exit codes."""
     try:
         return action()
-    except (ModelError, ConfigError, NotFound, InvalidState, ManifestError, FileNotFoundError,
-            ValueError) as exc:
+    except (
+        ModelError,
+        ConfigError,
+        NotFound,
+        InvalidState,
+        ManifestError,
+        FileNotFoundError,
+        ValueError,
+    ) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from None
     except FaceDedupError as exc:
@@ -82,6 +113,11 @@ def _open(settings: Settings, threads: int = 1) -> tuple[DedupService, Adapters]
 # models
 
 
+def _print_statuses(statuses: list[FileStatus]) -> None:
+    for status in statuses:
+        out.print(f"{status.state:7} {status.pack}/{status.filename}", highlight=False)
+
+
 @models_app.command("install")
 def models_install(
     models_dir: ModelsDir = None,
@@ -96,15 +132,14 @@ def models_install(
         err.print(f"[red]error:[/red] unknown pack {pack}; known: {', '.join(PACKS)}")
         raise typer.Exit(1)
 
-    def install() -> list[Any]:
+    def install() -> list[FileStatus]:
         statuses = [s for p in packs for s in install_pack(settings.models_dir, p)]
         if demo_samples:
             statuses += install_demo_samples(settings.models_dir)
         return statuses
 
     statuses = _run(install)
-    _emit(as_json, [asdict(s) | {"path": str(s.path)} for s in statuses],
-          lambda: [out.print(f"{s.state:7} {s.pack}/{s.filename}", highlight=False) for s in statuses])
+    _emit(as_json, [asdict(s) | {"path": str(s.path)} for s in statuses], lambda: _print_statuses(statuses))
 
 
 @models_app.command("verify")
@@ -113,8 +148,7 @@ def models_verify(models_dir: ModelsDir = None, as_json: Json = False) -> None:
     settings = _settings(None, models_dir)
     statuses = [s for p in PACKS.values() for s in verify_pack(settings.models_dir, p)]
     statuses += verify_demo_samples(settings.models_dir)
-    _emit(as_json, [asdict(s) | {"path": str(s.path)} for s in statuses],
-          lambda: [out.print(f"{s.state:7} {s.pack}/{s.filename}", highlight=False) for s in statuses])
+    _emit(as_json, [asdict(s) | {"path": str(s.path)} for s in statuses], lambda: _print_statuses(statuses))
     if any(s.state != "ok" for s in statuses):
         err.print("some model files are missing or corrupt: run `face-dedup models install`")
         raise typer.Exit(1)
@@ -126,12 +160,19 @@ def models_verify(models_dir: ModelsDir = None, as_json: Json = False) -> None:
 
 @app.command("import")
 def import_(
-    path: Annotated[Path, typer.Argument(help="A folder (every file in it), one image, or a text file "
-                                          "listing image paths one per line.")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A folder (every file in it), one image, or a text file listing image paths one per line."
+        ),
+    ],
     manifest: Annotated[Path | None, typer.Option(help="CSV `file,application_id[,more]`.")] = None,
     report: Annotated[Path | None, typer.Option(help="Write one JSON line per input here.")] = None,
     workers: Annotated[int, typer.Option(help="Analysis threads (0 = one per core).")] = 0,
-    data_dir: DataDir = None, models_dir: ModelsDir = None, tenant: Tenant = None, as_json: Json = False,
+    data_dir: DataDir = None,
+    models_dir: ModelsDir = None,
+    tenant: Tenant = None,
+    as_json: Json = False,
 ) -> None:
     """Import photos: enroll new people, open cases for possible duplicates, reject unusable files.
     Resumable: inputs already imported are reported from the registry, not processed again."""
@@ -139,15 +180,22 @@ def import_(
     inputs = _run(lambda: collect_inputs(path, manifest))
     service, adapters = _open(settings)
     try:
-        with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=err, disable=as_json or not err.is_terminal) as progress:
+        with Progress(
+            TextColumn("importing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            disable=as_json or not err.is_terminal,
+        ) as progress:
             task = progress.add_task("import", total=len(inputs))
 
             def advance(_: ReportLine) -> None:
                 progress.advance(task)
 
-            summary = run_import(service, inputs, report=report, workers=settings.worker_count,
-                                 on_progress=advance)
+            summary = run_import(
+                service, inputs, report=report, workers=settings.worker_count, on_progress=advance
+            )
     finally:
         adapters.close()
     payload = summary.as_dict() | {"report": str(report) if report else None}
@@ -161,16 +209,23 @@ def import_(
         out.print(table)
         for reason, count in sorted(summary.reasons.items()):
             out.print(f"  rejected {reason}: {count}", highlight=False)
-        out.print(f"{summary.total} inputs in {summary.seconds:.1f} s ({summary.images_per_second:.1f} "
-                  f"images/s), {summary.resumed} already imported", highlight=False)
+        out.print(
+            f"{summary.total} inputs in {summary.seconds:.1f} s ({summary.images_per_second:.1f} "
+            f"images/s), {summary.resumed} already imported",
+            highlight=False,
+        )
 
     _emit(as_json, payload, human)
 
 
 @app.command("verify")
 def verify(
-    first: Path, second: Path,
-    data_dir: DataDir = None, models_dir: ModelsDir = None, tenant: Tenant = None, as_json: Json = False,
+    first: Path,
+    second: Path,
+    data_dir: DataDir = None,
+    models_dir: ModelsDir = None,
+    tenant: Tenant = None,
+    as_json: Json = False,
 ) -> None:
     """1:1: are the two photos the same person? Prints the score, decision and threshold used."""
     settings = _settings(data_dir, models_dir, tenant)
@@ -180,17 +235,25 @@ def verify(
         result = service.verify(*data)
     finally:
         adapters.close()
-    payload = {"score": result.score, "match": result.match, "threshold": result.threshold,
-               "fmr": result.fmr, "model_pack": result.model_pack,
-               "rejected": [{"which": w, "reason": r, "message": m} for w, r, m in result.rejected]}
+    payload = {
+        "score": result.score,
+        "match": result.match,
+        "threshold": result.threshold,
+        "fmr": result.fmr,
+        "model_pack": result.model_pack,
+        "rejected": [{"which": w, "reason": r, "message": m} for w, r, m in result.rejected],
+    }
 
     def human() -> None:
         for which, reason, message in result.rejected:
             out.print(f"{which} photo rejected: {reason}: {message}", highlight=False)
         if result.score is not None:
             verdict = "SAME PERSON" if result.match else "DIFFERENT PEOPLE"
-            out.print(f"{verdict}  score {result.score:.3f}  threshold {result.threshold:.3f} "
-                      f"(false-match rate {result.fmr:g})", highlight=False)
+            out.print(
+                f"{verdict}  score {result.score:.3f}  threshold {result.threshold:.3f} "
+                f"(false-match rate {result.fmr:g})",
+                highlight=False,
+            )
 
     _emit(as_json, payload, human)
     if result.rejected:
@@ -201,7 +264,10 @@ def verify(
 def search(
     image: Path,
     top: Annotated[int, typer.Option("--top", help="How many candidates.")] = 5,
-    data_dir: DataDir = None, models_dir: ModelsDir = None, tenant: Tenant = None, as_json: Json = False,
+    data_dir: DataDir = None,
+    models_dir: ModelsDir = None,
+    tenant: Tenant = None,
+    as_json: Json = False,
 ) -> None:
     """1:N: the enrolled records most similar to a photo (nothing is enrolled)."""
     settings = _settings(data_dir, models_dir, tenant)
@@ -211,24 +277,31 @@ def search(
         result = service.search(data, top)
     finally:
         adapters.close()
-    if result.rejection is not None:
-        payload: dict[str, Any] = {"rejected": {"reason": result.rejection.reason.value,
-                                                "message": result.rejection.message}}
-        _emit(as_json, payload, lambda: out.print(
-            f"rejected: {result.rejection.reason.value}: {result.rejection.message}", highlight=False))  # type: ignore[union-attr]
+    rejection = result.rejection
+    if rejection is not None:
+        reason, message = rejection.reason.value, rejection.message
+        payload: dict[str, Any] = {"rejected": {"reason": reason, "message": message}}
+        _emit(as_json, payload, lambda: out.print(f"rejected: {reason}: {message}", highlight=False))
         raise typer.Exit(1)
-    payload = {"gallery_size": result.gallery_size, "review_threshold": result.review_threshold,
-               "duplicate_threshold": result.duplicate_threshold,
-               "candidates": [c.as_dict() | {"above_review_threshold": c.score >= result.review_threshold}
-                              for c in result.candidates]}
+    payload = {
+        "gallery_size": result.gallery_size,
+        "review_threshold": result.review_threshold,
+        "duplicate_threshold": result.duplicate_threshold,
+        "candidates": [
+            c.as_dict() | {"above_review_threshold": c.score >= result.review_threshold}
+            for c in result.candidates
+        ],
+    }
 
     def human() -> None:
-        out.print(f"gallery {result.gallery_size}, review threshold {result.review_threshold:.3f}",
-                  highlight=False)
+        out.print(
+            f"gallery {result.gallery_size}, review threshold {result.review_threshold:.3f}", highlight=False
+        )
         for c in result.candidates:
             flag = "*" if c.score >= result.review_threshold else " "
-            out.print(f"{flag} {c.score:.3f}  {c.record_id}  {c.application_id or '-'}  {c.source}",
-                      highlight=False)
+            out.print(
+                f"{flag} {c.score:.3f}  {c.record_id}  {c.application_id or '-'}  {c.source}", highlight=False
+            )
 
     _emit(as_json, payload, human)
 
@@ -239,19 +312,30 @@ def search(
 
 def _case_dict(case: Case) -> dict[str, Any]:
     return {
-        "case_id": case.case_id, "kind": case.kind.value, "status": case.status.value,
-        "probe_record_id": case.probe_record_id, "created_at": case.created_at,
-        "candidates": [c.as_dict() for c in case.candidates], "thresholds": case.thresholds,
-        "decision": case.decision.value if case.decision else None, "decided_by": case.decided_by,
-        "decided_at": case.decided_at, "comment": case.comment, "matched_record_id": case.matched_record_id,
+        "case_id": case.case_id,
+        "kind": case.kind.value,
+        "status": case.status.value,
+        "probe_record_id": case.probe_record_id,
+        "created_at": case.created_at,
+        "candidates": [c.as_dict() for c in case.candidates],
+        "thresholds": case.thresholds,
+        "decision": case.decision.value if case.decision else None,
+        "decided_by": case.decided_by,
+        "decided_at": case.decided_at,
+        "comment": case.comment,
+        "matched_record_id": case.matched_record_id,
     }
 
 
 @cases_app.command("list")
 def cases_list(
     status: Annotated[str | None, typer.Option(help="open or closed.")] = "open",
-    limit: int = 50, offset: int = 0,
-    data_dir: DataDir = None, models_dir: ModelsDir = None, tenant: Tenant = None, as_json: Json = False,
+    limit: int = 50,
+    offset: int = 0,
+    data_dir: DataDir = None,
+    models_dir: ModelsDir = None,
+    tenant: Tenant = None,
+    as_json: Json = False,
 ) -> None:
     """Cases waiting for (or past) review, oldest first."""
     settings = _settings(data_dir, models_dir, tenant)
@@ -267,8 +351,14 @@ def cases_list(
             table.add_column(column)
         for case in cases:
             best = case.candidates[0] if case.candidates else None
-            table.add_row(case.case_id, case.kind.value, case.status.value, case.probe_record_id,
-                          best.record_id if best else "-", f"{best.score:.3f}" if best else "-")
+            table.add_row(
+                case.case_id,
+                case.kind.value,
+                case.status.value,
+                case.probe_record_id,
+                best.record_id if best else "-",
+                f"{best.score:.3f}" if best else "-",
+            )
         out.print(table)
 
     _emit(as_json, [_case_dict(c) for c in cases], human)
@@ -277,7 +367,10 @@ def cases_list(
 @cases_app.command("show")
 def cases_show(
     case_id: str,
-    data_dir: DataDir = None, models_dir: ModelsDir = None, tenant: Tenant = None, as_json: Json = False,
+    data_dir: DataDir = None,
+    models_dir: ModelsDir = None,
+    tenant: Tenant = None,
+    as_json: Json = False,
 ) -> None:
     """One case: the probe, its ranked candidates with scores, thresholds and decision."""
     settings = _settings(data_dir, models_dir, tenant)
@@ -290,22 +383,38 @@ def cases_show(
         probe = service.store.get_record(case.probe_record_id)
     finally:
         adapters.close()
-    payload = _case_dict(case) | {"probe": None if probe is None else {
-        "record_id": probe.record_id, "source": probe.source, "application_id": probe.application_id,
-        "status": probe.status.value, "quality": probe.quality}}
+    payload = _case_dict(case) | {
+        "probe": None
+        if probe is None
+        else {
+            "record_id": probe.record_id,
+            "source": probe.source,
+            "application_id": probe.application_id,
+            "status": probe.status.value,
+            "quality": probe.quality,
+        }
+    }
     _emit(as_json, payload, lambda: out.print_json(json.dumps(payload, default=str)))
 
 
 @cases_app.command("decide")
 def cases_decide(
     case_id: str,
-    same: Annotated[bool | None, typer.Option("--same/--different",
-                    help="Same person (a duplicate) or different people.", show_default=False)] = None,
+    same: Annotated[
+        bool | None,
+        typer.Option(
+            "--same/--different", help="Same person (a duplicate) or different people.", show_default=False
+        ),
+    ] = None,
     officer: Annotated[str, typer.Option(help="Who decides (recorded in the audit log).")] = "",
     comment: Annotated[str, typer.Option(help="Why.")] = "",
-    match: Annotated[str | None, typer.Option(help="With --same: which candidate record (default: the "
-                                                   "best).")] = None,
-    data_dir: DataDir = None, models_dir: ModelsDir = None, tenant: Tenant = None, as_json: Json = False,
+    match: Annotated[
+        str | None, typer.Option(help="With --same: which candidate record (default: the best).")
+    ] = None,
+    data_dir: DataDir = None,
+    models_dir: ModelsDir = None,
+    tenant: Tenant = None,
+    as_json: Json = False,
 ) -> None:
     """Decide a case. Every decision is audited with the officer's name and comment."""
     if same is None or not officer.strip():
@@ -318,9 +427,14 @@ def cases_decide(
         case = _run(lambda: service.decide_case(case_id, decision, officer, comment, match))
     finally:
         adapters.close()
-    _emit(as_json, _case_dict(case), lambda: out.print(
-        f"case {case.case_id}: {case.decision.value if case.decision else '?'} by {case.decided_by}",
-        highlight=False))
+    _emit(
+        as_json,
+        _case_dict(case),
+        lambda: out.print(
+            f"case {case.case_id}: {case.decision.value if case.decision else '?'} by {case.decided_by}",
+            highlight=False,
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,9 +444,14 @@ def cases_decide(
 @app.command("erase")
 def erase(
     record_id: str,
-    reason: Annotated[str, typer.Option(help="Why (e.g. the erasure request's reference).")] = "erasure request",
+    reason: Annotated[
+        str, typer.Option(help="Why (e.g. the erasure request's reference).")
+    ] = "erasure request",
     actor: Annotated[str, typer.Option(help="Who asked for it.")] = "operator",
-    data_dir: DataDir = None, models_dir: ModelsDir = None, tenant: Tenant = None, as_json: Json = False,
+    data_dir: DataDir = None,
+    models_dir: ModelsDir = None,
+    tenant: Tenant = None,
+    as_json: Json = False,
 ) -> None:
     """Erase a record: photo, aligned crop, template and record. The audit log keeps a receipt
     (record id, who, when, why) without any biometric data."""
@@ -348,7 +467,9 @@ def erase(
 @audit_app.command("export")
 def audit_export(
     output: Annotated[Path | None, typer.Option("--out", help="JSON Lines file (default: stdout).")] = None,
-    data_dir: DataDir = None, models_dir: ModelsDir = None, tenant: Tenant = None,
+    data_dir: DataDir = None,
+    models_dir: ModelsDir = None,
+    tenant: Tenant = None,
 ) -> None:
     """Every audit event of the tenant, oldest first, as JSON Lines."""
     settings = _settings(data_dir, models_dir, tenant)
@@ -373,9 +494,14 @@ def calibrate_cmd(
     root: Annotated[Path, typer.Option(help="Folder the CSV's paths are relative to.")],
     pairs: Annotated[Path | None, typer.Option(help="CSV `file1,file2,same[,fold]`.")] = None,
     labels: Annotated[Path | None, typer.Option(help="CSV `file,identity` (all pairs are scored).")] = None,
-    save: Annotated[bool, typer.Option(help="With --labels: use this calibration for the registry's "
-                                            "thresholds from now on.")] = False,
-    data_dir: DataDir = None, models_dir: ModelsDir = None, tenant: Tenant = None, as_json: Json = False,
+    save: Annotated[
+        bool,
+        typer.Option(help="With --labels: use this calibration for the registry's thresholds from now on."),
+    ] = False,
+    data_dir: DataDir = None,
+    models_dir: ModelsDir = None,
+    tenant: Tenant = None,
+    as_json: Json = False,
 ) -> None:
     """Measure error rates on your own labelled photos and recommend thresholds."""
     from face_dedup.calibrate import calibrate
@@ -390,7 +516,9 @@ def calibrate_cmd(
 
 @app.command("demo")
 def demo(
-    data_dir: DataDir = None, models_dir: ModelsDir = None, as_json: Json = False,
+    data_dir: DataDir = None,
+    models_dir: ModelsDir = None,
+    as_json: Json = False,
 ) -> None:
     """Build a small registry from sample photos shipped in a registry package (re-encoded,
     cropped and relit to make duplicate applications), import it, and show the outcomes."""

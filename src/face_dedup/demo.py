@@ -40,8 +40,12 @@ def _png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def _crop(image: Image.Image, box: tuple[float, float, float, float], margin: float,
-          shift: tuple[float, float] = (0.0, 0.0)) -> Image.Image:
+def _crop(
+    image: Image.Image,
+    box: tuple[float, float, float, float],
+    margin: float,
+    shift: tuple[float, float] = (0.0, 0.0),
+) -> Image.Image:
     x, y, w, h = box
     cx, cy = x + w / 2 + shift[0] * w, y + h / 2 + shift[1] * h
     half = max(w, h) * (1 + margin) / 2
@@ -82,10 +86,15 @@ def build_demo_inputs(settings: Settings, folder: Path) -> int:
         relit = ImageEnhance.Brightness(_crop(group, first.box, 1.6, (0.08, -0.05))).enhance(0.7)
         add("second-application-a.jpg", _jpeg(relit, 60), "APP-2001")
         contrast = ImageEnhance.Contrast(_crop(group, second.box, 0.9, (-0.05, 0.05))).enhance(1.3)
-        add("second-application-b.webp", _webp(contrast.resize((contrast.width * 2, contrast.height * 2))),
-            "APP-2002")
+        add(
+            "second-application-b.webp",
+            _webp(contrast.resize((contrast.width * 2, contrast.height * 2))),
+            "APP-2002",
+        )
         add("second-application-c.jpg", _jpeg(_crop(group, third.box, 1.2), 92), "APP-2003")
-    warm = ImageEnhance.Color(portrait.resize((portrait.width * 3 // 4, portrait.height * 3 // 4))).enhance(1.4)
+    warm = ImageEnhance.Color(portrait.resize((portrait.width * 3 // 4, portrait.height * 3 // 4))).enhance(
+        1.4
+    )
     add("second-application-portrait.jpg", _jpeg(warm, 70), "APP-2100")
 
     # Files a real batch contains: the whole group photo, a truncated upload, a text file
@@ -127,15 +136,21 @@ def run_demo(settings: Settings, console: Console | None) -> dict[str, Any]:
         decided = None
         if cases:
             case = cases[0]
-            decided = service.decide_case(case.case_id, CaseDecision.SAME_PERSON, "demo-officer",
-                                          "same person: second application with a new photo")
+            decided = service.decide_case(
+                case.case_id,
+                CaseDecision.SAME_PERSON,
+                "demo-officer",
+                "same person: second application with a new photo",
+            )
         thresholds = service.thresholds()
     finally:
         adapters.close()
 
     if console is not None:
-        console.print(f"[bold]face-dedup demo[/bold]: {faces} faces from the sample group photo plus one "
-                      f"portrait; registry in {demo_settings.data_dir}")
+        console.print(
+            f"[bold]face-dedup demo[/bold]: {faces} faces from the sample group photo plus one "
+            f"portrait; registry in {demo_settings.data_dir}"
+        )
         table = Table(title="import of the demo batch")
         for column in ("file", "application", "outcome", "reason / best candidate"):
             table.add_column(column)
@@ -146,14 +161,23 @@ def run_demo(settings: Settings, console: Console | None) -> dict[str, Any]:
                 detail = f"{Path(best['source']).name} ({best['application_id']}) score {best['score']:.2f}"
             table.add_row(Path(r["source"]).name, r["application_id"] or "-", r["outcome"], detail)
         console.print(table)
-        console.print(f"outcomes: {dict(summary.outcomes)}; reject reasons: {dict(summary.reasons)}",
-                      highlight=False)
-        console.print(f"review threshold now {thresholds.review:.3f} for a gallery of "
-                      f"{thresholds.gallery_size} (target false-alarm rate {settings.target_fpir:g} per search)",
-                      highlight=False)
+        console.print(
+            f"outcomes: {dict(summary.outcomes)}; reject reasons: {dict(summary.reasons)}", highlight=False
+        )
+        console.print(
+            f"review threshold now {thresholds.review:.3f} for a gallery of "
+            f"{thresholds.gallery_size} (target false-alarm rate {settings.target_fpir:g} per search)",
+            highlight=False,
+        )
         if decided is not None:
-            console.print(f"case {decided.case_id} decided by {decided.decided_by}: {decided.decision}",
-                          highlight=False)
+            console.print(
+                f"case {decided.case_id} decided by {decided.decided_by}: {decided.decision}", highlight=False
+            )
         console.print(f"report: {report}")
-    return {"faces": faces, "summary": summary.as_dict(), "results": results,
-            "decided_case": decided.case_id if decided else None, "report": str(report)}
+    return {
+        "faces": faces,
+        "summary": summary.as_dict(),
+        "results": results,
+        "decided_case": decided.case_id if decided else None,
+        "report": str(report),
+    }

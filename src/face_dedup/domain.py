@@ -55,8 +55,12 @@ class Candidate:
     application_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"record_id": self.record_id, "source": self.source,
-                "application_id": self.application_id, "score": round(self.score, 4)}
+        return {
+            "record_id": self.record_id,
+            "source": self.source,
+            "application_id": self.application_id,
+            "score": round(self.score, 4),
+        }
 
 
 @dataclass(frozen=True)

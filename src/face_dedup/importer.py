@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -47,8 +46,9 @@ def read_manifest(path: Path) -> dict[str, dict[str, str]]:
         reader = csv.DictReader(handle)
         columns = [c.strip() for c in reader.fieldnames or []]
         if "file" not in columns or "application_id" not in columns:
-            raise ManifestError(f"{path}: the manifest needs a header with `file,application_id` "
-                                f"(found {columns})")
+            raise ManifestError(
+                f"{path}: the manifest needs a header with `file,application_id` (found {columns})"
+            )
         rows: dict[str, dict[str, str]] = {}
         for number, row in enumerate(reader, start=2):
             clean = {k.strip(): (v or "").strip() for k, v in row.items() if k}
@@ -67,8 +67,7 @@ def collect_inputs(target: Path, manifest: Path | None = None) -> list[InputSpec
     if target.is_dir():
         base = target
         files = sorted(p for p in target.rglob("*") if not p.is_dir())
-        raw = [(str(p) if given == "." else os.path.join(given, p.relative_to(target).as_posix()), p)
-               for p in files]
+        raw = [(str(p), p) for p in files]
     elif target.is_file() and not _is_list_file(target):
         base = target.parent
         raw = [(given, target)]
@@ -91,17 +90,26 @@ def collect_inputs(target: Path, manifest: Path | None = None) -> list[InputSpec
         row = rows.get(relative) or rows.get(path.name)
         if row is not None:
             used.add(row["file"])
-        specs.append(InputSpec(
-            source=source, path=path,
-            application_id=row["application_id"] if row else None,
-            metadata={k: v for k, v in (row or {}).items() if k not in ("file", "application_id")},
-        ))
+        specs.append(
+            InputSpec(
+                source=source,
+                path=path,
+                application_id=row["application_id"] if row else None,
+                metadata={k: v for k, v in (row or {}).items() if k not in ("file", "application_id")},
+            )
+        )
     for name, row in rows.items():
         if name not in used:  # listed, but no such file: report it, never drop it
-            specs.append(InputSpec(
-                source=name, path=None, application_id=row["application_id"],
-                problem=InputRejected(Reason.UNREADABLE, "listed in the manifest but no such file was found"),
-            ))
+            specs.append(
+                InputSpec(
+                    source=name,
+                    path=None,
+                    application_id=row["application_id"],
+                    problem=InputRejected(
+                        Reason.UNREADABLE, "listed in the manifest but no such file was found"
+                    ),
+                )
+            )
     return specs
 
 
@@ -138,9 +146,14 @@ class ImportSummary:
         return self.total / self.seconds if self.seconds > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"total": self.total, "outcomes": dict(self.outcomes), "reject_reasons": dict(self.reasons),
-                "resumed": self.resumed, "seconds": round(self.seconds, 2),
-                "images_per_second": round(self.images_per_second, 1)}
+        return {
+            "total": self.total,
+            "outcomes": dict(self.outcomes),
+            "reject_reasons": dict(self.reasons),
+            "resumed": self.resumed,
+            "seconds": round(self.seconds, 2),
+            "images_per_second": round(self.images_per_second, 1),
+        }
 
 
 @dataclass(frozen=True)
@@ -152,10 +165,15 @@ class ReportLine:
     def as_dict(self) -> dict[str, Any]:
         item = self.item
         return {
-            "source": self.spec.source, "application_id": item.application_id,
-            "outcome": item.outcome.value, "record_id": item.record_id, "case_id": item.case_id,
-            "candidates": [c.as_dict() for c in item.candidates], "reason": item.reason,
-            "message": item.message, "resumed": self.resumed,
+            "source": self.spec.source,
+            "application_id": item.application_id,
+            "outcome": item.outcome.value,
+            "record_id": item.record_id,
+            "case_id": item.case_id,
+            "candidates": [c.as_dict() for c in item.candidates],
+            "reason": item.reason,
+            "message": item.message,
+            "resumed": self.resumed,
         }
 
 
@@ -232,8 +250,12 @@ def _read(service: DedupService, pending: _Pending, pool: ThreadPoolExecutor) ->
         size = path.stat().st_size
         if size > limit:
             # Do not read a huge file into memory to find out it is too large.
-            pending.problem = InputRejected(Reason.TOO_LARGE, f"the file has {size} bytes; the limit is {limit}",
-                                            measured=size, limit=limit)
+            pending.problem = InputRejected(
+                Reason.TOO_LARGE,
+                f"the file has {size} bytes; the limit is {limit}",
+                measured=size,
+                limit=limit,
+            )
             return
         data = path.read_bytes()
     except OSError as exc:
@@ -254,9 +276,15 @@ def _register(service: DedupService, pending: _Pending) -> ReportLine:
         # tries again (the file may have appeared or become readable).
         problem = pending.problem or InputRejected(Reason.INTERNAL_ERROR, "the input was not analysed")
         item = ImportItem(
-            key="", tenant=service.tenant, source=pending.spec.source,
-            application_id=pending.spec.application_id, content_sha256="", outcome=Outcome.REJECTED,
-            created_at=utc_now(), reason=problem.reason.value, message=problem.message,
+            key="",
+            tenant=service.tenant,
+            source=pending.spec.source,
+            application_id=pending.spec.application_id,
+            content_sha256="",
+            outcome=Outcome.REJECTED,
+            created_at=utc_now(),
+            reason=problem.reason.value,
+            message=problem.message,
         )
         return ReportLine(pending.spec, item, resumed=False)
     assert pending.analysis is not None and pending.digest is not None

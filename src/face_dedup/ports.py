@@ -45,7 +45,12 @@ class VectorIndex(ABC):
 
     @abstractmethod
     def search(
-        self, vector: NDArray[np.float32], *, tenant: str, model_pack: str, k: int,
+        self,
+        vector: NDArray[np.float32],
+        *,
+        tenant: str,
+        model_pack: str,
+        k: int,
         min_score: float | None = None,
     ) -> list[Hit]:
         """Best `k` hits, highest score first; with `min_score`, only hits at or above it."""
@@ -108,8 +113,16 @@ class RecordStore(ABC):
 
     @abstractmethod
     def decide_case(
-        self, case_id: str, *, decision: CaseDecision, officer: str, comment: str, at: str,
-        matched_record_id: str | None, probe_status: RecordStatus, audit: AuditEvent,
+        self,
+        case_id: str,
+        *,
+        decision: CaseDecision,
+        officer: str,
+        comment: str,
+        at: str,
+        matched_record_id: str | None,
+        probe_status: RecordStatus,
+        audit: AuditEvent,
     ) -> Case:
         """Close an open case (conditional: raises InvalidState if already decided)."""
 

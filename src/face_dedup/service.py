@@ -15,6 +15,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 from face_dedup.calibration import DedupThresholds, ImpostorTail, dedup_thresholds
 from face_dedup.decision import decide
@@ -125,7 +126,10 @@ class DedupService:
         size = self.gallery_size() if gallery_size is None else gallery_size
         s = self.settings
         return dedup_thresholds(
-            self.tail, size, s.target_fpir, s.duplicate_fpir,
+            self.tail,
+            size,
+            s.target_fpir,
+            s.duplicate_fpir,
             floor=self.tail.threshold_for_fmr(s.review_floor_fmr),
             duplicate_floor=self.tail.threshold_for_fmr(s.duplicate_floor_fmr),
         )
@@ -150,7 +154,11 @@ class DedupService:
         return self.register(ref, digest, self.analyze(data), data, actor)
 
     def register(
-        self, ref: InputRef, digest: str, analysis: FaceTemplate | Rejection, data: bytes | None,
+        self,
+        ref: InputRef,
+        digest: str,
+        analysis: FaceTemplate | Rejection,
+        data: bytes | None,
         actor: str = SYSTEM_ACTOR,
     ) -> ImportItem:
         """Decide and persist one analysed input. Not thread-safe by design: each input must
@@ -162,21 +170,41 @@ class DedupService:
         now = utc_now()
         if isinstance(analysis, Rejection):
             item = ImportItem(
-                key=key, tenant=self.tenant, source=ref.source, application_id=ref.application_id,
-                content_sha256=digest, outcome=Outcome.REJECTED, created_at=now,
-                reason=analysis.reason.value, message=analysis.message, measures=_rounded(analysis.measures),
+                key=key,
+                tenant=self.tenant,
+                source=ref.source,
+                application_id=ref.application_id,
+                content_sha256=digest,
+                outcome=Outcome.REJECTED,
+                created_at=now,
+                reason=analysis.reason.value,
+                message=analysis.message,
+                measures=_rounded(analysis.measures),
             )
-            audit = self._event("import.rejected", actor, now, application_id=ref.application_id,
-                                reason=analysis.reason.value, model_pack=self.model_pack)
-            self.store.commit(EnrollmentCommit(item=item, audit=(audit,)))
+            rejected_event = self._event(
+                "import.rejected",
+                actor,
+                now,
+                application_id=ref.application_id,
+                reason=analysis.reason.value,
+                model_pack=self.model_pack,
+            )
+            self.store.commit(EnrollmentCommit(item=item, audit=(rejected_event,)))
             return item
 
         record_id = stable_id("rec", key)
         thresholds = self.thresholds()
-        hits = [h for h in self.index.search(
-            analysis.embedding, tenant=self.tenant, model_pack=self.model_pack,
-            k=self.settings.max_candidates, min_score=thresholds.review,
-        ) if h.record_id != record_id]
+        hits = [
+            h
+            for h in self.index.search(
+                analysis.embedding,
+                tenant=self.tenant,
+                model_pack=self.model_pack,
+                k=self.settings.max_candidates,
+                min_score=thresholds.review,
+            )
+            if h.record_id != record_id
+        ]
         candidates = self._describe(hits, analysis.embedding)
         decision = decide(candidates, thresholds, self.settings.max_candidates)
 
@@ -186,40 +214,83 @@ class DedupService:
             Outcome.DUPLICATE: RecordStatus.LINKED_DUPLICATE,
         }[decision.outcome]
         linked_to = decision.candidates[0].record_id if decision.outcome is Outcome.DUPLICATE else None
-        quality = {**_rounded(analysis.measures), "notes": list(analysis.notes),
-                   "format": analysis.image_format, "rotation_degrees": analysis.rotation_degrees}
+        quality = {
+            **_rounded(analysis.measures),
+            "notes": list(analysis.notes),
+            "format": analysis.image_format,
+            "rotation_degrees": analysis.rotation_degrees,
+        }
         record = Record(
-            record_id=record_id, tenant=self.tenant, model_pack=self.model_pack,
-            application_id=ref.application_id, source=ref.source, content_sha256=digest, status=status,
-            created_at=now, embedding=analysis.embedding, linked_to=linked_to, quality=quality,
+            record_id=record_id,
+            tenant=self.tenant,
+            model_pack=self.model_pack,
+            application_id=ref.application_id,
+            source=ref.source,
+            content_sha256=digest,
+            status=status,
+            created_at=now,
+            embedding=analysis.embedding,
+            linked_to=linked_to,
+            quality=quality,
         )
         threshold_info = {
-            "review": round(thresholds.review, 4), "duplicate": round(thresholds.duplicate, 4),
-            "gallery_size": thresholds.gallery_size, "target_fpir": self.settings.target_fpir,
-            "review_fmr": thresholds.review_fmr, "model_pack": self.model_pack,
+            "review": round(thresholds.review, 4),
+            "duplicate": round(thresholds.duplicate, 4),
+            "gallery_size": thresholds.gallery_size,
+            "target_fpir": self.settings.target_fpir,
+            "review_fmr": thresholds.review_fmr,
+            "model_pack": self.model_pack,
             "calibration": self.tail.source,
         }
         case = None
         if decision.candidates:
             case = Case(
-                case_id=stable_id("case", key), tenant=self.tenant, probe_record_id=record_id,
-                kind=decision.outcome, candidates=decision.candidates, status=CaseStatus.OPEN,
-                created_at=now, thresholds=threshold_info,
+                case_id=stable_id("case", key),
+                tenant=self.tenant,
+                probe_record_id=record_id,
+                kind=decision.outcome,
+                candidates=decision.candidates,
+                status=CaseStatus.OPEN,
+                created_at=now,
+                thresholds=threshold_info,
             )
         item = ImportItem(
-            key=key, tenant=self.tenant, source=ref.source, application_id=ref.application_id,
-            content_sha256=digest, outcome=decision.outcome, created_at=now, record_id=record_id,
-            case_id=case.case_id if case else None, candidates=decision.candidates,
+            key=key,
+            tenant=self.tenant,
+            source=ref.source,
+            application_id=ref.application_id,
+            content_sha256=digest,
+            outcome=decision.outcome,
+            created_at=now,
+            record_id=record_id,
+            case_id=case.case_id if case else None,
+            candidates=decision.candidates,
             measures=_rounded(analysis.measures),
         )
-        audit = [self._event(
-            "import." + decision.outcome.value, actor, now, record_id=record_id,
-            application_id=ref.application_id, thresholds=threshold_info,
-            candidates=[{"record_id": c.record_id, "score": round(c.score, 4)} for c in decision.candidates],
-        )]
+        audit = [
+            self._event(
+                "import." + decision.outcome.value,
+                actor,
+                now,
+                record_id=record_id,
+                application_id=ref.application_id,
+                thresholds=threshold_info,
+                candidates=[
+                    {"record_id": c.record_id, "score": round(c.score, 4)} for c in decision.candidates
+                ],
+            )
+        ]
         if case is not None:
-            audit.append(self._event("case.opened", actor, now, case_id=case.case_id, kind=case.kind.value,
-                                     probe_record_id=record_id))
+            audit.append(
+                self._event(
+                    "case.opened",
+                    actor,
+                    now,
+                    case_id=case.case_id,
+                    kind=case.kind.value,
+                    probe_record_id=record_id,
+                )
+            )
 
         if data is not None and self.settings.keep_photos:
             self.blobs.put(photo_key(self.tenant, record_id), data, "application/octet-stream")
@@ -227,13 +298,17 @@ class DedupService:
         self.store.commit(EnrollmentCommit(item=item, record=record, case=case, audit=tuple(audit)))
         self.index.add([IndexEntry(record_id, self.tenant, self.model_pack, analysis.embedding)])
         if case is not None:
-            self.notifier.notify(Notification(
-                kind="case.opened", tenant=self.tenant, case_id=case.case_id,
-                link=self.settings.review_link_base + case.case_id,
-            ))
+            self.notifier.notify(
+                Notification(
+                    kind="case.opened",
+                    tenant=self.tenant,
+                    case_id=case.case_id,
+                    link=self.settings.review_link_base + case.case_id,
+                )
+            )
         return item
 
-    def _describe(self, hits: list[Hit], probe: np.ndarray) -> list[Candidate]:
+    def _describe(self, hits: list[Hit], probe: NDArray[np.float32]) -> list[Candidate]:
         records = self.store.describe_records(h.record_id for h in hits)
         candidates = []
         for hit in hits:
@@ -252,38 +327,59 @@ class DedupService:
         results = [self.analyze(first), self.analyze(second)]
         rejected = tuple(
             (name, r.reason.value, r.message)
-            for name, r in zip(("first", "second"), results, strict=True) if isinstance(r, Rejection)
+            for name, r in zip(("first", "second"), results, strict=True)
+            if isinstance(r, Rejection)
         )
         score = None
         a, b = results
         if isinstance(a, FaceTemplate) and isinstance(b, FaceTemplate):
             score = float(np.dot(a.embedding, b.embedding))
         match = score is not None and score >= threshold
-        self.store.append_audit(self._event(
-            "verify", actor, utc_now(), match=match, score=None if score is None else round(score, 4),
-            threshold=round(threshold, 4), fmr=self.settings.verify_fmr, model_pack=self.model_pack,
-            rejected=[r[1] for r in rejected],
-        ))
+        self.store.append_audit(
+            self._event(
+                "verify",
+                actor,
+                utc_now(),
+                match=match,
+                score=None if score is None else round(score, 4),
+                threshold=round(threshold, 4),
+                fmr=self.settings.verify_fmr,
+                model_pack=self.model_pack,
+                rejected=[r[1] for r in rejected],
+            )
+        )
         return VerifyResult(score, threshold, self.settings.verify_fmr, match, self.model_pack, rejected)
 
     def search(self, data: bytes, top_k: int, actor: str = SYSTEM_ACTOR) -> SearchResult:
         thresholds = self.thresholds()
         analysis = self.analyze(data)
         if isinstance(analysis, Rejection):
-            return SearchResult((), thresholds.review, thresholds.duplicate, thresholds.gallery_size, analysis)
+            return SearchResult(
+                (), thresholds.review, thresholds.duplicate, thresholds.gallery_size, analysis
+            )
         hits = self.index.search(analysis.embedding, tenant=self.tenant, model_pack=self.model_pack, k=top_k)
         candidates = tuple(sorted(self._describe(hits, analysis.embedding), key=lambda c: -c.score))
-        self.store.append_audit(self._event(
-            "search", actor, utc_now(), top_k=top_k, model_pack=self.model_pack,
-            review_threshold=round(thresholds.review, 4),
-            results=[{"record_id": c.record_id, "score": round(c.score, 4)} for c in candidates],
-        ))
+        self.store.append_audit(
+            self._event(
+                "search",
+                actor,
+                utc_now(),
+                top_k=top_k,
+                model_pack=self.model_pack,
+                review_threshold=round(thresholds.review, 4),
+                results=[{"record_id": c.record_id, "score": round(c.score, 4)} for c in candidates],
+            )
+        )
         return SearchResult(candidates, thresholds.review, thresholds.duplicate, thresholds.gallery_size)
 
     # -- cases ----------------------------------------------------------------------------
 
     def decide_case(
-        self, case_id: str, decision: CaseDecision, officer: str, comment: str,
+        self,
+        case_id: str,
+        decision: CaseDecision,
+        officer: str,
+        comment: str,
         matched_record_id: str | None = None,
     ) -> Case:
         if not officer.strip():
@@ -304,11 +400,27 @@ class DedupService:
                 raise ValueError("a different-people decision names no matched record")
             matched, status = None, RecordStatus.ENROLLED
         now = utc_now()
-        audit = self._event("case.decided", officer, now, case_id=case_id, decision=decision.value,
-                            probe_record_id=case.probe_record_id, matched_record_id=matched,
-                            comment=comment, probe_status=status.value)
-        return self.store.decide_case(case_id, decision=decision, officer=officer, comment=comment, at=now,
-                                      matched_record_id=matched, probe_status=status, audit=audit)
+        audit = self._event(
+            "case.decided",
+            officer,
+            now,
+            case_id=case_id,
+            decision=decision.value,
+            probe_record_id=case.probe_record_id,
+            matched_record_id=matched,
+            comment=comment,
+            probe_status=status.value,
+        )
+        return self.store.decide_case(
+            case_id,
+            decision=decision,
+            officer=officer,
+            comment=comment,
+            at=now,
+            matched_record_id=matched,
+            probe_status=status,
+            audit=audit,
+        )
 
     # -- erasure --------------------------------------------------------------------------
 
@@ -320,9 +432,15 @@ class DedupService:
         # run again; the store's row goes last, with the receipt.
         removed_vectors = self.index.delete([record_id])
         removed_blobs = self.blobs.delete_prefix(f"{self.tenant}/{record_id}/")
-        receipt = self._event("record.erased", actor, utc_now(), record_id=record_id,
-                              application_id=record.application_id, reason=reason,
-                              removed={"vectors": removed_vectors, "blobs": removed_blobs})
+        receipt = self._event(
+            "record.erased",
+            actor,
+            utc_now(),
+            record_id=record_id,
+            application_id=record.application_id,
+            reason=reason,
+            removed={"vectors": removed_vectors, "blobs": removed_blobs},
+        )
         counts = self.store.erase_record(record_id, receipt)
         return {"record_id": record_id, "vectors": removed_vectors, "blobs": removed_blobs, **counts}
 
@@ -335,7 +453,9 @@ class DedupService:
         if stored_count == self.index.count(tenant=self.tenant, model_pack=self.model_pack):
             return {"added": 0, "removed": 0}
         stored = {
-            r.record_id: r for r in self.store.iter_templates(tenant=self.tenant) if r.model_pack == self.model_pack
+            r.record_id: r
+            for r in self.store.iter_templates(tenant=self.tenant)
+            if r.model_pack == self.model_pack
         }
         indexed = self.index.record_ids(tenant=self.tenant, model_pack=self.model_pack)
         missing = [r for rid, r in stored.items() if rid not in indexed]
@@ -356,7 +476,7 @@ def _rounded(measures: dict[str, float]) -> dict[str, float]:
     return {k: round(float(v), 4) for k, v in measures.items()}
 
 
-def _png(crop: np.ndarray) -> bytes:
+def _png(crop: NDArray[np.uint8]) -> bytes:
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
     if not ok:
         raise RuntimeError("could not encode the aligned crop")

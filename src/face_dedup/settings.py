@@ -91,7 +91,13 @@ class Settings:
         return updated
 
     def validate(self) -> None:
-        for name in ("target_fpir", "duplicate_fpir", "review_floor_fmr", "duplicate_floor_fmr", "verify_fmr"):
+        for name in (
+            "target_fpir",
+            "duplicate_fpir",
+            "review_floor_fmr",
+            "duplicate_floor_fmr",
+            "verify_fmr",
+        ):
             value = getattr(self, name)
             if not 0 < value < 1:
                 raise ConfigError(f"{name} must be between 0 and 1, got {value}")

@@ -30,10 +30,18 @@ PHOTOS = [
 ]
 
 
-def cli(settings: Settings, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def cli(
+    settings: Settings, *args: str, check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "FACE_DEDUP_MODELS_DIR": str(settings.models_dir)}
-    result = subprocess.run([sys.executable, "-m", "face_dedup", *args], capture_output=True, text=True,
-                            env=env, timeout=timeout, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "face_dedup", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"face-dedup {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
     return result
@@ -51,8 +59,12 @@ def make_batch(faces_root: Path, folder: Path) -> Path:
     (folder / "scan-007.jpg").write_text("not a photo")
     yale = next((faces_root / "photos" / "yale").glob("*/*"))
     shutil.copy(yale, folder / "scan-008")  # a GIF without an extension
-    rows += [("scan-006.jpg", "APP-006"), ("scan-007.jpg", "APP-007"), ("scan-008", "APP-008"),
-             ("scan-999.jpg", "APP-999")]  # listed, but never delivered
+    rows += [
+        ("scan-006.jpg", "APP-006"),
+        ("scan-007.jpg", "APP-007"),
+        ("scan-008", "APP-008"),
+        ("scan-999.jpg", "APP-999"),
+    ]  # listed, but never delivered
     manifest = folder.parent / "manifest.csv"
     with manifest.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -70,8 +82,18 @@ def test_import_review_decide_erase(base_settings: Settings, faces_root: Path, t
     manifest = make_batch(faces_root, tmp_path / "batch")
     data = str(tmp_path / "registry")
     report_path = tmp_path / "report.jsonl"
-    result = cli(base_settings, "import", str(tmp_path / "batch"), "--manifest", str(manifest),
-                 "--report", str(report_path), "--data-dir", data, "--json")
+    result = cli(
+        base_settings,
+        "import",
+        str(tmp_path / "batch"),
+        "--manifest",
+        str(manifest),
+        "--report",
+        str(report_path),
+        "--data-dir",
+        data,
+        "--json",
+    )
     summary = json.loads(result.stdout)
     assert summary["total"] == 9
     report = read_report(report_path)
@@ -92,42 +114,112 @@ def test_import_review_decide_erase(base_settings: Settings, faces_root: Path, t
     assert summary["outcomes"]["rejected"] == 3
 
     # Re-importing the same folder changes nothing and reports every input again.
-    again = json.loads(cli(base_settings, "import", str(tmp_path / "batch"), "--manifest", str(manifest),
-                           "--report", str(tmp_path / "again.jsonl"), "--data-dir", data, "--json").stdout)
+    again = json.loads(
+        cli(
+            base_settings,
+            "import",
+            str(tmp_path / "batch"),
+            "--manifest",
+            str(manifest),
+            "--report",
+            str(tmp_path / "again.jsonl"),
+            "--data-dir",
+            data,
+            "--json",
+        ).stdout
+    )
     assert again["outcomes"] == summary["outcomes"]
-    assert again["resumed"] == 8  # everything read before is reported from the registry; the missing file is retried
+    assert (
+        again["resumed"] == 8
+    )  # everything read before is reported from the registry; the missing file is retried
     assert {k: v["record_id"] for k, v in read_report(tmp_path / "again.jsonl").items()} == {
-        k: v["record_id"] for k, v in report.items()}
+        k: v["record_id"] for k, v in report.items()
+    }
 
     cases = json.loads(cli(base_settings, "cases", "list", "--data-dir", data, "--json").stdout)
-    assert {c["case_id"] for c in cases} == {report["scan-004.jpg"]["case_id"], report["scan-005.jpg"]["case_id"]}
+    assert {c["case_id"] for c in cases} == {
+        report["scan-004.jpg"]["case_id"],
+        report["scan-005.jpg"]["case_id"],
+    }
     case_id = str(report["scan-004.jpg"]["case_id"])
     shown = json.loads(cli(base_settings, "cases", "show", case_id, "--data-dir", data, "--json").stdout)
     assert shown["probe"]["application_id"] == "APP-004" and shown["candidates"]
 
-    decided = json.loads(cli(base_settings, "cases", "decide", case_id, "--same", "--officer", "ann",
-                             "--comment", "same person", "--data-dir", data, "--json").stdout)
+    decided = json.loads(
+        cli(
+            base_settings,
+            "cases",
+            "decide",
+            case_id,
+            "--same",
+            "--officer",
+            "ann",
+            "--comment",
+            "same person",
+            "--data-dir",
+            data,
+            "--json",
+        ).stdout
+    )
     assert decided["status"] == "closed" and decided["decision"] == "same_person"
-    twice = cli(base_settings, "cases", "decide", case_id, "--different", "--officer", "bob",
-                "--data-dir", data, check=False)
+    twice = cli(
+        base_settings,
+        "cases",
+        "decide",
+        case_id,
+        "--different",
+        "--officer",
+        "bob",
+        "--data-dir",
+        data,
+        check=False,
+    )
     assert twice.returncode == 1 and "already" in twice.stderr
     assert cli(base_settings, "cases", "show", "case_nope", "--data-dir", data, check=False).returncode == 1
 
-    search = json.loads(cli(base_settings, "search", str(tmp_path / "batch" / "scan-002.jpg"), "--top", "3",
-                            "--data-dir", data, "--json").stdout)
+    search = json.loads(
+        cli(
+            base_settings,
+            "search",
+            str(tmp_path / "batch" / "scan-002.jpg"),
+            "--top",
+            "3",
+            "--data-dir",
+            data,
+            "--json",
+        ).stdout
+    )
     assert search["candidates"][0]["record_id"] == report["scan-002.jpg"]["record_id"]
     assert search["candidates"][0]["above_review_threshold"] is True
 
     record_id = str(report["scan-002.jpg"]["record_id"])
-    erased = json.loads(cli(base_settings, "erase", record_id, "--reason", "GDPR art. 17 request 7",
-                            "--actor", "dpo", "--data-dir", data, "--json").stdout)
+    erased = json.loads(
+        cli(
+            base_settings,
+            "erase",
+            record_id,
+            "--reason",
+            "GDPR art. 17 request 7",
+            "--actor",
+            "dpo",
+            "--data-dir",
+            data,
+            "--json",
+        ).stdout
+    )
     assert erased["records"] == 1 and erased["vectors"] == 1
     assert cli(base_settings, "erase", record_id, "--data-dir", data, check=False).returncode == 1
-    after = json.loads(cli(base_settings, "search", str(tmp_path / "batch" / "scan-002.jpg"),
-                           "--data-dir", data, "--json").stdout)
+    after = json.loads(
+        cli(
+            base_settings, "search", str(tmp_path / "batch" / "scan-002.jpg"), "--data-dir", data, "--json"
+        ).stdout
+    )
     assert record_id not in {c["record_id"] for c in after["candidates"]}
 
-    audit = [json.loads(line) for line in cli(base_settings, "audit", "export", "--data-dir", data).stdout.splitlines()]
+    audit = [
+        json.loads(line)
+        for line in cli(base_settings, "audit", "export", "--data-dir", data).stdout.splitlines()
+    ]
     actions = [event["action"] for event in audit]
     assert actions.count("import.enrolled") == 4 and actions.count("case.decided") == 1
     assert actions[-2:] == ["record.erased", "search"]
@@ -136,20 +228,40 @@ def test_import_review_decide_erase(base_settings: Settings, faces_root: Path, t
 
 def test_verify_and_errors(base_settings: Settings, faces_root: Path, tmp_path: Path) -> None:
     a, b = faces_root / PHOTOS[0][0], faces_root / PHOTOS[3][0]
-    same = json.loads(cli(base_settings, "verify", str(a), str(b), "--data-dir", str(tmp_path), "--json").stdout)
+    same = json.loads(
+        cli(base_settings, "verify", str(a), str(b), "--data-dir", str(tmp_path), "--json").stdout
+    )
     assert same["match"] is True and same["score"] >= same["threshold"]
     text = tmp_path / "notes.jpg"
     text.write_text("hello")
     bad = cli(base_settings, "verify", str(a), str(text), "--data-dir", str(tmp_path), "--json", check=False)
     assert bad.returncode == 1 and json.loads(bad.stdout)["rejected"][0]["reason"] == "UNSUPPORTED_FORMAT"
-    missing = cli(base_settings, "import", str(tmp_path / "nowhere"), "--data-dir", str(tmp_path), check=False)
+    missing = cli(
+        base_settings, "import", str(tmp_path / "nowhere"), "--data-dir", str(tmp_path), check=False
+    )
     assert missing.returncode == 1 and "does not exist" in missing.stderr
-    no_models = subprocess.run([sys.executable, "-m", "face_dedup", "search", str(a), "--data-dir", str(tmp_path),
-                                "--models-dir", str(tmp_path / "empty")], capture_output=True, text=True, check=False)
+    no_models = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "face_dedup",
+            "search",
+            str(a),
+            "--data-dir",
+            str(tmp_path),
+            "--models-dir",
+            str(tmp_path / "empty"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert no_models.returncode == 1 and "face-dedup models install" in no_models.stderr
 
 
-@pytest.mark.parametrize("command", [[], ["import"], ["models"], ["cases", "decide"], ["calibrate"], ["demo"]])
+@pytest.mark.parametrize(
+    "command", [[], ["import"], ["models"], ["cases", "decide"], ["calibrate"], ["demo"]]
+)
 def test_help_everywhere(base_settings: Settings, command: list[str]) -> None:
     result = cli(base_settings, *command, "--help")
     assert "Usage" in result.stdout
@@ -171,9 +283,24 @@ def test_import_killed_midway_resumes_to_the_same_state(
     killed = str(tmp_path / "killed")
     env = {**os.environ, "FACE_DEDUP_MODELS_DIR": str(base_settings.models_dir)}
     report = tmp_path / "killed.jsonl"
-    process = subprocess.Popen([sys.executable, "-m", "face_dedup", "import", str(folder), "--data-dir", killed,
-                                "--report", str(report), "--workers", "1"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "face_dedup",
+            "import",
+            str(folder),
+            "--data-dir",
+            killed,
+            "--report",
+            str(report),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not report.exists() or len(report.read_text().splitlines()) < 10):
         time.sleep(0.05)
@@ -182,17 +309,22 @@ def test_import_killed_midway_resumes_to_the_same_state(
     done_before_kill = len(report.read_text().splitlines())
     assert done_before_kill < total, "the import finished before it could be killed"
 
-    resumed = json.loads(cli(base_settings, "import", str(folder), "--data-dir", killed, "--json",
-                             "--report", str(report)).stdout)
+    resumed = json.loads(
+        cli(
+            base_settings, "import", str(folder), "--data-dir", killed, "--json", "--report", str(report)
+        ).stdout
+    )
     assert resumed["resumed"] >= done_before_kill
     final = read_report(report)
     expected = read_report(tmp_path / "clean.jsonl")
     assert {k: (v["outcome"], v["record_id"], v["case_id"]) for k, v in final.items()} == {
-        k: (v["outcome"], v["record_id"], v["case_id"]) for k, v in expected.items()}
+        k: (v["outcome"], v["record_id"], v["case_id"]) for k, v in expected.items()
+    }
     cases_clean = json.loads(cli(base_settings, "cases", "list", "--data-dir", clean, "--json").stdout)
     cases_killed = json.loads(cli(base_settings, "cases", "list", "--data-dir", killed, "--json").stdout)
     assert [(c["case_id"], [x["record_id"] for x in c["candidates"]]) for c in cases_clean] == [
-        (c["case_id"], [x["record_id"] for x in c["candidates"]]) for c in cases_killed]
+        (c["case_id"], [x["record_id"] for x in c["candidates"]]) for c in cases_killed
+    ]
 
 
 def test_calibrate_with_pairs_and_labels(base_settings: Settings, faces_root: Path, tmp_path: Path) -> None:
@@ -205,8 +337,19 @@ def test_calibrate_with_pairs_and_labels(base_settings: Settings, faces_root: Pa
         writer.writeheader()
         writer.writerows(subset)
         writer.writerow({"fold": "1", "file1": "lfw/missing.jpg", "file2": subset[0]["file2"], "same": "1"})
-    report = json.loads(cli(base_settings, "calibrate", "--pairs", str(pairs), "--root", str(faces_root),
-                            "--data-dir", str(tmp_path), "--json").stdout)
+    report = json.loads(
+        cli(
+            base_settings,
+            "calibrate",
+            "--pairs",
+            str(pairs),
+            "--root",
+            str(faces_root),
+            "--data-dir",
+            str(tmp_path),
+            "--json",
+        ).stdout
+    )
     assert report["pairs"] == len(subset) + 1 and report["failed_images"] == 1
     assert 0.9 < report["accuracy"] < 1.0  # the unusable pair counts against it
     assert set(report["tar_at_far"]) == {"1e-2", "1e-3", "1e-4"}
@@ -221,8 +364,20 @@ def test_calibrate_with_pairs_and_labels(base_settings: Settings, faces_root: Pa
         for person in people:
             for photo in sorted(person.iterdir())[:3]:
                 writer.writerow([photo.relative_to(faces_root).as_posix(), person.name])
-    report = json.loads(cli(base_settings, "calibrate", "--labels", str(labels), "--root", str(faces_root),
-                            "--data-dir", str(tmp_path), "--json", "--save").stdout)
+    report = json.loads(
+        cli(
+            base_settings,
+            "calibrate",
+            "--labels",
+            str(labels),
+            "--root",
+            str(faces_root),
+            "--data-dir",
+            str(tmp_path),
+            "--json",
+            "--save",
+        ).stdout
+    )
     assert report["tar_at_far"]["1e-2"] > 0.9
     assert report["dedup"]["recall"] > 0.8
     assert Path(report["saved_calibration"]).is_file()
@@ -233,11 +388,17 @@ def test_demo_runs_on_embedded_defaults(base_settings: Settings, tmp_path: Path)
     outcomes = result["summary"]["outcomes"]
     assert outcomes["enrolled"] >= 5
     assert outcomes.get("duplicate", 0) + outcomes.get("review", 0) >= 3
-    assert result["summary"]["reject_reasons"].keys() >= {"UNDECODABLE", "UNSUPPORTED_FORMAT", "MULTIPLE_FACES"}
+    assert result["summary"]["reject_reasons"].keys() >= {
+        "UNDECODABLE",
+        "UNSUPPORTED_FORMAT",
+        "MULTIPLE_FACES",
+    }
     assert result["decided_case"]
 
 
-def test_images_in_any_format_from_a_list_file(base_settings: Settings, faces_root: Path, tmp_path: Path) -> None:
+def test_images_in_any_format_from_a_list_file(
+    base_settings: Settings, faces_root: Path, tmp_path: Path
+) -> None:
     source = Image.open(faces_root / PHOTOS[0][0])
     (tmp_path / "a.webp").write_bytes(encode(source, "WEBP", quality=90))
     (tmp_path / "b.png").write_bytes(encode(source))

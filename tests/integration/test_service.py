@@ -136,7 +136,11 @@ def test_verify_one_to_one(service: DedupService, faces_root: Path) -> None:
     broken = service.verify((faces_root / A1).read_bytes(), b"not an image")
     assert same.match and same.score is not None and same.score >= same.threshold
     assert not different.match and different.score is not None and different.score < different.threshold
-    assert not broken.match and broken.score is None and broken.rejected[0][:2] == ("second", "UNSUPPORTED_FORMAT")
+    assert (
+        not broken.match
+        and broken.score is None
+        and broken.rejected[0][:2] == ("second", "UNSUPPORTED_FORMAT")
+    )
 
 
 def test_tenants_never_see_each_other(base_settings: Settings, faces_root: Path, tmp_path: Path) -> None:
@@ -172,8 +176,17 @@ class CrashingIndex(ExactVectorIndex):
 
 def state(service: DedupService) -> tuple[object, ...]:
     records = {r.record_id: (r.status, r.linked_to) for r in service.store.iter_templates()}
-    cases = {c.case_id: [x.record_id for x in c.candidates] for c in service.store.list_cases(tenant="default", limit=999)}
-    return records, cases, service.gallery_size(), service.store.outcome_counts(tenant="default"), len(service.store.audit_events())
+    cases = {
+        c.case_id: [x.record_id for x in c.candidates]
+        for c in service.store.list_cases(tenant="default", limit=999)
+    }
+    return (
+        records,
+        cases,
+        service.gallery_size(),
+        service.store.outcome_counts(tenant="default"),
+        len(service.store.audit_events()),
+    )
 
 
 def test_crash_between_commit_and_index_recovers_to_the_uninterrupted_state(

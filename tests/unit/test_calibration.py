@@ -60,8 +60,9 @@ def test_tail_interpolates_extrapolates_and_inverts() -> None:
 def test_tail_json_roundtrip_and_validation() -> None:
     assert cal.ImpostorTail.from_json(TAIL.to_json()) == TAIL
     with pytest.raises(Exception, match="decreasing"):
-        cal.ImpostorTail.from_json('{"model_pack": "p", "source": "s", "impostor_pairs": 1, '
-                                   '"points": [[-2, 0.3], [-1, 0.2]]}')
+        cal.ImpostorTail.from_json(
+            '{"model_pack": "p", "source": "s", "impostor_pairs": 1, "points": [[-2, 0.3], [-1, 0.2]]}'
+        )
 
 
 def test_dedup_thresholds_rise_with_the_gallery() -> None:

@@ -4,8 +4,9 @@ from face_dedup.calibration import DedupThresholds
 from face_dedup.decision import decide
 from face_dedup.domain import Candidate, Outcome
 
-T = DedupThresholds(review=0.4, duplicate=0.6, gallery_size=10, review_fmr=1e-3, duplicate_fmr=1e-6,
-                    extrapolated=False)
+T = DedupThresholds(
+    review=0.4, duplicate=0.6, gallery_size=10, review_fmr=1e-3, duplicate_fmr=1e-6, extrapolated=False
+)
 
 
 def test_no_candidate_above_review_enrolls() -> None:

@@ -20,10 +20,17 @@ def gradient(width: int = 120, height: int = 80) -> Image.Image:
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG that declares a size but carries (almost) no pixels: what a bomb looks like."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 def reason_of(data: bytes, limits: DecodeLimits | None = None) -> Reason:
@@ -32,7 +39,9 @@ def reason_of(data: bytes, limits: DecodeLimits | None = None) -> Reason:
     return caught.value.reason
 
 
-@pytest.mark.parametrize(("fmt", "expected"), [("JPEG", "JPEG"), ("PNG", "PNG"), ("GIF", "GIF"), ("WEBP", "WEBP")])
+@pytest.mark.parametrize(
+    ("fmt", "expected"), [("JPEG", "JPEG"), ("PNG", "PNG"), ("GIF", "GIF"), ("WEBP", "WEBP")]
+)
 def test_formats_are_recognised_from_bytes_and_decoded(fmt: str, expected: str) -> None:
     data = encode(gradient(), fmt)
     assert sniff_format(data) == expected

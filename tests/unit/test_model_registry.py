@@ -37,4 +37,4 @@ def test_corrupt_model_is_refused(tmp_path: Path) -> None:
     target.write_bytes(b"not the model")
     with pytest.raises(ModelError, match="corrupt"):
         verified_path(tmp_path, pack, pack.detector)
-    assert [s.state for s in verify_pack(tmp_path, pack)][0] == "corrupt"
+    assert next(s.state for s in verify_pack(tmp_path, pack)) == "corrupt"

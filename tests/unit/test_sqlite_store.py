@@ -29,8 +29,18 @@ def event(action: str = "x") -> AuditEvent:
 
 def record(record_id: str, status: RecordStatus = RecordStatus.ENROLLED) -> Record:
     vector = np.ones(4, dtype=np.float32) / 2
-    return Record(record_id, "t1", "p1", f"APP-{record_id}", f"/in/{record_id}.jpg", "0" * 64, status,
-                  utc_now(), vector, quality={"sharpness": 100.0})
+    return Record(
+        record_id,
+        "t1",
+        "p1",
+        f"APP-{record_id}",
+        f"/in/{record_id}.jpg",
+        "0" * 64,
+        status,
+        utc_now(),
+        vector,
+        quality={"sharpness": 100.0},
+    )
 
 
 def item(key: str, outcome: Outcome, record_id: str | None = None, case_id: str | None = None) -> ImportItem:
@@ -44,10 +54,24 @@ def store(tmp_path: Path) -> SqliteRecordStore:
 
 def open_case(store: SqliteRecordStore) -> Case:
     store.commit(EnrollmentCommit(item("k1", Outcome.ENROLLED, "r1"), record("r1")))
-    case = Case("c1", "t1", "r2", Outcome.REVIEW, (Candidate("r1", 0.55, "/in/r1.jpg"),), CaseStatus.OPEN,
-                utc_now(), {"review": 0.5})
-    store.commit(EnrollmentCommit(item("k2", Outcome.REVIEW, "r2", "c1"), record("r2", RecordStatus.PENDING_REVIEW),
-                                  case, (event("import.review"),)))
+    case = Case(
+        "c1",
+        "t1",
+        "r2",
+        Outcome.REVIEW,
+        (Candidate("r1", 0.55, "/in/r1.jpg"),),
+        CaseStatus.OPEN,
+        utc_now(),
+        {"review": 0.5},
+    )
+    store.commit(
+        EnrollmentCommit(
+            item("k2", Outcome.REVIEW, "r2", "c1"),
+            record("r2", RecordStatus.PENDING_REVIEW),
+            case,
+            (event("import.review"),),
+        )
+    )
     return case
 
 
@@ -73,18 +97,41 @@ def test_commit_is_all_or_nothing(store: SqliteRecordStore) -> None:
 
 def test_case_decision_is_conditional_and_audited(store: SqliteRecordStore) -> None:
     open_case(store)
-    decided = store.decide_case("c1", decision=CaseDecision.SAME_PERSON, officer="ann", comment="same",
-                                at=utc_now(), matched_record_id="r1",
-                                probe_status=RecordStatus.CONFIRMED_DUPLICATE, audit=event("case.decided"))
+    decided = store.decide_case(
+        "c1",
+        decision=CaseDecision.SAME_PERSON,
+        officer="ann",
+        comment="same",
+        at=utc_now(),
+        matched_record_id="r1",
+        probe_status=RecordStatus.CONFIRMED_DUPLICATE,
+        audit=event("case.decided"),
+    )
     assert decided.status is CaseStatus.CLOSED and decided.decided_by == "ann"
     probe = store.get_record("r2")
     assert probe is not None and probe.status is RecordStatus.CONFIRMED_DUPLICATE and probe.linked_to == "r1"
     with pytest.raises(InvalidState):
-        store.decide_case("c1", decision=CaseDecision.DIFFERENT_PEOPLE, officer="bob", comment="", at=utc_now(),
-                          matched_record_id=None, probe_status=RecordStatus.ENROLLED, audit=event())
+        store.decide_case(
+            "c1",
+            decision=CaseDecision.DIFFERENT_PEOPLE,
+            officer="bob",
+            comment="",
+            at=utc_now(),
+            matched_record_id=None,
+            probe_status=RecordStatus.ENROLLED,
+            audit=event(),
+        )
     with pytest.raises(NotFound):
-        store.decide_case("nope", decision=CaseDecision.DIFFERENT_PEOPLE, officer="bob", comment="",
-                          at=utc_now(), matched_record_id=None, probe_status=RecordStatus.ENROLLED, audit=event())
+        store.decide_case(
+            "nope",
+            decision=CaseDecision.DIFFERENT_PEOPLE,
+            officer="bob",
+            comment="",
+            at=utc_now(),
+            matched_record_id=None,
+            probe_status=RecordStatus.ENROLLED,
+            audit=event(),
+        )
     assert [e.action for e in store.audit_events()] == ["import.review", "case.decided"]
 
 

@@ -44,7 +44,9 @@ def make_index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
         index.close()
 
 
-def fill(index: VectorIndex, n: int, tenant: str = "t1", pack: str = "p1", offset: int = 0) -> list[np.ndarray]:
+def fill(
+    index: VectorIndex, n: int, tenant: str = "t1", pack: str = "p1", offset: int = 0
+) -> list[np.ndarray]:
     vectors = [unit(offset + i) for i in range(n)]
     index.add([IndexEntry(f"{tenant}-{offset + i}", tenant, pack, v) for i, v in enumerate(vectors)])
     return vectors
@@ -78,11 +80,13 @@ def test_threshold_search_returns_everything_at_or_above(make_index: Callable[[]
 def test_tenant_and_model_pack_never_mix(make_index: Callable[[], VectorIndex]) -> None:
     index = make_index()
     shared = unit(5)
-    index.add([
-        IndexEntry("a", "tenant-a", "p1", shared),
-        IndexEntry("b", "tenant-b", "p1", shared),
-        IndexEntry("c", "tenant-a", "p2", shared),
-    ])
+    index.add(
+        [
+            IndexEntry("a", "tenant-a", "p1", shared),
+            IndexEntry("b", "tenant-b", "p1", shared),
+            IndexEntry("c", "tenant-a", "p2", shared),
+        ]
+    )
     assert [h.record_id for h in index.search(shared, tenant="tenant-a", model_pack="p1", k=10)] == ["a"]
     assert [h.record_id for h in index.search(shared, tenant="tenant-b", model_pack="p1", k=10)] == ["b"]
     assert [h.record_id for h in index.search(shared, tenant="tenant-a", model_pack="p2", k=10)] == ["c"]
@@ -120,7 +124,9 @@ def test_persists_across_reopen(make_index: Callable[[], VectorIndex]) -> None:
     assert reopened.search(vectors[12], tenant="t1", model_pack="p1", k=1)[0].record_id == "t1-12"
 
 
-def test_rejects_vectors_that_are_not_normalised_or_of_another_size(make_index: Callable[[], VectorIndex]) -> None:
+def test_rejects_vectors_that_are_not_normalised_or_of_another_size(
+    make_index: Callable[[], VectorIndex],
+) -> None:
     index = make_index()
     with pytest.raises(ValueError, match="normalised"):
         index.add([IndexEntry("r", "t1", "p1", unit(1) * 2)])

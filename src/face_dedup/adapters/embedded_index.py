@@ -110,8 +110,9 @@ class ExactVectorIndex(VectorIndex):
             for entry, vector in prepared:  # refuse before writing anything
                 existing = self._partitions.get((entry.tenant, entry.model_pack))
                 if existing is not None and existing.dim != len(vector):
-                    raise ValueError(f"model pack {entry.model_pack} has {existing.dim}-d vectors, "
-                                     f"got {len(vector)}-d")
+                    raise ValueError(
+                        f"model pack {entry.model_pack} has {existing.dim}-d vectors, got {len(vector)}-d"
+                    )
             with self._db:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO vectors(record_id, tenant, model_pack, dim, vector) "
@@ -126,7 +127,12 @@ class ExactVectorIndex(VectorIndex):
                 self._where[entry.record_id] = (entry.tenant, entry.model_pack)
 
     def search(
-        self, vector: NDArray[np.float32], *, tenant: str, model_pack: str, k: int,
+        self,
+        vector: NDArray[np.float32],
+        *,
+        tenant: str,
+        model_pack: str,
+        k: int,
         min_score: float | None = None,
     ) -> list[Hit]:
         if k <= 0:

@@ -55,6 +55,7 @@ class LocalBlobStore(BlobStore):
         if not base.is_dir():
             return []
         return sorted(
-            p.relative_to(self._root).as_posix() for p in base.rglob("*")
+            p.relative_to(self._root).as_posix()
+            for p in base.rglob("*")
             if p.is_file() and not p.name.endswith(".partial")
         )

@@ -143,9 +143,21 @@ class SqliteRecordStore(RecordStore):
                 "INSERT INTO import_items(key, tenant, source, application_id, content_sha256, outcome, "
                 "record_id, case_id, reason, message, candidates, measures, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (item.key, item.tenant, item.source, item.application_id, item.content_sha256,
-                 item.outcome.value, item.record_id, item.case_id, item.reason, item.message,
-                 _candidates_json(item.candidates), json.dumps(item.measures), item.created_at),
+                (
+                    item.key,
+                    item.tenant,
+                    item.source,
+                    item.application_id,
+                    item.content_sha256,
+                    item.outcome.value,
+                    item.record_id,
+                    item.case_id,
+                    item.reason,
+                    item.message,
+                    _candidates_json(item.candidates),
+                    json.dumps(item.measures),
+                    item.created_at,
+                ),
             )
             for event in commit.audit:
                 self._insert_audit(event)
@@ -154,18 +166,35 @@ class SqliteRecordStore(RecordStore):
         self._db.execute(
             "INSERT INTO records(record_id, tenant, model_pack, application_id, source, content_sha256, "
             "status, linked_to, created_at, quality, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (record.record_id, record.tenant, record.model_pack, record.application_id, record.source,
-             record.content_sha256, record.status.value, record.linked_to, record.created_at,
-             json.dumps(record.quality), np.asarray(record.embedding, dtype=np.float32).tobytes()),
+            (
+                record.record_id,
+                record.tenant,
+                record.model_pack,
+                record.application_id,
+                record.source,
+                record.content_sha256,
+                record.status.value,
+                record.linked_to,
+                record.created_at,
+                json.dumps(record.quality),
+                np.asarray(record.embedding, dtype=np.float32).tobytes(),
+            ),
         )
 
     def _insert_case(self, case: Case) -> None:
         self._db.execute(
             "INSERT INTO cases(case_id, tenant, probe_record_id, kind, candidates, status, created_at, "
             "thresholds) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (case.case_id, case.tenant, case.probe_record_id, case.kind.value,
-             _candidates_json(case.candidates), case.status.value, case.created_at,
-             json.dumps(case.thresholds)),
+            (
+                case.case_id,
+                case.tenant,
+                case.probe_record_id,
+                case.kind.value,
+                _candidates_json(case.candidates),
+                case.status.value,
+                case.created_at,
+                json.dumps(case.thresholds),
+            ),
         )
 
     # -- records --------------------------------------------------------------------------
@@ -185,9 +214,10 @@ class SqliteRecordStore(RecordStore):
         return {row["record_id"]: self._record(row) for row in rows}
 
     def iter_templates(self, *, tenant: str | None = None) -> Iterator[Record]:
-        query = "SELECT * FROM records" + (" WHERE tenant = ?" if tenant else "") + " ORDER BY rowid"
         with self._lock:
-            rows = self._db.execute(query, (tenant,) if tenant else ()).fetchall()
+            rows = self._db.execute(
+                "SELECT * FROM records WHERE (? IS NULL OR tenant = ?) ORDER BY rowid", (tenant, tenant)
+            ).fetchall()
         for row in rows:
             yield self._record(row)
 
@@ -219,8 +249,16 @@ class SqliteRecordStore(RecordStore):
             return [self._case(row) for row in self._db.execute(query, params).fetchall()]
 
     def decide_case(
-        self, case_id: str, *, decision: CaseDecision, officer: str, comment: str, at: str,
-        matched_record_id: str | None, probe_status: RecordStatus, audit: AuditEvent,
+        self,
+        case_id: str,
+        *,
+        decision: CaseDecision,
+        officer: str,
+        comment: str,
+        at: str,
+        matched_record_id: str | None,
+        probe_status: RecordStatus,
+        audit: AuditEvent,
     ) -> Case:
         with self._lock, self._db:
             case = self.get_case(case_id)
@@ -229,8 +267,16 @@ class SqliteRecordStore(RecordStore):
             updated = self._db.execute(
                 "UPDATE cases SET status = ?, decision = ?, decided_by = ?, decided_at = ?, comment = ?, "
                 "matched_record_id = ? WHERE case_id = ? AND status = ?",
-                (CaseStatus.CLOSED.value, decision.value, officer, at, comment, matched_record_id,
-                 case_id, CaseStatus.OPEN.value),
+                (
+                    CaseStatus.CLOSED.value,
+                    decision.value,
+                    officer,
+                    at,
+                    comment,
+                    matched_record_id,
+                    case_id,
+                    CaseStatus.OPEN.value,
+                ),
             ).rowcount
             if updated != 1:
                 raise InvalidState(f"case {case_id} is already decided ({case.decision})")
@@ -243,7 +289,8 @@ class SqliteRecordStore(RecordStore):
                     a, b = sorted((case.probe_record_id, candidate.record_id))
                     self._db.execute(
                         "INSERT OR IGNORE INTO distinct_pairs(tenant, record_a, record_b, case_id) "
-                        "VALUES (?, ?, ?, ?)", (case.tenant, a, b, case_id),
+                        "VALUES (?, ?, ?, ?)",
+                        (case.tenant, a, b, case_id),
                     )
             self._insert_audit(audit)
         decided = self.get_case(case_id)
@@ -260,14 +307,16 @@ class SqliteRecordStore(RecordStore):
             counts = {
                 "records": self._db.execute("DELETE FROM records WHERE record_id = ?", (record_id,)).rowcount,
                 "import_items": self._db.execute(
-                    "DELETE FROM import_items WHERE record_id = ?", (record_id,)).rowcount,
+                    "DELETE FROM import_items WHERE record_id = ?", (record_id,)
+                ).rowcount,
                 "cases_closed": self._db.execute(
                     "UPDATE cases SET status = ?, comment = 'probe record erased' "
                     "WHERE probe_record_id = ? AND status = ?",
-                    (CaseStatus.CLOSED.value, record_id, CaseStatus.OPEN.value)).rowcount,
+                    (CaseStatus.CLOSED.value, record_id, CaseStatus.OPEN.value),
+                ).rowcount,
                 "distinct_pairs": self._db.execute(
-                    "DELETE FROM distinct_pairs WHERE record_a = ? OR record_b = ?",
-                    (record_id, record_id)).rowcount,
+                    "DELETE FROM distinct_pairs WHERE record_a = ? OR record_b = ?", (record_id, record_id)
+                ).rowcount,
             }
             self._db.execute("UPDATE records SET linked_to = NULL WHERE linked_to = ?", (record_id,))
             self._insert_audit(audit)
@@ -289,12 +338,15 @@ class SqliteRecordStore(RecordStore):
         )
 
     def audit_events(self, *, tenant: str | None = None, since_seq: int = 0) -> list[AuditEvent]:
-        query = "SELECT * FROM audit WHERE seq > ?" + (" AND tenant = ?" if tenant else "") + " ORDER BY seq"
-        params: tuple[Any, ...] = (since_seq, tenant) if tenant else (since_seq,)
         with self._lock:
-            rows = self._db.execute(query, params).fetchall()
-        return [AuditEvent(r["action"], r["actor"], r["tenant"], r["at"], json.loads(r["details"]), r["seq"])
-                for r in rows]
+            rows = self._db.execute(
+                "SELECT * FROM audit WHERE seq > ? AND (? IS NULL OR tenant = ?) ORDER BY seq",
+                (since_seq, tenant, tenant),
+            ).fetchall()
+        return [
+            AuditEvent(r["action"], r["actor"], r["tenant"], r["at"], json.loads(r["details"]), r["seq"])
+            for r in rows
+        ]
 
     def outcome_counts(self, *, tenant: str) -> dict[str, int]:
         with self._lock:
@@ -312,31 +364,51 @@ class SqliteRecordStore(RecordStore):
     @staticmethod
     def _record(row: sqlite3.Row) -> Record:
         return Record(
-            record_id=row["record_id"], tenant=row["tenant"], model_pack=row["model_pack"],
-            application_id=row["application_id"], source=row["source"],
-            content_sha256=row["content_sha256"], status=RecordStatus(row["status"]),
-            created_at=row["created_at"], embedding=np.frombuffer(row["embedding"], dtype=np.float32),
-            linked_to=row["linked_to"], quality=json.loads(row["quality"]),
+            record_id=row["record_id"],
+            tenant=row["tenant"],
+            model_pack=row["model_pack"],
+            application_id=row["application_id"],
+            source=row["source"],
+            content_sha256=row["content_sha256"],
+            status=RecordStatus(row["status"]),
+            created_at=row["created_at"],
+            embedding=np.frombuffer(row["embedding"], dtype=np.float32),
+            linked_to=row["linked_to"],
+            quality=json.loads(row["quality"]),
         )
 
     @staticmethod
     def _case(row: sqlite3.Row) -> Case:
         return Case(
-            case_id=row["case_id"], tenant=row["tenant"], probe_record_id=row["probe_record_id"],
-            kind=Outcome(row["kind"]), candidates=_candidates_from(row["candidates"]),
-            status=CaseStatus(row["status"]), created_at=row["created_at"],
+            case_id=row["case_id"],
+            tenant=row["tenant"],
+            probe_record_id=row["probe_record_id"],
+            kind=Outcome(row["kind"]),
+            candidates=_candidates_from(row["candidates"]),
+            status=CaseStatus(row["status"]),
+            created_at=row["created_at"],
             thresholds=json.loads(row["thresholds"]),
             decision=CaseDecision(row["decision"]) if row["decision"] else None,
-            decided_by=row["decided_by"], decided_at=row["decided_at"], comment=row["comment"],
+            decided_by=row["decided_by"],
+            decided_at=row["decided_at"],
+            comment=row["comment"],
             matched_record_id=row["matched_record_id"],
         )
 
     @staticmethod
     def _item(row: sqlite3.Row) -> ImportItem:
         return ImportItem(
-            key=row["key"], tenant=row["tenant"], source=row["source"],
-            application_id=row["application_id"], content_sha256=row["content_sha256"],
-            outcome=Outcome(row["outcome"]), created_at=row["created_at"], record_id=row["record_id"],
-            case_id=row["case_id"], reason=row["reason"], message=row["message"],
-            candidates=_candidates_from(row["candidates"]), measures=json.loads(row["measures"]),
+            key=row["key"],
+            tenant=row["tenant"],
+            source=row["source"],
+            application_id=row["application_id"],
+            content_sha256=row["content_sha256"],
+            outcome=Outcome(row["outcome"]),
+            created_at=row["created_at"],
+            record_id=row["record_id"],
+            case_id=row["case_id"],
+            reason=row["reason"],
+            message=row["message"],
+            candidates=_candidates_from(row["candidates"]),
+            measures=json.loads(row["measures"]),
         )

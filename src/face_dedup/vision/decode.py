@@ -72,8 +72,10 @@ def decode_image(data: bytes, limits: DecodeLimits | None = None) -> DecodedImag
         raise InputRejected(Reason.EMPTY_FILE, "the file is empty", measured=0)
     if len(data) > limits.max_bytes:
         raise InputRejected(
-            Reason.TOO_LARGE, f"the file has {len(data)} bytes; the limit is {limits.max_bytes}",
-            measured=len(data), limit=limits.max_bytes,
+            Reason.TOO_LARGE,
+            f"the file has {len(data)} bytes; the limit is {limits.max_bytes}",
+            measured=len(data),
+            limit=limits.max_bytes,
         )
     fmt = sniff_format(data)
     if fmt is None:
@@ -96,13 +98,15 @@ def decode_image(data: bytes, limits: DecodeLimits | None = None) -> DecodedImag
                 raise InputRejected(
                     Reason.TOO_LARGE,
                     f"the image has {width}x{height} pixels; the limit is {limits.max_pixels} pixels",
-                    measured=width * height, limit=limits.max_pixels,
+                    measured=width * height,
+                    limit=limits.max_pixels,
                 )
             if min(width, height) < limits.min_side:
                 raise InputRejected(
                     Reason.TOO_SMALL,
                     f"the image is {width}x{height}; the shorter side must be at least {limits.min_side}",
-                    measured=min(width, height), limit=limits.min_side,
+                    measured=min(width, height),
+                    limit=limits.min_side,
                 )
             scale = 1.0
             if fmt == "JPEG" and max(width, height) > 2 * limits.working_long_side:
@@ -117,8 +121,17 @@ def decode_image(data: bytes, limits: DecodeLimits | None = None) -> DecodedImag
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputRejected(Reason.TOO_LARGE, f"the image is too large to decode safely: {exc}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError,
-            TypeError, struct.error, MemoryError) as exc:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+        IndexError,
+        TypeError,
+        struct.error,
+        MemoryError,
+    ) as exc:
         raise InputRejected(Reason.UNDECODABLE, f"the {fmt} data is corrupt or truncated: {exc}") from None
 
     array = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))

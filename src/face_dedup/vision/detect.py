@@ -53,8 +53,12 @@ class YuNetDetector:
     def _create(self) -> cv2.FaceDetectorYN:
         try:
             detector = cv2.FaceDetectorYN.create(
-                self._model_path, "", (320, 320),
-                self._config.candidate_score, self._config.nms_threshold, self._config.top_k,
+                self._model_path,
+                "",
+                (320, 320),
+                self._config.candidate_score,
+                self._config.nms_threshold,
+                self._config.top_k,
             )
         except cv2.error as exc:
             raise ModelError(f"OpenCV could not load the detector {self._model_path}: {exc}") from exc
@@ -67,7 +71,9 @@ class YuNetDetector:
         factor = min(1.0, self._config.max_side / max(height, width))
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         if factor < 1.0:
-            bgr = cv2.resize(bgr, (round(width * factor), round(height * factor)), interpolation=cv2.INTER_AREA)
+            bgr = cv2.resize(
+                bgr, (round(width * factor), round(height * factor)), interpolation=cv2.INTER_AREA
+            )
         detector.setInputSize((bgr.shape[1], bgr.shape[0]))
         _, raw = detector.detect(bgr)
         if raw is None:

@@ -27,18 +27,22 @@ def create_session(model_path: Path, threads: int = 1) -> ort.InferenceSession:
 
 
 class SFaceEmbedder:
-    """A contract with `flip_average` averages the embeddings of the crop and its mirror image: measured on the
-    LFW dev folds it removes a few errors (see BENCHMARKS.md) at twice the embedding cost."""
+    """A contract with `flip_average` averages the embeddings of the crop and its mirror image:
+    measured on the LFW dev folds it removes some errors (BENCHMARKS.md) at twice the cost."""
 
     def __init__(self, session: ort.InferenceSession, contract: EmbedderContract) -> None:
         inputs, outputs = session.get_inputs(), session.get_outputs()
         width, height = contract.input_size
         if len(inputs) != 1 or list(inputs[0].shape)[1:] != [3, height, width]:
-            raise ModelError(f"embedder input {[(i.name, i.shape) for i in inputs]} does not match "
-                             f"the pack's contract 3x{height}x{width}")
+            raise ModelError(
+                f"embedder input {[(i.name, i.shape) for i in inputs]} does not match "
+                f"the pack's contract 3x{height}x{width}"
+            )
         if len(outputs) != 1 or list(outputs[0].shape)[-1] != contract.embedding_dim:
-            raise ModelError(f"embedder output {[(o.name, o.shape) for o in outputs]} is not "
-                             f"{contract.embedding_dim}-d as the pack's contract says")
+            raise ModelError(
+                f"embedder output {[(o.name, o.shape) for o in outputs]} is not "
+                f"{contract.embedding_dim}-d as the pack's contract says"
+            )
         self._session = session
         self._input = inputs[0].name
         self._contract = contract

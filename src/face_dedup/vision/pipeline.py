@@ -96,8 +96,12 @@ class FaceEngine:
                 Reason.IMPLAUSIBLE_LANDMARKS,
                 "a face-like region was found but its landmarks fit no upright face in any "
                 "orientation (rotated, profile, or not a face)",
-                {"faces_found": len(faces_upright), "detector_score": best.score,
-                 "landmark_residual": fit.residual, "roll_degrees": fit.roll_degrees},
+                {
+                    "faces_found": len(faces_upright),
+                    "detector_score": best.score,
+                    "landmark_residual": fit.residual,
+                    "roll_degrees": fit.roll_degrees,
+                },
             )
 
         subject = candidate.face
@@ -106,8 +110,10 @@ class FaceEngine:
         # the photo shows two people and no rule can say which one applied.
         subject_offset = center_offset(subject, candidate.image)
         rivals = [
-            other for other in candidate.faces
-            if other is not subject and other.score >= t.min_detection_score
+            other
+            for other in candidate.faces
+            if other is not subject
+            and other.score >= t.min_detection_score
             and other.inter_eye_px >= t.rival_face_ratio * subject.inter_eye_px
             and center_offset(other, candidate.image) < subject_offset + t.rival_center_margin
         ]
@@ -125,8 +131,10 @@ class FaceEngine:
                 measures,
             )
         if len(candidate.faces) > 1:
-            notes.append(f"subject is the most central large face; {len(candidate.faces) - 1} other "
-                         "face(s) were smaller, off-centre or low-confidence and were ignored")
+            notes.append(
+                f"subject is the most central large face; {len(candidate.faces) - 1} other "
+                "face(s) were smaller, off-centre or low-confidence and were ignored"
+            )
         if candidate.rotation:
             notes.append(f"photo was rotated {candidate.rotation} degrees clockwise to make the face upright")
 
@@ -138,12 +146,22 @@ class FaceEngine:
         # Eye distance in the photo as submitted, not in the reduced working copy.
         inter_eye_px = subject.inter_eye_px / decoded.scale
         measures.update(
-            inter_eye_px=inter_eye_px, yaw_ratio=yaw_ratio, pitch_offset=pitch_offset,
-            sharpness=crop.sharpness, brightness=crop.brightness, overexposed=crop.overexposed,
+            inter_eye_px=inter_eye_px,
+            yaw_ratio=yaw_ratio,
+            pitch_offset=pitch_offset,
+            sharpness=crop.sharpness,
+            brightness=crop.brightness,
+            overexposed=crop.overexposed,
             underexposed=crop.underexposed,
         )
-        issues = assess(t, score=subject.score, inter_eye_px=inter_eye_px, yaw_ratio=yaw_ratio,
-                        pitch_offset=pitch_offset, crop=crop)
+        issues = assess(
+            t,
+            score=subject.score,
+            inter_eye_px=inter_eye_px,
+            yaw_ratio=yaw_ratio,
+            pitch_offset=pitch_offset,
+            crop=crop,
+        )
         if issues:
             first = issues[0]
             return Rejection(first.reason, first.message, measures, tuple(issues))

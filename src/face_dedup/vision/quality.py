@@ -100,32 +100,85 @@ def assess(
     # lowers the detector's confidence and the measured sharpness.
     brightness, sharpness = crop.brightness, crop.sharpness
     if brightness < t.min_brightness:
-        issues.append(QualityIssue(Reason.TOO_DARK, brightness, t.min_brightness,
-                                   f"face brightness {brightness:.0f} is below {t.min_brightness}"))
+        issues.append(
+            QualityIssue(
+                Reason.TOO_DARK,
+                brightness,
+                t.min_brightness,
+                f"face brightness {brightness:.0f} is below {t.min_brightness}",
+            )
+        )
     elif crop.underexposed > t.max_underexposed:
-        issues.append(QualityIssue(Reason.TOO_DARK, crop.underexposed, t.max_underexposed,
-                                   f"{crop.underexposed:.0%} of the face is black"))
+        issues.append(
+            QualityIssue(
+                Reason.TOO_DARK,
+                crop.underexposed,
+                t.max_underexposed,
+                f"{crop.underexposed:.0%} of the face is black",
+            )
+        )
     elif brightness > t.max_brightness:
-        issues.append(QualityIssue(Reason.TOO_BRIGHT, brightness, t.max_brightness,
-                                   f"face brightness {brightness:.0f} is above {t.max_brightness}"))
+        issues.append(
+            QualityIssue(
+                Reason.TOO_BRIGHT,
+                brightness,
+                t.max_brightness,
+                f"face brightness {brightness:.0f} is above {t.max_brightness}",
+            )
+        )
     elif crop.overexposed > t.max_overexposed:
-        issues.append(QualityIssue(Reason.TOO_BRIGHT, crop.overexposed, t.max_overexposed,
-                                   f"{crop.overexposed:.0%} of the face is burnt out"))
+        issues.append(
+            QualityIssue(
+                Reason.TOO_BRIGHT,
+                crop.overexposed,
+                t.max_overexposed,
+                f"{crop.overexposed:.0%} of the face is burnt out",
+            )
+        )
     if score < t.min_detection_score:
-        issues.append(QualityIssue(Reason.LOW_CONFIDENCE, score, t.min_detection_score,
-                                   f"detector confidence {score:.2f} is below {t.min_detection_score}"))
+        issues.append(
+            QualityIssue(
+                Reason.LOW_CONFIDENCE,
+                score,
+                t.min_detection_score,
+                f"detector confidence {score:.2f} is below {t.min_detection_score}",
+            )
+        )
     if inter_eye_px < t.min_inter_eye_px:
-        issues.append(QualityIssue(Reason.FACE_TOO_SMALL, inter_eye_px, t.min_inter_eye_px,
-                                   f"eyes are {inter_eye_px:.1f} px apart; at least {t.min_inter_eye_px} "
-                                   "needed"))
+        issues.append(
+            QualityIssue(
+                Reason.FACE_TOO_SMALL,
+                inter_eye_px,
+                t.min_inter_eye_px,
+                f"eyes are {inter_eye_px:.1f} px apart; at least {t.min_inter_eye_px} needed",
+            )
+        )
     if abs(yaw_ratio) > t.max_yaw_ratio:
-        issues.append(QualityIssue(Reason.EXTREME_POSE, abs(yaw_ratio), t.max_yaw_ratio,
-                                   f"head turned sideways (yaw ratio {yaw_ratio:+.2f})"))
+        issues.append(
+            QualityIssue(
+                Reason.EXTREME_POSE,
+                abs(yaw_ratio),
+                t.max_yaw_ratio,
+                f"head turned sideways (yaw ratio {yaw_ratio:+.2f})",
+            )
+        )
     elif abs(pitch_offset) > t.max_pitch_offset:
-        issues.append(QualityIssue(Reason.EXTREME_POSE, abs(pitch_offset), t.max_pitch_offset,
-                                   f"head tilted up or down (pitch offset {pitch_offset:+.2f})"))
+        issues.append(
+            QualityIssue(
+                Reason.EXTREME_POSE,
+                abs(pitch_offset),
+                t.max_pitch_offset,
+                f"head tilted up or down (pitch offset {pitch_offset:+.2f})",
+            )
+        )
     # After exposure: a dark face has little contrast and would look blurry too.
     if sharpness < t.min_sharpness:
-        issues.append(QualityIssue(Reason.BLURRY, sharpness, t.min_sharpness,
-                                   f"face sharpness {sharpness:.1f} is below {t.min_sharpness}"))
+        issues.append(
+            QualityIssue(
+                Reason.BLURRY,
+                sharpness,
+                t.min_sharpness,
+                f"face sharpness {sharpness:.1f} is below {t.min_sharpness}",
+            )
+        )
     return issues
