@@ -127,6 +127,14 @@ def main() -> int:
         )
 
     final = tail.threshold_for_fmr(cal.fmr_for_fpir(settings.target_fpir, len(names)))
+    # How the review threshold, and the share of genuine pairs above it, move with the gallery.
+    growth = []
+    for size in (100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000):
+        threshold = review_threshold(size)
+        growth.append({"gallery_size": size, "review_threshold": round(threshold, 4),
+                       "review_fmr": cal.fmr_for_fpir(settings.target_fpir, size),
+                       "extrapolated": cal.fmr_for_fpir(settings.target_fpir, size) < tail.measured_min_fmr,
+                       "genuine_pairs_above": round(float(np.mean(genuine >= threshold)), 4)})
     report = {
         "model_pack": pack.id,
         "machine": f"{platform.machine()} {platform.processor() or ''} {platform.python_version()}".strip(),
@@ -152,6 +160,7 @@ def main() -> int:
             "review_threshold_at_full_gallery": final,
         },
         "dedup_cross_validated": cross,
+        "threshold_growth": growth,
         "calibration_points": measured_tail.points,
     }
     text = json.dumps(report, indent=2)
