@@ -131,10 +131,15 @@ def main() -> int:
     growth = []
     for size in (100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000):
         threshold = review_threshold(size)
-        growth.append({"gallery_size": size, "review_threshold": round(threshold, 4),
-                       "review_fmr": cal.fmr_for_fpir(settings.target_fpir, size),
-                       "extrapolated": cal.fmr_for_fpir(settings.target_fpir, size) < tail.measured_min_fmr,
-                       "genuine_pairs_above": round(float(np.mean(genuine >= threshold)), 4)})
+        growth.append(
+            {
+                "gallery_size": size,
+                "review_threshold": round(threshold, 4),
+                "review_fmr": cal.fmr_for_fpir(settings.target_fpir, size),
+                "extrapolated": cal.fmr_for_fpir(settings.target_fpir, size) < tail.measured_min_fmr,
+                "genuine_pairs_above": round(float(np.mean(genuine >= threshold)), 4),
+            }
+        )
     report = {
         "model_pack": pack.id,
         "machine": f"{platform.machine()} {platform.processor() or ''} {platform.python_version()}".strip(),

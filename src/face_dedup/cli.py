@@ -3,6 +3,7 @@ in one place (`_run`): 0 done, 1 a domain error (missing model, unknown case, ..
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import sys
@@ -105,6 +106,14 @@ def _emit(as_json: bool, payload: Any, human: Callable[[], None]) -> None:
         human()
 
 
+def _actor() -> str:
+    """Who runs the command, for the audit log."""
+    try:
+        return "cli:" + getpass.getuser()
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
 def _open(settings: Settings, threads: int = 1) -> tuple[DedupService, Adapters]:
     return _run(lambda: build_service(settings, threads=threads))
 
@@ -194,7 +203,12 @@ def import_(
                 progress.advance(task)
 
             summary = run_import(
-                service, inputs, report=report, workers=settings.worker_count, on_progress=advance
+                service,
+                inputs,
+                report=report,
+                workers=settings.worker_count,
+                on_progress=advance,
+                actor=_actor(),
             )
     finally:
         adapters.close()
@@ -232,7 +246,7 @@ def verify(
     data = _run(lambda: (first.read_bytes(), second.read_bytes()))
     service, adapters = _open(settings)
     try:
-        result = service.verify(*data)
+        result = service.verify(*data, actor=_actor())
     finally:
         adapters.close()
     payload = {
@@ -274,7 +288,7 @@ def search(
     data = _run(image.read_bytes)
     service, adapters = _open(settings)
     try:
-        result = service.search(data, top)
+        result = service.search(data, top, actor=_actor())
     finally:
         adapters.close()
     rejection = result.rejection

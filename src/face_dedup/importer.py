@@ -21,7 +21,7 @@ from typing import Any
 
 from face_dedup.domain import ImportItem, Outcome, utc_now
 from face_dedup.errors import InputRejected, Reason
-from face_dedup.service import DedupService, InputRef, content_digest
+from face_dedup.service import SYSTEM_ACTOR, DedupService, InputRef, content_digest
 from face_dedup.vision.decode import sniff_format
 from face_dedup.vision.pipeline import FaceTemplate, Rejection
 
@@ -198,6 +198,7 @@ def run_import(
     workers: int = 1,
     on_progress: Callable[[ReportLine], None] | None = None,
     window: int = 0,
+    actor: str = SYSTEM_ACTOR,
 ) -> ImportSummary:
     summary = ImportSummary()
     started = time.perf_counter()
@@ -205,7 +206,7 @@ def run_import(
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="analyse") as pool:
             for pending in _prepare(service, inputs, pool, window or 4 * max(1, workers)):
-                line = _register(service, pending)
+                line = _register(service, pending, actor)
                 summary.total += 1
                 summary.outcomes[line.item.outcome.value] += 1
                 if line.item.reason:
@@ -268,7 +269,7 @@ def _read(service: DedupService, pending: _Pending, pool: ThreadPoolExecutor) ->
         pending.analysis = pool.submit(service.analyze, data)
 
 
-def _register(service: DedupService, pending: _Pending) -> ReportLine:
+def _register(service: DedupService, pending: _Pending, actor: str) -> ReportLine:
     if pending.done is not None:
         return ReportLine(pending.spec, pending.done, resumed=True)
     if pending.problem is not None or pending.analysis is None:
@@ -294,7 +295,7 @@ def _register(service: DedupService, pending: _Pending) -> ReportLine:
         log.exception("analysis of an input failed unexpectedly")
         pending.problem = InputRejected(Reason.INTERNAL_ERROR, f"analysis failed: {type(exc).__name__}")
         pending.analysis = None
-        return _register(service, pending)
-    item = service.register(pending.ref, pending.digest, analysis, pending.data)
+        return _register(service, pending, actor)
+    item = service.register(pending.ref, pending.digest, analysis, pending.data, actor)
     pending.data = None
     return ReportLine(pending.spec, item, resumed=False)
