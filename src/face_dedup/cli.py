@@ -381,6 +381,10 @@ def cases_list(
 @cases_app.command("show")
 def cases_show(
     case_id: str,
+    sheet: Annotated[
+        Path | None,
+        typer.Option(help="Also write a PNG with the new photo and each candidate side by side."),
+    ] = None,
     data_dir: DataDir = None,
     models_dir: ModelsDir = None,
     tenant: Tenant = None,
@@ -395,6 +399,8 @@ def cases_show(
             err.print(f"[red]error:[/red] no case {case_id}")
             raise typer.Exit(1)
         probe = service.store.get_record(case.probe_record_id)
+        if sheet is not None:
+            _run(lambda: sheet.write_bytes(service.case_sheet(case, actor=_actor())))
     finally:
         adapters.close()
     payload = _case_dict(case) | {

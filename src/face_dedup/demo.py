@@ -133,9 +133,11 @@ def run_demo(settings: Settings, console: Console | None) -> dict[str, Any]:
         lines = [line for line in report.read_text(encoding="utf-8").splitlines() if line]
         results = [json.loads(line) for line in lines]
         cases = service.store.list_cases(tenant=service.tenant, status="open")
-        decided = None
+        decided = sheet = None
         if cases:
             case = cases[0]
+            sheet = root / f"{case.case_id}.png"
+            sheet.write_bytes(service.case_sheet(case, actor="demo-officer"))
             decided = service.decide_case(
                 case.case_id,
                 CaseDecision.SAME_PERSON,
@@ -170,8 +172,11 @@ def run_demo(settings: Settings, console: Console | None) -> dict[str, Any]:
             highlight=False,
         )
         if decided is not None:
+            verdict = decided.decision.value if decided.decision else "?"
             console.print(
-                f"case {decided.case_id} decided by {decided.decided_by}: {decided.decision}", highlight=False
+                f"case {decided.case_id} decided by {decided.decided_by}: {verdict}; "
+                f"what the officer saw: {sheet}",
+                highlight=False,
             )
         console.print(f"report: {report}")
     return {
@@ -179,5 +184,6 @@ def run_demo(settings: Settings, console: Console | None) -> dict[str, Any]:
         "summary": summary.as_dict(),
         "results": results,
         "decided_case": decided.case_id if decided else None,
+        "case_sheet": str(sheet) if sheet else None,
         "report": str(report),
     }

@@ -134,7 +134,8 @@ class RecordStore(ABC):
     def append_audit(self, event: AuditEvent) -> None: ...
 
     @abstractmethod
-    def audit_events(self, *, tenant: str | None = None, since_seq: int = 0) -> list[AuditEvent]: ...
+    def audit_events(self, *, tenant: str | None = None) -> list[AuditEvent]:
+        """Oldest first."""
 
     @abstractmethod
     def outcome_counts(self, *, tenant: str) -> dict[str, int]: ...

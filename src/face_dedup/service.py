@@ -422,6 +422,15 @@ class DedupService:
             audit=audit,
         )
 
+    def case_sheet(self, case: Case, actor: str) -> bytes:
+        """The case as one PNG for an officer. Showing faces is audited."""
+        from face_dedup.review_sheet import render_case_sheet
+
+        ids = [case.probe_record_id, *(c.record_id for c in case.candidates)]
+        sheet = render_case_sheet(case, self.store.describe_records(ids), self.blobs, self.tail)
+        self.store.append_audit(self._event("case.viewed", actor, utc_now(), case_id=case.case_id))
+        return sheet
+
     # -- erasure --------------------------------------------------------------------------
 
     def erase(self, record_id: str, actor: str, reason: str) -> dict[str, Any]:

@@ -142,8 +142,15 @@ def test_import_review_decide_erase(base_settings: Settings, faces_root: Path, t
         report["scan-005.jpg"]["case_id"],
     }
     case_id = str(report["scan-004.jpg"]["case_id"])
-    shown = json.loads(cli(base_settings, "cases", "show", case_id, "--data-dir", data, "--json").stdout)
+    sheet = tmp_path / "case.png"
+    shown = json.loads(
+        cli(
+            base_settings, "cases", "show", case_id, "--sheet", str(sheet), "--data-dir", data, "--json"
+        ).stdout
+    )
     assert shown["probe"]["application_id"] == "APP-004" and shown["candidates"]
+    with Image.open(sheet) as picture:  # probe and one candidate side by side
+        assert picture.format == "PNG" and picture.width > 2 * picture.height
 
     decided = json.loads(
         cli(
@@ -222,6 +229,7 @@ def test_import_review_decide_erase(base_settings: Settings, faces_root: Path, t
     ]
     actions = [event["action"] for event in audit]
     assert actions.count("import.enrolled") == 4 and actions.count("case.decided") == 1
+    assert actions.count("case.viewed") == 1  # showing faces to someone is audited
     assert actions[-2:] == ["record.erased", "search"]
     assert all("embedding" not in json.dumps(event) for event in audit)
 
@@ -394,6 +402,7 @@ def test_demo_runs_on_embedded_defaults(base_settings: Settings, tmp_path: Path)
         "MULTIPLE_FACES",
     }
     assert result["decided_case"]
+    assert Path(result["case_sheet"]).is_file()
 
 
 def test_images_in_any_format_from_a_list_file(

@@ -1,3 +1,5 @@
+"""What only the SQLite adapter promises beyond the store contract."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -7,163 +9,29 @@ import numpy as np
 import pytest
 
 from face_dedup.adapters.sqlite_store import SqliteRecordStore
-from face_dedup.domain import (
-    AuditEvent,
-    Candidate,
-    Case,
-    CaseDecision,
-    CaseStatus,
-    ImportItem,
-    Outcome,
-    Record,
-    RecordStatus,
-    utc_now,
-)
-from face_dedup.errors import InvalidState, NotFound
-from face_dedup.ports import EnrollmentCommit
-
-
-def event(action: str = "x") -> AuditEvent:
-    return AuditEvent(action, "tester", "t1", utc_now(), {"k": 1})
-
-
-def record(record_id: str, status: RecordStatus = RecordStatus.ENROLLED) -> Record:
-    vector = np.ones(4, dtype=np.float32) / 2
-    return Record(
-        record_id,
-        "t1",
-        "p1",
-        f"APP-{record_id}",
-        f"/in/{record_id}.jpg",
-        "0" * 64,
-        status,
-        utc_now(),
-        vector,
-        quality={"sharpness": 100.0},
-    )
-
-
-def item(key: str, outcome: Outcome, record_id: str | None = None, case_id: str | None = None) -> ImportItem:
-    return ImportItem(key, "t1", f"/in/{key}.jpg", None, "0" * 64, outcome, utc_now(), record_id, case_id)
+from tests.unit.test_record_store_contract import event, open_case
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SqliteRecordStore:
+def sqlite_store(tmp_path: Path) -> SqliteRecordStore:
     return SqliteRecordStore(tmp_path / "registry.sqlite")
 
 
-def open_case(store: SqliteRecordStore) -> Case:
-    store.commit(EnrollmentCommit(item("k1", Outcome.ENROLLED, "r1"), record("r1")))
-    case = Case(
-        "c1",
-        "t1",
-        "r2",
-        Outcome.REVIEW,
-        (Candidate("r1", 0.55, "/in/r1.jpg"),),
-        CaseStatus.OPEN,
-        utc_now(),
-        {"review": 0.5},
-    )
-    store.commit(
-        EnrollmentCommit(
-            item("k2", Outcome.REVIEW, "r2", "c1"),
-            record("r2", RecordStatus.PENDING_REVIEW),
-            case,
-            (event("import.review"),),
-        )
-    )
-    return case
-
-
-def test_commit_roundtrip_and_idempotency(store: SqliteRecordStore) -> None:
-    store.commit(EnrollmentCommit(item("k1", Outcome.ENROLLED, "r1"), record("r1"), audit=(event(),)))
-    again = EnrollmentCommit(item("k1", Outcome.REJECTED), audit=(event(),))
-    store.commit(again)  # the first commit of a key stands
-    assert store.get_import_item("k1").outcome is Outcome.ENROLLED  # type: ignore[union-attr]
-    loaded = store.get_record("r1")
-    assert loaded is not None and loaded.quality == {"sharpness": 100.0}
-    assert np.allclose(loaded.embedding, 0.5)
-    assert len(store.audit_events()) == 1
-    assert store.count_templates(tenant="t1", model_pack="p1") == 1
-
-
-def test_commit_is_all_or_nothing(store: SqliteRecordStore) -> None:
-    store.commit(EnrollmentCommit(item("k1", Outcome.ENROLLED, "r1"), record("r1")))
-    with pytest.raises(sqlite3.IntegrityError):  # same record id again under another key
-        store.commit(EnrollmentCommit(item("k2", Outcome.ENROLLED, "r1"), record("r1"), audit=(event(),)))
-    assert store.get_import_item("k2") is None
-    assert store.audit_events() == []
-
-
-def test_case_decision_is_conditional_and_audited(store: SqliteRecordStore) -> None:
-    open_case(store)
-    decided = store.decide_case(
-        "c1",
-        decision=CaseDecision.SAME_PERSON,
-        officer="ann",
-        comment="same",
-        at=utc_now(),
-        matched_record_id="r1",
-        probe_status=RecordStatus.CONFIRMED_DUPLICATE,
-        audit=event("case.decided"),
-    )
-    assert decided.status is CaseStatus.CLOSED and decided.decided_by == "ann"
-    probe = store.get_record("r2")
-    assert probe is not None and probe.status is RecordStatus.CONFIRMED_DUPLICATE and probe.linked_to == "r1"
-    with pytest.raises(InvalidState):
-        store.decide_case(
-            "c1",
-            decision=CaseDecision.DIFFERENT_PEOPLE,
-            officer="bob",
-            comment="",
-            at=utc_now(),
-            matched_record_id=None,
-            probe_status=RecordStatus.ENROLLED,
-            audit=event(),
-        )
-    with pytest.raises(NotFound):
-        store.decide_case(
-            "nope",
-            decision=CaseDecision.DIFFERENT_PEOPLE,
-            officer="bob",
-            comment="",
-            at=utc_now(),
-            matched_record_id=None,
-            probe_status=RecordStatus.ENROLLED,
-            audit=event(),
-        )
-    assert [e.action for e in store.audit_events()] == ["import.review", "case.decided"]
-
-
-def test_cases_are_listed_by_status_with_pagination(store: SqliteRecordStore) -> None:
-    open_case(store)
-    assert [c.case_id for c in store.list_cases(tenant="t1", status="open")] == ["c1"]
-    assert store.list_cases(tenant="t1", status="closed") == []
-    assert store.list_cases(tenant="t1", limit=1, offset=1) == []
-    assert store.list_cases(tenant="other") == []
-
-
-def test_audit_log_is_append_only(store: SqliteRecordStore, tmp_path: Path) -> None:
-    store.append_audit(event())
-    store.close()
+def test_audit_log_is_append_only(sqlite_store: SqliteRecordStore, tmp_path: Path) -> None:
+    sqlite_store.append_audit(event())
+    sqlite_store.close()
     raw = sqlite3.connect(tmp_path / "registry.sqlite")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         raw.execute("UPDATE audit SET actor = 'someone else'")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         raw.execute("DELETE FROM audit")
+    raw.close()
 
 
-def test_erase_removes_the_record_and_keeps_a_receipt(store: SqliteRecordStore, tmp_path: Path) -> None:
-    open_case(store)
-    counts = store.erase_record("r2", event("record.erased"))
-    assert counts["records"] == 1 and counts["import_items"] == 1 and counts["cases_closed"] == 1
-    assert store.get_record("r2") is None
-    assert store.get_import_item("k2") is None
-    assert store.get_case("c1").status is CaseStatus.CLOSED  # type: ignore[union-attr]
-    assert store.audit_events()[-1].action == "record.erased"
-    with pytest.raises(NotFound):
-        store.erase_record("r2", event())
-    store.close()
-    # secure_delete: the erased template's bytes are not left in the database file
+def test_erased_templates_are_overwritten_on_disk(sqlite_store: SqliteRecordStore, tmp_path: Path) -> None:
+    open_case(sqlite_store)
+    sqlite_store.erase_record("r2", event("record.erased"))
+    sqlite_store.close()
+    # secure_delete + checkpoint: the erased template's bytes are not left in the database file
     marker = np.full(4, 0.5, dtype=np.float32).tobytes()
     assert (tmp_path / "registry.sqlite").read_bytes().count(marker) == 1  # only r1's template remains

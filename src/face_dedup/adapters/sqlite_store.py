@@ -337,11 +337,10 @@ class SqliteRecordStore(RecordStore):
             (event.at, event.actor, event.action, event.tenant, json.dumps(event.details, sort_keys=True)),
         )
 
-    def audit_events(self, *, tenant: str | None = None, since_seq: int = 0) -> list[AuditEvent]:
+    def audit_events(self, *, tenant: str | None = None) -> list[AuditEvent]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT * FROM audit WHERE seq > ? AND (? IS NULL OR tenant = ?) ORDER BY seq",
-                (since_seq, tenant, tenant),
+                "SELECT * FROM audit WHERE (? IS NULL OR tenant = ?) ORDER BY seq", (tenant, tenant)
             ).fetchall()
         return [
             AuditEvent(r["action"], r["actor"], r["tenant"], r["at"], json.loads(r["details"]), r["seq"])

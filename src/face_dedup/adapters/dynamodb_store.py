@@ -1,0 +1,535 @@
+"""DynamoDB adapter of the record/case/audit store (the cloud deployment's store).
+
+Tables (names are settings; `TABLES` is the one schema the CDK app and the tests also use):
+- records:  record_id; GSI by_tenant (tenant, record_id). Holds the template (binary).
+- cases:    case_id;   GSI by_tenant (tenant, created_case), GSI by_probe (probe_record_id).
+- imports:  key;       GSI by_record (record_id), GSI by_tenant (tenant, key).
+- audit:    tenant + event (time-ordered, unique). The service role may only PutItem here.
+
+One input's writes are one TransactWriteItems call, conditioned on the import item not
+existing: a retried or duplicated event leaves the first outcome intact. Case decisions are
+conditional updates (status must still be open), so two officers cannot both decide.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+
+from face_dedup.domain import (
+    AuditEvent,
+    Candidate,
+    Case,
+    CaseDecision,
+    CaseStatus,
+    ImportItem,
+    Outcome,
+    Record,
+    RecordStatus,
+)
+from face_dedup.errors import InvalidState, NotFound
+from face_dedup.ports import EnrollmentCommit, RecordStore
+
+
+@dataclass(frozen=True)
+class TableNames:
+    records: str
+    cases: str
+    imports: str
+    audit: str
+
+    @classmethod
+    def with_prefix(cls, prefix: str) -> TableNames:
+        return cls(f"{prefix}records", f"{prefix}cases", f"{prefix}imports", f"{prefix}audit")
+
+
+# role -> (partition key, sort key or None, {index name: (partition key, sort key or None)})
+TABLES: dict[str, tuple[str, str | None, dict[str, tuple[str, str | None]]]] = {
+    "records": ("record_id", None, {"by_tenant": ("tenant", "record_id")}),
+    "cases": (
+        "case_id",
+        None,
+        {"by_tenant": ("tenant", "created_case"), "by_probe": ("probe_record_id", None)},
+    ),
+    "imports": ("key", None, {"by_record": ("record_id", None), "by_tenant": ("tenant", "key")}),
+    "audit": ("tenant", "event", {}),
+}
+
+
+def create_tables(client: Any, names: TableNames) -> None:
+    """Create the tables (local runs and tests; the CDK app creates them in the cloud)."""
+    for role, (pk, sk, indexes) in TABLES.items():
+        attributes = {pk} | ({sk} if sk else set())
+        keys = [{"AttributeName": pk, "KeyType": "HASH"}] + (
+            [{"AttributeName": sk, "KeyType": "RANGE"}] if sk else []
+        )
+        gsis = []
+        for index, (ipk, isk) in indexes.items():
+            attributes |= {ipk} | ({isk} if isk else set())
+            schema = [{"AttributeName": ipk, "KeyType": "HASH"}]
+            if isk:
+                schema.append({"AttributeName": isk, "KeyType": "RANGE"})
+            gsis.append({"IndexName": index, "KeySchema": schema, "Projection": {"ProjectionType": "ALL"}})
+        params: dict[str, Any] = {
+            "TableName": getattr(names, role),
+            "KeySchema": keys,
+            "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "S"} for a in sorted(attributes)],
+            "BillingMode": "PAY_PER_REQUEST",
+        }
+        if gsis:
+            params["GlobalSecondaryIndexes"] = gsis
+        client.create_table(**params)
+
+
+# -- attribute value encoding (low-level client: no float or Decimal surprises) ---------------
+
+
+def _s(value: str | None) -> dict[str, Any] | None:
+    return None if value is None else {"S": value}
+
+
+def _item(**attributes: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in attributes.items() if v is not None}
+
+
+def _str(item: dict[str, Any], name: str) -> str | None:
+    value = item.get(name)
+    return None if value is None else str(value["S"])
+
+
+def _candidates_json(candidates: Iterable[Candidate]) -> str:
+    return json.dumps([c.as_dict() for c in candidates])
+
+
+def _candidates_from(text: str) -> tuple[Candidate, ...]:
+    return tuple(
+        Candidate(c["record_id"], float(c["score"]), c.get("source"), c.get("application_id"))
+        for c in json.loads(text)
+    )
+
+
+class DynamoRecordStore(RecordStore):
+    def __init__(self, client: Any, names: TableNames) -> None:
+        """`client` is a boto3 DynamoDB client (low-level, built once per process)."""
+        self._client = client
+        self._names = names
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _query(self, **params: Any) -> Iterator[dict[str, Any]]:
+        paginator = self._client.get_paginator("query")
+        for page in paginator.paginate(**params):
+            yield from page.get("Items", [])
+
+    def _get(self, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
+        item = self._client.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item")
+        return item if item else None
+
+    def _audit_put(self, event: AuditEvent) -> dict[str, Any]:
+        return {
+            "Put": {
+                "TableName": self._names.audit,
+                "Item": _item(
+                    tenant=_s(event.tenant),
+                    # time-ordered and unique without a shared counter
+                    event=_s(f"{event.at}#{uuid.uuid4().hex[:16]}"),
+                    at=_s(event.at),
+                    actor=_s(event.actor),
+                    action=_s(event.action),
+                    details=_s(json.dumps(event.details, sort_keys=True, default=_json_default)),
+                ),
+                "ConditionExpression": "attribute_not_exists(#e)",
+                "ExpressionAttributeNames": {"#e": "event"},
+            }
+        }
+
+    # -- import items and enrollment --------------------------------------------------------
+
+    def get_import_item(self, key: str) -> ImportItem | None:
+        item = self._get(self._names.imports, {"key": {"S": key}})
+        return None if item is None else self._import_item(item)
+
+    def commit(self, commit: EnrollmentCommit) -> None:
+        item = commit.item
+        writes: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "TableName": self._names.imports,
+                    "Item": _item(
+                        key=_s(item.key),
+                        tenant=_s(item.tenant),
+                        source=_s(item.source),
+                        application_id=_s(item.application_id),
+                        content_sha256=_s(item.content_sha256),
+                        outcome=_s(item.outcome.value),
+                        record_id=_s(item.record_id),
+                        case_id=_s(item.case_id),
+                        reason=_s(item.reason),
+                        message=_s(item.message),
+                        candidates=_s(_candidates_json(item.candidates)),
+                        measures=_s(json.dumps(item.measures)),
+                        created_at=_s(item.created_at),
+                    ),
+                    "ConditionExpression": "attribute_not_exists(#k)",
+                    "ExpressionAttributeNames": {"#k": "key"},
+                }
+            }
+        ]
+        if commit.record is not None:
+            record = commit.record
+            writes.append(
+                {
+                    "Put": {
+                        "TableName": self._names.records,
+                        "Item": _item(
+                            record_id=_s(record.record_id),
+                            tenant=_s(record.tenant),
+                            model_pack=_s(record.model_pack),
+                            application_id=_s(record.application_id),
+                            source=_s(record.source),
+                            content_sha256=_s(record.content_sha256),
+                            status=_s(record.status.value),
+                            linked_to=_s(record.linked_to),
+                            created_at=_s(record.created_at),
+                            quality=_s(json.dumps(record.quality)),
+                            embedding={"B": np.asarray(record.embedding, dtype=np.float32).tobytes()},
+                        ),
+                        "ConditionExpression": "attribute_not_exists(record_id)",
+                    }
+                }
+            )
+        if commit.case is not None:
+            writes.append({"Put": {"TableName": self._names.cases, "Item": self._case_item(commit.case)}})
+        writes += [self._audit_put(event) for event in commit.audit]
+        try:
+            self._client.transact_write_items(TransactItems=writes)
+        except self._client.exceptions.TransactionCanceledException as exc:
+            reasons = exc.response.get("CancellationReasons", [])
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                return  # the import item exists: idempotent, the first commit stands
+            raise
+
+    def _case_item(self, case: Case) -> dict[str, Any]:
+        return _item(
+            case_id=_s(case.case_id),
+            tenant=_s(case.tenant),
+            created_case=_s(f"{case.created_at}#{case.case_id}"),
+            probe_record_id=_s(case.probe_record_id),
+            kind=_s(case.kind.value),
+            candidates=_s(_candidates_json(case.candidates)),
+            status=_s(case.status.value),
+            created_at=_s(case.created_at),
+            thresholds=_s(json.dumps(case.thresholds, default=_json_default)),
+        )
+
+    # -- records ----------------------------------------------------------------------------
+
+    def get_record(self, record_id: str) -> Record | None:
+        item = self._get(self._names.records, {"record_id": {"S": record_id}})
+        return None if item is None else self._record(item)
+
+    def describe_records(self, record_ids: Iterable[str]) -> dict[str, Record]:
+        ids = list(dict.fromkeys(record_ids))
+        found: dict[str, Record] = {}
+        for start in range(0, len(ids), 100):  # BatchGetItem takes at most 100 keys
+            request = {
+                self._names.records: {
+                    "Keys": [{"record_id": {"S": i}} for i in ids[start : start + 100]],
+                    "ConsistentRead": True,
+                }
+            }
+            while request:
+                response = self._client.batch_get_item(RequestItems=request)
+                for item in response["Responses"].get(self._names.records, []):
+                    record = self._record(item)
+                    found[record.record_id] = record
+                request = response.get("UnprocessedKeys") or {}
+        return found
+
+    def iter_templates(self, *, tenant: str | None = None) -> Iterator[Record]:
+        if tenant is None:
+            paginator = self._client.get_paginator("scan")
+            for page in paginator.paginate(TableName=self._names.records, ConsistentRead=True):
+                for item in page.get("Items", []):
+                    yield self._record(item)
+            return
+        for item in self._query(
+            TableName=self._names.records,
+            IndexName="by_tenant",
+            KeyConditionExpression="tenant = :t",
+            ExpressionAttributeValues={":t": {"S": tenant}},
+        ):
+            yield self._record(item)
+
+    def count_templates(self, *, tenant: str, model_pack: str) -> int:
+        paginator = self._client.get_paginator("query")
+        total = 0
+        for page in paginator.paginate(
+            TableName=self._names.records,
+            IndexName="by_tenant",
+            KeyConditionExpression="tenant = :t",
+            FilterExpression="model_pack = :p",
+            ExpressionAttributeValues={":t": {"S": tenant}, ":p": {"S": model_pack}},
+            Select="COUNT",
+        ):
+            total += int(page["Count"])
+        return total
+
+    # -- cases ------------------------------------------------------------------------------
+
+    def get_case(self, case_id: str) -> Case | None:
+        item = self._get(self._names.cases, {"case_id": {"S": case_id}})
+        return None if item is None else self._case(item)
+
+    def list_cases(
+        self, *, tenant: str, status: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[Case]:
+        params: dict[str, Any] = {
+            "TableName": self._names.cases,
+            "IndexName": "by_tenant",
+            "KeyConditionExpression": "tenant = :t",
+            "ExpressionAttributeValues": {":t": {"S": tenant}},
+        }
+        if status:
+            params["FilterExpression"] = "#s = :s"
+            params["ExpressionAttributeNames"] = {"#s": "status"}
+            params["ExpressionAttributeValues"][":s"] = {"S": status}
+        cases: list[Case] = []
+        for position, item in enumerate(self._query(**params)):
+            if position < offset:
+                continue
+            if len(cases) >= limit:
+                break
+            cases.append(self._case(item))
+        return cases
+
+    def decide_case(
+        self,
+        case_id: str,
+        *,
+        decision: CaseDecision,
+        officer: str,
+        comment: str,
+        at: str,
+        matched_record_id: str | None,
+        probe_status: RecordStatus,
+        audit: AuditEvent,
+    ) -> Case:
+        case = self.get_case(case_id)
+        if case is None:
+            raise NotFound(f"no case {case_id}")
+        record_update: dict[str, Any] = {
+            "TableName": self._names.records,
+            "Key": {"record_id": {"S": case.probe_record_id}},
+            "UpdateExpression": "SET #s = :s"
+            + (", linked_to = :l" if matched_record_id else " REMOVE linked_to"),
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": {":s": {"S": probe_status.value}},
+            "ConditionExpression": "attribute_exists(record_id)",
+        }
+        if matched_record_id:
+            record_update["ExpressionAttributeValues"][":l"] = {"S": matched_record_id}
+        if decision is CaseDecision.DIFFERENT_PEOPLE and case.candidates:
+            # Remember the pairs an officer found distinct, on the probe's record (erased with it).
+            record_update["UpdateExpression"] = record_update["UpdateExpression"].replace(
+                "SET #s = :s", "SET #s = :s ADD distinct_from :d"
+            )
+            record_update["ExpressionAttributeValues"][":d"] = {"SS": [c.record_id for c in case.candidates]}
+        case_update = {
+            "TableName": self._names.cases,
+            "Key": {"case_id": {"S": case_id}},
+            "UpdateExpression": "SET #s = :closed, decision = :d, decided_by = :o, decided_at = :a, #c = :c"
+            + (", matched_record_id = :m" if matched_record_id else ""),
+            "ConditionExpression": "#s = :open",
+            "ExpressionAttributeNames": {"#s": "status", "#c": "comment"},
+            "ExpressionAttributeValues": {
+                ":closed": {"S": CaseStatus.CLOSED.value},
+                ":open": {"S": CaseStatus.OPEN.value},
+                ":d": {"S": decision.value},
+                ":o": {"S": officer},
+                ":a": {"S": at},
+                ":c": {"S": comment},
+                **({":m": {"S": matched_record_id}} if matched_record_id else {}),
+            },
+        }
+        try:
+            self._client.transact_write_items(
+                TransactItems=[{"Update": case_update}, {"Update": record_update}, self._audit_put(audit)]
+            )
+        except self._client.exceptions.TransactionCanceledException:
+            raise InvalidState(f"case {case_id} is already decided, or its probe record is gone") from None
+        decided = self.get_case(case_id)
+        assert decided is not None
+        return decided
+
+    # -- erasure ----------------------------------------------------------------------------
+
+    def erase_record(self, record_id: str, audit: AuditEvent) -> dict[str, int]:
+        if self.get_record(record_id) is None:
+            raise NotFound(f"no record {record_id} (never enrolled, or already erased)")
+        items = list(
+            self._query(
+                TableName=self._names.imports,
+                IndexName="by_record",
+                KeyConditionExpression="record_id = :r",
+                ExpressionAttributeValues={":r": {"S": record_id}},
+            )
+        )
+        open_cases = [
+            item
+            for item in self._query(
+                TableName=self._names.cases,
+                IndexName="by_probe",
+                KeyConditionExpression="probe_record_id = :r",
+                ExpressionAttributeValues={":r": {"S": record_id}},
+            )
+            if _str(item, "status") == CaseStatus.OPEN.value
+        ]
+        writes: list[dict[str, Any]] = [
+            {
+                "Delete": {
+                    "TableName": self._names.records,
+                    "Key": {"record_id": {"S": record_id}},
+                    "ConditionExpression": "attribute_exists(record_id)",
+                }
+            }
+        ]
+        writes += [
+            {"Delete": {"TableName": self._names.imports, "Key": {"key": item["key"]}}} for item in items
+        ]
+        writes += [
+            {
+                "Update": {
+                    "TableName": self._names.cases,
+                    "Key": {"case_id": item["case_id"]},
+                    "UpdateExpression": "SET #s = :closed, #c = :c",
+                    "ExpressionAttributeNames": {"#s": "status", "#c": "comment"},
+                    "ExpressionAttributeValues": {
+                        ":closed": {"S": CaseStatus.CLOSED.value},
+                        ":c": {"S": "probe record erased"},
+                    },
+                }
+            }
+            for item in open_cases
+        ]
+        writes.append(self._audit_put(audit))
+        try:
+            self._client.transact_write_items(TransactItems=writes)
+        except self._client.exceptions.TransactionCanceledException:
+            raise NotFound(f"no record {record_id} (erased meanwhile)") from None
+        return {"records": 1, "import_items": len(items), "cases_closed": len(open_cases)}
+
+    # -- audit ------------------------------------------------------------------------------
+
+    def append_audit(self, event: AuditEvent) -> None:
+        put = self._audit_put(event)["Put"]
+        self._client.put_item(**put)
+
+    def audit_events(self, *, tenant: str | None = None) -> list[AuditEvent]:
+        if tenant is None:
+            paginator = self._client.get_paginator("scan")
+            items = [
+                i for page in paginator.paginate(TableName=self._names.audit) for i in page.get("Items", [])
+            ]
+            items.sort(key=lambda i: str(i["event"]["S"]))
+        else:
+            items = list(
+                self._query(
+                    TableName=self._names.audit,
+                    KeyConditionExpression="tenant = :t",
+                    ExpressionAttributeValues={":t": {"S": tenant}},
+                    ConsistentRead=True,
+                )
+            )
+        return [
+            AuditEvent(
+                action=str(_str(i, "action")),
+                actor=str(_str(i, "actor")),
+                tenant=str(_str(i, "tenant")),
+                at=str(_str(i, "at")),
+                details=json.loads(str(_str(i, "details"))),
+            )
+            for i in items
+        ]
+
+    def outcome_counts(self, *, tenant: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for item in self._query(
+            TableName=self._names.imports,
+            IndexName="by_tenant",
+            KeyConditionExpression="tenant = :t",
+            ExpressionAttributeValues={":t": {"S": tenant}},
+            ProjectionExpression="outcome",
+        ):
+            outcome = str(_str(item, "outcome"))
+            counts[outcome] = counts.get(outcome, 0) + 1
+        return counts
+
+    # -- item mapping -----------------------------------------------------------------------
+
+    @staticmethod
+    def _record(item: dict[str, Any]) -> Record:
+        return Record(
+            record_id=str(_str(item, "record_id")),
+            tenant=str(_str(item, "tenant")),
+            model_pack=str(_str(item, "model_pack")),
+            application_id=_str(item, "application_id"),
+            source=str(_str(item, "source")),
+            content_sha256=str(_str(item, "content_sha256")),
+            status=RecordStatus(str(_str(item, "status"))),
+            created_at=str(_str(item, "created_at")),
+            embedding=np.frombuffer(bytes(item["embedding"]["B"]), dtype=np.float32),
+            linked_to=_str(item, "linked_to"),
+            quality=json.loads(str(_str(item, "quality"))),
+        )
+
+    @staticmethod
+    def _case(item: dict[str, Any]) -> Case:
+        decision = _str(item, "decision")
+        return Case(
+            case_id=str(_str(item, "case_id")),
+            tenant=str(_str(item, "tenant")),
+            probe_record_id=str(_str(item, "probe_record_id")),
+            kind=Outcome(str(_str(item, "kind"))),
+            candidates=_candidates_from(str(_str(item, "candidates"))),
+            status=CaseStatus(str(_str(item, "status"))),
+            created_at=str(_str(item, "created_at")),
+            thresholds=json.loads(str(_str(item, "thresholds"))),
+            decision=CaseDecision(decision) if decision else None,
+            decided_by=_str(item, "decided_by"),
+            decided_at=_str(item, "decided_at"),
+            comment=_str(item, "comment"),
+            matched_record_id=_str(item, "matched_record_id"),
+        )
+
+    @staticmethod
+    def _import_item(item: dict[str, Any]) -> ImportItem:
+        return ImportItem(
+            key=str(_str(item, "key")),
+            tenant=str(_str(item, "tenant")),
+            source=str(_str(item, "source")),
+            application_id=_str(item, "application_id"),
+            content_sha256=str(_str(item, "content_sha256")),
+            outcome=Outcome(str(_str(item, "outcome"))),
+            created_at=str(_str(item, "created_at")),
+            record_id=_str(item, "record_id"),
+            case_id=_str(item, "case_id"),
+            reason=_str(item, "reason"),
+            message=_str(item, "message"),
+            candidates=_candidates_from(str(_str(item, "candidates"))),
+            measures=json.loads(str(_str(item, "measures"))),
+        )
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

@@ -1,0 +1,190 @@
+"""OpenSearch k-NN adapter of the vector index port (the cloud deployment's index).
+
+Mapping: one `knn_vector` field of the model pack's dimension (HNSW on faiss with inner
+product, or lucene with cosine), `tenant` and `model_pack` as keyword filter fields, the
+record id as the document id. Searches always filter by tenant and model pack.
+
+Scores are never taken from the engine: the engines' score conventions differ (faiss
+inner product reports 1 + ip, cosinesimil reports (1 + cos) / 2) and `min_score` combined
+with efficient filtering has had bugs (k-NN #3099, #3335). So the adapter fetches the stored
+vectors of the engine's candidates and computes the cosine itself, then applies `min_score`.
+Approximate search can miss a neighbour; `oversample` asks the engine for more candidates
+than `k` to keep de-duplication recall high (see ../shared/notes/vector-search.md).
+
+The client is an `opensearchpy.OpenSearch` (with SigV4 auth for the managed service), passed
+in by the bootstrap; this module imports nothing from it, so the core does not need it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from face_dedup.ports import Hit, IndexEntry, VectorIndex
+
+
+class OpenSearchClient(Protocol):
+    """The part of `opensearchpy.OpenSearch` this adapter uses."""
+
+    @property
+    def indices(self) -> Any: ...
+
+    def bulk(self, body: Any, **kwargs: Any) -> Any: ...
+
+    def search(self, body: Any = None, index: Any = None, **kwargs: Any) -> Any: ...
+
+    def count(self, body: Any = None, index: Any = None, **kwargs: Any) -> Any: ...
+
+
+def index_body(dim: int, *, engine: str, m: int, ef_construction: int, ef_search: int) -> dict[str, Any]:
+    space = {"faiss": "innerproduct", "lucene": "cosinesimil"}.get(engine)
+    if space is None:
+        raise ValueError(f"unsupported k-NN engine {engine!r} (faiss or lucene)")
+    return {
+        "settings": {"index": {"knn": True, "knn.algo_param.ef_search": ef_search}},
+        "mappings": {
+            "dynamic": "strict",
+            "properties": {
+                "vector": {
+                    "type": "knn_vector",
+                    "dimension": dim,
+                    "method": {
+                        "name": "hnsw",
+                        "engine": engine,
+                        "space_type": space,
+                        "parameters": {"m": m, "ef_construction": ef_construction},
+                    },
+                },
+                "tenant": {"type": "keyword"},
+                "model_pack": {"type": "keyword"},
+            },
+        },
+    }
+
+
+def _filter(tenant: str, model_pack: str) -> dict[str, Any]:
+    return {"bool": {"filter": [{"term": {"tenant": tenant}}, {"term": {"model_pack": model_pack}}]}}
+
+
+class OpenSearchVectorIndex(VectorIndex):
+    def __init__(
+        self,
+        client: OpenSearchClient,
+        index: str,
+        dim: int,
+        *,
+        engine: str = "faiss",
+        m: int = 32,
+        ef_construction: int = 256,
+        ef_search: int = 256,
+        oversample: int = 4,
+        refresh: str = "wait_for",
+        create: bool = True,
+    ) -> None:
+        self._client = client
+        self._index = index
+        self._dim = dim
+        self._oversample = max(1, oversample)
+        # "wait_for": an add returns once searches can see it, which race-free enrollment needs.
+        self._refresh = refresh
+        if create and not client.indices.exists(index=index):
+            client.indices.create(
+                index=index,
+                body=index_body(
+                    dim, engine=engine, m=m, ef_construction=ef_construction, ef_search=ef_search
+                ),
+            )
+
+    def _check(self, vector: NDArray[np.float32], what: str) -> NDArray[np.float32]:
+        array = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if len(array) != self._dim:
+            raise ValueError(f"{what} is {len(array)}-d, the index holds {self._dim}-d vectors")
+        return array
+
+    def add(self, entries: Sequence[IndexEntry]) -> None:
+        lines: list[dict[str, Any]] = []
+        for entry in entries:
+            vector = self._check(entry.vector, f"vector for {entry.record_id}")
+            norm = float(np.linalg.norm(vector))
+            if not np.isfinite(norm) or abs(norm - 1.0) > 1e-3:
+                raise ValueError(f"vector for {entry.record_id} is not L2-normalised (norm {norm})")
+            lines.append({"index": {"_index": self._index, "_id": entry.record_id}})
+            lines.append({"vector": vector.tolist(), "tenant": entry.tenant, "model_pack": entry.model_pack})
+        if lines:
+            self._raise_on_errors(self._client.bulk(body=lines, refresh=self._refresh))
+
+    def search(
+        self,
+        vector: NDArray[np.float32],
+        *,
+        tenant: str,
+        model_pack: str,
+        k: int,
+        min_score: float | None = None,
+    ) -> list[Hit]:
+        if k <= 0:
+            return []
+        query = self._check(vector, "query")
+        pool = k * self._oversample
+        body = {
+            "size": pool,
+            "_source": ["vector"],
+            "query": {
+                "knn": {
+                    "vector": {"vector": query.tolist(), "k": pool, "filter": _filter(tenant, model_pack)}
+                }
+            },
+        }
+        response = self._client.search(index=self._index, body=body)
+        hits = []
+        for raw in response["hits"]["hits"]:
+            stored = np.asarray(raw["_source"]["vector"], dtype=np.float32)
+            score = float(stored @ query)  # verified here, whatever the engine reported
+            if min_score is None or score >= min_score:
+                hits.append(Hit(raw["_id"], score))
+        hits.sort(key=lambda h: (-h.score, h.record_id))
+        return hits[:k]
+
+    def delete(self, record_ids: Iterable[str]) -> int:
+        lines = [{"delete": {"_index": self._index, "_id": record_id}} for record_id in record_ids]
+        if not lines:
+            return 0
+        response = self._client.bulk(body=lines, refresh=self._refresh)
+        return sum(
+            1 for item in response.get("items", []) if item.get("delete", {}).get("result") == "deleted"
+        )
+
+    def count(self, *, tenant: str, model_pack: str) -> int:
+        response = self._client.count(index=self._index, body={"query": _filter(tenant, model_pack)})
+        return int(response["count"])
+
+    def record_ids(self, *, tenant: str, model_pack: str) -> set[str]:
+        ids: set[str] = set()
+        after: list[Any] | None = None
+        while True:
+            body: dict[str, Any] = {
+                "size": 5000,
+                "_source": False,
+                "query": _filter(tenant, model_pack),
+                "sort": [{"_id": "asc"}],
+            }
+            if after is not None:
+                body["search_after"] = after
+            page = self._client.search(index=self._index, body=body)["hits"]["hits"]
+            if not page:
+                return ids
+            ids.update(hit["_id"] for hit in page)
+            after = page[-1]["sort"]
+
+    @staticmethod
+    def _raise_on_errors(response: dict[str, Any]) -> None:
+        if response.get("errors"):
+            failures = [
+                next(iter(item.values())).get("error")
+                for item in response.get("items", [])
+                if next(iter(item.values())).get("error")
+            ]
+            raise RuntimeError(f"OpenSearch bulk request failed for {len(failures)} item(s): {failures[:3]}")

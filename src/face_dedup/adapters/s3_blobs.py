@@ -1,0 +1,63 @@
+"""S3 adapter of the blob store. Objects are written with SSE-KMS when a key is given (the
+bucket policy also enforces encryption and TLS); keys carry no personal data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from face_dedup.errors import NotFound
+from face_dedup.ports import BlobStore
+
+
+class S3BlobStore(BlobStore):
+    def __init__(
+        self, client: Any, bucket: str, *, prefix: str = "faces/", kms_key_id: str | None = None
+    ) -> None:
+        """`client` is a boto3 S3 client (built once per process by the bootstrap)."""
+        self._client = client
+        self._bucket = bucket
+        self._prefix = prefix
+        self._kms_key_id = kms_key_id
+
+    def _key(self, key: str) -> str:
+        if not key or ".." in key.split("/"):
+            raise ValueError(f"invalid blob key {key!r}")
+        return self._prefix + key
+
+    def put(self, key: str, data: bytes, content_type: str) -> None:
+        extra: dict[str, str] = {}
+        if self._kms_key_id:
+            extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self._kms_key_id}
+        self._client.put_object(
+            Bucket=self._bucket, Key=self._key(key), Body=data, ContentType=content_type, **extra
+        )
+
+    def get(self, key: str) -> bytes:
+        try:
+            response = self._client.get_object(Bucket=self._bucket, Key=self._key(key))
+        except self._client.exceptions.NoSuchKey:
+            raise NotFound(f"no blob {key}") from None
+        return bytes(response["Body"].read())
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every version (and delete marker) under the prefix: on a versioned bucket a
+        plain delete only hides the photo, and erasure must really erase."""
+        removed: set[str] = set()
+        paginator = self._client.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=self._bucket, Prefix=self._key(prefix)):
+            versions = page.get("Versions", []) + page.get("DeleteMarkers", [])
+            for start in range(0, len(versions), 1000):  # DeleteObjects takes at most 1000 keys
+                batch = versions[start : start + 1000]
+                self._client.delete_objects(
+                    Bucket=self._bucket,
+                    Delete={"Objects": [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in batch]},
+                )
+            removed.update(v["Key"] for v in page.get("Versions", []))
+        return len(removed)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        found = []
+        for page in paginator.paginate(Bucket=self._bucket, Prefix=self._prefix + prefix):
+            found += [obj["Key"][len(self._prefix) :] for obj in page.get("Contents", [])]
+        return sorted(found)

@@ -1,0 +1,169 @@
+"""Contract of the RecordStore port: every adapter (SQLite; DynamoDB on moto) passes it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pytest
+from moto import mock_aws
+
+from face_dedup.adapters.dynamodb_store import DynamoRecordStore, TableNames, create_tables
+from face_dedup.adapters.sqlite_store import SqliteRecordStore
+from face_dedup.domain import (
+    AuditEvent,
+    Candidate,
+    Case,
+    CaseDecision,
+    CaseStatus,
+    ImportItem,
+    Outcome,
+    Record,
+    RecordStatus,
+    utc_now,
+)
+from face_dedup.errors import InvalidState, NotFound
+from face_dedup.ports import EnrollmentCommit, RecordStore
+
+
+def event(action: str = "x") -> AuditEvent:
+    return AuditEvent(action, "tester", "t1", utc_now(), {"k": 1})
+
+
+def record(record_id: str, status: RecordStatus = RecordStatus.ENROLLED) -> Record:
+    vector = np.ones(4, dtype=np.float32) / 2
+    return Record(
+        record_id,
+        "t1",
+        "p1",
+        f"APP-{record_id}",
+        f"/in/{record_id}.jpg",
+        "0" * 64,
+        status,
+        utc_now(),
+        vector,
+        quality={"sharpness": 100.0},
+    )
+
+
+def item(key: str, outcome: Outcome, record_id: str | None = None, case_id: str | None = None) -> ImportItem:
+    return ImportItem(key, "t1", f"/in/{key}.jpg", None, "0" * 64, outcome, utc_now(), record_id, case_id)
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RecordStore]:
+    if request.param == "sqlite":
+        sqlite = SqliteRecordStore(tmp_path / "registry.sqlite")
+        yield sqlite
+        sqlite.close()
+        return
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="eu-west-1")
+        names = TableNames.with_prefix("test-")
+        create_tables(client, names)
+        yield DynamoRecordStore(client, names)
+
+
+def open_case(store: RecordStore) -> Case:
+    store.commit(EnrollmentCommit(item("k1", Outcome.ENROLLED, "r1"), record("r1")))
+    case = Case(
+        "c1",
+        "t1",
+        "r2",
+        Outcome.REVIEW,
+        (Candidate("r1", 0.55, "/in/r1.jpg"),),
+        CaseStatus.OPEN,
+        utc_now(),
+        {"review": 0.5},
+    )
+    store.commit(
+        EnrollmentCommit(
+            item("k2", Outcome.REVIEW, "r2", "c1"),
+            record("r2", RecordStatus.PENDING_REVIEW),
+            case,
+            (event("import.review"),),
+        )
+    )
+    return case
+
+
+def test_commit_roundtrip_and_idempotency(store: RecordStore) -> None:
+    store.commit(EnrollmentCommit(item("k1", Outcome.ENROLLED, "r1"), record("r1"), audit=(event(),)))
+    again = EnrollmentCommit(item("k1", Outcome.REJECTED), audit=(event(),))
+    store.commit(again)  # the first commit of a key stands
+    assert store.get_import_item("k1").outcome is Outcome.ENROLLED  # type: ignore[union-attr]
+    loaded = store.get_record("r1")
+    assert loaded is not None and loaded.quality == {"sharpness": 100.0}
+    assert np.allclose(loaded.embedding, 0.5)
+    assert len(store.audit_events()) == 1
+    assert store.count_templates(tenant="t1", model_pack="p1") == 1
+
+
+def test_commit_is_all_or_nothing(store: RecordStore) -> None:
+    store.commit(EnrollmentCommit(item("k1", Outcome.ENROLLED, "r1"), record("r1")))
+    with pytest.raises(Exception):  # noqa: B017 - same record id under another key: each adapter's own error
+        store.commit(EnrollmentCommit(item("k2", Outcome.ENROLLED, "r1"), record("r1"), audit=(event(),)))
+    assert store.get_import_item("k2") is None
+    assert store.audit_events() == []
+
+
+def test_case_decision_is_conditional_and_audited(store: RecordStore) -> None:
+    open_case(store)
+    decided = store.decide_case(
+        "c1",
+        decision=CaseDecision.SAME_PERSON,
+        officer="ann",
+        comment="same",
+        at=utc_now(),
+        matched_record_id="r1",
+        probe_status=RecordStatus.CONFIRMED_DUPLICATE,
+        audit=event("case.decided"),
+    )
+    assert decided.status is CaseStatus.CLOSED and decided.decided_by == "ann"
+    probe = store.get_record("r2")
+    assert probe is not None and probe.status is RecordStatus.CONFIRMED_DUPLICATE and probe.linked_to == "r1"
+    with pytest.raises(InvalidState):
+        store.decide_case(
+            "c1",
+            decision=CaseDecision.DIFFERENT_PEOPLE,
+            officer="bob",
+            comment="",
+            at=utc_now(),
+            matched_record_id=None,
+            probe_status=RecordStatus.ENROLLED,
+            audit=event(),
+        )
+    with pytest.raises(NotFound):
+        store.decide_case(
+            "nope",
+            decision=CaseDecision.DIFFERENT_PEOPLE,
+            officer="bob",
+            comment="",
+            at=utc_now(),
+            matched_record_id=None,
+            probe_status=RecordStatus.ENROLLED,
+            audit=event(),
+        )
+    assert [e.action for e in store.audit_events()] == ["import.review", "case.decided"]
+
+
+def test_cases_are_listed_by_status_with_pagination(store: RecordStore) -> None:
+    open_case(store)
+    assert [c.case_id for c in store.list_cases(tenant="t1", status="open")] == ["c1"]
+    assert store.list_cases(tenant="t1", status="closed") == []
+    assert store.list_cases(tenant="t1", limit=1, offset=1) == []
+    assert store.list_cases(tenant="other") == []
+
+
+def test_erase_removes_the_record_and_keeps_a_receipt(store: RecordStore) -> None:
+    open_case(store)
+    counts = store.erase_record("r2", event("record.erased"))
+    assert counts["records"] == 1 and counts["import_items"] == 1 and counts["cases_closed"] == 1
+    assert store.get_record("r2") is None
+    assert store.get_import_item("k2") is None
+    assert store.get_case("c1").status is CaseStatus.CLOSED  # type: ignore[union-attr]
+    assert store.audit_events()[-1].action == "record.erased"
+    with pytest.raises(NotFound):
+        store.erase_record("r2", event())
