@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from osmem_server import OsmemServer
 from PIL import Image
 
 from face_dedup.bootstrap import build_engine, build_service
@@ -30,6 +31,16 @@ def shared_faces() -> Path:
     if not (SHARED_FACES / "lfw").is_dir():
         pytest.skip(f"labelled photos not found at {SHARED_FACES} (../shared is absent on this machine)")
     return SHARED_FACES
+
+
+@pytest.fixture(scope="session")
+def osmem_server() -> Iterator[OsmemServer]:
+    """osmem's own fixture, but closing the server's stdout pipe, which the plugin leaves open."""
+    server = OsmemServer.start()
+    yield server
+    server.close()
+    if server.process.stdout is not None:
+        server.process.stdout.close()
 
 
 @pytest.fixture(scope="session")

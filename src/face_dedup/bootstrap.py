@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from face_dedup.adapters.embedded_index import ExactVectorIndex
 from face_dedup.adapters.local_blobs import LocalBlobStore
@@ -61,23 +62,100 @@ class Adapters:
         self.store.close()
 
 
-def build_adapters(settings: Settings) -> Adapters:
-    data = settings.data_dir
-    data.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if settings.index_backend != "embedded":
-        raise ConfigError(f"unknown index backend {settings.index_backend!r} (available: embedded)")
-    if settings.store_backend != "sqlite":
-        raise ConfigError(f"unknown store backend {settings.store_backend!r} (available: sqlite)")
-    if settings.blob_backend != "local":
-        raise ConfigError(f"unknown blob backend {settings.blob_backend!r} (available: local)")
-    if settings.notifier_backend != "outbox":
-        raise ConfigError(f"unknown notifier backend {settings.notifier_backend!r} (available: outbox)")
-    return Adapters(
-        index=ExactVectorIndex(data / "index.sqlite"),
-        store=SqliteRecordStore(data / "registry.sqlite"),
-        blobs=LocalBlobStore(data / "blobs"),
-        notifier=OutboxNotifier(data / "outbox" / "notifications.jsonl"),
+def _require(settings: Settings, *names: str) -> None:
+    missing = [n for n in names if not getattr(settings, n)]
+    if missing:
+        raise ConfigError("missing settings: " + ", ".join(f"FACE_DEDUP_{n.upper()}" for n in missing))
+
+
+def _boto3_client(settings: Settings, service: str) -> Any:
+    import boto3  # the `aws` extra; only the AWS adapters need it
+
+    return boto3.client(
+        service, region_name=settings.aws_region or None, endpoint_url=settings.aws_endpoint_url or None
     )
+
+
+def _opensearch_client(settings: Settings) -> Any:
+    from opensearchpy import AWSV4SignerAuth, OpenSearch, RequestsHttpConnection
+
+    _require(settings, "opensearch_url")
+    if settings.opensearch_auth == "none":
+        return OpenSearch(hosts=[settings.opensearch_url])
+    import boto3
+
+    service = {"sigv4": "es", "sigv4-serverless": "aoss"}.get(settings.opensearch_auth)
+    if service is None:
+        raise ConfigError(f"unknown opensearch_auth {settings.opensearch_auth!r}")
+    credentials = boto3.Session().get_credentials()
+    return OpenSearch(
+        hosts=[settings.opensearch_url],
+        http_auth=AWSV4SignerAuth(credentials, settings.aws_region, service),
+        use_ssl=True,
+        verify_certs=True,
+        connection_class=RequestsHttpConnection,
+        timeout=10,
+    )
+
+
+def build_adapters(settings: Settings) -> Adapters:
+    """Each port's adapter, as the settings name it. Clients are created here, once."""
+    data = settings.data_dir
+    if (
+        "embedded" in settings.index_backend
+        or settings.store_backend == "sqlite"
+        or settings.blob_backend == "local"
+    ):
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    index: VectorIndex
+    if settings.index_backend == "embedded":
+        index = ExactVectorIndex(data / "index.sqlite")
+    elif settings.index_backend == "opensearch":
+        from face_dedup.adapters.opensearch_index import OpenSearchVectorIndex
+
+        dim = get_pack(settings.model_pack).contract.embedding_dim
+        index = OpenSearchVectorIndex(
+            _opensearch_client(settings), settings.opensearch_index, dim, engine=settings.opensearch_engine
+        )
+    else:
+        raise ConfigError(f"unknown index backend {settings.index_backend!r} (embedded or opensearch)")
+    store: RecordStore
+    if settings.store_backend == "sqlite":
+        store = SqliteRecordStore(data / "registry.sqlite")
+    elif settings.store_backend == "dynamodb":
+        from face_dedup.adapters.dynamodb_store import DynamoRecordStore, TableNames
+
+        store = DynamoRecordStore(
+            _boto3_client(settings, "dynamodb"), TableNames.with_prefix(settings.dynamodb_table_prefix)
+        )
+    else:
+        raise ConfigError(f"unknown store backend {settings.store_backend!r} (sqlite or dynamodb)")
+    blobs: BlobStore
+    if settings.blob_backend == "local":
+        blobs = LocalBlobStore(data / "blobs")
+    elif settings.blob_backend == "s3":
+        from face_dedup.adapters.s3_blobs import S3BlobStore
+
+        _require(settings, "s3_bucket")
+        blobs = S3BlobStore(
+            _boto3_client(settings, "s3"),
+            settings.s3_bucket,
+            prefix=settings.s3_prefix,
+            kms_key_id=settings.kms_key_id or None,
+        )
+    else:
+        raise ConfigError(f"unknown blob backend {settings.blob_backend!r} (local or s3)")
+    notifier: Notifier
+    if settings.notifier_backend == "outbox":
+        notifier = OutboxNotifier(data / "outbox" / "notifications.jsonl")
+    elif settings.notifier_backend == "sns":
+        from face_dedup.adapters.sns_notifier import SnsNotifier
+
+        _require(settings, "sns_topic_arn")
+        notifier = SnsNotifier(_boto3_client(settings, "sns"), settings.sns_topic_arn)
+    else:
+        raise ConfigError(f"unknown notifier backend {settings.notifier_backend!r} (outbox or sns)")
+    return Adapters(index=index, store=store, blobs=blobs, notifier=notifier)
 
 
 def build_service(settings: Settings, *, threads: int = 1) -> tuple[DedupService, Adapters]:

@@ -54,7 +54,17 @@ class Candidate:
     source: str | None = None
     application_id: str | None = None
 
+    def as_stored(self) -> dict[str, Any]:
+        """Lossless, for stores: what is read back equals what was decided on."""
+        return {
+            "record_id": self.record_id,
+            "source": self.source,
+            "application_id": self.application_id,
+            "score": self.score,
+        }
+
     def as_dict(self) -> dict[str, Any]:
+        """For reports and people: the score rounded."""
         return {
             "record_id": self.record_id,
             "source": self.source,

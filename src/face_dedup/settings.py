@@ -52,10 +52,22 @@ class Settings:
     workers: int = 0  # 0 = one per CPU core
     keep_photos: bool = True  # store photos and aligned crops for case officers
     review_link_base: str = "face-dedup://cases/"
-    index_backend: str = "embedded"
-    store_backend: str = "sqlite"
-    blob_backend: str = "local"
-    notifier_backend: str = "outbox"
+    index_backend: str = "embedded"  # embedded | opensearch
+    store_backend: str = "sqlite"  # sqlite | dynamodb
+    blob_backend: str = "local"  # local | s3
+    notifier_backend: str = "outbox"  # outbox | sns
+    # AWS adapters (used only by the backends above that name them)
+    aws_region: str = ""
+    aws_endpoint_url: str = ""  # emulators only (moto server); empty for AWS itself
+    s3_bucket: str = ""
+    s3_prefix: str = "faces/"
+    kms_key_id: str = ""
+    dynamodb_table_prefix: str = "face-dedup-"
+    sns_topic_arn: str = ""
+    opensearch_url: str = ""
+    opensearch_index: str = "faces"
+    opensearch_engine: str = "faiss"  # faiss (inner product) | lucene (cosine)
+    opensearch_auth: str = "sigv4"  # sigv4 (managed domain) | sigv4-serverless | none (local)
     quality: QualityThresholds = field(default_factory=QualityThresholds)
     decode: DecodeLimits = field(default_factory=DecodeLimits)
 

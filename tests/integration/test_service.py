@@ -43,6 +43,7 @@ def test_duplicate_application_opens_a_case_with_the_right_candidate(
     assert case is not None and case.probe_record_id == second.record_id
     assert case.thresholds["gallery_size"] == 2 and case.thresholds["model_pack"] == service.model_pack
     assert service.gallery_size() == 3  # the probe is searchable too, while its case is open
+    assert enroll(service, faces_root, A2, "APP-3") == second  # read back exactly as decided
 
 
 def test_same_input_twice_changes_nothing(service: DedupService, faces_root: Path) -> None:

@@ -1,16 +1,26 @@
-"""Contract of the VectorIndex port. Every adapter runs this suite; a new adapter adds itself
-to `ADAPTERS` (the OpenSearch one will, with a real cluster when OPENSEARCH_URL is set)."""
+"""Contract of the VectorIndex port. Every adapter runs this suite.
+
+The OpenSearch adapter runs against a real cluster when OPENSEARCH_URL is set (each test on
+its own index). Otherwise it runs against osmem-server, an in-memory OpenSearch-compatible
+server, with the k-NN query itself answered by `FakeKnnOpenSearch` (osmem has no k-NN engine;
+see that module for what this leaves unchecked)."""
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from opensearchpy import OpenSearch
+
 from face_dedup.adapters.embedded_index import ExactVectorIndex
+from face_dedup.adapters.opensearch_index import OpenSearchVectorIndex
 from face_dedup.ports import IndexEntry, VectorIndex
+from tests.support.fake_knn_opensearch import FakeKnnOpenSearch
 
 DIM = 16
 
@@ -25,17 +35,29 @@ def near(vector: np.ndarray, noise: float, seed: int) -> np.ndarray:
     return (moved / np.linalg.norm(moved)).astype(np.float32)
 
 
-ADAPTERS: dict[str, Callable[[Path], VectorIndex]] = {
-    "embedded": lambda path: ExactVectorIndex(path / "index.sqlite"),
-}
+def opensearch_factory(request: pytest.FixtureRequest) -> Callable[[], VectorIndex]:
+    url = os.environ.get("OPENSEARCH_URL")
+    if url:
+        client: OpenSearch = OpenSearch(hosts=[url])
+    else:
+        client = FakeKnnOpenSearch(hosts=[request.getfixturevalue("osmem_clone").url])
+    name = f"faces-{uuid.uuid4().hex[:12]}"
+    if url:
+        request.addfinalizer(lambda: client.indices.delete(index=name, ignore_unavailable=True))
+    return lambda: OpenSearchVectorIndex(client, name, DIM, engine="faiss")
 
 
-@pytest.fixture(params=sorted(ADAPTERS))
+@pytest.fixture(params=["embedded", "opensearch"])
 def make_index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], VectorIndex]]:
     opened: list[VectorIndex] = []
+    build: Callable[[], VectorIndex] = (
+        (lambda: ExactVectorIndex(tmp_path / "index.sqlite"))
+        if request.param == "embedded"
+        else opensearch_factory(request)
+    )
 
     def factory() -> VectorIndex:
-        index = ADAPTERS[request.param](tmp_path)
+        index = build()
         opened.append(index)
         return index
 

@@ -104,7 +104,7 @@ def _str(item: dict[str, Any], name: str) -> str | None:
 
 
 def _candidates_json(candidates: Iterable[Candidate]) -> str:
-    return json.dumps([c.as_dict() for c in candidates])
+    return json.dumps([c.as_stored() for c in candidates])
 
 
 def _candidates_from(text: str) -> tuple[Candidate, ...]:

@@ -100,7 +100,7 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 
 
 def _candidates_json(candidates: Iterable[Candidate]) -> str:
-    return json.dumps([c.as_dict() for c in candidates])
+    return json.dumps([c.as_stored() for c in candidates])
 
 
 def _candidates_from(text: str) -> tuple[Candidate, ...]:
