@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from opensearchpy import OpenSearch
 
 from face_dedup.adapters.embedded_index import ExactVectorIndex
