@@ -187,6 +187,9 @@ def import_(
     Resumable: inputs already imported are reported from the registry, not processed again."""
     settings = _settings(data_dir, models_dir, tenant, workers=workers or None)
     inputs = _run(lambda: collect_inputs(path, manifest))
+    if report is not None and not report.parent.is_dir():
+        err.print(f"[red]error:[/red] the report's folder {report.parent} does not exist", highlight=False)
+        raise typer.Exit(1)
     service, adapters = _open(settings)
     try:
         with Progress(
