@@ -7,8 +7,8 @@ import getpass
 import json
 import logging
 import sys
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from face_dedup.bootstrap import Adapters, build_service
+from face_dedup.bootstrap import build_service
 from face_dedup.domain import Case, CaseDecision
 from face_dedup.errors import ConfigError, FaceDedupError, InvalidState, ModelError, NotFound
 from face_dedup.importer import ManifestError, ReportLine, collect_inputs, run_import
@@ -114,8 +114,14 @@ def _actor() -> str:
         return "cli:unknown"
 
 
-def _open(settings: Settings, threads: int = 1) -> tuple[DedupService, Adapters]:
-    return _run(lambda: build_service(settings, threads=threads))
+@contextmanager
+def _opened(settings: Settings) -> Iterator[DedupService]:
+    """The service and its adapters for one command, closed afterwards."""
+    service, adapters = _run(lambda: build_service(settings))
+    try:
+        yield service
+    finally:
+        adapters.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,31 +196,30 @@ def import_(
     if report is not None and not report.parent.is_dir():
         err.print(f"[red]error:[/red] the report's folder {report.parent} does not exist", highlight=False)
         raise typer.Exit(1)
-    service, adapters = _open(settings)
-    try:
-        with Progress(
+    with (
+        _opened(settings) as service,
+        Progress(
             TextColumn("importing"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeRemainingColumn(),
             console=err,
             disable=as_json or not err.is_terminal,
-        ) as progress:
-            task = progress.add_task("import", total=len(inputs))
+        ) as progress,
+    ):
+        task = progress.add_task("import", total=len(inputs))
 
-            def advance(_: ReportLine) -> None:
-                progress.advance(task)
+        def advance(_: ReportLine) -> None:
+            progress.advance(task)
 
-            summary = run_import(
-                service,
-                inputs,
-                report=report,
-                workers=settings.worker_count,
-                on_progress=advance,
-                actor=_actor(),
-            )
-    finally:
-        adapters.close()
+        summary = run_import(
+            service,
+            inputs,
+            report=report,
+            workers=settings.worker_count,
+            on_progress=advance,
+            actor=_actor(),
+        )
     payload = summary.as_dict() | {"report": str(report) if report else None}
 
     def human() -> None:
@@ -247,11 +252,8 @@ def verify(
     """1:1: are the two photos the same person? Prints the score, decision and threshold used."""
     settings = _settings(data_dir, models_dir, tenant)
     data = _run(lambda: (first.read_bytes(), second.read_bytes()))
-    service, adapters = _open(settings)
-    try:
+    with _opened(settings) as service:
         result = service.verify(*data, actor=_actor())
-    finally:
-        adapters.close()
     payload = {
         "score": result.score,
         "match": result.match,
@@ -289,11 +291,8 @@ def search(
     """1:N: the enrolled records most similar to a photo (nothing is enrolled)."""
     settings = _settings(data_dir, models_dir, tenant)
     data = _run(image.read_bytes)
-    service, adapters = _open(settings)
-    try:
+    with _opened(settings) as service:
         result = service.search(data, top, actor=_actor())
-    finally:
-        adapters.close()
     rejection = result.rejection
     if rejection is not None:
         reason, message = rejection.reason.value, rejection.message
@@ -356,11 +355,8 @@ def cases_list(
 ) -> None:
     """Cases waiting for (or past) review, oldest first."""
     settings = _settings(data_dir, models_dir, tenant)
-    service, adapters = _open(settings)
-    try:
+    with _opened(settings) as service:
         cases = service.store.list_cases(tenant=service.tenant, status=status, limit=limit, offset=offset)
-    finally:
-        adapters.close()
 
     def human() -> None:
         table = Table(title=f"cases ({status or 'all'})")
@@ -395,8 +391,7 @@ def cases_show(
 ) -> None:
     """One case: the probe, its ranked candidates with scores, thresholds and decision."""
     settings = _settings(data_dir, models_dir, tenant)
-    service, adapters = _open(settings)
-    try:
+    with _opened(settings) as service:
         case = service.store.get_case(case_id)
         if case is None or case.tenant != service.tenant:
             err.print(f"[red]error:[/red] no case {case_id}")
@@ -404,8 +399,6 @@ def cases_show(
         probe = service.store.get_record(case.probe_record_id)
         if sheet is not None:
             _run(lambda: sheet.write_bytes(service.case_sheet(case, actor=_actor())))
-    finally:
-        adapters.close()
     payload = _case_dict(case) | {
         "probe": None
         if probe is None
@@ -444,12 +437,9 @@ def cases_decide(
         err.print("[red]error:[/red] say --same or --different, and give --officer")
         raise typer.Exit(2)
     settings = _settings(data_dir, models_dir, tenant)
-    service, adapters = _open(settings)
-    try:
+    with _opened(settings) as service:
         decision = CaseDecision.SAME_PERSON if same else CaseDecision.DIFFERENT_PEOPLE
         case = _run(lambda: service.decide_case(case_id, decision, officer, comment, match))
-    finally:
-        adapters.close()
     _emit(
         as_json,
         _case_dict(case),
@@ -479,11 +469,8 @@ def erase(
     """Erase a record: photo, aligned crop, template and record. The audit log keeps a receipt
     (record id, who, when, why) without any biometric data."""
     settings = _settings(data_dir, models_dir, tenant)
-    service, adapters = _open(settings)
-    try:
+    with _opened(settings) as service:
         receipt = _run(lambda: service.erase(record_id, actor, reason))
-    finally:
-        adapters.close()
     _emit(as_json, receipt, lambda: out.print(f"erased {record_id}: {receipt}", highlight=False))
 
 
@@ -496,11 +483,8 @@ def audit_export(
 ) -> None:
     """Every audit event of the tenant, oldest first, as JSON Lines."""
     settings = _settings(data_dir, models_dir, tenant)
-    service, adapters = _open(settings)
-    try:
+    with _opened(settings) as service:
         events = service.store.audit_events(tenant=service.tenant)
-    finally:
-        adapters.close()
     lines = "".join(json.dumps(asdict(e), sort_keys=True) + "\n" for e in events)
     if output:
         output.write_text(lines, encoding="utf-8")

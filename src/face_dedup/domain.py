@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -71,6 +73,17 @@ class Candidate:
             "application_id": self.application_id,
             "score": round(self.score, 4),
         }
+
+
+def candidates_to_json(candidates: Iterable[Candidate]) -> str:
+    return json.dumps([c.as_stored() for c in candidates])
+
+
+def candidates_from_json(text: str) -> tuple[Candidate, ...]:
+    return tuple(
+        Candidate(c["record_id"], float(c["score"]), c.get("source"), c.get("application_id"))
+        for c in json.loads(text)
+    )
 
 
 @dataclass(frozen=True)

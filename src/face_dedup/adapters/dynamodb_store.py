@@ -24,7 +24,6 @@ import numpy as np
 
 from face_dedup.domain import (
     AuditEvent,
-    Candidate,
     Case,
     CaseDecision,
     CaseStatus,
@@ -32,6 +31,8 @@ from face_dedup.domain import (
     Outcome,
     Record,
     RecordStatus,
+    candidates_from_json,
+    candidates_to_json,
 )
 from face_dedup.errors import InvalidState, NotFound
 from face_dedup.ports import EnrollmentCommit, RecordStore
@@ -103,17 +104,6 @@ def _str(item: dict[str, Any], name: str) -> str | None:
     return None if value is None else str(value["S"])
 
 
-def _candidates_json(candidates: Iterable[Candidate]) -> str:
-    return json.dumps([c.as_stored() for c in candidates])
-
-
-def _candidates_from(text: str) -> tuple[Candidate, ...]:
-    return tuple(
-        Candidate(c["record_id"], float(c["score"]), c.get("source"), c.get("application_id"))
-        for c in json.loads(text)
-    )
-
-
 class DynamoRecordStore(RecordStore):
     def __init__(self, client: Any, names: TableNames) -> None:
         """`client` is a boto3 DynamoDB client (low-level, built once per process)."""
@@ -172,7 +162,7 @@ class DynamoRecordStore(RecordStore):
                         case_id=_s(item.case_id),
                         reason=_s(item.reason),
                         message=_s(item.message),
-                        candidates=_s(_candidates_json(item.candidates)),
+                        candidates=_s(candidates_to_json(item.candidates)),
                         measures=_s(json.dumps(item.measures)),
                         created_at=_s(item.created_at),
                     ),
@@ -222,7 +212,7 @@ class DynamoRecordStore(RecordStore):
             created_case=_s(f"{case.created_at}#{case.case_id}"),
             probe_record_id=_s(case.probe_record_id),
             kind=_s(case.kind.value),
-            candidates=_s(_candidates_json(case.candidates)),
+            candidates=_s(candidates_to_json(case.candidates)),
             status=_s(case.status.value),
             created_at=_s(case.created_at),
             thresholds=_s(json.dumps(case.thresholds, default=_json_default)),
@@ -497,7 +487,7 @@ class DynamoRecordStore(RecordStore):
             tenant=str(_str(item, "tenant")),
             probe_record_id=str(_str(item, "probe_record_id")),
             kind=Outcome(str(_str(item, "kind"))),
-            candidates=_candidates_from(str(_str(item, "candidates"))),
+            candidates=candidates_from_json(str(_str(item, "candidates"))),
             status=CaseStatus(str(_str(item, "status"))),
             created_at=str(_str(item, "created_at")),
             thresholds=json.loads(str(_str(item, "thresholds"))),
@@ -522,7 +512,7 @@ class DynamoRecordStore(RecordStore):
             case_id=_str(item, "case_id"),
             reason=_str(item, "reason"),
             message=_str(item, "message"),
-            candidates=_candidates_from(str(_str(item, "candidates"))),
+            candidates=candidates_from_json(str(_str(item, "candidates"))),
             measures=json.loads(str(_str(item, "measures"))),
         )
 

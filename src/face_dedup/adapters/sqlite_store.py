@@ -18,7 +18,6 @@ import numpy as np
 
 from face_dedup.domain import (
     AuditEvent,
-    Candidate,
     Case,
     CaseDecision,
     CaseStatus,
@@ -26,6 +25,8 @@ from face_dedup.domain import (
     Outcome,
     Record,
     RecordStatus,
+    candidates_from_json,
+    candidates_to_json,
 )
 from face_dedup.errors import InvalidState, NotFound
 from face_dedup.ports import EnrollmentCommit, RecordStore
@@ -99,17 +100,6 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
 
 
-def _candidates_json(candidates: Iterable[Candidate]) -> str:
-    return json.dumps([c.as_stored() for c in candidates])
-
-
-def _candidates_from(text: str) -> tuple[Candidate, ...]:
-    return tuple(
-        Candidate(c["record_id"], float(c["score"]), c.get("source"), c.get("application_id"))
-        for c in json.loads(text)
-    )
-
-
 class SqliteRecordStore(RecordStore):
     def __init__(self, path: Path | None) -> None:
         self._lock = threading.RLock()
@@ -154,7 +144,7 @@ class SqliteRecordStore(RecordStore):
                     item.case_id,
                     item.reason,
                     item.message,
-                    _candidates_json(item.candidates),
+                    candidates_to_json(item.candidates),
                     json.dumps(item.measures),
                     item.created_at,
                 ),
@@ -190,7 +180,7 @@ class SqliteRecordStore(RecordStore):
                 case.tenant,
                 case.probe_record_id,
                 case.kind.value,
-                _candidates_json(case.candidates),
+                candidates_to_json(case.candidates),
                 case.status.value,
                 case.created_at,
                 json.dumps(case.thresholds),
@@ -383,7 +373,7 @@ class SqliteRecordStore(RecordStore):
             tenant=row["tenant"],
             probe_record_id=row["probe_record_id"],
             kind=Outcome(row["kind"]),
-            candidates=_candidates_from(row["candidates"]),
+            candidates=candidates_from_json(row["candidates"]),
             status=CaseStatus(row["status"]),
             created_at=row["created_at"],
             thresholds=json.loads(row["thresholds"]),
@@ -408,6 +398,6 @@ class SqliteRecordStore(RecordStore):
             case_id=row["case_id"],
             reason=row["reason"],
             message=row["message"],
-            candidates=_candidates_from(row["candidates"]),
+            candidates=candidates_from_json(row["candidates"]),
             measures=json.loads(row["measures"]),
         )
