@@ -138,6 +138,24 @@ class ImportItem:
 
 
 @dataclass(frozen=True)
+class StagedInput:
+    """An analysed upload waiting for its de-duplication decision (serverless workflow).
+    Holds the template, so it lives only in the store and expires if never completed."""
+
+    key: str
+    record_id: str
+    tenant: str
+    model_pack: str
+    source: str
+    application_id: str | None
+    content_sha256: str
+    embedding: NDArray[np.float32] = field(repr=False)
+    measures: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, Any] = field(default_factory=dict)
+    created_at: str = ""
+
+
+@dataclass(frozen=True)
 class AuditEvent:
     action: str
     actor: str

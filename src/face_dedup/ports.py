@@ -18,6 +18,7 @@ from face_dedup.domain import (
     Notification,
     Record,
     RecordStatus,
+    StagedInput,
 )
 
 
@@ -88,6 +89,21 @@ class RecordStore(ABC):
     @abstractmethod
     def commit(self, commit: EnrollmentCommit) -> None:
         """Atomic; a second commit of the same item key must leave the first intact."""
+
+    @abstractmethod
+    def stage(self, staged: StagedInput) -> None:
+        """Park an analysed input for the workflow (replaces one with the same key)."""
+
+    @abstractmethod
+    def get_staged(self, key: str) -> StagedInput | None: ...
+
+    @abstractmethod
+    def drop_staged(self, key: str) -> None: ...
+
+    @abstractmethod
+    def open_case(self, case: Case, probe_status: RecordStatus, audit: tuple[AuditEvent, ...]) -> bool:
+        """Open a case on existing records, only if no case with its id exists (then True);
+        sets the probe record's status. Atomic."""
 
     @abstractmethod
     def get_record(self, record_id: str) -> Record | None: ...

@@ -9,6 +9,7 @@ Re-running the same input finds its import item and returns the stored outcome.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,9 @@ from face_dedup.domain import (
     Outcome,
     Record,
     RecordStatus,
+    StagedInput,
+    candidates_from_json,
+    candidates_to_json,
     stable_id,
     utc_now,
 )
@@ -77,6 +81,44 @@ class SearchResult:
     duplicate_threshold: float
     gallery_size: int
     rejection: Rejection | None = None
+
+
+@dataclass(frozen=True)
+class StageResult:
+    key: str
+    item: ImportItem | None  # final already (rejected, or decided before); None: staged
+
+
+@dataclass(frozen=True)
+class StagedDecision:
+    """What the search step decided; plain data, so a workflow can carry it between tasks
+    (record ids and scores only, never a template)."""
+
+    key: str
+    outcome: Outcome
+    candidates: tuple[Candidate, ...]
+    thresholds: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "outcome": self.outcome.value,
+            "candidates": json.loads(candidates_to_json(self.candidates)),
+            "thresholds": self.thresholds,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> StagedDecision:
+        return cls(
+            str(raw["key"]),
+            Outcome(raw["outcome"]),
+            candidates_from_json(json.dumps(raw["candidates"])),
+            dict(raw["thresholds"]),
+        )
+
+    @classmethod
+    def of_item(cls, item: ImportItem) -> StagedDecision:
+        return cls(item.key, item.outcome, item.candidates, {})
 
 
 def content_digest(data: bytes) -> str:
@@ -167,73 +209,117 @@ class DedupService:
         done = self.store.get_import_item(key)
         if done is not None:
             return done
-        now = utc_now()
         if isinstance(analysis, Rejection):
-            item = ImportItem(
-                key=key,
-                tenant=self.tenant,
-                source=ref.source,
-                application_id=ref.application_id,
-                content_sha256=digest,
-                outcome=Outcome.REJECTED,
-                created_at=now,
-                reason=analysis.reason.value,
-                message=analysis.message,
-                measures=_rounded(analysis.measures),
-            )
-            rejected_event = self._event(
-                "import.rejected",
-                actor,
-                now,
-                application_id=ref.application_id,
-                reason=analysis.reason.value,
-                model_pack=self.model_pack,
-            )
-            self.store.commit(EnrollmentCommit(item=item, audit=(rejected_event,)))
-            return item
+            return self._commit_rejection(key, ref, digest, analysis, actor)
+        staged = self._staged(key, ref, digest, analysis)
+        if data is not None:
+            self._keep_photos(staged.record_id, data, analysis)
+        decision = self.decide_staged(staged)
+        item, case = self._commit(staged, decision, actor)
+        if case is not None:
+            self.notify_case(case.case_id)
+        return item
 
-        record_id = stable_id("rec", key)
+    # -- the same steps, one at a time (the serverless workflow runs each as a task) ---------
+
+    def stage(self, data: bytes, ref: InputRef, actor: str = SYSTEM_ACTOR) -> StageResult:
+        """Analyse an upload and park its template for the workflow. Rejections, and inputs
+        already decided, are final here (`item` is set); otherwise the workflow continues
+        with the key. Only ids travel through the workflow: the template stays in the store,
+        so no biometric data lands in execution histories."""
+        digest = content_digest(data)
+        key = self.idempotency_key(ref, digest)
+        done = self.store.get_import_item(key)
+        if done is not None:
+            return StageResult(key, done)
+        analysis = self.analyze(data)
+        if isinstance(analysis, Rejection):
+            return StageResult(key, self._commit_rejection(key, ref, digest, analysis, actor))
+        staged = self._staged(key, ref, digest, analysis)
+        self._keep_photos(staged.record_id, data, analysis)
+        self.store.stage(staged)
+        return StageResult(key, None)
+
+    def search_staged(self, key: str) -> StagedDecision:
+        staged = self.store.get_staged(key)
+        if staged is None:
+            done = self.store.get_import_item(key)
+            if done is None:
+                raise NotFound(f"nothing staged or imported under {key}")
+            return StagedDecision.of_item(done)
+        return self.decide_staged(staged)
+
+    def complete_staged(self, key: str, decision: StagedDecision, actor: str = SYSTEM_ACTOR) -> ImportItem:
+        """Enroll or open a case as decided; idempotent (a retried task returns the outcome)."""
+        done = self.store.get_import_item(key)
+        if done is not None:
+            return done
+        staged = self.store.get_staged(key)
+        if staged is None:
+            raise NotFound(f"nothing staged under {key}")
+        item, _ = self._commit(staged, decision, actor)
+        if item.outcome is Outcome.ENROLLED:
+            self._recheck_concurrent(staged, actor)
+        self.store.drop_staged(key)
+        return self.store.get_import_item(key) or item
+
+    def notify_case(self, case_id: str) -> None:
+        self.notifier.notify(
+            Notification(
+                kind="case.opened",
+                tenant=self.tenant,
+                case_id=case_id,
+                link=self.settings.review_link_base + case_id,
+            )
+        )
+
+    # -- the pieces ---------------------------------------------------------------------------
+
+    def _staged(self, key: str, ref: InputRef, digest: str, analysis: FaceTemplate) -> StagedInput:
+        return StagedInput(
+            key=key,
+            record_id=stable_id("rec", key),
+            tenant=self.tenant,
+            model_pack=self.model_pack,
+            source=ref.source,
+            application_id=ref.application_id,
+            content_sha256=digest,
+            embedding=analysis.embedding,
+            measures=_rounded(analysis.measures),
+            quality={
+                **_rounded(analysis.measures),
+                "notes": list(analysis.notes),
+                "format": analysis.image_format,
+                "rotation_degrees": analysis.rotation_degrees,
+            },
+            created_at=utc_now(),
+        )
+
+    def _keep_photos(self, record_id: str, data: bytes, analysis: FaceTemplate) -> None:
+        if self.settings.keep_photos:
+            self.blobs.put(photo_key(self.tenant, record_id), data, "application/octet-stream")
+            self.blobs.put(crop_key(self.tenant, record_id), _png(analysis.aligned_crop), "image/png")
+
+    def decide_staged(self, staged: StagedInput) -> StagedDecision:
         thresholds = self.thresholds()
         hits = [
             h
             for h in self.index.search(
-                analysis.embedding,
+                staged.embedding,
                 tenant=self.tenant,
                 model_pack=self.model_pack,
                 k=self.settings.max_candidates,
                 min_score=thresholds.review,
             )
-            if h.record_id != record_id
+            if h.record_id != staged.record_id
         ]
-        candidates = self._describe(hits, analysis.embedding)
-        decision = decide(candidates, thresholds, self.settings.max_candidates)
-
-        status = {
-            Outcome.ENROLLED: RecordStatus.ENROLLED,
-            Outcome.REVIEW: RecordStatus.PENDING_REVIEW,
-            Outcome.DUPLICATE: RecordStatus.LINKED_DUPLICATE,
-        }[decision.outcome]
-        linked_to = decision.candidates[0].record_id if decision.outcome is Outcome.DUPLICATE else None
-        quality = {
-            **_rounded(analysis.measures),
-            "notes": list(analysis.notes),
-            "format": analysis.image_format,
-            "rotation_degrees": analysis.rotation_degrees,
-        }
-        record = Record(
-            record_id=record_id,
-            tenant=self.tenant,
-            model_pack=self.model_pack,
-            application_id=ref.application_id,
-            source=ref.source,
-            content_sha256=digest,
-            status=status,
-            created_at=now,
-            embedding=analysis.embedding,
-            linked_to=linked_to,
-            quality=quality,
+        decision = decide(self._describe(hits, staged.embedding), thresholds, self.settings.max_candidates)
+        return StagedDecision(
+            staged.key, decision.outcome, decision.candidates, self._threshold_info(thresholds)
         )
-        threshold_info = {
+
+    def _threshold_info(self, thresholds: DedupThresholds) -> dict[str, Any]:
+        return {
             "review": round(thresholds.review, 4),
             "duplicate": round(thresholds.duplicate, 4),
             "gallery_size": thresholds.gallery_size,
@@ -242,39 +328,90 @@ class DedupService:
             "model_pack": self.model_pack,
             "calibration": self.tail.source,
         }
-        case = None
-        if decision.candidates:
-            case = Case(
-                case_id=stable_id("case", key),
-                tenant=self.tenant,
-                probe_record_id=record_id,
-                kind=decision.outcome,
-                candidates=decision.candidates,
-                status=CaseStatus.OPEN,
-                created_at=now,
-                thresholds=threshold_info,
-            )
+
+    def _commit_rejection(
+        self, key: str, ref: InputRef, digest: str, analysis: Rejection, actor: str
+    ) -> ImportItem:
+        now = utc_now()
         item = ImportItem(
             key=key,
             tenant=self.tenant,
             source=ref.source,
             application_id=ref.application_id,
             content_sha256=digest,
+            outcome=Outcome.REJECTED,
+            created_at=now,
+            reason=analysis.reason.value,
+            message=analysis.message,
+            measures=_rounded(analysis.measures),
+        )
+        event = self._event(
+            "import.rejected",
+            actor,
+            now,
+            application_id=ref.application_id,
+            reason=analysis.reason.value,
+            model_pack=self.model_pack,
+        )
+        self.store.commit(EnrollmentCommit(item=item, audit=(event,)))
+        return self.store.get_import_item(key) or item
+
+    def _commit(
+        self, staged: StagedInput, decision: StagedDecision, actor: str
+    ) -> tuple[ImportItem, Case | None]:
+        now = utc_now()
+        status = {
+            Outcome.ENROLLED: RecordStatus.ENROLLED,
+            Outcome.REVIEW: RecordStatus.PENDING_REVIEW,
+            Outcome.DUPLICATE: RecordStatus.LINKED_DUPLICATE,
+        }[decision.outcome]
+        linked_to = decision.candidates[0].record_id if decision.outcome is Outcome.DUPLICATE else None
+        record = Record(
+            record_id=staged.record_id,
+            tenant=self.tenant,
+            model_pack=self.model_pack,
+            application_id=staged.application_id,
+            source=staged.source,
+            content_sha256=staged.content_sha256,
+            status=status,
+            created_at=now,
+            embedding=staged.embedding,
+            linked_to=linked_to,
+            quality=staged.quality,
+        )
+        case = None
+        if decision.candidates:
+            case = Case(
+                case_id=stable_id("case", staged.key),
+                tenant=self.tenant,
+                probe_record_id=staged.record_id,
+                kind=decision.outcome,
+                candidates=decision.candidates,
+                status=CaseStatus.OPEN,
+                created_at=now,
+                thresholds=decision.thresholds,
+            )
+        item = ImportItem(
+            key=staged.key,
+            tenant=self.tenant,
+            source=staged.source,
+            application_id=staged.application_id,
+            content_sha256=staged.content_sha256,
             outcome=decision.outcome,
             created_at=now,
-            record_id=record_id,
+            record_id=staged.record_id,
             case_id=case.case_id if case else None,
             candidates=decision.candidates,
-            measures=_rounded(analysis.measures),
+            measures=staged.measures,
         )
         audit = [
             self._event(
                 "import." + decision.outcome.value,
                 actor,
                 now,
-                record_id=record_id,
-                application_id=ref.application_id,
-                thresholds=threshold_info,
+                record_id=staged.record_id,
+                application_id=staged.application_id,
+                thresholds=decision.thresholds,
                 candidates=[
                     {"record_id": c.record_id, "score": round(c.score, 4)} for c in decision.candidates
                 ],
@@ -288,25 +425,64 @@ class DedupService:
                     now,
                     case_id=case.case_id,
                     kind=case.kind.value,
-                    probe_record_id=record_id,
+                    probe_record_id=staged.record_id,
                 )
             )
-
-        if data is not None and self.settings.keep_photos:
-            self.blobs.put(photo_key(self.tenant, record_id), data, "application/octet-stream")
-            self.blobs.put(crop_key(self.tenant, record_id), _png(analysis.aligned_crop), "image/png")
         self.store.commit(EnrollmentCommit(item=item, record=record, case=case, audit=tuple(audit)))
-        self.index.add([IndexEntry(record_id, self.tenant, self.model_pack, analysis.embedding)])
-        if case is not None:
-            self.notifier.notify(
-                Notification(
-                    kind="case.opened",
-                    tenant=self.tenant,
-                    case_id=case.case_id,
-                    link=self.settings.review_link_base + case.case_id,
-                )
+        self.index.add([IndexEntry(staged.record_id, self.tenant, self.model_pack, staged.embedding)])
+        return item, case
+
+    def _recheck_concurrent(self, staged: StagedInput, actor: str) -> Case | None:
+        """Race-free enrollment. Two uploads of one new person, decided at the same moment,
+        both find nothing and both enroll. After its own index write each enrollment searches
+        again: anything above the review threshold now was enrolled concurrently. At least one
+        of the two sees the other (each searches after its own write), and both open the same
+        case (its id derives from the pair, written only if absent), with the later record
+        of the pair as the probe. So the pair is always reviewed, and only once."""
+        thresholds = self.thresholds()
+        hits = [
+            h
+            for h in self.index.search(
+                staged.embedding,
+                tenant=self.tenant,
+                model_pack=self.model_pack,
+                k=self.settings.max_candidates,
+                min_score=thresholds.review,
             )
-        return item
+            if h.record_id != staged.record_id
+        ]
+        candidates = self._describe(hits, staged.embedding)
+        if not candidates:
+            return None
+        best = max(candidates, key=lambda c: c.score)
+        records = self.store.describe_records([best.record_id, staged.record_id])
+        mine, theirs = records.get(staged.record_id), records.get(best.record_id)
+        if mine is None or theirs is None:
+            return None
+        probe, other = sorted((mine, theirs), key=lambda r: (r.created_at, r.record_id))[::-1]
+        pair_case = Case(
+            case_id=stable_id("case", "concurrent", *sorted((mine.record_id, theirs.record_id))),
+            tenant=self.tenant,
+            probe_record_id=probe.record_id,
+            kind=Outcome.REVIEW,
+            candidates=(Candidate(other.record_id, best.score, other.source, other.application_id),),
+            status=CaseStatus.OPEN,
+            created_at=utc_now(),
+            thresholds={**self._threshold_info(thresholds), "reason": "enrolled concurrently"},
+        )
+        event = self._event(
+            "case.opened",
+            actor,
+            pair_case.created_at,
+            case_id=pair_case.case_id,
+            kind="review",
+            probe_record_id=probe.record_id,
+            reason="enrolled concurrently",
+        )
+        if self.store.open_case(pair_case, RecordStatus.PENDING_REVIEW, (event,)):
+            self.notify_case(pair_case.case_id)
+            return pair_case
+        return None
 
     def _describe(self, hits: list[Hit], probe: NDArray[np.float32]) -> list[Candidate]:
         records = self.store.describe_records(h.record_id for h in hits)

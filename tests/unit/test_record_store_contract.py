@@ -22,6 +22,7 @@ from face_dedup.domain import (
     Outcome,
     Record,
     RecordStatus,
+    StagedInput,
     utc_now,
 )
 from face_dedup.errors import InvalidState, NotFound
@@ -167,3 +168,37 @@ def test_erase_removes_the_record_and_keeps_a_receipt(store: RecordStore) -> Non
     assert store.audit_events()[-1].action == "record.erased"
     with pytest.raises(NotFound):
         store.erase_record("r2", event())
+
+
+def test_staged_inputs_round_trip(store: RecordStore) -> None:
+    staged = StagedInput(
+        key="k9",
+        record_id="r9",
+        tenant="t1",
+        model_pack="p1",
+        source="uploads/x.jpg",
+        application_id=None,
+        content_sha256="1" * 64,
+        embedding=np.full(4, 0.5, dtype=np.float32),
+        measures={"sharpness": 50.0},
+        quality={"notes": []},
+        created_at=utc_now(),
+    )
+    assert store.get_staged("k9") is None
+    store.stage(staged)
+    loaded = store.get_staged("k9")
+    assert loaded is not None and loaded.record_id == "r9" and loaded.measures == {"sharpness": 50.0}
+    assert np.allclose(loaded.embedding, 0.5)
+    store.drop_staged("k9")
+    assert store.get_staged("k9") is None
+
+
+def test_open_case_only_once(store: RecordStore) -> None:
+    store.commit(EnrollmentCommit(item("k1", Outcome.ENROLLED, "r1"), record("r1")))
+    store.commit(EnrollmentCommit(item("k2", Outcome.ENROLLED, "r2"), record("r2")))
+    case = Case("c9", "t1", "r2", Outcome.REVIEW, (Candidate("r1", 0.6),), CaseStatus.OPEN, utc_now(), {})
+    assert store.open_case(case, RecordStatus.PENDING_REVIEW, (event("case.opened"),)) is True
+    assert store.open_case(case, RecordStatus.PENDING_REVIEW, (event("case.opened"),)) is False
+    assert store.get_record("r2").status is RecordStatus.PENDING_REVIEW  # type: ignore[union-attr]
+    assert [e.action for e in store.audit_events()] == ["case.opened"]
+    assert store.get_case("c9") is not None

@@ -5,6 +5,7 @@ Tables (names are settings; `TABLES` is the one schema the CDK app and the tests
 - cases:    case_id;   GSI by_tenant (tenant, created_case), GSI by_probe (probe_record_id).
 - imports:  key;       GSI by_record (record_id), GSI by_tenant (tenant, key).
 - audit:    tenant + event (time-ordered, unique). The service role may only PutItem here.
+- staged:   key; templates waiting for the workflow's decision, expiring by TTL.
 
 One input's writes are one TransactWriteItems call, conditioned on the import item not
 existing: a retried or duplicated event leaves the first outcome intact. Case decisions are
@@ -14,6 +15,7 @@ conditional updates (status must still be open), so two officers cannot both dec
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from face_dedup.domain import (
     Outcome,
     Record,
     RecordStatus,
+    StagedInput,
     candidates_from_json,
     candidates_to_json,
 )
@@ -44,10 +47,11 @@ class TableNames:
     cases: str
     imports: str
     audit: str
+    staged: str
 
     @classmethod
     def with_prefix(cls, prefix: str) -> TableNames:
-        return cls(f"{prefix}records", f"{prefix}cases", f"{prefix}imports", f"{prefix}audit")
+        return cls(*(f"{prefix}{role}" for role in ("records", "cases", "imports", "audit", "staged")))
 
 
 # role -> (partition key, sort key or None, {index name: (partition key, sort key or None)})
@@ -60,7 +64,11 @@ TABLES: dict[str, tuple[str, str | None, dict[str, tuple[str, str | None]]]] = {
     ),
     "imports": ("key", None, {"by_record": ("record_id", None), "by_tenant": ("tenant", "key")}),
     "audit": ("tenant", "event", {}),
+    "staged": ("key", None, {}),
 }
+# Staged templates expire (DynamoDB TTL on this attribute) if their workflow never completes.
+STAGED_TTL_ATTRIBUTE = "expires_at"
+STAGED_TTL_SECONDS = 7 * 24 * 3600
 
 
 def create_tables(client: Any, names: TableNames) -> None:
@@ -86,6 +94,11 @@ def create_tables(client: Any, names: TableNames) -> None:
         if gsis:
             params["GlobalSecondaryIndexes"] = gsis
         client.create_table(**params)
+        if role == "staged":
+            client.update_time_to_live(
+                TableName=params["TableName"],
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": STAGED_TTL_ATTRIBUTE},
+            )
 
 
 # -- attribute value encoding (low-level client: no float or Decimal surprises) ---------------
@@ -217,6 +230,78 @@ class DynamoRecordStore(RecordStore):
             created_at=_s(case.created_at),
             thresholds=_s(json.dumps(case.thresholds, default=_json_default)),
         )
+
+    # -- staged inputs (serverless workflow) ------------------------------------------------
+
+    def stage(self, staged: StagedInput) -> None:
+        self._client.put_item(
+            TableName=self._names.staged,
+            Item=_item(
+                key=_s(staged.key),
+                record_id=_s(staged.record_id),
+                tenant=_s(staged.tenant),
+                model_pack=_s(staged.model_pack),
+                source=_s(staged.source),
+                application_id=_s(staged.application_id),
+                content_sha256=_s(staged.content_sha256),
+                embedding={"B": np.asarray(staged.embedding, dtype=np.float32).tobytes()},
+                measures=_s(json.dumps(staged.measures)),
+                quality=_s(json.dumps(staged.quality)),
+                created_at=_s(staged.created_at),
+                **{STAGED_TTL_ATTRIBUTE: {"N": str(int(time.time()) + STAGED_TTL_SECONDS)}},
+            ),
+        )
+
+    def get_staged(self, key: str) -> StagedInput | None:
+        item = self._get(self._names.staged, {"key": {"S": key}})
+        if item is None:
+            return None
+        return StagedInput(
+            key=str(_str(item, "key")),
+            record_id=str(_str(item, "record_id")),
+            tenant=str(_str(item, "tenant")),
+            model_pack=str(_str(item, "model_pack")),
+            source=str(_str(item, "source")),
+            application_id=_str(item, "application_id"),
+            content_sha256=str(_str(item, "content_sha256")),
+            embedding=np.frombuffer(bytes(item["embedding"]["B"]), dtype=np.float32),
+            measures=json.loads(str(_str(item, "measures"))),
+            quality=json.loads(str(_str(item, "quality"))),
+            created_at=str(_str(item, "created_at")),
+        )
+
+    def drop_staged(self, key: str) -> None:
+        self._client.delete_item(TableName=self._names.staged, Key={"key": {"S": key}})
+
+    def open_case(self, case: Case, probe_status: RecordStatus, audit: tuple[AuditEvent, ...]) -> bool:
+        writes = [
+            {
+                "Put": {
+                    "TableName": self._names.cases,
+                    "Item": self._case_item(case),
+                    "ConditionExpression": "attribute_not_exists(case_id)",
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self._names.records,
+                    "Key": {"record_id": {"S": case.probe_record_id}},
+                    "UpdateExpression": "SET #s = :s",
+                    "ExpressionAttributeNames": {"#s": "status"},
+                    "ExpressionAttributeValues": {":s": {"S": probe_status.value}},
+                    "ConditionExpression": "attribute_exists(record_id)",
+                }
+            },
+            *(self._audit_put(event) for event in audit),
+        ]
+        try:
+            self._client.transact_write_items(TransactItems=writes)
+        except self._client.exceptions.TransactionCanceledException as exc:
+            reasons = exc.response.get("CancellationReasons", [])
+            if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                return False
+            raise
+        return True
 
     # -- records ----------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from face_dedup.domain import (
     Outcome,
     Record,
     RecordStatus,
+    StagedInput,
     candidates_from_json,
     candidates_to_json,
 )
@@ -78,6 +79,19 @@ CREATE TABLE IF NOT EXISTS import_items (
     created_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS import_items_record ON import_items(record_id);
+CREATE TABLE IF NOT EXISTS staged (
+    key TEXT PRIMARY KEY,
+    record_id TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    model_pack TEXT NOT NULL,
+    source TEXT NOT NULL,
+    application_id TEXT,
+    content_sha256 TEXT NOT NULL,
+    embedding BLOB NOT NULL,
+    measures TEXT NOT NULL,
+    quality TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS distinct_pairs (
     tenant TEXT NOT NULL,
     record_a TEXT NOT NULL,
@@ -186,6 +200,65 @@ class SqliteRecordStore(RecordStore):
                 json.dumps(case.thresholds),
             ),
         )
+
+    # -- staged inputs (serverless workflow) ------------------------------------------------
+
+    def stage(self, staged: StagedInput) -> None:
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO staged(key, record_id, tenant, model_pack, source, application_id, "
+                "content_sha256, embedding, measures, quality, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    staged.key,
+                    staged.record_id,
+                    staged.tenant,
+                    staged.model_pack,
+                    staged.source,
+                    staged.application_id,
+                    staged.content_sha256,
+                    np.asarray(staged.embedding, dtype=np.float32).tobytes(),
+                    json.dumps(staged.measures),
+                    json.dumps(staged.quality),
+                    staged.created_at,
+                ),
+            )
+
+    def get_staged(self, key: str) -> StagedInput | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM staged WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        return StagedInput(
+            key=row["key"],
+            record_id=row["record_id"],
+            tenant=row["tenant"],
+            model_pack=row["model_pack"],
+            source=row["source"],
+            application_id=row["application_id"],
+            content_sha256=row["content_sha256"],
+            embedding=np.frombuffer(row["embedding"], dtype=np.float32),
+            measures=json.loads(row["measures"]),
+            quality=json.loads(row["quality"]),
+            created_at=row["created_at"],
+        )
+
+    def drop_staged(self, key: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM staged WHERE key = ?", (key,))
+
+    def open_case(self, case: Case, probe_status: RecordStatus, audit: tuple[AuditEvent, ...]) -> bool:
+        with self._lock, self._db:
+            if self._db.execute("SELECT 1 FROM cases WHERE case_id = ?", (case.case_id,)).fetchone():
+                return False
+            self._insert_case(case)
+            self._db.execute(
+                "UPDATE records SET status = ? WHERE record_id = ?",
+                (probe_status.value, case.probe_record_id),
+            )
+            for event in audit:
+                self._insert_audit(event)
+        return True
 
     # -- records --------------------------------------------------------------------------
 
