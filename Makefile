@@ -22,8 +22,8 @@ demo: models
 	$(BIN)/face-dedup demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench infra functions
+	$(BIN)/ruff format --check src tests bench infra functions
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -14,6 +14,7 @@ from face_dedup.adapters.outbox import OutboxNotifier
 from face_dedup.adapters.sqlite_store import SqliteRecordStore
 from face_dedup.calibration import ImpostorTail
 from face_dedup.errors import ConfigError, ModelError
+from face_dedup.ingest import Ingestor, StepFunctionsStarter
 from face_dedup.models.registry import ModelPack, get_pack, verified_path
 from face_dedup.ports import BlobStore, Notifier, RecordStore, VectorIndex
 from face_dedup.service import DedupService
@@ -70,9 +71,14 @@ def _require(settings: Settings, *names: str) -> None:
 
 def _boto3_client(settings: Settings, service: str) -> Any:
     import boto3  # the `aws` extra; only the AWS adapters need it
+    from botocore.config import Config
 
     return boto3.client(
-        service, region_name=settings.aws_region or None, endpoint_url=settings.aws_endpoint_url or None
+        service,
+        region_name=settings.aws_region or None,
+        endpoint_url=settings.aws_endpoint_url or None,
+        # adaptive retries absorb throttling before it becomes a workflow retry
+        config=Config(retries={"mode": "adaptive", "max_attempts": 5}, connect_timeout=5, read_timeout=30),
     )
 
 
@@ -125,9 +131,14 @@ def build_adapters(settings: Settings) -> Adapters:
     elif settings.store_backend == "dynamodb":
         from face_dedup.adapters.dynamodb_store import DynamoRecordStore, TableNames
 
-        store = DynamoRecordStore(
-            _boto3_client(settings, "dynamodb"), TableNames.with_prefix(settings.dynamodb_table_prefix)
+        default = TableNames.with_prefix(settings.dynamodb_table_prefix)
+        names = TableNames(
+            *(
+                getattr(settings, f"table_{role}") or getattr(default, role)
+                for role in ("records", "cases", "imports", "audit", "staged")
+            )
         )
+        store = DynamoRecordStore(_boto3_client(settings, "dynamodb"), names)
     else:
         raise ConfigError(f"unknown store backend {settings.store_backend!r} (sqlite or dynamodb)")
     blobs: BlobStore
@@ -158,13 +169,35 @@ def build_adapters(settings: Settings) -> Adapters:
     return Adapters(index=index, store=store, blobs=blobs, notifier=notifier)
 
 
-def build_service(settings: Settings, *, threads: int = 1) -> tuple[DedupService, Adapters]:
+def build_ingestor(settings: Settings) -> Ingestor:
+    """The ingest function's core: the service with its engine, the uploads bucket, and the
+    workflow it starts. Built once per cold start (models load here, never per request)."""
+    from face_dedup.adapters.s3_blobs import S3BlobStore
+
+    _require(settings, "uploads_bucket", "state_machine_arn")
+    service, _ = build_service(settings, reconcile=False)
+    uploads = S3BlobStore(_boto3_client(settings, "s3"), settings.uploads_bucket, prefix="")
+    starter = StepFunctionsStarter(_boto3_client(settings, "stepfunctions"), settings.state_machine_arn)
+    return Ingestor(service, uploads, starter)
+
+
+def build_workflow_service(settings: Settings) -> DedupService:
+    """The workflow steps' core: no face engine, no model files."""
+    service, _ = build_service(settings, with_engine=False, reconcile=False)
+    return service
+
+
+def build_service(
+    settings: Settings, *, threads: int = 1, with_engine: bool = True, reconcile: bool = True
+) -> tuple[DedupService, Adapters]:
+    """`reconcile=False` where a separate job keeps the index in step (the cloud functions)."""
     pack = get_pack(settings.model_pack)
-    engine = build_engine(settings, pack, threads=threads)
+    engine = build_engine(settings, pack, threads=threads) if with_engine else None
     tail = load_tail(settings, pack)
     adapters = build_adapters(settings)
     service = DedupService(
         settings, engine, adapters.index, adapters.store, adapters.blobs, adapters.notifier, tail
     )
-    service.reconcile()
+    if reconcile:
+        service.reconcile()
     return service, adapters

@@ -59,6 +59,11 @@ class InputRejected(FaceDedupError):
         self.limit = limit
 
 
+class TransientError(FaceDedupError):
+    """A dependency is briefly unavailable (index, store): retrying later should succeed.
+    The workflow retries exactly this error name with backoff."""
+
+
 class NotFound(FaceDedupError):
     """A record, case or blob that was asked for does not exist (or was erased)."""
 

@@ -37,7 +37,8 @@ from face_dedup.domain import (
     stable_id,
     utc_now,
 )
-from face_dedup.errors import InvalidState, NotFound
+from face_dedup.errors import InvalidState, NotFound, Reason
+from face_dedup.models.registry import get_pack
 from face_dedup.ports import BlobStore, EnrollmentCommit, Hit, IndexEntry, Notifier, RecordStore, VectorIndex
 from face_dedup.settings import Settings
 from face_dedup.vision.pipeline import FaceEngine, FaceTemplate, Rejection
@@ -137,17 +138,21 @@ class DedupService:
     def __init__(
         self,
         settings: Settings,
-        engine: FaceEngine,
+        engine: FaceEngine | None,
         index: VectorIndex,
         store: RecordStore,
         blobs: BlobStore,
         notifier: Notifier,
         tail: ImpostorTail,
     ) -> None:
-        if tail.model_pack != engine.pack.id:
-            raise ValueError(f"calibration is for {tail.model_pack}, the engine runs {engine.pack.id}")
+        """`engine=None` for steps that never look at a photo (the workflow's search, enroll and
+        notify functions): they need no model files."""
+        pack_id = engine.pack.id if engine is not None else get_pack(settings.model_pack).id
+        if tail.model_pack != pack_id:
+            raise ValueError(f"calibration is for {tail.model_pack}, the service runs {pack_id}")
+        self._pack_id = pack_id
         self.settings = settings
-        self.engine = engine
+        self._engine = engine
         self.index = index
         self.store = store
         self.blobs = blobs
@@ -160,7 +165,27 @@ class DedupService:
 
     @property
     def model_pack(self) -> str:
-        return self.engine.pack.id
+        return self._pack_id
+
+    @property
+    def engine(self) -> FaceEngine:
+        if self._engine is None:
+            raise RuntimeError("this service was built without a face engine (a workflow step)")
+        return self._engine
+
+    def for_tenant(self, tenant: str) -> DedupService:
+        """The same service (same adapters, same engine) working for another tenant."""
+        if tenant == self.tenant:
+            return self
+        return DedupService(
+            self.settings.with_overrides(tenant=tenant),
+            self._engine,
+            self.index,
+            self.store,
+            self.blobs,
+            self.notifier,
+            self.tail,
+        )
 
     # -- thresholds -----------------------------------------------------------------------
 
@@ -262,6 +287,36 @@ class DedupService:
             self._recheck_concurrent(staged, actor)
         self.store.drop_staged(key)
         return self.store.get_import_item(key) or item
+
+    def fail_staged(self, key: str, error: str, actor: str = SYSTEM_ACTOR) -> ImportItem:
+        """The workflow's failure path: the input becomes a rejected item with the reason, and
+        its parked template is dropped. Nothing is lost silently; nothing biometric lingers."""
+        done = self.store.get_import_item(key)
+        if done is not None:
+            return done
+        staged = self.store.get_staged(key)
+        now = utc_now()
+        item = ImportItem(
+            key=key,
+            tenant=self.tenant,
+            source=staged.source if staged else "",
+            application_id=staged.application_id if staged else None,
+            content_sha256=staged.content_sha256 if staged else "",
+            outcome=Outcome.REJECTED,
+            created_at=now,
+            reason=Reason.INTERNAL_ERROR.value,
+            message=f"the de-duplication workflow failed: {error}"[:500],
+        )
+        event = self._event("import.failed", actor, now, key=key, error=error[:200])
+        self.store.commit(EnrollmentCommit(item=item, audit=(event,)))
+        if staged is not None:
+            self.blobs.delete_prefix(f"{self.tenant}/{staged.record_id}/")
+            self.store.drop_staged(key)
+        return self.store.get_import_item(key) or item
+
+    def record_event(self, action: str, actor: str, **details: Any) -> None:
+        """An audit entry for something that happened outside the use cases above."""
+        self.store.append_audit(self._event(action, actor, utc_now(), **details))
 
     def notify_case(self, case_id: str) -> None:
         self.notifier.notify(

@@ -63,11 +63,19 @@ class Settings:
     s3_prefix: str = "faces/"
     kms_key_id: str = ""
     dynamodb_table_prefix: str = "face-dedup-"
+    # Explicit table names (the CDK app passes CloudFormation's); empty: prefix + role.
+    table_records: str = ""
+    table_cases: str = ""
+    table_imports: str = ""
+    table_audit: str = ""
+    table_staged: str = ""
     sns_topic_arn: str = ""
     opensearch_url: str = ""
     opensearch_index: str = "faces"
     opensearch_engine: str = "faiss"  # faiss (inner product) | lucene (cosine)
     opensearch_auth: str = "sigv4"  # sigv4 (managed domain) | sigv4-serverless | none (local)
+    uploads_bucket: str = ""  # where selfies and registry batches arrive
+    state_machine_arn: str = ""  # the de-duplication workflow the ingest function starts
     quality: QualityThresholds = field(default_factory=QualityThresholds)
     decode: DecodeLimits = field(default_factory=DecodeLimits)
 

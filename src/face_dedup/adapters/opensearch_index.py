@@ -17,12 +17,14 @@ in by the bootstrap; this module imports nothing from it, so the core does not n
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
+from face_dedup.errors import TransientError
 from face_dedup.ports import Hit, IndexEntry, VectorIndex
 
 
@@ -65,6 +67,24 @@ def index_body(dim: int, *, engine: str, m: int, ef_construction: int, ef_search
     }
 
 
+@contextmanager
+def _transient_errors() -> Iterator[None]:
+    """Connection failures, throttling and 5xx from the cluster become TransientError (the
+    workflow retries those); anything else (a bad mapping, a rejected document) is a bug."""
+    try:
+        yield
+    except Exception as exc:
+        status = getattr(exc, "status_code", None)
+        if type(exc).__name__ in ("ConnectionError", "ConnectionTimeout", "SSLError") or status in (
+            429,
+            502,
+            503,
+            504,
+        ):
+            raise TransientError(f"OpenSearch unavailable: {type(exc).__name__}") from exc
+        raise
+
+
 def _filter(tenant: str, model_pack: str) -> dict[str, Any]:
     return {"bool": {"filter": [{"term": {"tenant": tenant}}, {"term": {"model_pack": model_pack}}]}}
 
@@ -90,13 +110,14 @@ class OpenSearchVectorIndex(VectorIndex):
         self._oversample = max(1, oversample)
         # "wait_for": an add returns once searches can see it, which race-free enrollment needs.
         self._refresh = refresh
-        if create and not client.indices.exists(index=index):
-            client.indices.create(
-                index=index,
-                body=index_body(
-                    dim, engine=engine, m=m, ef_construction=ef_construction, ef_search=ef_search
-                ),
-            )
+        with _transient_errors():
+            if create and not client.indices.exists(index=index):
+                client.indices.create(
+                    index=index,
+                    body=index_body(
+                        dim, engine=engine, m=m, ef_construction=ef_construction, ef_search=ef_search
+                    ),
+                )
 
     def _check(self, vector: NDArray[np.float32], what: str) -> NDArray[np.float32]:
         array = np.asarray(vector, dtype=np.float32).reshape(-1)
@@ -114,7 +135,9 @@ class OpenSearchVectorIndex(VectorIndex):
             lines.append({"index": {"_index": self._index, "_id": entry.record_id}})
             lines.append({"vector": vector.tolist(), "tenant": entry.tenant, "model_pack": entry.model_pack})
         if lines:
-            self._raise_on_errors(self._client.bulk(body=lines, refresh=self._refresh))
+            with _transient_errors():
+                response = self._client.bulk(body=lines, refresh=self._refresh)
+            self._raise_on_errors(response)
 
     def search(
         self,
@@ -138,7 +161,8 @@ class OpenSearchVectorIndex(VectorIndex):
                 }
             },
         }
-        response = self._client.search(index=self._index, body=body)
+        with _transient_errors():
+            response = self._client.search(index=self._index, body=body)
         hits = []
         for raw in response["hits"]["hits"]:
             stored = np.asarray(raw["_source"]["vector"], dtype=np.float32)
@@ -152,13 +176,15 @@ class OpenSearchVectorIndex(VectorIndex):
         lines = [{"delete": {"_index": self._index, "_id": record_id}} for record_id in record_ids]
         if not lines:
             return 0
-        response = self._client.bulk(body=lines, refresh=self._refresh)
+        with _transient_errors():
+            response = self._client.bulk(body=lines, refresh=self._refresh)
         return sum(
             1 for item in response.get("items", []) if item.get("delete", {}).get("result") == "deleted"
         )
 
     def count(self, *, tenant: str, model_pack: str) -> int:
-        response = self._client.count(index=self._index, body={"query": _filter(tenant, model_pack)})
+        with _transient_errors():
+            response = self._client.count(index=self._index, body={"query": _filter(tenant, model_pack)})
         return int(response["count"])
 
     def record_ids(self, *, tenant: str, model_pack: str) -> set[str]:
@@ -173,7 +199,8 @@ class OpenSearchVectorIndex(VectorIndex):
             }
             if after is not None:
                 body["search_after"] = after
-            page = self._client.search(index=self._index, body=body)["hits"]["hits"]
+            with _transient_errors():
+                page = self._client.search(index=self._index, body=body)["hits"]["hits"]
             if not page:
                 return ids
             ids.update(hit["_id"] for hit in page)

@@ -1,0 +1,75 @@
+"""The de-duplication workflow's tasks (Step Functions calls each as its own Lambda function,
+with its own permissions): search, complete (enroll, or open a case), notify, and the failure
+path. Each parses its input, calls the core once and returns plain ids: no template and no
+face ever passes through the workflow, so none lands in execution histories.
+
+Errors: `TransientError` (index or store briefly unavailable) propagates under that name,
+which the state machine retries with backoff; anything else goes to the failure path.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from face_dedup.bootstrap import build_workflow_service
+from face_dedup.service import DedupService, StagedDecision
+from face_dedup.settings import Settings
+
+logger = Logger(service="face-dedup-workflow")
+tracer = Tracer(service="face-dedup-workflow")
+metrics = Metrics(namespace="FaceDedup", service="workflow")
+
+
+@lru_cache(maxsize=1)
+def _service() -> DedupService:
+    return build_workflow_service(Settings.load())
+
+
+def service_for(event: dict[str, Any]) -> DedupService:
+    return _service().for_tenant(str(event["tenant"]))
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+def search(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """{key, tenant} -> the decision: outcome, candidate ids and scores, thresholds."""
+    decision = service_for(event).search_staged(str(event["key"]))
+    logger.info("decided", outcome=decision.outcome.value, candidates=len(decision.candidates))
+    return decision.to_dict()
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def complete(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """{tenant, decision} -> enrolled, or a case opened (idempotent on retries)."""
+    decision = StagedDecision.from_dict(event["decision"])
+    item = service_for(event).complete_staged(decision.key, decision, actor="workflow")
+    metrics.add_metric(name=f"Outcome{item.outcome.value.capitalize()}", unit=MetricUnit.Count, value=1)
+    return {"outcome": item.outcome.value, "record_id": item.record_id, "case_id": item.case_id}
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+def notify(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """{tenant, case_id} -> officers told (case id and link only)."""
+    service_for(event).notify_case(str(event["case_id"]))
+    return {"notified": event["case_id"]}
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def record_failure(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """{key, tenant, error: {Error, Cause}} -> a rejected item with the reason; nothing lost."""
+    error = event.get("error") or {}
+    reason = str(error.get("Error") or "unknown error")
+    item = service_for(event).fail_staged(str(event["key"]), reason, actor="workflow")
+    metrics.add_metric(name="WorkflowFailures", unit=MetricUnit.Count, value=1)
+    logger.warning("workflow failed", error=reason)
+    return {"outcome": item.outcome.value, "reason": item.reason}

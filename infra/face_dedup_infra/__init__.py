@@ -1,0 +1,1 @@
+"""The face-dedup AWS deployment (CDK, Python): one construct per unit, composed in `stack`."""

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_notifications as s3n
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+
+class IngestQueue(Construct):
+    """Upload events queue here (bursts of millions wait their turn), are retried, and after
+    five failed attempts land in the dead-letter queue (alarmed) with their message intact."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, uploads: s3.Bucket, function_timeout: Duration
+    ) -> None:
+        super().__init__(scope, construct_id)
+        # Its own key: S3 must be allowed to use the queue's key for event notifications, and
+        # sharing the buckets' key would make the bucket and the key depend on each other.
+        key = kms.Key(self, "Key", description="face-dedup: upload event queues", enable_key_rotation=True)
+        self.dead_letters = sqs.Queue(
+            self,
+            "DeadLetters",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=key,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+        )
+        self.queue = sqs.Queue(
+            self,
+            "Queue",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=key,
+            enforce_ssl=True,
+            visibility_timeout=Duration.seconds(function_timeout.to_seconds() * 6),
+            retention_period=Duration.days(14),
+            dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=5, queue=self.dead_letters),
+        )
+        for prefix in ("selfies/", "imports/"):
+            uploads.add_event_notification(
+                s3.EventType.OBJECT_CREATED,
+                s3n.SqsDestination(self.queue),
+                s3.NotificationKeyFilter(prefix=prefix),
+            )

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+
+class Storage(Construct):
+    """Buckets: `uploads` (selfies and registry batches arrive; transient), `faces` (the photos
+    and aligned crops officers review), and the access-log bucket. All private, TLS only,
+    KMS-encrypted, versioned; old versions expire within a day so that erasure really erases."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey, retention_days: int) -> None:
+        super().__init__(scope, construct_id)
+        self.access_logs = s3.Bucket(
+            self,
+            "AccessLogs",
+            encryption=s3.BucketEncryption.S3_MANAGED,  # server access logging cannot write to KMS buckets
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
+            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(365))],
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        common = {
+            "encryption": s3.BucketEncryption.KMS,
+            "encryption_key": key,
+            "bucket_key_enabled": True,
+            "block_public_access": s3.BlockPublicAccess.BLOCK_ALL,
+            "enforce_ssl": True,
+            "versioned": True,
+            "server_access_logs_bucket": self.access_logs,
+            "removal_policy": RemovalPolicy.RETAIN,
+        }
+        self.uploads = s3.Bucket(
+            self,
+            "Uploads",
+            server_access_logs_prefix="uploads/",
+            lifecycle_rules=[
+                # Uploads are processed within minutes; keep them a week for investigations only.
+                s3.LifecycleRule(expiration=Duration.days(7), noncurrent_version_expiration=Duration.days(1)),
+                s3.LifecycleRule(abort_incomplete_multipart_upload_after=Duration.days(1)),
+            ],
+            **common,
+        )
+        self.faces = s3.Bucket(
+            self,
+            "Faces",
+            server_access_logs_prefix="faces/",
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    expiration=Duration.days(retention_days), noncurrent_version_expiration=Duration.days(1)
+                ),
+            ],
+            **common,
+        )

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+TRANSIENT = [
+    "TransientError",
+    "Lambda.ServiceException",
+    "Lambda.TooManyRequestsException",
+    "Lambda.SdkClientException",
+]
+
+
+class DedupWorkflow(Construct):
+    """search -> decide (Choice on the outcome) -> enroll | open case -> notify officers.
+
+    Transient failures (the index or store briefly unavailable) are retried with exponential
+    backoff; anything else, or retries exhausted, goes to the failure path, which records the
+    reason as a rejected item (nothing is lost) before the execution fails. Only ids and
+    scores travel between states: templates stay in the store, faces in the bucket.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        search: lambda_.IFunction,
+        complete: lambda_.IFunction,
+        notify: lambda_.IFunction,
+        record_failure: lambda_.IFunction,
+    ) -> None:
+        super().__init__(scope, construct_id)
+
+        def invoke(
+            name: str, function: lambda_.IFunction, payload: dict[str, object], result_path: str
+        ) -> tasks.LambdaInvoke:
+            task = tasks.LambdaInvoke(
+                self,
+                name,
+                lambda_function=function,
+                payload=sfn.TaskInput.from_object(payload),
+                result_selector={"result.$": "$.Payload"},
+                result_path=result_path,
+                retry_on_service_exceptions=False,
+            )
+            task.add_retry(errors=TRANSIENT, interval=Duration.seconds(2), backoff_rate=2.0, max_attempts=5)
+            return task
+
+        failed = sfn.Fail(self, "Failed", cause="recorded as rejected with the reason", error="DedupFailed")
+        record = invoke(
+            "RecordFailure",
+            record_failure,
+            {"key.$": "$.key", "tenant.$": "$.tenant", "error.$": "$.error"},
+            "$.failure",
+        ).next(failed)
+
+        search_task = invoke("Search", search, {"key.$": "$.key", "tenant.$": "$.tenant"}, "$.search")
+        enroll = invoke(
+            "Enroll", complete, {"tenant.$": "$.tenant", "decision.$": "$.search.result"}, "$.complete"
+        )
+        open_case = invoke(
+            "OpenCase", complete, {"tenant.$": "$.tenant", "decision.$": "$.search.result"}, "$.complete"
+        )
+        notify_task = invoke(
+            "NotifyOfficers",
+            notify,
+            {"tenant.$": "$.tenant", "case_id.$": "$.complete.result.case_id"},
+            "$.notify",
+        )
+        for task in (search_task, enroll, open_case, notify_task):
+            task.add_catch(record, errors=["States.ALL"], result_path="$.error")
+
+        done = sfn.Succeed(self, "Done")
+        decide = (
+            sfn.Choice(self, "Decide")
+            .when(sfn.Condition.string_equals("$.search.result.outcome", "enrolled"), enroll.next(done))
+            .when(
+                sfn.Condition.or_(
+                    sfn.Condition.string_equals("$.search.result.outcome", "review"),
+                    sfn.Condition.string_equals("$.search.result.outcome", "duplicate"),
+                ),
+                open_case.next(notify_task).next(done),
+            )
+            .otherwise(sfn.Succeed(self, "AlreadyDecided"))
+        )
+        log_group = logs.LogGroup(self, "Logs", retention=logs.RetentionDays.ONE_YEAR)
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            definition_body=sfn.DefinitionBody.from_chainable(search_task.next(decide)),
+            tracing_enabled=True,
+            logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
+            timeout=Duration.minutes(15),
+        )
