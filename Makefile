@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install models demo test lint typecheck unit slow bench clean
+.PHONY: install models layers demo test lint typecheck unit slow bench synth clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,14 +21,22 @@ models: $(STAMP)
 demo: models
 	$(BIN)/face-dedup demo
 
+# Lambda layers for arm64 / Python 3.12 (binary wheels from the registry; no Docker).
+layers: models
+	$(BIN)/python layers/build.py
+
+# The CloudFormation template, offline, with cdk-nag (needs the layers for its assets).
+synth: layers
+	cd infra && JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 ../$(BIN)/python app.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench infra functions
-	$(BIN)/ruff format --check src tests bench infra functions
+	$(BIN)/ruff check src tests bench infra functions layers
+	$(BIN)/ruff format --check src tests bench infra functions layers
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: models lint typecheck
+test: models layers lint typecheck
 	$(BIN)/pytest -q
 
 slow: models
@@ -39,4 +47,4 @@ bench: models
 	$(BIN)/python bench/speed.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts build

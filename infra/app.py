@@ -35,4 +35,5 @@ def build_app(
 
 
 if __name__ == "__main__":
-    build_app()[0].synth()
+    # Outside any asset folder (a cdk.out inside one would be copied into itself).
+    build_app(str(Path(__file__).resolve().parents[1] / "build" / "cdk.out"))[0].synth()

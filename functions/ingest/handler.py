@@ -37,6 +37,7 @@ def ingestor() -> Ingestor:
 
 @tracer.capture_method
 def record_handler(record: SQSRecord) -> None:
+    metrics.add_metric(name="QueueMessages", unit=MetricUnit.Count, value=1)
     body = json.loads(record.body)
     for raw in body.get("Records", []):  # an s3:TestEvent has none
         if not str(raw.get("eventName", "")).startswith("ObjectCreated"):

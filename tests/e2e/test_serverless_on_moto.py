@@ -375,3 +375,32 @@ def test_a_failing_workflow_records_the_reason_and_loses_nothing(
     (failed,) = [e for e in service.store.audit_events(tenant="tenant-c") if e.action == "import.failed"]
     assert failed.details["error"] == "RuntimeError"
     assert service.blobs.keys("tenant-c/") == []  # the failed input's photos do not linger
+
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+
+
+def test_sample_events_through_the_ingest_handler(cloud: dict[str, Any], faces_root: Path) -> None:
+    import pillow_heif
+    from PIL import Image
+
+    pillow_heif.register_heif_opener()
+    heic = io.BytesIO()
+    Image.open(faces_root / A1).save(heic, "HEIF", quality=90)
+    # The sample's key is URL-encoded (spaces as '+'); the object is stored under the real name.
+    upload(cloud, "selfies/tenant-a/APP-2026-0042/selfie 27 Nov.heic", heic.getvalue())
+    drain(cloud)  # the real notification of that upload
+    selfie = json.loads((EVENTS / "ingest" / "selfie-s3-via-sqs.json").read_text())
+    assert cloud["ingest"].handler(selfie, FakeContext()) == {"batchItemFailures": []}  # a redelivery: no-op
+    (execution,) = wait_for_executions(cloud, 1)
+    assert execution["status"] == "SUCCEEDED"
+    store = cloud["ingest"].ingestor().service.store
+    assert store.outcome_counts(tenant="tenant-a") == {"enrolled": 1}
+
+    bad_batch = json.loads((EVENTS / "ingest" / "batch-with-one-bad-record.json").read_text())
+    response = cloud["ingest"].handler(bad_batch, FakeContext())
+    assert response == {"batchItemFailures": [{"itemIdentifier": bad_batch["Records"][1]["messageId"]}]}
+
+    test_event = json.loads((EVENTS / "ingest" / "s3-test-event-via-sqs.json").read_text())
+    assert cloud["ingest"].handler(test_event, FakeContext()) == {"batchItemFailures": []}
+    assert len(cloud["sfn"].list_executions(stateMachineArn=cloud["machine"])["executions"]) == 1
