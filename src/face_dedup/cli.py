@@ -226,7 +226,7 @@ def import_(
         table = Table(title=f"import of {path}")
         table.add_column("outcome")
         table.add_column("count", justify="right")
-        for outcome in ("enrolled", "review", "duplicate", "rejected"):
+        for outcome in ("enrolled", "verified", "review", "duplicate", "rejected"):
             table.add_row(outcome, str(summary.outcomes.get(outcome, 0)))
         out.print(table)
         for reason, count in sorted(summary.reasons.items()):

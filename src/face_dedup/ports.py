@@ -109,6 +109,10 @@ class RecordStore(ABC):
     def get_record(self, record_id: str) -> Record | None: ...
 
     @abstractmethod
+    def find_application_records(self, *, tenant: str, application_id: str, model_pack: str) -> list[Record]:
+        """Records enrolled for this application (re-submissions, selfies for 1:1 verification)."""
+
+    @abstractmethod
     def describe_records(self, record_ids: Iterable[str]) -> dict[str, Record]:
         """Records by id, for candidate lists (absent ids are left out)."""
 

@@ -356,7 +356,16 @@ class DedupService:
             self.blobs.put(crop_key(self.tenant, record_id), _png(analysis.aligned_crop), "image/png")
 
     def decide_staged(self, staged: StagedInput) -> StagedDecision:
+        """1:1 first when the application already has an enrolled face (verify threshold), then
+        1:N de-duplication. A photo that does not match its own application's face is a case."""
         thresholds = self.thresholds()
+        info = self._threshold_info(thresholds)
+        own = self._application_candidates(staged)
+        if own:
+            verify_threshold = self.tail.threshold_for_fmr(self.settings.verify_fmr)
+            info |= {"verify_threshold": round(verify_threshold, 4), "verify_fmr": self.settings.verify_fmr}
+            if own[0].score >= verify_threshold:
+                return StagedDecision(staged.key, Outcome.VERIFIED, (own[0],), info)
         hits = [
             h
             for h in self.index.search(
@@ -369,9 +378,29 @@ class DedupService:
             if h.record_id != staged.record_id
         ]
         decision = decide(self._describe(hits, staged.embedding), thresholds, self.settings.max_candidates)
-        return StagedDecision(
-            staged.key, decision.outcome, decision.candidates, self._threshold_info(thresholds)
+        if not own:
+            return StagedDecision(staged.key, decision.outcome, decision.candidates, info)
+        listed = {c.record_id for c in decision.candidates}
+        candidates = tuple(
+            sorted(
+                [*decision.candidates, *(c for c in own if c.record_id not in listed)], key=lambda c: -c.score
+            )
         )
+        outcome = Outcome.REVIEW if decision.outcome is Outcome.ENROLLED else decision.outcome
+        return StagedDecision(staged.key, outcome, candidates, {**info, "own_application_mismatch": True})
+
+    def _application_candidates(self, staged: StagedInput) -> list[Candidate]:
+        if not staged.application_id:
+            return []
+        records = self.store.find_application_records(
+            tenant=self.tenant, application_id=staged.application_id, model_pack=self.model_pack
+        )
+        own = [
+            Candidate(r.record_id, float(np.dot(r.embedding, staged.embedding)), r.source, r.application_id)
+            for r in records
+            if r.record_id != staged.record_id
+        ]
+        return sorted(own, key=lambda c: -c.score)
 
     def _threshold_info(self, thresholds: DedupThresholds) -> dict[str, Any]:
         return {
@@ -414,6 +443,8 @@ class DedupService:
     def _commit(
         self, staged: StagedInput, decision: StagedDecision, actor: str
     ) -> tuple[ImportItem, Case | None]:
+        if decision.outcome is Outcome.VERIFIED:
+            return self._commit_verification(staged, decision, actor), None
         now = utc_now()
         status = {
             Outcome.ENROLLED: RecordStatus.ENROLLED,
@@ -486,6 +517,35 @@ class DedupService:
         self.store.commit(EnrollmentCommit(item=item, record=record, case=case, audit=tuple(audit)))
         self.index.add([IndexEntry(staged.record_id, self.tenant, self.model_pack, staged.embedding)])
         return item, case
+
+    def _commit_verification(self, staged: StagedInput, decision: StagedDecision, actor: str) -> ImportItem:
+        """Nothing new is enrolled, and the photo is not kept: only the outcome and its audit."""
+        now = utc_now()
+        matched = decision.candidates[0]
+        item = ImportItem(
+            key=staged.key,
+            tenant=self.tenant,
+            source=staged.source,
+            application_id=staged.application_id,
+            content_sha256=staged.content_sha256,
+            outcome=Outcome.VERIFIED,
+            created_at=now,
+            record_id=matched.record_id,
+            candidates=decision.candidates,
+            measures=staged.measures,
+        )
+        event = self._event(
+            "import.verified",
+            actor,
+            now,
+            record_id=matched.record_id,
+            application_id=staged.application_id,
+            score=round(matched.score, 4),
+            thresholds=decision.thresholds,
+        )
+        self.store.commit(EnrollmentCommit(item=item, audit=(event,)))
+        self.blobs.delete_prefix(f"{self.tenant}/{staged.record_id}/")
+        return item
 
     def _recheck_concurrent(self, staged: StagedInput, actor: str) -> Case | None:
         """Race-free enrollment. Two uploads of one new person, decided at the same moment,

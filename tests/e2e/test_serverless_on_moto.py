@@ -347,6 +347,20 @@ def test_uploads_to_decisions_on_emulated_aws(cloud: dict[str, Any], faces_root:
     assert after == before
 
 
+def test_selfie_for_an_enrolled_application_is_verified(cloud: dict[str, Any], faces_root: Path) -> None:
+    upload(cloud, "imports/tenant-d/b1/manifest.csv", b"file,application_id\nscan-1.jpg,APP-9\n")
+    upload(cloud, "imports/tenant-d/b1/scan-1.jpg", (faces_root / A1).read_bytes())
+    drain(cloud)
+    wait_for_executions(cloud, 1)
+    upload(cloud, "selfies/tenant-d/APP-9/selfie.jpg", (faces_root / A2).read_bytes())
+    drain(cloud)
+    executions = wait_for_executions(cloud, 2)
+    assert all(e["status"] == "SUCCEEDED" for e in executions)
+    store = cloud["ingest"].ingestor().service.store
+    assert store.outcome_counts(tenant="tenant-d") == {"enrolled": 1, "verified": 1}
+    assert store.list_cases(tenant="tenant-d") == []
+
+
 def test_transient_index_failure_is_retried_and_ends_enrolled(
     cloud: dict[str, Any], faces_root: Path
 ) -> None:

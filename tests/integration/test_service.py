@@ -66,6 +66,31 @@ def test_same_photo_for_another_application_is_a_duplicate(service: DedupService
     assert record.linked_to == first.record_id
 
 
+def test_new_photo_for_an_enrolled_application_is_verified_not_enrolled(
+    service: DedupService, faces_root: Path
+) -> None:
+    first = enroll(service, faces_root, A1, "APP-1")
+    again = enroll(service, faces_root, A2, "APP-1")  # the same applicant, a new photo
+    assert again.outcome is Outcome.VERIFIED and again.record_id == first.record_id
+    assert again.candidates[0].score >= service.tail.threshold_for_fmr(service.settings.verify_fmr)
+    assert service.gallery_size() == 1  # nothing new enrolled
+    assert service.blobs.keys(f"{service.tenant}/") == sorted(
+        service.blobs.keys(f"{service.tenant}/{first.record_id}/")
+    )
+    assert [e.action for e in service.store.audit_events()].count("import.verified") == 1
+
+
+def test_photo_not_matching_its_own_application_goes_to_review(
+    service: DedupService, faces_root: Path
+) -> None:
+    first = enroll(service, faces_root, A1, "APP-1")
+    other = enroll(service, faces_root, B1, "APP-1")  # someone else under the same application
+    assert other.outcome is Outcome.REVIEW
+    assert first.record_id in {c.record_id for c in other.candidates}
+    case = service.store.get_case(other.case_id or "")
+    assert case is not None and case.thresholds["own_application_mismatch"] is True
+
+
 def test_unusable_photo_is_rejected_with_its_reason_and_nothing_enrolled(service: DedupService) -> None:
     item = service.enroll(b"\xff\xd8\xff\xe0 truncated", InputRef("broken.jpg", "APP-1"))
     assert item.outcome is Outcome.REJECTED and item.reason == "UNDECODABLE"

@@ -78,7 +78,14 @@ class DedupWorkflow(Construct):
         done = sfn.Succeed(self, "Done")
         decide = (
             sfn.Choice(self, "Decide")
-            .when(sfn.Condition.string_equals("$.search.result.outcome", "enrolled"), enroll.next(done))
+            .when(
+                sfn.Condition.or_(
+                    sfn.Condition.string_equals("$.search.result.outcome", "enrolled"),
+                    # a photo matching its own application's enrolled face: recorded, nothing enrolled
+                    sfn.Condition.string_equals("$.search.result.outcome", "verified"),
+                ),
+                enroll.next(done),
+            )
             .when(
                 sfn.Condition.or_(
                     sfn.Condition.string_equals("$.search.result.outcome", "review"),

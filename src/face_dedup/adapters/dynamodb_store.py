@@ -56,7 +56,11 @@ class TableNames:
 
 # role -> (partition key, sort key or None, {index name: (partition key, sort key or None)})
 TABLES: dict[str, tuple[str, str | None, dict[str, tuple[str, str | None]]]] = {
-    "records": ("record_id", None, {"by_tenant": ("tenant", "record_id")}),
+    "records": (
+        "record_id",
+        None,
+        {"by_tenant": ("tenant", "record_id"), "by_application": ("tenant_application", "record_id")},
+    ),
     "cases": (
         "case_id",
         None,
@@ -193,6 +197,9 @@ class DynamoRecordStore(RecordStore):
                         "Item": _item(
                             record_id=_s(record.record_id),
                             tenant=_s(record.tenant),
+                            tenant_application=_s(
+                                f"{record.tenant}#{record.application_id}" if record.application_id else None
+                            ),
                             model_pack=_s(record.model_pack),
                             application_id=_s(record.application_id),
                             source=_s(record.source),
@@ -308,6 +315,21 @@ class DynamoRecordStore(RecordStore):
     def get_record(self, record_id: str) -> Record | None:
         item = self._get(self._names.records, {"record_id": {"S": record_id}})
         return None if item is None else self._record(item)
+
+    def find_application_records(self, *, tenant: str, application_id: str, model_pack: str) -> list[Record]:
+        return [
+            record
+            for record in (
+                self._record(item)
+                for item in self._query(
+                    TableName=self._names.records,
+                    IndexName="by_application",
+                    KeyConditionExpression="tenant_application = :a",
+                    ExpressionAttributeValues={":a": {"S": f"{tenant}#{application_id}"}},
+                )
+            )
+            if record.model_pack == model_pack
+        ]
 
     def describe_records(self, record_ids: Iterable[str]) -> dict[str, Record]:
         ids = list(dict.fromkeys(record_ids))

@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS records (
     embedding BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_tenant ON records(tenant, model_pack);
+CREATE INDEX IF NOT EXISTS records_application ON records(tenant, application_id);
 CREATE TABLE IF NOT EXISTS cases (
     case_id TEXT PRIMARY KEY,
     tenant TEXT NOT NULL,
@@ -266,6 +267,15 @@ class SqliteRecordStore(RecordStore):
         with self._lock:
             row = self._db.execute("SELECT * FROM records WHERE record_id = ?", (record_id,)).fetchone()
         return None if row is None else self._record(row)
+
+    def find_application_records(self, *, tenant: str, application_id: str, model_pack: str) -> list[Record]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM records WHERE tenant = ? AND application_id = ? AND model_pack = ? "
+                "ORDER BY rowid",
+                (tenant, application_id, model_pack),
+            ).fetchall()
+        return [self._record(row) for row in rows]
 
     def describe_records(self, record_ids: Iterable[str]) -> dict[str, Record]:
         ids = list(dict.fromkeys(record_ids))
