@@ -366,18 +366,9 @@ class DedupService:
             info |= {"verify_threshold": round(verify_threshold, 4), "verify_fmr": self.settings.verify_fmr}
             if own[0].score >= verify_threshold:
                 return StagedDecision(staged.key, Outcome.VERIFIED, (own[0],), info)
-        hits = [
-            h
-            for h in self.index.search(
-                staged.embedding,
-                tenant=self.tenant,
-                model_pack=self.model_pack,
-                k=self.settings.max_candidates,
-                min_score=thresholds.review,
-            )
-            if h.record_id != staged.record_id
-        ]
-        decision = decide(self._describe(hits, staged.embedding), thresholds, self.settings.max_candidates)
+        decision = decide(
+            self._candidates_above(staged, thresholds.review), thresholds, self.settings.max_candidates
+        )
         if not own:
             return StagedDecision(staged.key, decision.outcome, decision.candidates, info)
         listed = {c.record_id for c in decision.candidates}
@@ -388,6 +379,17 @@ class DedupService:
         )
         outcome = Outcome.REVIEW if decision.outcome is Outcome.ENROLLED else decision.outcome
         return StagedDecision(staged.key, outcome, candidates, {**info, "own_application_mismatch": True})
+
+    def _candidates_above(self, staged: StagedInput, threshold: float) -> list[Candidate]:
+        """Enrolled faces scoring at or above `threshold` against the staged one (not itself)."""
+        hits = self.index.search(
+            staged.embedding,
+            tenant=self.tenant,
+            model_pack=self.model_pack,
+            k=self.settings.max_candidates,
+            min_score=threshold,
+        )
+        return self._describe([h for h in hits if h.record_id != staged.record_id], staged.embedding)
 
     def _application_candidates(self, staged: StagedInput) -> list[Candidate]:
         if not staged.application_id:
@@ -555,18 +557,7 @@ class DedupService:
         case (its id derives from the pair, written only if absent), with the later record
         of the pair as the probe. So the pair is always reviewed, and only once."""
         thresholds = self.thresholds()
-        hits = [
-            h
-            for h in self.index.search(
-                staged.embedding,
-                tenant=self.tenant,
-                model_pack=self.model_pack,
-                k=self.settings.max_candidates,
-                min_score=thresholds.review,
-            )
-            if h.record_id != staged.record_id
-        ]
-        candidates = self._describe(hits, staged.embedding)
+        candidates = self._candidates_above(staged, thresholds.review)
         if not candidates:
             return None
         best = max(candidates, key=lambda c: c.score)
