@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from face_dedup.bootstrap import build_service
-from face_dedup.domain import Case, CaseDecision
+from face_dedup.domain import Actor, Case, CaseDecision, Role
 from face_dedup.errors import ConfigError, FaceDedupError, InvalidState, ModelError, NotFound
 from face_dedup.importer import ManifestError, ReportLine, collect_inputs, run_import
 from face_dedup.models.install import (
@@ -340,6 +340,11 @@ def _case_dict(case: Case) -> dict[str, Any]:
         "decided_at": case.decided_at,
         "comment": case.comment,
         "matched_record_id": case.matched_record_id,
+        "claimed_by": case.claimed_by,
+        "confirmed_by": case.confirmed_by,
+        "confirmed_at": case.confirmed_at,
+        "escalated": case.escalated,
+        "history": list(case.history),
     }
 
 
@@ -413,16 +418,44 @@ def cases_show(
     _emit(as_json, payload, lambda: out.print_json(json.dumps(payload, default=str)))
 
 
+# The command line trusts its operator: the name and role given here are recorded, not
+# authenticated (local use only; the review API authenticates).
+Officer = Annotated[str, typer.Option("--officer", help="Who acts (recorded in the audit log).")]
+RoleOption = Annotated[Role, typer.Option("--role", help="The actor's role.")]
+
+
+def _print_case(case: Case) -> None:
+    decision = case.decision.value if case.decision else "-"
+    out.print(f"case {case.case_id}: {case.status.value}, decision {decision}", highlight=False)
+
+
+@cases_app.command("claim")
+def cases_claim(
+    case_id: str,
+    officer: Officer = "",
+    role: RoleOption = Role.OFFICER,
+    data_dir: DataDir = None,
+    models_dir: ModelsDir = None,
+    tenant: Tenant = None,
+    as_json: Json = False,
+) -> None:
+    """Take a case for review, so that no other officer works on it at the same time."""
+    actor = _run(lambda: Actor(officer, role))
+    with _opened(_settings(data_dir, models_dir, tenant)) as service:
+        case = _run(lambda: service.claim_case(case_id, actor))
+    _emit(as_json, _case_dict(case), lambda: _print_case(case))
+
+
 @cases_app.command("decide")
 def cases_decide(
     case_id: str,
-    same: Annotated[
-        bool | None,
-        typer.Option(
-            "--same/--different", help="Same person (a duplicate) or different people.", show_default=False
-        ),
-    ] = None,
-    officer: Annotated[str, typer.Option(help="Who decides (recorded in the audit log).")] = "",
+    same: Annotated[bool, typer.Option("--same", help="Same person: a supervisor must confirm.")] = False,
+    different: Annotated[
+        bool, typer.Option("--different", help="Different people: enrolls the probe.")
+    ] = False,
+    cannot_tell: Annotated[bool, typer.Option("--cannot-tell", help="Escalate to a supervisor.")] = False,
+    officer: Officer = "",
+    role: RoleOption = Role.OFFICER,
     comment: Annotated[str, typer.Option(help="Why.")] = "",
     match: Annotated[
         str | None, typer.Option(help="With --same: which candidate record (default: the best).")
@@ -432,22 +465,38 @@ def cases_decide(
     tenant: Tenant = None,
     as_json: Json = False,
 ) -> None:
-    """Decide a case. Every decision is audited with the officer's name and comment."""
-    if same is None or not officer.strip():
-        err.print("[red]error:[/red] say --same or --different, and give --officer")
-        raise typer.Exit(2)
-    settings = _settings(data_dir, models_dir, tenant)
-    with _opened(settings) as service:
-        decision = CaseDecision.SAME_PERSON if same else CaseDecision.DIFFERENT_PEOPLE
-        case = _run(lambda: service.decide_case(case_id, decision, officer, comment, match))
-    _emit(
-        as_json,
-        _case_dict(case),
-        lambda: out.print(
-            f"case {case.case_id}: {case.decision.value if case.decision else '?'} by {case.decided_by}",
-            highlight=False,
-        ),
+    """Decide a case. Every decision is audited with the actor's name, role and comment."""
+    flags = (
+        (same, CaseDecision.SAME_PERSON),
+        (different, CaseDecision.DIFFERENT_PEOPLE),
+        (cannot_tell, CaseDecision.CANNOT_TELL),
     )
+    chosen = [decision for flag, decision in flags if flag]
+    if len(chosen) != 1 or not officer.strip():
+        err.print("[red]error:[/red] say one of --same, --different or --cannot-tell, and give --officer")
+        raise typer.Exit(2)
+    actor = Actor(officer, role)
+    with _opened(_settings(data_dir, models_dir, tenant)) as service:
+        case = _run(lambda: service.decide_case(case_id, chosen[0], actor, comment, match))
+    _emit(as_json, _case_dict(case), lambda: _print_case(case))
+
+
+@cases_app.command("confirm")
+def cases_confirm(
+    case_id: str,
+    supervisor: Annotated[str, typer.Option("--supervisor", help="Who confirms (not who decided).")] = "",
+    overturn: Annotated[bool, typer.Option("--overturn", help="Overturn instead: the case reopens.")] = False,
+    comment: Annotated[str, typer.Option(help="Why.")] = "",
+    data_dir: DataDir = None,
+    models_dir: ModelsDir = None,
+    tenant: Tenant = None,
+    as_json: Json = False,
+) -> None:
+    """The second person of the two-person rule: confirm (or overturn) a "same person" decision."""
+    actor = _run(lambda: Actor(supervisor, Role.SUPERVISOR))
+    with _opened(_settings(data_dir, models_dir, tenant)) as service:
+        case = _run(lambda: service.confirm_case(case_id, actor, not overturn, comment))
+    _emit(as_json, _case_dict(case), lambda: _print_case(case))
 
 
 # ---------------------------------------------------------------------------------------------

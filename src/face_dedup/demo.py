@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from face_dedup.bootstrap import build_service
-from face_dedup.domain import CaseDecision
+from face_dedup.domain import Actor, CaseDecision, Role
 from face_dedup.errors import ModelError
 from face_dedup.importer import collect_inputs, run_import
 from face_dedup.models.install import DEMO_DIR_NAME, verify_demo_samples
@@ -138,11 +138,18 @@ def run_demo(settings: Settings, console: Console | None) -> dict[str, Any]:
             case = cases[0]
             sheet = root / f"{case.case_id}.png"
             sheet.write_bytes(service.case_sheet(case, actor="demo-officer"))
-            decided = service.decide_case(
+            service.decide_case(
                 case.case_id,
                 CaseDecision.SAME_PERSON,
-                "demo-officer",
+                Actor("demo-officer", Role.OFFICER),
                 "same person: second application with a new photo",
+            )
+            # The two-person rule: a different person, a supervisor, confirms.
+            decided = service.confirm_case(
+                case.case_id,
+                Actor("demo-supervisor", Role.SUPERVISOR),
+                True,
+                "confirmed: same face, same scar",
             )
         thresholds = service.thresholds()
     finally:
@@ -174,7 +181,8 @@ def run_demo(settings: Settings, console: Console | None) -> dict[str, Any]:
         if decided is not None:
             verdict = decided.decision.value if decided.decision else "?"
             console.print(
-                f"case {decided.case_id} decided by {decided.decided_by}: {verdict}; "
+                f"case {decided.case_id} decided by {decided.decided_by}: {verdict}, confirmed by "
+                f"{decided.confirmed_by}; "
                 f"what the officer saw: {sheet}",
                 highlight=False,
             )

@@ -34,13 +34,34 @@ class RecordStatus(StrEnum):
 
 
 class CaseStatus(StrEnum):
-    OPEN = "open"
+    OPEN = "open"  # waiting for an officer (or, when escalated, a supervisor)
+    AWAITING_CONFIRMATION = "awaiting_confirmation"  # "same person" decided; a second person confirms
     CLOSED = "closed"
 
 
 class CaseDecision(StrEnum):
     SAME_PERSON = "same_person"
     DIFFERENT_PEOPLE = "different_people"
+    CANNOT_TELL = "cannot_tell"  # escalates the case to a supervisor
+
+
+class Role(StrEnum):
+    OFFICER = "officer"  # claims and decides cases
+    SUPERVISOR = "supervisor"  # decides escalated cases, confirms or overturns, erases
+    AUDITOR = "auditor"  # reads cases and the audit log; decides nothing
+    ADMIN = "admin"  # operates the registry (imports, settings); decides nothing
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who does something. Authentication is the caller's job (API, CLI); this is its result."""
+
+    name: str
+    role: Role
+
+    def __post_init__(self) -> None:
+        if not self.name.strip():
+            raise ValueError("an actor needs a name")
 
 
 def utc_now() -> str:
@@ -120,6 +141,12 @@ class Case:
     decided_at: str | None = None
     comment: str | None = None
     matched_record_id: str | None = None
+    claimed_by: str | None = None
+    confirmed_by: str | None = None
+    confirmed_at: str | None = None
+    escalated: bool = False
+    history: tuple[dict[str, Any], ...] = ()  # every transition: who, when, what, why
+    version: int = 0  # optimistic concurrency: a transition applies only to the version it read
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,10 @@ class NotFound(FaceDedupError):
     """A record, case or blob that was asked for does not exist (or was erased)."""
 
 
+class PermissionDenied(FaceDedupError):
+    """The actor's role (or the two-person rule) does not allow this."""
+
+
 class InvalidState(FaceDedupError):
     """An operation is not allowed in the current state (e.g. deciding a closed case)."""
 

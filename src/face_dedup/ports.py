@@ -13,7 +13,6 @@ from numpy.typing import NDArray
 from face_dedup.domain import (
     AuditEvent,
     Case,
-    CaseDecision,
     ImportItem,
     Notification,
     Record,
@@ -132,19 +131,19 @@ class RecordStore(ABC):
     ) -> list[Case]: ...
 
     @abstractmethod
-    def decide_case(
+    def save_case_transition(
         self,
-        case_id: str,
+        case: Case,
         *,
-        decision: CaseDecision,
-        officer: str,
-        comment: str,
-        at: str,
-        matched_record_id: str | None,
-        probe_status: RecordStatus,
+        probe_status: RecordStatus | None,
+        probe_linked_to: str | None,
+        remember_distinct: bool,
         audit: AuditEvent,
     ) -> Case:
-        """Close an open case (conditional: raises InvalidState if already decided)."""
+        """Store the case's new state only if nobody changed it since it was read (its version
+        is still `case.version`), with the probe record's new status and the audit entry, all
+        at once; `remember_distinct` keeps the probe/candidate pairs as different people.
+        Raises InvalidState when the case changed meanwhile. Returns the stored case."""
 
     @abstractmethod
     def erase_record(self, record_id: str, audit: AuditEvent) -> dict[str, int]:

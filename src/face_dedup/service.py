@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cv2
@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from face_dedup.calibration import DedupThresholds, ImpostorTail, dedup_thresholds
 from face_dedup.decision import decide
 from face_dedup.domain import (
+    Actor,
     AuditEvent,
     Candidate,
     Case,
@@ -31,13 +32,14 @@ from face_dedup.domain import (
     Outcome,
     Record,
     RecordStatus,
+    Role,
     StagedInput,
     candidates_from_json,
     candidates_to_json,
     stable_id,
     utc_now,
 )
-from face_dedup.errors import InvalidState, NotFound, Reason
+from face_dedup.errors import InvalidState, NotFound, PermissionDenied, Reason
 from face_dedup.models.registry import get_pack
 from face_dedup.ports import BlobStore, EnrollmentCommit, Hit, IndexEntry, Notifier, RecordStore, VectorIndex
 from face_dedup.settings import Settings
@@ -656,52 +658,158 @@ class DedupService:
 
     # -- cases ----------------------------------------------------------------------------
 
+    def _open_case_for(self, case_id: str) -> Case:
+        case = self.store.get_case(case_id)
+        if case is None or case.tenant != self.tenant:  # another tenant's case does not exist here
+            raise NotFound(f"no case {case_id}")
+        return case
+
+    def _transition(
+        self,
+        case: Case,
+        actor: Actor,
+        action: str,
+        comment: str,
+        changes: dict[str, Any],
+        *,
+        probe_status: RecordStatus | None = None,
+        probe_linked_to: str | None = None,
+        remember_distinct: bool = False,
+    ) -> Case:
+        now = utc_now()
+        entry = {
+            "at": now,
+            "actor": actor.name,
+            "role": actor.role.value,
+            "action": action,
+            "comment": comment,
+        }
+        entry |= {
+            k: v for k, v in changes.items() if k in ("decision", "matched_record_id") and v is not None
+        }
+        updated = replace(case, **changes, history=(*case.history, entry))
+        audit = self._event(
+            f"case.{action}",
+            actor.name,
+            now,
+            case_id=case.case_id,
+            role=actor.role.value,
+            probe_record_id=case.probe_record_id,
+            status=updated.status.value,
+            comment=comment,
+            **{
+                k: (v.value if hasattr(v, "value") else v)
+                for k, v in changes.items()
+                if k in ("decision", "matched_record_id")
+            },
+        )
+        return self.store.save_case_transition(
+            updated,
+            probe_status=probe_status,
+            probe_linked_to=probe_linked_to,
+            remember_distinct=remember_distinct,
+            audit=audit,
+        )
+
+    def claim_case(self, case_id: str, actor: Actor) -> Case:
+        """An officer takes a case, so two officers do not review the same one at once."""
+        _require_role(actor, Role.OFFICER, Role.SUPERVISOR)
+        case = self._open_case_for(case_id)
+        if case.status is not CaseStatus.OPEN:
+            raise InvalidState(f"case {case_id} is {case.status.value}: nothing to claim")
+        if case.escalated and actor.role is not Role.SUPERVISOR:
+            raise PermissionDenied(f"case {case_id} is escalated: a supervisor reviews it")
+        if case.claimed_by not in (None, actor.name):
+            raise InvalidState(f"case {case_id} is claimed by {case.claimed_by}")
+        return self._transition(case, actor, "claimed", "", {"claimed_by": actor.name})
+
     def decide_case(
         self,
         case_id: str,
         decision: CaseDecision,
-        officer: str,
+        actor: Actor,
         comment: str,
         matched_record_id: str | None = None,
     ) -> Case:
-        if not officer.strip():
-            raise ValueError("an officer's name is required for a decision")
-        case = self.store.get_case(case_id)
-        if case is None or case.tenant != self.tenant:
-            raise NotFound(f"no case {case_id}")
+        """The first person's decision. "Same person" waits for a second person to confirm (the
+        two-person rule); "different people" enrolls the probe and remembers the pairs;
+        "cannot tell" escalates the case to a supervisor."""
+        _require_role(actor, Role.OFFICER, Role.SUPERVISOR)
+        case = self._open_case_for(case_id)
         if case.status is not CaseStatus.OPEN:
             raise InvalidState(f"case {case_id} is already {case.status.value} ({case.decision})")
+        if case.escalated and actor.role is not Role.SUPERVISOR:
+            raise PermissionDenied(f"case {case_id} is escalated: a supervisor decides it")
+        if case.claimed_by not in (None, actor.name):
+            raise InvalidState(f"case {case_id} is claimed by {case.claimed_by}")
+        now = utc_now()
+        common = {"decided_by": actor.name, "decided_at": now, "comment": comment, "decision": decision}
         if decision is CaseDecision.SAME_PERSON:
             candidate_ids = [c.record_id for c in case.candidates]
             matched = matched_record_id or candidate_ids[0]
             if matched not in candidate_ids:
                 raise ValueError(f"{matched} is not a candidate of case {case_id}")
-            status = RecordStatus.CONFIRMED_DUPLICATE
-        else:
-            if matched_record_id:
-                raise ValueError("a different-people decision names no matched record")
-            matched, status = None, RecordStatus.ENROLLED
-        now = utc_now()
-        audit = self._event(
-            "case.decided",
-            officer,
-            now,
-            case_id=case_id,
-            decision=decision.value,
-            probe_record_id=case.probe_record_id,
-            matched_record_id=matched,
-            comment=comment,
-            probe_status=status.value,
+            return self._transition(
+                case,
+                actor,
+                "decided",
+                comment,
+                {**common, "matched_record_id": matched, "status": CaseStatus.AWAITING_CONFIRMATION},
+            )
+        if matched_record_id:
+            raise ValueError(f"a {decision.value} decision names no matched record")
+        if decision is CaseDecision.CANNOT_TELL:
+            return self._transition(
+                case,
+                actor,
+                "escalated",
+                comment,
+                {**common, "escalated": True, "claimed_by": None, "status": CaseStatus.OPEN},
+            )
+        return self._transition(
+            case,
+            actor,
+            "decided",
+            comment,
+            {**common, "matched_record_id": None, "status": CaseStatus.CLOSED},
+            probe_status=RecordStatus.ENROLLED,
+            probe_linked_to=None,
+            remember_distinct=True,
         )
-        return self.store.decide_case(
-            case_id,
-            decision=decision,
-            officer=officer,
-            comment=comment,
-            at=now,
-            matched_record_id=matched,
-            probe_status=status,
-            audit=audit,
+
+    def confirm_case(self, case_id: str, actor: Actor, confirm: bool, comment: str) -> Case:
+        """The second person: a supervisor who did not make the decision confirms it (the probe
+        becomes a confirmed duplicate) or overturns it (the case reopens, escalated)."""
+        _require_role(actor, Role.SUPERVISOR)
+        case = self._open_case_for(case_id)
+        if case.status is not CaseStatus.AWAITING_CONFIRMATION:
+            raise InvalidState(f"case {case_id} is {case.status.value}: nothing to confirm")
+        if actor.name == case.decided_by:
+            raise PermissionDenied("two-person rule: the person who decided cannot also confirm")
+        if confirm:
+            return self._transition(
+                case,
+                actor,
+                "confirmed",
+                comment,
+                {"status": CaseStatus.CLOSED, "confirmed_by": actor.name, "confirmed_at": utc_now()},
+                probe_status=RecordStatus.CONFIRMED_DUPLICATE,
+                probe_linked_to=case.matched_record_id,
+            )
+        return self._transition(
+            case,
+            actor,
+            "overturned",
+            comment,
+            {
+                "status": CaseStatus.OPEN,
+                "escalated": True,
+                "claimed_by": None,
+                "decision": None,
+                "decided_by": None,
+                "decided_at": None,
+                "matched_record_id": None,
+            },
         )
 
     def case_sheet(self, case: Case, actor: str) -> bytes:
@@ -761,6 +869,12 @@ class DedupService:
 
     def _event(self, action: str, actor: str, at: str, **details: Any) -> AuditEvent:
         return AuditEvent(action=action, actor=actor, tenant=self.tenant, at=at, details=details)
+
+
+def _require_role(actor: Actor, *roles: Role) -> None:
+    if actor.role not in roles:
+        allowed = " or ".join(r.value for r in roles)
+        raise PermissionDenied(f"{actor.name} is {actor.role.value}: only {allowed} may do this")
 
 
 def _rounded(measures: dict[str, float]) -> dict[str, float]:

@@ -152,36 +152,20 @@ def test_import_review_decide_erase(base_settings: Settings, faces_root: Path, t
     with Image.open(sheet) as picture:  # probe and one candidate side by side
         assert picture.format == "PNG" and picture.width > 2 * picture.height
 
+    def cases(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return cli(base_settings, "cases", *args, "--data-dir", data, "--json", check=check)
+
     decided = json.loads(
-        cli(
-            base_settings,
-            "cases",
-            "decide",
-            case_id,
-            "--same",
-            "--officer",
-            "ann",
-            "--comment",
-            "same person",
-            "--data-dir",
-            data,
-            "--json",
-        ).stdout
+        cases("decide", case_id, "--same", "--officer", "ann", "--comment", "same person").stdout
     )
-    assert decided["status"] == "closed" and decided["decision"] == "same_person"
-    twice = cli(
-        base_settings,
-        "cases",
-        "decide",
-        case_id,
-        "--different",
-        "--officer",
-        "bob",
-        "--data-dir",
-        data,
-        check=False,
-    )
+    assert decided["status"] == "awaiting_confirmation" and decided["decision"] == "same_person"
+    twice = cases("decide", case_id, "--different", "--officer", "bob", check=False)
     assert twice.returncode == 1 and "already" in twice.stderr
+    self_confirm = cases("confirm", case_id, "--supervisor", "ann", check=False)
+    assert self_confirm.returncode == 1 and "two-person rule" in self_confirm.stderr
+    confirmed = json.loads(cases("confirm", case_id, "--supervisor", "sue", "--comment", "agree").stdout)
+    assert confirmed["status"] == "closed" and confirmed["confirmed_by"] == "sue"
+    assert [h["action"] for h in confirmed["history"]] == ["decided", "confirmed"]
     assert cli(base_settings, "cases", "show", "case_nope", "--data-dir", data, check=False).returncode == 1
 
     search = json.loads(
@@ -229,6 +213,7 @@ def test_import_review_decide_erase(base_settings: Settings, faces_root: Path, t
     ]
     actions = [event["action"] for event in audit]
     assert actions.count("import.enrolled") == 4 and actions.count("case.decided") == 1
+    assert actions.count("case.confirmed") == 1
     assert actions.count("case.viewed") == 1  # showing faces to someone is audited
     assert actions[-2:] == ["record.erased", "search"]
     assert all("embedding" not in json.dumps(event) for event in audit)
@@ -268,7 +253,8 @@ def test_verify_and_errors(base_settings: Settings, faces_root: Path, tmp_path: 
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["import"], ["models"], ["cases", "decide"], ["calibrate"], ["demo"]]
+    "command",
+    [[], ["import"], ["models"], ["cases", "decide"], ["cases", "confirm"], ["calibrate"], ["demo"]],
 )
 def test_help_everywhere(base_settings: Settings, command: list[str]) -> None:
     result = cli(base_settings, *command, "--help")

@@ -11,8 +11,8 @@ import pytest
 
 from face_dedup.adapters.embedded_index import ExactVectorIndex
 from face_dedup.bootstrap import build_service
-from face_dedup.domain import CaseDecision, Outcome, RecordStatus
-from face_dedup.errors import InvalidState, NotFound
+from face_dedup.domain import Actor, CaseDecision, CaseStatus, Outcome, RecordStatus, Role
+from face_dedup.errors import InvalidState, NotFound, PermissionDenied
 from face_dedup.ports import IndexEntry
 from face_dedup.service import DedupService, InputRef
 from face_dedup.settings import Settings
@@ -98,29 +98,75 @@ def test_unusable_photo_is_rejected_with_its_reason_and_nothing_enrolled(service
     assert service.store.audit_events()[-1].action == "import.rejected"
 
 
-def test_case_decisions_are_audited_and_final(service: DedupService, faces_root: Path) -> None:
+ANN = Actor("officer ann", Role.OFFICER)
+BOB = Actor("officer bob", Role.OFFICER)
+SUE = Actor("supervisor sue", Role.SUPERVISOR)
+TOM = Actor("supervisor tom", Role.SUPERVISOR)
+AUDITOR = Actor("auditor al", Role.AUDITOR)
+
+
+def case_for_a_duplicate(service: DedupService, faces_root: Path) -> tuple[str, str, str]:
     first = enroll(service, faces_root, A1, "APP-1")
     second = enroll(service, faces_root, A2, "APP-2")
-    assert second.case_id
-    case = service.decide_case(second.case_id, CaseDecision.SAME_PERSON, "officer ann", "same scar")
-    assert case.matched_record_id == first.record_id and case.decided_by == "officer ann"
-    probe = service.store.get_record(second.record_id or "")
-    assert probe is not None and probe.status is RecordStatus.CONFIRMED_DUPLICATE
+    assert second.case_id and first.record_id and second.record_id
+    return second.case_id, first.record_id, second.record_id
+
+
+def test_same_person_needs_a_second_person(service: DedupService, faces_root: Path) -> None:
+    case_id, first, probe_id = case_for_a_duplicate(service, faces_root)
+    case = service.decide_case(case_id, CaseDecision.SAME_PERSON, ANN, "same scar")
+    assert case.status is CaseStatus.AWAITING_CONFIRMATION and case.matched_record_id == first
+    probe = service.store.get_record(probe_id)
+    assert probe is not None and probe.status is not RecordStatus.CONFIRMED_DUPLICATE  # not yet
+    with pytest.raises(PermissionDenied):  # an officer cannot confirm
+        service.confirm_case(case_id, BOB, True, "agree")
+    with pytest.raises(PermissionDenied):  # nor can the person who decided, whatever their role
+        service.confirm_case(case_id, Actor("officer ann", Role.SUPERVISOR), True, "agree with myself")
+    confirmed = service.confirm_case(case_id, SUE, True, "agree")
+    assert confirmed.status is CaseStatus.CLOSED and confirmed.confirmed_by == "supervisor sue"
+    probe = service.store.get_record(probe_id)
+    assert probe is not None and probe.status is RecordStatus.CONFIRMED_DUPLICATE and probe.linked_to == first
+    assert [h["action"] for h in confirmed.history] == ["decided", "confirmed"]
+    actions = [e.action for e in service.store.audit_events()]
+    assert actions[-2:] == ["case.decided", "case.confirmed"]
     with pytest.raises(InvalidState):
-        service.decide_case(second.case_id, CaseDecision.DIFFERENT_PEOPLE, "officer bob", "no")
+        service.decide_case(case_id, CaseDecision.DIFFERENT_PEOPLE, BOB, "no")
     with pytest.raises(NotFound):
-        service.decide_case("case_missing", CaseDecision.DIFFERENT_PEOPLE, "officer bob", "no")
-    decided = [e for e in service.store.audit_events() if e.action == "case.decided"]
-    assert len(decided) == 1 and decided[0].actor == "officer ann"
-    assert decided[0].details["comment"] == "same scar"
+        service.decide_case("case_missing", CaseDecision.DIFFERENT_PEOPLE, BOB, "no")
+
+
+def test_overturned_and_cannot_tell_go_to_a_supervisor(service: DedupService, faces_root: Path) -> None:
+    case_id, _, _ = case_for_a_duplicate(service, faces_root)
+    service.decide_case(case_id, CaseDecision.SAME_PERSON, ANN, "same")
+    reopened = service.confirm_case(case_id, SUE, False, "ears differ")
+    assert reopened.status is CaseStatus.OPEN and reopened.escalated and reopened.decision is None
+    with pytest.raises(PermissionDenied):
+        service.decide_case(case_id, CaseDecision.SAME_PERSON, BOB, "same")  # escalated: supervisors only
+    unsure = service.decide_case(case_id, CaseDecision.CANNOT_TELL, TOM, "photo too old")
+    assert unsure.status is CaseStatus.OPEN and unsure.escalated
+    assert [h["action"] for h in unsure.history] == ["decided", "overturned", "escalated"]
+
+
+def test_claims_keep_two_officers_apart_and_roles_are_enforced(
+    service: DedupService, faces_root: Path
+) -> None:
+    case_id, _, _ = case_for_a_duplicate(service, faces_root)
+    with pytest.raises(PermissionDenied):
+        service.claim_case(case_id, AUDITOR)
+    with pytest.raises(PermissionDenied):
+        service.decide_case(case_id, CaseDecision.DIFFERENT_PEOPLE, AUDITOR, "auditors do not decide")
+    assert service.claim_case(case_id, ANN).claimed_by == "officer ann"
+    with pytest.raises(InvalidState, match="claimed by officer ann"):
+        service.decide_case(case_id, CaseDecision.DIFFERENT_PEOPLE, BOB, "mine now")
+    assert (
+        service.decide_case(case_id, CaseDecision.DIFFERENT_PEOPLE, ANN, "twins").status is CaseStatus.CLOSED
+    )
 
 
 def test_different_people_decision_enrolls_the_probe(service: DedupService, faces_root: Path) -> None:
-    enroll(service, faces_root, A1, "APP-1")
-    second = enroll(service, faces_root, A2, "APP-2")
-    assert second.case_id
-    service.decide_case(second.case_id, CaseDecision.DIFFERENT_PEOPLE, "officer ann", "twins")
-    probe = service.store.get_record(second.record_id or "")
+    case_id, _, probe_id = case_for_a_duplicate(service, faces_root)
+    service.decide_case(case_id, CaseDecision.DIFFERENT_PEOPLE, ANN, "twins")  # one person suffices
+    probe = service.store.get_record(probe_id)
     assert probe is not None and probe.status is RecordStatus.ENROLLED and probe.linked_to is None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import boto3
@@ -110,41 +111,46 @@ def test_commit_is_all_or_nothing(store: RecordStore) -> None:
     assert store.audit_events() == []
 
 
-def test_case_decision_is_conditional_and_audited(store: RecordStore) -> None:
-    open_case(store)
-    decided = store.decide_case(
-        "c1",
+def test_case_transitions_are_conditional_on_the_version_read(store: RecordStore) -> None:
+    case = open_case(store)
+    loaded = store.get_case("c1")
+    assert loaded is not None and loaded.version == 0
+    decided = replace(
+        loaded,
+        status=CaseStatus.CLOSED,
         decision=CaseDecision.SAME_PERSON,
-        officer="ann",
-        comment="same",
-        at=utc_now(),
+        decided_by="ann",
         matched_record_id="r1",
+        history=({"actor": "ann", "action": "decided"},),
+    )
+    stored = store.save_case_transition(
+        decided,
         probe_status=RecordStatus.CONFIRMED_DUPLICATE,
+        probe_linked_to="r1",
+        remember_distinct=False,
         audit=event("case.decided"),
     )
-    assert decided.status is CaseStatus.CLOSED and decided.decided_by == "ann"
+    assert stored.version == 1 and stored.status is CaseStatus.CLOSED and stored.decided_by == "ann"
+    assert store.get_case("c1") == stored
+    assert stored.history == ({"actor": "ann", "action": "decided"},)
     probe = store.get_record("r2")
     assert probe is not None and probe.status is RecordStatus.CONFIRMED_DUPLICATE and probe.linked_to == "r1"
+    # A second writer that read version 0 loses: nothing it wrote lands, not even its audit entry.
     with pytest.raises(InvalidState):
-        store.decide_case(
-            "c1",
-            decision=CaseDecision.DIFFERENT_PEOPLE,
-            officer="bob",
-            comment="",
-            at=utc_now(),
-            matched_record_id=None,
+        store.save_case_transition(
+            replace(loaded, decided_by="bob"),
             probe_status=RecordStatus.ENROLLED,
-            audit=event(),
+            probe_linked_to=None,
+            remember_distinct=True,
+            audit=event("case.decided"),
         )
+    assert store.get_record("r2").status is RecordStatus.CONFIRMED_DUPLICATE  # type: ignore[union-attr]
     with pytest.raises(NotFound):
-        store.decide_case(
-            "nope",
-            decision=CaseDecision.DIFFERENT_PEOPLE,
-            officer="bob",
-            comment="",
-            at=utc_now(),
-            matched_record_id=None,
-            probe_status=RecordStatus.ENROLLED,
+        store.save_case_transition(
+            replace(case, case_id="nope"),
+            probe_status=None,
+            probe_linked_to=None,
+            remember_distinct=False,
             audit=event(),
         )
     assert [e.action for e in store.audit_events()] == ["import.review", "case.decided"]

@@ -18,7 +18,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -236,6 +236,17 @@ class DynamoRecordStore(RecordStore):
             status=_s(case.status.value),
             created_at=_s(case.created_at),
             thresholds=_s(json.dumps(case.thresholds, default=_json_default)),
+            decision=_s(case.decision.value if case.decision else None),
+            decided_by=_s(case.decided_by),
+            decided_at=_s(case.decided_at),
+            comment=_s(case.comment),
+            matched_record_id=_s(case.matched_record_id),
+            claimed_by=_s(case.claimed_by),
+            confirmed_by=_s(case.confirmed_by),
+            confirmed_at=_s(case.confirmed_at),
+            escalated={"BOOL": case.escalated},
+            history=_s(json.dumps(list(case.history), default=_json_default)),
+            version={"N": str(case.version)},
         )
 
     # -- staged inputs (serverless workflow) ------------------------------------------------
@@ -406,64 +417,55 @@ class DynamoRecordStore(RecordStore):
             cases.append(self._case(item))
         return cases
 
-    def decide_case(
+    def save_case_transition(
         self,
-        case_id: str,
+        case: Case,
         *,
-        decision: CaseDecision,
-        officer: str,
-        comment: str,
-        at: str,
-        matched_record_id: str | None,
-        probe_status: RecordStatus,
+        probe_status: RecordStatus | None,
+        probe_linked_to: str | None,
+        remember_distinct: bool,
         audit: AuditEvent,
     ) -> Case:
-        case = self.get_case(case_id)
-        if case is None:
-            raise NotFound(f"no case {case_id}")
-        record_update: dict[str, Any] = {
-            "TableName": self._names.records,
-            "Key": {"record_id": {"S": case.probe_record_id}},
-            "UpdateExpression": "SET #s = :s"
-            + (", linked_to = :l" if matched_record_id else " REMOVE linked_to"),
-            "ExpressionAttributeNames": {"#s": "status"},
-            "ExpressionAttributeValues": {":s": {"S": probe_status.value}},
-            "ConditionExpression": "attribute_exists(record_id)",
-        }
-        if matched_record_id:
-            record_update["ExpressionAttributeValues"][":l"] = {"S": matched_record_id}
-        if decision is CaseDecision.DIFFERENT_PEOPLE and case.candidates:
-            # Remember the pairs an officer found distinct, on the probe's record (erased with it).
-            record_update["UpdateExpression"] = record_update["UpdateExpression"].replace(
-                "SET #s = :s", "SET #s = :s ADD distinct_from :d"
-            )
-            record_update["ExpressionAttributeValues"][":d"] = {"SS": [c.record_id for c in case.candidates]}
-        case_update = {
-            "TableName": self._names.cases,
-            "Key": {"case_id": {"S": case_id}},
-            "UpdateExpression": "SET #s = :closed, decision = :d, decided_by = :o, decided_at = :a, #c = :c"
-            + (", matched_record_id = :m" if matched_record_id else ""),
-            "ConditionExpression": "#s = :open",
-            "ExpressionAttributeNames": {"#s": "status", "#c": "comment"},
-            "ExpressionAttributeValues": {
-                ":closed": {"S": CaseStatus.CLOSED.value},
-                ":open": {"S": CaseStatus.OPEN.value},
-                ":d": {"S": decision.value},
-                ":o": {"S": officer},
-                ":a": {"S": at},
-                ":c": {"S": comment},
-                **({":m": {"S": matched_record_id}} if matched_record_id else {}),
-            },
-        }
+        stored = replace(case, version=case.version + 1)
+        writes: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "TableName": self._names.cases,
+                    "Item": self._case_item(stored),
+                    "ConditionExpression": "version = :v",
+                    "ExpressionAttributeValues": {":v": {"N": str(case.version)}},
+                }
+            }
+        ]
+        if probe_status is not None:
+            update: dict[str, Any] = {
+                "TableName": self._names.records,
+                "Key": {"record_id": {"S": case.probe_record_id}},
+                "UpdateExpression": "SET #s = :s"
+                + (", linked_to = :l" if probe_linked_to else " REMOVE linked_to"),
+                "ExpressionAttributeNames": {"#s": "status"},
+                "ExpressionAttributeValues": {":s": {"S": probe_status.value}},
+                "ConditionExpression": "attribute_exists(record_id)",
+            }
+            if probe_linked_to:
+                update["ExpressionAttributeValues"][":l"] = {"S": probe_linked_to}
+            if remember_distinct and case.candidates:
+                # The pairs an officer found distinct live on the probe's record (erased with it).
+                update["UpdateExpression"] = update["UpdateExpression"].replace(
+                    "SET #s = :s", "SET #s = :s ADD distinct_from :d"
+                )
+                update["ExpressionAttributeValues"][":d"] = {"SS": [c.record_id for c in case.candidates]}
+            writes.append({"Update": update})
+        writes.append(self._audit_put(audit))
         try:
-            self._client.transact_write_items(
-                TransactItems=[{"Update": case_update}, {"Update": record_update}, self._audit_put(audit)]
-            )
+            self._client.transact_write_items(TransactItems=writes)
         except self._client.exceptions.TransactionCanceledException:
-            raise InvalidState(f"case {case_id} is already decided, or its probe record is gone") from None
-        decided = self.get_case(case_id)
-        assert decided is not None
-        return decided
+            if self.get_case(case.case_id) is None:
+                raise NotFound(f"no case {case.case_id}") from None
+            raise InvalidState(
+                f"case {case.case_id} was changed by someone else meanwhile; reload it"
+            ) from None
+        return stored
 
     # -- erasure ----------------------------------------------------------------------------
 
@@ -505,11 +507,12 @@ class DynamoRecordStore(RecordStore):
                 "Update": {
                     "TableName": self._names.cases,
                     "Key": {"case_id": item["case_id"]},
-                    "UpdateExpression": "SET #s = :closed, #c = :c",
+                    "UpdateExpression": "SET #s = :closed, #c = :c ADD version :one",
                     "ExpressionAttributeNames": {"#s": "status", "#c": "comment"},
                     "ExpressionAttributeValues": {
                         ":closed": {"S": CaseStatus.CLOSED.value},
                         ":c": {"S": "probe record erased"},
+                        ":one": {"N": "1"},
                     },
                 }
             }
@@ -603,6 +606,12 @@ class DynamoRecordStore(RecordStore):
             decided_at=_str(item, "decided_at"),
             comment=_str(item, "comment"),
             matched_record_id=_str(item, "matched_record_id"),
+            claimed_by=_str(item, "claimed_by"),
+            confirmed_by=_str(item, "confirmed_by"),
+            confirmed_at=_str(item, "confirmed_at"),
+            escalated=bool(item.get("escalated", {}).get("BOOL", False)),
+            history=tuple(json.loads(str(_str(item, "history") or "[]"))),
+            version=int(item.get("version", {}).get("N", "0")),
         )
 
     @staticmethod

@@ -61,7 +61,13 @@ CREATE TABLE IF NOT EXISTS cases (
     decided_by TEXT,
     decided_at TEXT,
     comment TEXT,
-    matched_record_id TEXT
+    matched_record_id TEXT,
+    claimed_by TEXT,
+    confirmed_by TEXT,
+    confirmed_at TEXT,
+    escalated INTEGER NOT NULL DEFAULT 0,
+    history TEXT NOT NULL DEFAULT '[]',
+    version INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS cases_tenant ON cases(tenant, status, created_at);
 CREATE TABLE IF NOT EXISTS import_items (
@@ -321,54 +327,57 @@ class SqliteRecordStore(RecordStore):
         with self._lock:
             return [self._case(row) for row in self._db.execute(query, params).fetchall()]
 
-    def decide_case(
+    def save_case_transition(
         self,
-        case_id: str,
+        case: Case,
         *,
-        decision: CaseDecision,
-        officer: str,
-        comment: str,
-        at: str,
-        matched_record_id: str | None,
-        probe_status: RecordStatus,
+        probe_status: RecordStatus | None,
+        probe_linked_to: str | None,
+        remember_distinct: bool,
         audit: AuditEvent,
     ) -> Case:
         with self._lock, self._db:
-            case = self.get_case(case_id)
-            if case is None:
-                raise NotFound(f"no case {case_id}")
             updated = self._db.execute(
                 "UPDATE cases SET status = ?, decision = ?, decided_by = ?, decided_at = ?, comment = ?, "
-                "matched_record_id = ? WHERE case_id = ? AND status = ?",
+                "matched_record_id = ?, claimed_by = ?, confirmed_by = ?, confirmed_at = ?, escalated = ?, "
+                "history = ?, version = version + 1 WHERE case_id = ? AND version = ?",
                 (
-                    CaseStatus.CLOSED.value,
-                    decision.value,
-                    officer,
-                    at,
-                    comment,
-                    matched_record_id,
-                    case_id,
-                    CaseStatus.OPEN.value,
+                    case.status.value,
+                    case.decision.value if case.decision else None,
+                    case.decided_by,
+                    case.decided_at,
+                    case.comment,
+                    case.matched_record_id,
+                    case.claimed_by,
+                    case.confirmed_by,
+                    case.confirmed_at,
+                    int(case.escalated),
+                    json.dumps(list(case.history)),
+                    case.case_id,
+                    case.version,
                 ),
             ).rowcount
             if updated != 1:
-                raise InvalidState(f"case {case_id} is already decided ({case.decision})")
-            self._db.execute(
-                "UPDATE records SET status = ?, linked_to = ? WHERE record_id = ?",
-                (probe_status.value, matched_record_id, case.probe_record_id),
-            )
-            if decision is CaseDecision.DIFFERENT_PEOPLE:
+                if self.get_case(case.case_id) is None:
+                    raise NotFound(f"no case {case.case_id}")
+                raise InvalidState(f"case {case.case_id} was changed by someone else meanwhile; reload it")
+            if probe_status is not None:
+                self._db.execute(
+                    "UPDATE records SET status = ?, linked_to = ? WHERE record_id = ?",
+                    (probe_status.value, probe_linked_to, case.probe_record_id),
+                )
+            if remember_distinct:
                 for candidate in case.candidates:
                     a, b = sorted((case.probe_record_id, candidate.record_id))
                     self._db.execute(
                         "INSERT OR IGNORE INTO distinct_pairs(tenant, record_a, record_b, case_id) "
                         "VALUES (?, ?, ?, ?)",
-                        (case.tenant, a, b, case_id),
+                        (case.tenant, a, b, case.case_id),
                     )
             self._insert_audit(audit)
-        decided = self.get_case(case_id)
-        assert decided is not None
-        return decided
+        stored = self.get_case(case.case_id)
+        assert stored is not None
+        return stored
 
     # -- erasure --------------------------------------------------------------------------
 
@@ -383,7 +392,7 @@ class SqliteRecordStore(RecordStore):
                     "DELETE FROM import_items WHERE record_id = ?", (record_id,)
                 ).rowcount,
                 "cases_closed": self._db.execute(
-                    "UPDATE cases SET status = ?, comment = 'probe record erased' "
+                    "UPDATE cases SET status = ?, comment = 'probe record erased', version = version + 1 "
                     "WHERE probe_record_id = ? AND status = ?",
                     (CaseStatus.CLOSED.value, record_id, CaseStatus.OPEN.value),
                 ).rowcount,
@@ -465,6 +474,12 @@ class SqliteRecordStore(RecordStore):
             decided_at=row["decided_at"],
             comment=row["comment"],
             matched_record_id=row["matched_record_id"],
+            claimed_by=row["claimed_by"],
+            confirmed_by=row["confirmed_by"],
+            confirmed_at=row["confirmed_at"],
+            escalated=bool(row["escalated"]),
+            history=tuple(json.loads(row["history"])),
+            version=int(row["version"]),
         )
 
     @staticmethod
