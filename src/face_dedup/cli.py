@@ -6,6 +6,7 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -584,6 +585,41 @@ def demo(
     result = _run(lambda: run_demo(settings, console=None if as_json else out))
     if as_json:
         _emit(True, result, lambda: None)
+
+
+@app.command("serve")
+def serve(
+    users: Annotated[
+        Path, typer.Option(help='LOCAL-ONLY users file: {"users": [{name, role, tenant, token_sha256}]}.')
+    ],
+    host: Annotated[str, typer.Option(help="Address to bind (keep it local).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8080,
+    data_dir: DataDir = None,
+    models_dir: ModelsDir = None,
+) -> None:
+    """Serve the review API and the officers' console on this machine (local only: no TLS,
+    tokens from a file). The cloud serves the same routes behind API Gateway and Cognito."""
+    try:
+        from face_dedup_api.app import Dependencies, configure
+        from face_dedup_api.auth import LocalUsers
+        from face_dedup_api.images import ImageSigner
+        from face_dedup_api.local_server import serve as make_server
+    except ImportError as exc:
+        err.print(f"[red]error:[/red] the review API needs its extra: pip install 'face-dedup[api]' ({exc})")
+        raise typer.Exit(1) from None
+    known = _run(lambda: LocalUsers.load(users))
+    settings = _settings(data_dir, models_dir, None)
+    service, adapters = _run(lambda: build_service(settings))
+    configure(Dependencies(service=service, signer=ImageSigner(os.urandom(32))))
+    server = make_server(known, host, port)
+    err.print(f"review console on http://{host}:{server.server_address[1]}/ (local only; Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        adapters.close()
 
 
 def main() -> None:

@@ -178,6 +178,14 @@ class BlobStore(ABC):
     @abstractmethod
     def keys(self, prefix: str = "") -> list[str]: ...
 
+    def presigned_url(self, key: str, expires_seconds: int) -> str | None:
+        """A short-lived direct link, where the store has them (S3); None: serve it yourself."""
+        return None
+
+    def presigned_upload(self, key: str, content_type: str, expires_seconds: int) -> str | None:
+        """A short-lived URL a client may PUT one object to; None where not supported."""
+        return None
+
 
 class Notifier(ABC):
     @abstractmethod

@@ -55,6 +55,23 @@ class S3BlobStore(BlobStore):
             removed.update(v["Key"] for v in page.get("Versions", []))
         return len(removed)
 
+    def presigned_url(self, key: str, expires_seconds: int) -> str | None:
+        return str(
+            self._client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self._bucket, "Key": self._key(key)},
+                ExpiresIn=expires_seconds,
+            )
+        )
+
+    def presigned_upload(self, key: str, content_type: str, expires_seconds: int) -> str | None:
+        params: dict[str, str] = {"Bucket": self._bucket, "Key": self._key(key), "ContentType": content_type}
+        if self._kms_key_id:
+            params |= {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self._kms_key_id}
+        return str(
+            self._client.generate_presigned_url("put_object", Params=params, ExpiresIn=expires_seconds)
+        )
+
     def keys(self, prefix: str = "") -> list[str]:
         paginator = self._client.get_paginator("list_objects_v2")
         found = []

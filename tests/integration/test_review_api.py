@@ -1,0 +1,174 @@
+"""The review API through the resolver, with API Gateway-shaped events: every route, roles,
+tenants, pagination, bad input and the OpenAPI document."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from face_dedup.bootstrap import build_service
+from face_dedup.service import DedupService, InputRef
+from face_dedup.settings import Settings
+from face_dedup_api.app import Dependencies, app, configure
+from face_dedup_api.images import ImageSigner
+from face_dedup_api.local_server import LocalContext, to_event
+
+pytestmark = pytest.mark.shared_data
+
+A1 = "lfw/Abel_Pacheco/Abel_Pacheco_0001.jpg"
+A2 = "lfw/Abel_Pacheco/Abel_Pacheco_0004.jpg"
+B1 = "lfw/Akhmed_Zakayev/Akhmed_Zakayev_0001.jpg"
+
+
+def claims(name: str, role: str, tenant: str = "tenant-a") -> dict[str, str]:
+    return {"cognito:username": name, "cognito:groups": role, "custom:tenant": tenant}
+
+
+OFFICER = claims("ann", "officer")
+OFFICER_2 = claims("bob", "officer")
+SUPERVISOR = claims("sue", "supervisor")
+AUDITOR = claims("al", "auditor")
+OTHER_TENANT = claims("zed", "supervisor", "tenant-b")
+
+
+def call(method: str, path: str, who: dict[str, str] | None, body: Any = None) -> tuple[int, Any]:
+    raw = json.dumps(body).encode() if body is not None else b""
+    headers = {"Content-Type": "application/json"} if raw else {}
+    response = app.resolve(to_event(method, path, headers, raw, who), LocalContext())  # type: ignore[arg-type]
+    payload = response.get("body") or ""
+    if response.get("isBase64Encoded"):
+        return response["statusCode"], base64.b64decode(payload)
+    kind = (response.get("multiValueHeaders") or {}).get("Content-Type", [""])[0] or (
+        response.get("headers") or {}
+    ).get("Content-Type", "")
+    return response["statusCode"], json.loads(payload) if "application/json" in kind and payload else payload
+
+
+@pytest.fixture
+def api(base_settings: Settings, faces_root: Path, tmp_path: Path) -> Iterator[DedupService]:
+    service, adapters = build_service(base_settings.with_overrides(data_dir=tmp_path / "registry"))
+    tenant_a = service.for_tenant("tenant-a")
+    for name, application in ((A1, "APP-1"), (B1, "APP-2"), (A2, "APP-3")):
+        tenant_a.enroll((faces_root / name).read_bytes(), InputRef(name, application))
+    configure(Dependencies(service=service, signer=ImageSigner(b"test-secret", ttl_seconds=60)))
+    yield tenant_a
+    adapters.close()
+
+
+def only_case(who: dict[str, str]) -> str:
+    status, page = call("GET", "/cases", who)
+    assert status == 200 and len(page["cases"]) == 1
+    return str(page["cases"][0]["case_id"])
+
+
+def test_list_has_no_images_and_paginates(api: DedupService) -> None:
+    status, page = call("GET", "/cases?limit=1", OFFICER)
+    assert status == 200 and page["next_offset"] is None and len(page["cases"]) == 1
+    text = json.dumps(page)
+    assert "url" not in text and "photo" not in text and "Abel" not in text
+    assert call("GET", "/cases?limit=0", OFFICER)[0] == 422
+    assert call("GET", "/cases?status=bogus", OFFICER)[0] == 422
+    assert call("GET", "/cases?status=closed", OFFICER)[1]["cases"] == []
+
+
+def test_case_detail_links_images_and_explains_scores(api: DedupService) -> None:
+    case_id = only_case(OFFICER)
+    status, case = call("GET", f"/cases/{case_id}", OFFICER)
+    assert status == 200 and case["probe"]["application_id"] == "APP-3"
+    candidate = case["candidates"][0]
+    assert candidate["application_id"] == "APP-1" and 0 < candidate["false_match_rate"] < 1e-3
+    image_status, crop = call("GET", candidate["crop_url"], OFFICER)
+    assert image_status == 200 and crop[:4] == b"\x89PNG"
+    photo_status, photo = call("GET", case["probe"]["photo_url"], OFFICER)
+    assert photo_status == 200 and photo[:3] == b"\xff\xd8\xff"  # shown as a safe JPEG copy
+    assert call("GET", candidate["crop_url"], OTHER_TENANT)[0] == 404  # a link is not a key to another tenant
+    assert call("GET", "/images/forged.token", OFFICER)[0] == 404
+    assert any(e.action == "case.viewed" for e in api.store.audit_events(tenant="tenant-a"))
+
+
+def test_two_person_rule_over_http(api: DedupService) -> None:
+    case_id = only_case(OFFICER)
+    assert call("POST", f"/cases/{case_id}/claim", OFFICER)[0] == 200
+    status, body = call("POST", f"/cases/{case_id}/decision", OFFICER_2, {"decision": "same_person"})
+    assert status == 409 and "claimed by ann" in body["error"]
+    status, case = call(
+        "POST", f"/cases/{case_id}/decision", OFFICER, {"decision": "same_person", "comment": "scar"}
+    )
+    assert status == 200 and case["status"] == "awaiting_confirmation"
+    assert call("POST", f"/cases/{case_id}/decision", OFFICER, {"decision": "different_people"})[0] == 409
+    assert call("POST", f"/cases/{case_id}/confirmation", OFFICER, {"confirm": True})[0] == 403
+    status, case = call(
+        "POST", f"/cases/{case_id}/confirmation", SUPERVISOR, {"confirm": True, "comment": "ok"}
+    )
+    assert status == 200 and case["status"] == "closed" and case["confirmed_by"] == "sue"
+
+
+def test_roles_and_tenants(api: DedupService) -> None:
+    case_id = only_case(OFFICER)
+    assert call("GET", "/cases", None)[0] == 401
+    assert call("POST", f"/cases/{case_id}/decision", AUDITOR, {"decision": "different_people"})[0] == 403
+    assert call("GET", f"/cases/{case_id}", OTHER_TENANT)[0] == 404
+    assert call("GET", "/cases", OTHER_TENANT)[1]["cases"] == []
+    record_id = api.store.get_case(case_id).probe_record_id  # type: ignore[union-attr]
+    assert call("DELETE", f"/records/{record_id}?reason=request-7", OFFICER)[0] == 403
+    assert call("GET", "/audit", OFFICER)[0] == 403
+    status, receipt = call("DELETE", f"/records/{record_id}?reason=request-7", SUPERVISOR)
+    assert status == 200 and receipt["records"] == 1
+    status, lines = call("GET", "/audit", AUDITOR)
+    events = [json.loads(line) for line in lines.splitlines()]
+    assert status == 200 and events[-1]["action"] == "record.erased" and events[-1]["actor"] == "sue"
+
+
+def test_bad_input_gets_clear_4xx(api: DedupService) -> None:
+    assert call("GET", "/cases/case_unknown", OFFICER)[0] == 404
+    case_id = only_case(OFFICER)
+    status, body = call("POST", f"/cases/{case_id}/decision", OFFICER, {"decision": "maybe"})
+    assert status == 422 and "decision" in json.dumps(body)
+    assert call("POST", f"/cases/{case_id}/decision", OFFICER, {"comment": "no decision"})[0] == 422
+    status, body = call(
+        "POST",
+        f"/cases/{case_id}/decision",
+        OFFICER,
+        {"decision": "same_person", "matched_record_id": "rec_not_a_candidate"},
+    )
+    assert status == 400 and "not a candidate" in body["error"]
+
+
+def test_verify_and_uploads(api: DedupService, faces_root: Path) -> None:
+    pair = {
+        "first_image_base64": base64.b64encode((faces_root / A1).read_bytes()).decode(),
+        "second_image_base64": base64.b64encode((faces_root / A2).read_bytes()).decode(),
+    }
+    status, result = call("POST", "/verify", OFFICER, pair)
+    assert status == 200 and result["match"] is True
+    assert call("POST", "/verify", AUDITOR, pair)[0] == 403
+    assert (
+        call("POST", "/verify", OFFICER, {"first_image_base64": "%%%", "second_image_base64": "x"})[0] == 400
+    )
+    status, body = call("POST", "/uploads", OFFICER, {"application_id": "APP-9"})
+    assert status == 501 and "face-dedup import" in body["error"]  # no uploads bucket on one machine
+    assert call("POST", "/uploads", OFFICER, {"application_id": "../etc"})[0] == 422
+
+
+def test_openapi_document_lists_every_route() -> None:
+    status, document = call("GET", "/openapi.json", None)
+    assert status == 200 and document["info"]["title"] == "face-dedup review API"
+    paths = document["paths"]
+    for path in (
+        "/cases",
+        "/cases/{case_id}",
+        "/cases/{case_id}/claim",
+        "/cases/{case_id}/decision",
+        "/cases/{case_id}/confirmation",
+        "/verify",
+        "/uploads",
+        "/records/{record_id}",
+        "/audit",
+    ):
+        assert path in paths, path
+    assert "DecisionBody" in json.dumps(document["components"])
