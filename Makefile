@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install models layers demo test lint typecheck unit slow bench synth clean
+.PHONY: install models layers browser demo test lint typecheck unit slow bench synth clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ demo: models
 layers: models
 	$(BIN)/python layers/build.py
 
+# Debian's Chromium and its driver, for the console's browser test (root: this machine kind runs as root).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
+
 # The CloudFormation template, offline, with cdk-nag (needs the layers for its assets).
 synth: layers
 	cd infra && JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 ../$(BIN)/python app.py
@@ -36,7 +41,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: models layers lint typecheck
+test: models layers browser lint typecheck
 	$(BIN)/pytest -q
 
 slow: models

@@ -372,7 +372,8 @@ def console() -> Response[str]:
         content_type="text/html; charset=utf-8",
         body=page,
         headers={
-            "Content-Security-Policy": "default-src 'self'; img-src 'self' https: data:; "
-            "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"
+            # blob: for images fetched with the caller's token; https: for presigned S3 links
+            "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: https:; "
+            "connect-src 'self' https:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"
         },
     )
