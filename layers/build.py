@@ -80,12 +80,11 @@ def build_runtime(out: Path) -> Path:
         "-r",
         str(ROOT / "layers" / "runtime-requirements.txt"),
     )
-    # The core library is pure Python (code and its calibration JSON): copied as it is.
-    shutil.copytree(
-        ROOT / "src" / "face_dedup",
-        target / "face_dedup",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-    )
+    # The core library and the review API are pure Python (code, calibrations, the console page).
+    for package in ("face_dedup", "face_dedup_api"):
+        shutil.copytree(
+            ROOT / "src" / package, target / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
     for relative in TRIM:
         shutil.rmtree(target / relative, ignore_errors=True)
     for path in sorted(target.rglob("*"), reverse=True):

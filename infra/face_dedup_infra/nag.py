@@ -72,6 +72,10 @@ STACK_WIDE = {
     "IAM5[Resource::<FunctionsRecordFailure6674325C.Arn>:*]": (
         "The state machine invokes this function's versions/aliases."
     ),
+    "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]": (
+        "API Gateway's account-level role for writing its access and execution logs; this AWS policy is "
+        "exactly that."
+    ),
     "IAM5[Resource::*]": (
         "Only actions that AWS defines without resource-level permissions: X-Ray PutTraceSegments/"
         "PutTelemetryRecords (tracing), CloudWatch Logs delivery for the state machine, "
@@ -98,6 +102,21 @@ def apply_nag(app: cdk.App, stack: cdk.Stack) -> None:
         "Two data nodes across two AZs; dedicated masters are a sizing choice for clusters above ~10 nodes "
         "(set opensearch-data-nodes and enable them for large registries). The index can be rebuilt from "
         "the DynamoDB templates at any time.",
+    )
+    for rule in ("APIG4", "COG4"):
+        _ack(
+            stack,
+            "Review/Api/Default/GET",
+            rule,
+            "Only the console page (GET /) is public: static HTML and script with no data. Every data route "
+            "({proxy+}) requires a Cognito user pool token.",
+        )
+    _ack(
+        stack,
+        "Review/Api",
+        "APIG2",
+        "The API is a Lambda proxy; each route validates its path, query and body in the function "
+        "(Powertools with pydantic models) and answers 4xx with the reason, as the API tests show.",
     )
     _ack(
         stack,

@@ -11,6 +11,7 @@ from face_dedup_infra.constructs.ingest_queue import IngestQueue
 from face_dedup_infra.constructs.monitoring import Monitoring
 from face_dedup_infra.constructs.network import Network
 from face_dedup_infra.constructs.notifications import Notifications
+from face_dedup_infra.constructs.review_api import ReviewApi
 from face_dedup_infra.constructs.search import SearchDomain
 from face_dedup_infra.constructs.storage import Storage
 from face_dedup_infra.constructs.tables import Tables
@@ -88,6 +89,7 @@ class FaceDedupStack(Stack):
             functions.complete,
             functions.notify,
             functions.record_failure,
+            functions.api,
         ):
             function.add_to_role_policy(append_audit)  # the audit log: append only, never update/delete
         storage.uploads.grant_read(functions.ingest)
@@ -113,6 +115,16 @@ class FaceDedupStack(Stack):
             )
         )
 
+        # The review API: reads and decides cases, verifies 1:1, presigns uploads, erases.
+        for role in ("records", "cases", "imports", "staged"):
+            tables.tables[role].grant_read_write_data(functions.api)
+        audit.grant(functions.api, "dynamodb:Query")  # auditors' export reads the log: still no update/delete
+        storage.faces.grant_read(functions.api)
+        storage.faces.grant_delete(functions.api)  # erasure
+        storage.uploads.grant_put(functions.api)  # presigned upload URLs are signed with this role
+        notifications.topic.grant_publish(functions.api)
+        self.review = ReviewApi(self, "Review", function=functions.api)
+
         Monitoring(
             self,
             "Monitoring",
@@ -125,6 +137,7 @@ class FaceDedupStack(Stack):
                 functions.complete,
                 functions.notify,
                 functions.record_failure,
+                functions.api,
             ],
             domain=search.domain,
         )

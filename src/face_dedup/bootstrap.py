@@ -69,7 +69,7 @@ def _require(settings: Settings, *names: str) -> None:
         raise ConfigError("missing settings: " + ", ".join(f"FACE_DEDUP_{n.upper()}" for n in missing))
 
 
-def _boto3_client(settings: Settings, service: str) -> Any:
+def client_for(settings: Settings, service: str) -> Any:
     import boto3  # the `aws` extra; only the AWS adapters need it
     from botocore.config import Config
 
@@ -138,7 +138,7 @@ def build_adapters(settings: Settings) -> Adapters:
                 for role in ("records", "cases", "imports", "audit", "staged")
             )
         )
-        store = DynamoRecordStore(_boto3_client(settings, "dynamodb"), names)
+        store = DynamoRecordStore(client_for(settings, "dynamodb"), names)
     else:
         raise ConfigError(f"unknown store backend {settings.store_backend!r} (sqlite or dynamodb)")
     blobs: BlobStore
@@ -149,7 +149,7 @@ def build_adapters(settings: Settings) -> Adapters:
 
         _require(settings, "s3_bucket")
         blobs = S3BlobStore(
-            _boto3_client(settings, "s3"),
+            client_for(settings, "s3"),
             settings.s3_bucket,
             prefix=settings.s3_prefix,
             kms_key_id=settings.kms_key_id or None,
@@ -163,7 +163,7 @@ def build_adapters(settings: Settings) -> Adapters:
         from face_dedup.adapters.sns_notifier import SnsNotifier
 
         _require(settings, "sns_topic_arn")
-        notifier = SnsNotifier(_boto3_client(settings, "sns"), settings.sns_topic_arn)
+        notifier = SnsNotifier(client_for(settings, "sns"), settings.sns_topic_arn)
     else:
         raise ConfigError(f"unknown notifier backend {settings.notifier_backend!r} (outbox or sns)")
     return Adapters(index=index, store=store, blobs=blobs, notifier=notifier)
@@ -176,8 +176,8 @@ def build_ingestor(settings: Settings) -> Ingestor:
 
     _require(settings, "uploads_bucket", "state_machine_arn")
     service, _ = build_service(settings, reconcile=False)
-    uploads = S3BlobStore(_boto3_client(settings, "s3"), settings.uploads_bucket, prefix="")
-    starter = StepFunctionsStarter(_boto3_client(settings, "stepfunctions"), settings.state_machine_arn)
+    uploads = S3BlobStore(client_for(settings, "s3"), settings.uploads_bucket, prefix="")
+    starter = StepFunctionsStarter(client_for(settings, "stepfunctions"), settings.state_machine_arn)
     return Ingestor(service, uploads, starter)
 
 

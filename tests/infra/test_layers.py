@@ -64,6 +64,8 @@ def test_runtime_layer_is_the_arm64_closure_without_runtime_provided_packages(la
     python = layers / "runtime" / "python"
     for needed in (
         "face_dedup",
+        "face_dedup_api",
+        "pydantic",
         "numpy",
         "cv2",
         "onnxruntime",

@@ -101,6 +101,15 @@ class Functions(Construct):
         self.notify = function(
             "Notify", "workflow", "handler.notify", memory=512, timeout=Duration.seconds(10)
         )
+        self.api = function(
+            "Api",
+            "api",
+            "handler.handler",
+            memory=2048,
+            timeout=Duration.seconds(29),
+            models=True,
+            in_vpc=True,
+        )
         self.record_failure = function(
             "RecordFailure", "workflow", "handler.record_failure", memory=512, timeout=Duration.seconds(30)
         )

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_apigateway as apigateway
+from aws_cdk import aws_cognito as cognito
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_wafv2 as wafv2
+from constructs import Construct
+
+ROLES = ("officer", "supervisor", "auditor", "admin")
+
+
+class ReviewApi(Construct):
+    """The review API and console: API Gateway (REST) in front of the API function, every data
+    route behind a Cognito user pool authorizer. Officers, supervisors, auditors and admins are
+    Cognito groups; each user's tenant is an immutable custom attribute. The console page at
+    `/` is static and public (it holds no data; its calls carry the user's token). WAF with
+    AWS's common and known-bad-inputs rules fronts the stage; access logs are kept."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, function: lambda_.IFunction) -> None:
+        super().__init__(scope, construct_id)
+        self.user_pool = cognito.UserPool(
+            self,
+            "Users",
+            self_sign_up_enabled=False,  # officers are invited by the registry, never self-registered
+            sign_in_aliases=cognito.SignInAliases(username=True, email=True),
+            password_policy=cognito.PasswordPolicy(
+                min_length=14,
+                require_digits=True,
+                require_lowercase=True,
+                require_uppercase=True,
+                require_symbols=True,
+                temp_password_validity=Duration.days(3),
+            ),
+            mfa=cognito.Mfa.REQUIRED,
+            mfa_second_factor=cognito.MfaSecondFactor(otp=True, sms=False),
+            feature_plan=cognito.FeaturePlan.PLUS,
+            standard_threat_protection_mode=cognito.StandardThreatProtectionMode.FULL_FUNCTION,
+            custom_attributes={"tenant": cognito.StringAttribute(min_len=1, max_len=64, mutable=False)},
+            account_recovery=cognito.AccountRecovery.EMAIL_ONLY,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        for role in ROLES:
+            cognito.CfnUserPoolGroup(
+                self,
+                f"{role.capitalize()}Group",
+                user_pool_id=self.user_pool.user_pool_id,
+                group_name=role,
+                description=f"face-dedup {role}s",
+            )
+        self.client = self.user_pool.add_client(
+            "Console",
+            auth_flows=cognito.AuthFlow(user_srp=True),
+            generate_secret=False,
+            id_token_validity=Duration.hours(1),
+            access_token_validity=Duration.hours(1),
+        )
+        access_logs = logs.LogGroup(self, "AccessLogs", retention=logs.RetentionDays.ONE_YEAR)
+        self.api = apigateway.RestApi(
+            self,
+            "Api",
+            description="face-dedup review API and console",
+            deploy_options=apigateway.StageOptions(
+                stage_name="v1",
+                tracing_enabled=True,
+                logging_level=apigateway.MethodLoggingLevel.ERROR,
+                data_trace_enabled=False,  # request bodies may hold photos: never logged
+                access_log_destination=apigateway.LogGroupLogDestination(access_logs),
+                access_log_format=apigateway.AccessLogFormat.json_with_standard_fields(
+                    caller=False,
+                    http_method=True,
+                    ip=True,
+                    protocol=True,
+                    request_time=True,
+                    resource_path=True,
+                    response_length=True,
+                    status=True,
+                    user=True,
+                ),
+                throttling_rate_limit=50,
+                throttling_burst_limit=100,
+            ),
+            cloud_watch_role=True,
+            binary_media_types=["image/*"],
+        )
+        self.authorizer = apigateway.CognitoUserPoolsAuthorizer(
+            self, "Authorizer", cognito_user_pools=[self.user_pool]
+        )
+        integration = apigateway.LambdaIntegration(function)
+        self.api.root.add_method("GET", integration)  # the console page: static, no data
+        proxy = self.api.root.add_resource("{proxy+}")
+        proxy.add_method(
+            "ANY",
+            integration,
+            authorizer=self.authorizer,
+            authorization_type=apigateway.AuthorizationType.COGNITO,
+        )
+        acl = wafv2.CfnWebACL(
+            self,
+            "Firewall",
+            scope="REGIONAL",
+            default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
+            visibility_config=wafv2.CfnWebACL.VisibilityConfigProperty(
+                cloud_watch_metrics_enabled=True, metric_name="face-dedup-api", sampled_requests_enabled=False
+            ),
+            rules=[
+                self._managed_rule("AWSManagedRulesCommonRuleSet", 0),
+                self._managed_rule("AWSManagedRulesKnownBadInputsRuleSet", 1),
+            ],
+        )
+        wafv2.CfnWebACLAssociation(
+            self,
+            "FirewallAssociation",
+            resource_arn=self.api.deployment_stage.stage_arn,
+            web_acl_arn=acl.attr_arn,
+        )
+
+    @staticmethod
+    def _managed_rule(name: str, priority: int) -> wafv2.CfnWebACL.RuleProperty:
+        return wafv2.CfnWebACL.RuleProperty(
+            name=name,
+            priority=priority,
+            override_action=wafv2.CfnWebACL.OverrideActionProperty(none={}),
+            statement=wafv2.CfnWebACL.StatementProperty(
+                managed_rule_group_statement=wafv2.CfnWebACL.ManagedRuleGroupStatementProperty(
+                    vendor_name="AWS",
+                    name=name,
+                    # photos are uploaded through presigned S3 URLs, not the API: body limits apply
+                )
+            ),
+            visibility_config=wafv2.CfnWebACL.VisibilityConfigProperty(
+                cloud_watch_metrics_enabled=True, metric_name=name, sampled_requests_enabled=False
+            ),
+        )
