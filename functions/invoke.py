@@ -24,6 +24,8 @@ HANDLERS = {
     "workflow.complete": ("functions.workflow.handler", "complete"),
     "workflow.notify": ("functions.workflow.handler", "notify"),
     "workflow.record_failure": ("functions.workflow.handler", "record_failure"),
+    "digest": ("functions.digest.handler", "handler"),
+    "api": ("functions.api.handler", "handler"),
 }
 
 

@@ -7,7 +7,7 @@ from constructs import Construct
 from face_dedup_infra.config import DeploymentConfig
 from face_dedup_infra.constructs.encryption import Encryption
 from face_dedup_infra.constructs.functions import Functions
-from face_dedup_infra.constructs.ingest_queue import IngestQueue
+from face_dedup_infra.constructs.ingest_queue import CaseNotificationQueue, IngestQueue
 from face_dedup_infra.constructs.monitoring import Monitoring
 from face_dedup_infra.constructs.network import Network
 from face_dedup_infra.constructs.notifications import Notifications
@@ -46,7 +46,7 @@ class FaceDedupStack(Stack):
             "FACE_DEDUP_INDEX_BACKEND": "opensearch",
             "FACE_DEDUP_STORE_BACKEND": "dynamodb",
             "FACE_DEDUP_BLOB_BACKEND": "s3",
-            "FACE_DEDUP_NOTIFIER_BACKEND": "sns",
+            "FACE_DEDUP_NOTIFIER_BACKEND": "sqs",  # queued; the digest function tells officers (SNS)
             "FACE_DEDUP_AWS_REGION": self.region,
             "FACE_DEDUP_S3_BUCKET": storage.faces.bucket_name,
             "FACE_DEDUP_KMS_KEY_ID": key.key_arn,
@@ -104,8 +104,6 @@ class FaceDedupStack(Stack):
             tables.tables[role].grant_read_write_data(functions.record_failure)
         storage.faces.grant_delete(functions.record_failure)
         storage.faces.grant_read(functions.record_failure)
-        notifications.topic.grant_publish(functions.notify)
-        notifications.topic.grant_publish(functions.complete)
         search.domain.grant_read_write(functions.index_client_role)
         search.domain.add_access_policies(
             iam.PolicyStatement(
@@ -122,8 +120,17 @@ class FaceDedupStack(Stack):
         storage.faces.grant_read(functions.api)
         storage.faces.grant_delete(functions.api)  # erasure
         storage.uploads.grant_put(functions.api)  # presigned upload URLs are signed with this role
-        notifications.topic.grant_publish(functions.api)
         self.review = ReviewApi(self, "Review", function=functions.api)
+
+        # Case notifications: queued by the workflow and the API, sent to officers in batches.
+        case_notes = CaseNotificationQueue(self, "CaseNotifications", key=key)
+        functions.digest_notifications(case_notes.queue)
+        for function in (functions.complete, functions.notify, functions.api, functions.ingest):
+            case_notes.queue.grant_send_messages(function)
+            function.add_environment("FACE_DEDUP_NOTIFICATION_QUEUE_URL", case_notes.queue.queue_url)
+        notifications.topic.grant_publish(functions.digest)
+        for function in (functions.complete, functions.notify, functions.digest):
+            function.add_environment("FACE_DEDUP_REVIEW_LINK_BASE", f"{self.review.api.url}#case=")
 
         Monitoring(
             self,
@@ -137,6 +144,7 @@ class FaceDedupStack(Stack):
                 functions.complete,
                 functions.notify,
                 functions.record_failure,
+                functions.digest,
                 functions.api,
             ],
             domain=search.domain,

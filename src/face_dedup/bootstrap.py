@@ -164,8 +164,13 @@ def build_adapters(settings: Settings) -> Adapters:
 
         _require(settings, "sns_topic_arn")
         notifier = SnsNotifier(client_for(settings, "sns"), settings.sns_topic_arn)
+    elif settings.notifier_backend == "sqs":
+        from face_dedup.adapters.sqs_notifier import SqsNotifier
+
+        _require(settings, "notification_queue_url")
+        notifier = SqsNotifier(client_for(settings, "sqs"), settings.notification_queue_url)
     else:
-        raise ConfigError(f"unknown notifier backend {settings.notifier_backend!r} (outbox or sns)")
+        raise ConfigError(f"unknown notifier backend {settings.notifier_backend!r} (outbox, sns or sqs)")
     return Adapters(index=index, store=store, blobs=blobs, notifier=notifier)
 
 

@@ -198,9 +198,27 @@ class AuditEvent:
 
 @dataclass(frozen=True)
 class Notification:
-    """What officers are told: a case id and where to look. Never a face, a name or a score."""
+    """What officers are told: case ids and where to look. Never a face, a name or a score.
+    `kind` "case.opened" names one case; "cases.opened" is a digest of `case_ids`."""
 
     kind: str
     tenant: str
     case_id: str
     link: str
+    case_ids: tuple[str, ...] = ()
+
+
+def batch_notifications(notifications: list[Notification], queue_link: str) -> list[Notification]:
+    """When many cases open in one period, officers get one message per tenant listing them,
+    not one message each. A single case is passed on as it is."""
+    by_tenant: dict[str, list[Notification]] = {}
+    for notification in notifications:
+        by_tenant.setdefault(notification.tenant, []).append(notification)
+    batched = []
+    for tenant, group in by_tenant.items():
+        ids = tuple(dict.fromkeys(i for n in group for i in (n.case_ids or (n.case_id,)) if i))
+        if len(ids) == 1:
+            batched.append(group[0])
+        elif ids:
+            batched.append(Notification("cases.opened", tenant, "", queue_link, ids))
+    return batched

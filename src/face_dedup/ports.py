@@ -123,6 +123,10 @@ class RecordStore(ABC):
     def count_templates(self, *, tenant: str, model_pack: str) -> int: ...
 
     @abstractmethod
+    def are_distinct(self, *, tenant: str, record_a: str, record_b: str) -> bool:
+        """An officer has decided these two records are different people."""
+
+    @abstractmethod
     def get_case(self, case_id: str) -> Case | None: ...
 
     @abstractmethod

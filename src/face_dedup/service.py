@@ -559,7 +559,14 @@ class DedupService:
         case (its id derives from the pair, written only if absent), with the later record
         of the pair as the probe. So the pair is always reviewed, and only once."""
         thresholds = self.thresholds()
-        candidates = self._candidates_above(staged, thresholds.review)
+        candidates = [
+            c
+            for c in self._candidates_above(staged, thresholds.review)
+            # a pair officers already found to be different people is not raised again
+            if not self.store.are_distinct(
+                tenant=self.tenant, record_a=staged.record_id, record_b=c.record_id
+            )
+        ]
         if not candidates:
             return None
         best = max(candidates, key=lambda c: c.score)

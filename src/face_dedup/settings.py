@@ -55,7 +55,8 @@ class Settings:
     index_backend: str = "embedded"  # embedded | opensearch
     store_backend: str = "sqlite"  # sqlite | dynamodb
     blob_backend: str = "local"  # local | s3
-    notifier_backend: str = "outbox"  # outbox | sns
+    notifier_backend: str = "outbox"  # outbox | sns | sqs (queued for the digest function)
+    notification_queue_url: str = ""
     # AWS adapters (used only by the backends above that name them)
     aws_region: str = ""
     aws_endpoint_url: str = ""  # emulators only (moto server); empty for AWS itself

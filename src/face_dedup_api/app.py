@@ -165,6 +165,7 @@ def _person(service: DedupService, record_id: str, score: float | None) -> dict[
     entry: dict[str, Any] = {
         "record_id": record.record_id,
         "application_id": record.application_id,
+        "channel": "selfie" if record.source.startswith("selfies/") else "registry import",
         "status": record.status.value,
         "enrolled_at": record.created_at,
         "quality": record.quality,

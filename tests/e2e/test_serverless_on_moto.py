@@ -116,7 +116,7 @@ def cloud(
         "FACE_DEDUP_INDEX_BACKEND": "opensearch",
         "FACE_DEDUP_STORE_BACKEND": "dynamodb",
         "FACE_DEDUP_BLOB_BACKEND": "s3",
-        "FACE_DEDUP_NOTIFIER_BACKEND": "sns",
+        "FACE_DEDUP_NOTIFIER_BACKEND": "sqs",  # case notifications queue up for the digest function
         "FACE_DEDUP_AWS_REGION": REGION,
         "FACE_DEDUP_S3_BUCKET": "faces",
         "FACE_DEDUP_UPLOADS_BUCKET": "uploads",
@@ -168,6 +168,8 @@ def cloud(
             TopicArn=topic, Protocol="sqs", Endpoint=officers_arn, Attributes={"RawMessageDelivery": "true"}
         )
         ingest_queue = sqs.create_queue(QueueName="ingest")["QueueUrl"]
+        notifications_queue = sqs.create_queue(QueueName="case-notifications")["QueueUrl"]
+        monkeypatch.setenv("FACE_DEDUP_NOTIFICATION_QUEUE_URL", notifications_queue)
         ingest_arn = sqs.get_queue_attributes(QueueUrl=ingest_queue, AttributeNames=["QueueArn"])[
             "Attributes"
         ]["QueueArn"]
@@ -209,8 +211,10 @@ def cloud(
 
         ingest_module = importlib.import_module("functions.ingest.handler")
         workflow_module = importlib.import_module("functions.workflow.handler")
+        digest_module = importlib.import_module("functions.digest.handler")
         ingest_module.ingestor.cache_clear()
         workflow_module._service.cache_clear()
+        digest_module._sns.cache_clear()
 
         def invoke(
             self: Any,
@@ -238,6 +242,8 @@ def cloud(
             "officers": officers,
             "ingest": ingest_module,
             "flaky": flaky,
+            "notifications": notifications_queue,
+            "digest": digest_module,
         }
         ingest_module.ingestor.cache_clear()
         workflow_module._service.cache_clear()
@@ -275,6 +281,34 @@ def drain(cloud: dict[str, Any]) -> list[dict[str, Any]]:
                 QueueUrl=cloud["ingest_queue"], ReceiptHandle=message["ReceiptHandle"]
             )
             bodies.append(json.loads(message["Body"]))
+
+
+def deliver_notifications(cloud: dict[str, Any]) -> dict[str, Any]:
+    """One period's case notifications through the real digest handler, as SQS batches them."""
+    messages = (
+        cloud["sqs"]
+        .receive_message(QueueUrl=cloud["notifications"], MaxNumberOfMessages=10)
+        .get("Messages", [])
+    )
+    event = {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": {},
+                "messageAttributes": {},
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "awsRegion": REGION,
+            }
+            for m in messages
+        ]
+    }
+    result: dict[str, Any] = cloud["digest"].handler(event, FakeContext())
+    for message in messages:
+        cloud["sqs"].delete_message(QueueUrl=cloud["notifications"], ReceiptHandle=message["ReceiptHandle"])
+    return result
 
 
 def wait_for_executions(cloud: dict[str, Any], expected: int, timeout: float = 90) -> list[dict[str, Any]]:
@@ -323,12 +357,13 @@ def test_uploads_to_decisions_on_emulated_aws(cloud: dict[str, Any], faces_root:
     rejected = [e for e in store.audit_events(tenant="tenant-a") if e.action == "import.rejected"]
     assert len(rejected) == 1 and rejected[0].details["reason"] == "UNDECODABLE"
 
+    assert deliver_notifications(cloud) == {"notifications": 1, "messages": 1}
     notes = (
         cloud["sqs"].receive_message(QueueUrl=cloud["officers"], MaxNumberOfMessages=10).get("Messages", [])
     )
     assert len(notes) == 1
     note = json.loads(notes[0]["Body"])
-    assert note["case_id"] == case.case_id and set(note) == {"kind", "tenant", "case_id", "link"}
+    assert note["case_id"] == case.case_id and set(note) == {"kind", "tenant", "case_id", "link", "case_ids"}
 
     # The same S3 event delivered three more times changes nothing.
     before = (

@@ -46,18 +46,17 @@ def test_functions_are_arm64_python312_traced(synthesized: tuple[Any, Template])
     _, template = synthesized
     functions = resources(template, "AWS::Lambda::Function")
     ours = {k: v for k, v in functions.items() if v["Properties"].get("Runtime") == "python3.12"}
-    assert len(ours) == 6
+    assert len(ours) == 7
     for function in ours.values():
         props = function["Properties"]
         assert props["Architectures"] == ["arm64"]
         assert props["TracingConfig"] == {"Mode": "Active"}
         assert props["Environment"]["Variables"]["FACE_DEDUP_STORE_BACKEND"] == "dynamodb"
-    with_photos = [f for f in ours.values() if f["Properties"]["Handler"] == "handler.handler"]
-    assert len(with_photos) == 2 and all(
-        len(f["Properties"]["Layers"]) == 2 for f in with_photos
-    )  # ingest, api
-    others = [f for f in ours.values() if f["Properties"]["Handler"] != "handler.handler"]
-    assert all(len(f["Properties"]["Layers"]) == 1 for f in others)  # no models where no photo is read
+    with_models = [f for f in ours.values() if len(f["Properties"]["Layers"]) == 2]
+    assert (
+        len(with_models) == 2
+    )  # ingest and the API (1:1 verify) read photos; no other function loads models
+    assert all(len(f["Properties"]["Layers"]) == 1 for f in ours.values() if f not in with_models)
 
 
 def test_buckets_are_private_encrypted_versioned_tls_only(synthesized: tuple[Any, Template]) -> None:
@@ -173,9 +172,12 @@ def test_search_domain_is_private_and_encrypted(synthesized: tuple[Any, Template
     assert not resources(template, "AWS::EC2::InternetGateway")
 
 
-def test_topic_is_encrypted(synthesized: tuple[Any, Template]) -> None:
+def test_topic_is_encrypted_and_fed_in_batches(synthesized: tuple[Any, Template]) -> None:
     _, template = synthesized
     template.has_resource_properties("AWS::SNS::Topic", {"KmsMasterKeyId": Match.any_value()})
+    template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping", {"BatchSize": 100, "MaximumBatchingWindowInSeconds": 300}
+    )
 
 
 def test_workflow_branches_retries_and_failure_path(synthesized: tuple[Any, Template]) -> None:

@@ -178,7 +178,7 @@ def test_notifications_carry_only_a_case_id_and_a_link(service: DedupService, fa
     assert len(messages) == 1
     message = messages[0]
     assert message["case_id"] == second.case_id and second.case_id in message["link"]
-    assert set(message) == {"at", "kind", "tenant", "case_id", "link"}
+    assert set(message) == {"at", "kind", "tenant", "case_id", "link", "case_ids"}
     text = json.dumps(message)
     assert "Abel" not in text and "APP-" not in text and "score" not in text
 

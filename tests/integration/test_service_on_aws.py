@@ -100,7 +100,13 @@ def test_dedup_on_aws_adapters(aws_service: DedupService, aws: dict[str, Any], f
     messages = aws["sqs"].receive_message(QueueUrl=aws["queue"], MaxNumberOfMessages=10)["Messages"]
     assert len(messages) == 1
     body = json.loads(messages[0]["Body"])
-    assert body["case_id"] == second.case_id and set(body) == {"kind", "tenant", "case_id", "link"}
+    assert body["case_id"] == second.case_id and set(body) == {
+        "kind",
+        "tenant",
+        "case_id",
+        "link",
+        "case_ids",
+    }
 
     record_id = first.record_id or ""
     assert aws_service.blobs.keys(f"{aws_service.tenant}/{record_id}/")

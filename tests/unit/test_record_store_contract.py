@@ -208,3 +208,18 @@ def test_open_case_only_once(store: RecordStore) -> None:
     assert store.get_record("r2").status is RecordStatus.PENDING_REVIEW  # type: ignore[union-attr]
     assert [e.action for e in store.audit_events()] == ["case.opened"]
     assert store.get_case("c9") is not None
+
+
+def test_different_people_decisions_are_remembered(store: RecordStore) -> None:
+    case = open_case(store)
+    assert not store.are_distinct(tenant="t1", record_a="r1", record_b="r2")
+    store.save_case_transition(
+        replace(case, status=CaseStatus.CLOSED, decision=CaseDecision.DIFFERENT_PEOPLE),
+        probe_status=RecordStatus.ENROLLED,
+        probe_linked_to=None,
+        remember_distinct=True,
+        audit=event(),
+    )
+    assert store.are_distinct(tenant="t1", record_a="r1", record_b="r2")
+    assert store.are_distinct(tenant="t1", record_a="r2", record_b="r1")
+    assert not store.are_distinct(tenant="other", record_a="r1", record_b="r2")

@@ -110,8 +110,17 @@ class Functions(Construct):
             models=True,
             in_vpc=True,
         )
+        self.digest = function(
+            "Digest", "digest", "handler.handler", memory=512, timeout=Duration.seconds(60)
+        )
         self.record_failure = function(
             "RecordFailure", "workflow", "handler.record_failure", memory=512, timeout=Duration.seconds(30)
+        )
+
+    def digest_notifications(self, queue: object) -> None:
+        # Up to five minutes of case notifications at a time: many new cases, one message.
+        self.digest.add_event_source(
+            sources.SqsEventSource(queue, batch_size=100, max_batching_window=Duration.minutes(5))  # type: ignore[arg-type]
         )
 
     def consume(self, queue: object) -> None:

@@ -43,3 +43,29 @@ class IngestQueue(Construct):
                 s3n.SqsDestination(self.queue),
                 s3.NotificationKeyFilter(prefix=prefix),
             )
+
+
+class CaseNotificationQueue(Construct):
+    """New-case notifications wait here for the digest function, which sends officers one
+    message per period; failures retry, then dead-letter (alarmed through the same metrics)."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey) -> None:
+        super().__init__(scope, construct_id)
+        self.dead_letters = sqs.Queue(
+            self,
+            "DeadLetters",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=key,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+        )
+        self.queue = sqs.Queue(
+            self,
+            "Queue",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=key,
+            enforce_ssl=True,
+            visibility_timeout=Duration.minutes(15),  # above the batching window plus the function's time
+            retention_period=Duration.days(4),
+            dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=5, queue=self.dead_letters),
+        )

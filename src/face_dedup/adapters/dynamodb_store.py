@@ -375,6 +375,18 @@ class DynamoRecordStore(RecordStore):
         ):
             yield self._record(item)
 
+    def are_distinct(self, *, tenant: str, record_a: str, record_b: str) -> bool:
+        # Remembered on the probe's record (whichever of the two it was).
+        for mine, theirs in ((record_a, record_b), (record_b, record_a)):
+            item = self._get(self._names.records, {"record_id": {"S": mine}})
+            if (
+                item
+                and _str(item, "tenant") == tenant
+                and theirs in item.get("distinct_from", {}).get("SS", [])
+            ):
+                return True
+        return False
+
     def count_templates(self, *, tenant: str, model_pack: str) -> int:
         paginator = self._client.get_paginator("query")
         total = 0

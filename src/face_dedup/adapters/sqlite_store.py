@@ -300,6 +300,15 @@ class SqliteRecordStore(RecordStore):
         for row in rows:
             yield self._record(row)
 
+    def are_distinct(self, *, tenant: str, record_a: str, record_b: str) -> bool:
+        a, b = sorted((record_a, record_b))
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM distinct_pairs WHERE tenant = ? AND record_a = ? AND record_b = ?",
+                (tenant, a, b),
+            ).fetchone()
+        return row is not None
+
     def count_templates(self, *, tenant: str, model_pack: str) -> int:
         with self._lock:
             row = self._db.execute(
