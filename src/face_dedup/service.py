@@ -481,19 +481,7 @@ class DedupService:
                 created_at=now,
                 thresholds=decision.thresholds,
             )
-        item = ImportItem(
-            key=staged.key,
-            tenant=self.tenant,
-            source=staged.source,
-            application_id=staged.application_id,
-            content_sha256=staged.content_sha256,
-            outcome=decision.outcome,
-            created_at=now,
-            record_id=staged.record_id,
-            case_id=case.case_id if case else None,
-            candidates=decision.candidates,
-            measures=staged.measures,
-        )
+        item = self._staged_item(staged, decision, now, staged.record_id, case.case_id if case else None)
         audit = [
             self._event(
                 "import." + decision.outcome.value,
@@ -522,22 +510,28 @@ class DedupService:
         self.index.add([IndexEntry(staged.record_id, self.tenant, self.model_pack, staged.embedding)])
         return item, case
 
-    def _commit_verification(self, staged: StagedInput, decision: StagedDecision, actor: str) -> ImportItem:
-        """Nothing new is enrolled, and the photo is not kept: only the outcome and its audit."""
-        now = utc_now()
-        matched = decision.candidates[0]
-        item = ImportItem(
+    def _staged_item(
+        self, staged: StagedInput, decision: StagedDecision, now: str, record_id: str, case_id: str | None
+    ) -> ImportItem:
+        return ImportItem(
             key=staged.key,
             tenant=self.tenant,
             source=staged.source,
             application_id=staged.application_id,
             content_sha256=staged.content_sha256,
-            outcome=Outcome.VERIFIED,
+            outcome=decision.outcome,
             created_at=now,
-            record_id=matched.record_id,
+            record_id=record_id,
+            case_id=case_id,
             candidates=decision.candidates,
             measures=staged.measures,
         )
+
+    def _commit_verification(self, staged: StagedInput, decision: StagedDecision, actor: str) -> ImportItem:
+        """Nothing new is enrolled, and the photo is not kept: only the outcome and its audit."""
+        now = utc_now()
+        matched = decision.candidates[0]
+        item = self._staged_item(staged, decision, now, matched.record_id, None)
         event = self._event(
             "import.verified",
             actor,
