@@ -277,18 +277,24 @@ class DedupService:
         return self.decide_staged(staged)
 
     def complete_staged(self, key: str, decision: StagedDecision, actor: str = SYSTEM_ACTOR) -> ImportItem:
-        """Enroll or open a case as decided; idempotent (a retried task returns the outcome)."""
-        done = self.store.get_import_item(key)
-        if done is not None:
-            return done
+        """Enroll or open a case as decided. Idempotent, and a retry finishes what an earlier
+        attempt started: the parked template is dropped only after the commit, the index write
+        and the concurrency re-check, so while it is there those steps are (re)done."""
         staged = self.store.get_staged(key)
-        if staged is None:
-            raise NotFound(f"nothing staged under {key}")
-        item, _ = self._commit(staged, decision, actor)
-        if item.outcome is Outcome.ENROLLED:
+        done = self.store.get_import_item(key)
+        if done is None:
+            if staged is None:
+                raise NotFound(f"nothing staged under {key}")
+            done, _ = self._commit(staged, decision, actor)
+        elif staged is None:
+            return done  # completed before: nothing left to do
+        elif done.record_id and done.outcome in (Outcome.ENROLLED, Outcome.REVIEW, Outcome.DUPLICATE):
+            # committed by an attempt that stopped before the index write (e.g. index unavailable)
+            self.index.add([IndexEntry(done.record_id, self.tenant, self.model_pack, staged.embedding)])
+        if done.outcome is Outcome.ENROLLED:
             self._recheck_concurrent(staged, actor)
         self.store.drop_staged(key)
-        return self.store.get_import_item(key) or item
+        return self.store.get_import_item(key) or done
 
     def fail_staged(self, key: str, error: str, actor: str = SYSTEM_ACTOR) -> ImportItem:
         """The workflow's failure path: the input becomes a rejected item with the reason, and

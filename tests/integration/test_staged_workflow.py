@@ -4,10 +4,12 @@ search + decide, enroll or open a case, with the race between concurrent enrollm
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from face_dedup.domain import Outcome, RecordStatus
+from face_dedup.errors import TransientError
 from face_dedup.service import DedupService, InputRef, StagedDecision
 
 pytestmark = pytest.mark.shared_data
@@ -71,3 +73,27 @@ def test_concurrent_enrollments_of_one_person_end_in_one_case(
     assert case.thresholds["reason"] == "enrolled concurrently"
     unrelated = service.store.get_record(items[other].record_id or "")
     assert unrelated is not None and unrelated.status is RecordStatus.ENROLLED
+
+
+def test_a_retried_completion_finishes_the_index_write(service: DedupService, faces_root: Path) -> None:
+    """The workflow retries `complete` when the index is briefly unavailable: the commit of the
+    first attempt stands, and the retry still writes the template to the index."""
+    key = stage(service, faces_root, A1, "APP-1")
+    decision = service.search_staged(key)
+    real_add = service.index.add
+    calls = {"n": 0}
+
+    def flaky_add(entries: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise TransientError("index unavailable (injected)")
+        real_add(entries)
+
+    service.index.add = flaky_add  # type: ignore[method-assign]
+    with pytest.raises(TransientError):
+        service.complete_staged(key, decision)
+    assert service.store.get_import_item(key) is not None and service.gallery_size() == 0
+    item = service.complete_staged(key, decision)  # the workflow's retry
+    assert item.outcome is Outcome.ENROLLED and service.gallery_size() == 1
+    assert service.store.get_staged(key) is None
+    assert service.complete_staged(key, decision) == item and calls["n"] == 2
