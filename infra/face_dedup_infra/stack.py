@@ -136,6 +136,7 @@ class FaceDedupStack(Stack):
             self,
             "Monitoring",
             dead_letters=queue.dead_letters,
+            notification_dead_letters=case_notes.dead_letters,
             queue=queue.queue,
             state_machine=workflow.state_machine,
             functions=[

@@ -98,7 +98,7 @@ def test_queue_has_dead_letter_queue_and_alarm(synthesized: tuple[Any, Template]
         "AWS::Lambda::EventSourceMapping", {"FunctionResponseTypes": ["ReportBatchItemFailures"]}
     )
     alarms = resources(template, "AWS::CloudWatch::Alarm")
-    assert any("dead-letter" in a["Properties"]["AlarmDescription"] for a in alarms.values())
+    assert sum("dead-letter" in a["Properties"]["AlarmDescription"] for a in alarms.values()) == 2
     assert len(alarms) >= 8
     assert resources(template, "AWS::CloudWatch::Dashboard")
 

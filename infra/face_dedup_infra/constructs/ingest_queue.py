@@ -8,6 +8,32 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 
+def encrypted_queue_with_dead_letters(
+    scope: Construct, key: kms.IKey, *, visibility_timeout: Duration, retention: Duration
+) -> tuple[sqs.Queue, sqs.Queue]:
+    """A KMS-encrypted, TLS-only queue whose messages go to a dead-letter queue after five
+    failed attempts, with their content intact."""
+    dead_letters = sqs.Queue(
+        scope,
+        "DeadLetters",
+        encryption=sqs.QueueEncryption.KMS,
+        encryption_master_key=key,
+        enforce_ssl=True,
+        retention_period=Duration.days(14),
+    )
+    queue = sqs.Queue(
+        scope,
+        "Queue",
+        encryption=sqs.QueueEncryption.KMS,
+        encryption_master_key=key,
+        enforce_ssl=True,
+        visibility_timeout=visibility_timeout,
+        retention_period=retention,
+        dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=5, queue=dead_letters),
+    )
+    return queue, dead_letters
+
+
 class IngestQueue(Construct):
     """Upload events queue here (bursts of millions wait their turn), are retried, and after
     five failed attempts land in the dead-letter queue (alarmed) with their message intact."""
@@ -19,23 +45,11 @@ class IngestQueue(Construct):
         # Its own key: S3 must be allowed to use the queue's key for event notifications, and
         # sharing the buckets' key would make the bucket and the key depend on each other.
         key = kms.Key(self, "Key", description="face-dedup: upload event queues", enable_key_rotation=True)
-        self.dead_letters = sqs.Queue(
+        self.queue, self.dead_letters = encrypted_queue_with_dead_letters(
             self,
-            "DeadLetters",
-            encryption=sqs.QueueEncryption.KMS,
-            encryption_master_key=key,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-        )
-        self.queue = sqs.Queue(
-            self,
-            "Queue",
-            encryption=sqs.QueueEncryption.KMS,
-            encryption_master_key=key,
-            enforce_ssl=True,
+            key,
             visibility_timeout=Duration.seconds(function_timeout.to_seconds() * 6),
-            retention_period=Duration.days(14),
-            dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=5, queue=self.dead_letters),
+            retention=Duration.days(14),
         )
         for prefix in ("selfies/", "imports/"):
             uploads.add_event_notification(
@@ -47,25 +61,14 @@ class IngestQueue(Construct):
 
 class CaseNotificationQueue(Construct):
     """New-case notifications wait here for the digest function, which sends officers one
-    message per period; failures retry, then dead-letter (alarmed through the same metrics)."""
+    message per period; failures retry, then dead-letter (alarmed, see Monitoring)."""
 
     def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey) -> None:
         super().__init__(scope, construct_id)
-        self.dead_letters = sqs.Queue(
+        self.queue, self.dead_letters = encrypted_queue_with_dead_letters(
+            # above the five-minute batching window plus the function's own time
             self,
-            "DeadLetters",
-            encryption=sqs.QueueEncryption.KMS,
-            encryption_master_key=key,
-            enforce_ssl=True,
-            retention_period=Duration.days(14),
-        )
-        self.queue = sqs.Queue(
-            self,
-            "Queue",
-            encryption=sqs.QueueEncryption.KMS,
-            encryption_master_key=key,
-            enforce_ssl=True,
-            visibility_timeout=Duration.minutes(15),  # above the batching window plus the function's time
-            retention_period=Duration.days(4),
-            dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=5, queue=self.dead_letters),
+            key,
+            visibility_timeout=Duration.minutes(15),
+            retention=Duration.days(4),
         )

@@ -19,6 +19,7 @@ class Monitoring(Construct):
         construct_id: str,
         *,
         dead_letters: sqs.IQueue,
+        notification_dead_letters: sqs.IQueue,
         queue: sqs.IQueue,
         state_machine: sfn.StateMachine,
         functions: list[lambda_.Function],
@@ -45,6 +46,13 @@ class Monitoring(Construct):
             "DeadLetters",
             dead_letters.metric_approximate_number_of_messages_visible(period=Duration.minutes(1)),
             "uploads that failed five times are waiting in the dead-letter queue",
+        )
+        alarm(
+            "NotificationDeadLetters",
+            notification_dead_letters.metric_approximate_number_of_messages_visible(
+                period=Duration.minutes(5)
+            ),
+            "case notifications that could not be sent to officers are waiting in their dead-letter queue",
         )
         alarm(
             "QueueAge",
