@@ -222,3 +222,30 @@ def batch_notifications(notifications: list[Notification], queue_link: str) -> l
         elif ids:
             batched.append(Notification("cases.opened", tenant, "", queue_link, ids))
     return batched
+
+
+# A claim lapses this long after it was taken, so a case never stays with an officer who left;
+# a supervisor (or the holder) can release it sooner.
+CLAIM_MINUTES = 30
+
+
+def claimed_at(case: Case) -> str | None:
+    """When the current claim was taken (its history entry), if any."""
+    if case.claimed_by is None:
+        return None
+    for entry in reversed(case.history):
+        if entry.get("action") == "claimed":
+            return str(entry.get("at"))
+    return None
+
+
+def claim_holder(case: Case, now: datetime | None = None) -> str | None:
+    """Who holds the case now: None once the claim is older than CLAIM_MINUTES."""
+    taken = claimed_at(case)
+    if case.claimed_by is None:
+        return None
+    if taken is not None:
+        age = (now or datetime.now(UTC)) - datetime.fromisoformat(taken)
+        if age.total_seconds() >= CLAIM_MINUTES * 60:
+            return None
+    return case.claimed_by

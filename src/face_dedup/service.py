@@ -36,6 +36,7 @@ from face_dedup.domain import (
     StagedInput,
     candidates_from_json,
     candidates_to_json,
+    claim_holder,
     stable_id,
     utc_now,
 )
@@ -726,9 +727,22 @@ class DedupService:
             raise InvalidState(f"case {case_id} is {case.status.value}: nothing to claim")
         if case.escalated and actor.role is not Role.SUPERVISOR:
             raise PermissionDenied(f"case {case_id} is escalated: a supervisor reviews it")
-        if case.claimed_by not in (None, actor.name):
-            raise InvalidState(f"case {case_id} is claimed by {case.claimed_by}")
+        holder = claim_holder(case)  # a lapsed claim holds nothing
+        if holder not in (None, actor.name):
+            raise InvalidState(f"case {case_id} is claimed by {holder}")
         return self._transition(case, actor, "claimed", "", {"claimed_by": actor.name})
+
+    def release_case(self, case_id: str, actor: Actor) -> Case:
+        """Give a claimed case back to the queue: its holder, or any supervisor."""
+        _require_role(actor, Role.OFFICER, Role.SUPERVISOR)
+        case = self._open_case_for(case_id)
+        if case.claimed_by is None:
+            raise InvalidState(f"case {case_id} is not claimed")
+        if actor.role is not Role.SUPERVISOR and claim_holder(case) not in (None, actor.name):
+            raise PermissionDenied(
+                f"case {case_id} is claimed by {case.claimed_by}: they or a supervisor release it"
+            )
+        return self._transition(case, actor, "released", "", {"claimed_by": None})
 
     def decide_case(
         self,
@@ -747,8 +761,9 @@ class DedupService:
             raise InvalidState(f"case {case_id} is already {case.status.value} ({case.decision})")
         if case.escalated and actor.role is not Role.SUPERVISOR:
             raise PermissionDenied(f"case {case_id} is escalated: a supervisor decides it")
-        if case.claimed_by not in (None, actor.name):
-            raise InvalidState(f"case {case_id} is claimed by {case.claimed_by}")
+        holder = claim_holder(case)  # a lapsed claim holds nothing
+        if holder not in (None, actor.name):
+            raise InvalidState(f"case {case_id} is claimed by {holder}")
         now = utc_now()
         common = {"decided_by": actor.name, "decided_at": now, "comment": comment, "decision": decision}
         if decision is CaseDecision.SAME_PERSON:

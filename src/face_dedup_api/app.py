@@ -7,24 +7,60 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-from face_dedup.domain import Case, CaseDecision, Role
+from face_dedup.domain import CLAIM_MINUTES, Case, CaseDecision, CaseStatus, Role, claim_holder, claimed_at
 from face_dedup.errors import InvalidState, NotFound, PermissionDenied
+from face_dedup.identifiers import APPLICATION_ID_PATTERN
 from face_dedup.ports import BlobStore
 from face_dedup.service import DedupService, crop_key, photo_key
 from face_dedup_api.auth import Caller, Unauthorized, caller_from_claims
 from face_dedup_api.images import ImageSigner
 
-app = APIGatewayRestResolver(enable_validation=True)
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+# Every response, whatever route or error produced it: never cached (case data and faces), never
+# sniffed into another type, never framed. The console page replaces the CSP with its own.
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Content-Security-Policy": (
+        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+}
+
+
+class ReviewResolver(APIGatewayRestResolver):
+    """The Powertools resolver, with SECURITY_HEADERS on every response it produces (routes,
+    exception handlers, validation errors and unknown routes alike)."""
+
+    def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
+        response = super().resolve(event, context)
+        headers = response.setdefault("multiValueHeaders", {})
+        single = response.get("headers") or {}
+        for name, value in SECURITY_HEADERS.items():
+            if name not in headers and name not in single:  # a route's own value wins (the console's CSP)
+                headers[name] = [value]
+        return response
+
+
+app = ReviewResolver(enable_validation=True)
 app.configure_openapi(
     title="face-dedup review API",
     version="1.0.0",
@@ -32,11 +68,33 @@ app.configure_openapi(
 )
 
 
+_ORIGIN = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+
+
 @dataclass
 class Dependencies:
     service: DedupService
     signer: ImageSigner
     uploads: BlobStore | None = None  # the uploads bucket (cloud); None locally
+    # Where the console may call the API and load faces from, besides its own origin: the API's
+    # origin when the page is served elsewhere, the image bucket's origin for presigned links.
+    api_origin: str | None = None
+    image_origins: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for origin in (self.api_origin, *self.image_origins):
+            if origin is not None and not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"not an https origin: {origin!r}")
+
+    def console_csp(self) -> str:
+        """No inline script or style anywhere: the page's code and styles are files from 'self'."""
+        connect = " ".join(["'self'", *([self.api_origin] if self.api_origin else [])])
+        images = " ".join(["'self'", "blob:", *self.image_origins])
+        return (
+            "default-src 'none'; script-src 'self'; style-src 'self'; "
+            f"img-src {images}; connect-src {connect}; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+        )
 
 
 _deps: Dependencies | None = None
@@ -54,9 +112,14 @@ def _dependencies() -> Dependencies:
     return _deps
 
 
-def _caller() -> Caller:
+def _claims() -> dict[str, Any] | None:
     context = app.current_event.raw_event.get("requestContext") or {}
-    return caller_from_claims((context.get("authorizer") or {}).get("claims"))
+    claims = (context.get("authorizer") or {}).get("claims")
+    return claims if isinstance(claims, dict) else None
+
+
+def _caller() -> Caller:
+    return caller_from_claims(_claims())
 
 
 def _require(caller: Caller, *roles: Role) -> None:
@@ -71,25 +134,67 @@ def _service(caller: Caller) -> DedupService:
     return _dependencies().service.for_tenant(caller.tenant)
 
 
-def _error(status: int, message: str) -> Response[str]:
-    return Response(
-        status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps({"error": message})
+def audit_denied(
+    method: str, path: str, status: int, reason: str, claims: dict[str, Any] | None = None
+) -> None:
+    """Every refused request leaves an audit entry: who (if known), what, why; never a token or a
+    body. In the caller's tenant when the identity names one, else the service's own."""
+    deps = _deps
+    if deps is None:
+        return
+    try:
+        caller: Caller | None = caller_from_claims(claims)
+    except Unauthorized:
+        caller = None
+    service = deps.service
+    if caller is not None:
+        try:
+            service = service.for_tenant(caller.tenant)
+        except ValueError:
+            caller = None
+    service.record_event(
+        "request.denied",
+        caller.actor.name if caller else "anonymous",
+        role=caller.actor.role.value if caller else None,
+        method=method[:10],
+        path=path[:200],
+        status=status,
+        reason=reason[:300],
     )
+
+
+def _error(status: int, message: str, **extra: Any) -> Response[str]:
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=json.dumps({"error": message, **extra}),
+    )
+
+
+def _denied(status: int, message: str) -> Response[str]:
+    event = app.current_event
+    audit_denied(event.http_method, event.path, status, message, _claims())
+    return _error(status, message)
 
 
 @app.exception_handler(Unauthorized)
 def _unauthorized(exc: Unauthorized) -> Response[str]:
-    return _error(401, str(exc))
+    return _denied(401, str(exc))
 
 
 @app.exception_handler(PermissionDenied)
 def _forbidden(exc: PermissionDenied) -> Response[str]:
-    return _error(403, str(exc))
+    return _denied(403, str(exc))
 
 
 @app.exception_handler(NotFound)
 def _not_found(exc: NotFound) -> Response[str]:
-    return _error(404, str(exc))
+    return _denied(404, str(exc))  # another tenant's id is "not found" too: audited alike
+
+
+@app.not_found
+def _no_route(exc: Exception) -> Response[str]:
+    return _denied(404, "no such route")
 
 
 @app.exception_handler(InvalidState)
@@ -111,21 +216,46 @@ def _bad_request(exc: ValueError) -> Response[str]:
     return _error(400, str(exc))
 
 
+@app.exception_handler(RequestValidationError)
+def _invalid(exc: RequestValidationError) -> Response[str]:
+    """A sentence a person can act on ("comment: at most 2000 characters"), plus the fields."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path"))
+        problems.append({"field": where or "request", "message": str(error.get("msg", "invalid"))})
+    sentence = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5]) or "invalid request"
+    return _error(422, sentence, problems=problems[:20])
+
+
 # -- models --------------------------------------------------------------------------------------
 
 READERS = (Role.OFFICER, Role.SUPERVISOR, Role.AUDITOR)
 DECIDERS = (Role.OFFICER, Role.SUPERVISOR)
+RECORD_ID = r"^[A-Za-z0-9_-]{1,64}$"
 
 
 class DecisionBody(BaseModel):
     decision: Literal["same_person", "different_people", "cannot_tell"]
     comment: str = Field(default="", max_length=2000)
-    matched_record_id: str | None = Field(default=None, max_length=64)
+    # "Same person" must say which candidate it is the same person as: never a silent default.
+    matched_record_id: str | None = Field(default=None, pattern=RECORD_ID)
+
+    @model_validator(mode="after")
+    def _names_the_candidate(self) -> DecisionBody:
+        if self.decision == "same_person" and not self.matched_record_id:
+            raise ValueError("a same-person decision names the candidate it matches (matched_record_id)")
+        return self
 
 
 class ConfirmationBody(BaseModel):
     confirm: bool
     comment: str = Field(default="", max_length=2000)
+
+    @model_validator(mode="after")
+    def _overturn_says_why(self) -> ConfirmationBody:
+        if not self.confirm and not self.comment.strip():
+            raise ValueError("an overturn needs a reason (comment)")
+        return self
 
 
 class VerifyBody(BaseModel):
@@ -134,22 +264,58 @@ class VerifyBody(BaseModel):
 
 
 class UploadBody(BaseModel):
-    application_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    application_id: str = Field(pattern=APPLICATION_ID_PATTERN)  # the one rule (identifiers.py)
     content_type: Literal["image/jpeg", "image/png", "image/heic", "image/heif", "image/webp"] = "image/jpeg"
 
 
-def _summary(case: Case) -> dict[str, Any]:
+def _outcome(case: Case) -> str | None:
+    """What a closed case came to, in the words the console shows."""
+    if case.status is not CaseStatus.CLOSED:
+        return None
+    if case.decision is CaseDecision.SAME_PERSON:
+        return "confirmed_same_person" if case.confirmed_by else "same_person"
+    return case.decision.value if case.decision else "closed"
+
+
+def _summary(case: Case, service: DedupService | None = None) -> dict[str, Any]:
     best = case.candidates[0] if case.candidates else None
-    return {
+    summary: dict[str, Any] = {
         "case_id": case.case_id,
         "kind": case.kind.value,
         "status": case.status.value,
         "escalated": case.escalated,
-        "claimed_by": case.claimed_by,
+        "claimed_by": claim_holder(case),
+        "claimed_at": claimed_at(case) if claim_holder(case) else None,
+        "decided_by": case.decided_by,
+        "outcome": _outcome(case),
         "created_at": case.created_at,
         "candidates": len(case.candidates),
         "best_score": None if best is None else round(best.score, 4),
     }
+    if service is not None:
+        record = service.store.get_record(case.probe_record_id)
+        summary["application_id"] = record.application_id if record else None
+        summary["channel"] = _channel(record.source) if record else None
+        if best is not None:
+            summary["best_band"] = score_band(best.score, case.thresholds)
+    return summary
+
+
+def _channel(source: str) -> str:
+    return "selfie" if source.startswith("selfies/") else "registry import"
+
+
+def score_band(score: float, thresholds: dict[str, Any]) -> str:
+    """The score in plain words, relative to this case's own thresholds (see README)."""
+    review = float(thresholds.get("review") or 0)
+    duplicate = float(thresholds.get("duplicate") or review)
+    if score >= duplicate + 0.1:
+        return "far_above"
+    if score >= duplicate:
+        return "above"
+    if score >= review + 0.03:
+        return "between"
+    return "near_threshold"
 
 
 def _image_link(service: DedupService, key: str) -> str:
@@ -158,14 +324,17 @@ def _image_link(service: DedupService, key: str) -> str:
     return presigned or f"/images/{deps.signer.token(key, service.tenant)}"
 
 
-def _person(service: DedupService, record_id: str, score: float | None) -> dict[str, Any]:
+def _person(
+    service: DedupService, record_id: str, score: float | None, thresholds: dict[str, Any]
+) -> dict[str, Any]:
     record = service.store.get_record(record_id)
     if record is None:
         return {"record_id": record_id, "erased": True}
     entry: dict[str, Any] = {
         "record_id": record.record_id,
         "application_id": record.application_id,
-        "channel": "selfie" if record.source.startswith("selfies/") else "registry import",
+        "channel": _channel(record.source),
+        "source_name": record.source.rsplit("/", 1)[-1][:200],
         "status": record.status.value,
         "enrolled_at": record.created_at,
         "quality": record.quality,
@@ -176,6 +345,7 @@ def _person(service: DedupService, record_id: str, score: float | None) -> dict[
         fmr = service.tail.fmr_at(score)
         entry |= {
             "score": round(score, 4),
+            "band": score_band(score, thresholds),
             # What the score means: how often two different people score this high.
             "false_match_rate": fmr,
             "beyond_calibration": fmr < service.tail.measured_min_fmr,
@@ -185,14 +355,16 @@ def _person(service: DedupService, record_id: str, score: float | None) -> dict[
 
 def _detail(service: DedupService, case: Case) -> dict[str, Any]:
     return {
-        **_summary(case),
-        "probe": _person(service, case.probe_record_id, None),
-        "candidates": [_person(service, c.record_id, c.score) for c in case.candidates],
+        **_summary(case, service),
+        "probe": _person(service, case.probe_record_id, None, case.thresholds),
+        "candidates": [_person(service, c.record_id, c.score, case.thresholds) for c in case.candidates],
+        "candidates_count": len(case.candidates),
         "thresholds": case.thresholds,
         "decision": case.decision.value if case.decision else None,
-        "decided_by": case.decided_by,
+        "decided_at": case.decided_at,
         "matched_record_id": case.matched_record_id,
         "confirmed_by": case.confirmed_by,
+        "claim_minutes": CLAIM_MINUTES,
         "history": list(case.history),
         "version": case.version,
     }
@@ -201,25 +373,61 @@ def _detail(service: DedupService, case: Case) -> dict[str, Any]:
 # -- routes --------------------------------------------------------------------------------------
 
 
-@app.get("/cases", summary="List cases", tags=["cases"])
+@app.get("/me", summary="Who the caller is: name, role, tenant", tags=["session"])
+def whoami() -> dict[str, Any]:
+    caller = _caller()
+    return {"name": caller.actor.name, "role": caller.actor.role.value, "tenant": caller.tenant}
+
+
+SORTS = {
+    "oldest": (lambda c: (c.created_at, c.case_id), False),
+    "newest": (lambda c: (c.created_at, c.case_id), True),
+    "score": (lambda c: (c.candidates[0].score if c.candidates else 0.0, c.case_id), True),
+}
+
+
+@app.get("/cases", summary="List cases: filters, sorting, paging with a total", tags=["cases"])
 def list_cases(
     status: Annotated[Literal["open", "awaiting_confirmation", "closed"] | None, Query()] = None,
+    escalated: Annotated[bool | None, Query()] = None,
+    mine: Annotated[bool, Query()] = False,
+    sort: Annotated[Literal["oldest", "newest", "score"], Query()] = "oldest",
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0)] = 0,
-    older_than_hours: Annotated[int | None, Query(ge=0)] = None,
+    older_than_hours: Annotated[int | None, Query(ge=0, le=100_000)] = None,
 ) -> dict[str, Any]:
     caller = _caller()
     _require(caller, *READERS)
     service = _service(caller)
-    cases = service.store.list_cases(tenant=caller.tenant, status=status, limit=limit + 1, offset=offset)
+    cases = _all_cases(service, caller.tenant, status)
+    if escalated is not None:
+        cases = [c for c in cases if c.escalated == escalated]
+    if mine:
+        me = caller.actor.name
+        cases = [c for c in cases if me in (claim_holder(c), c.decided_by, c.confirmed_by)]
     if older_than_hours is not None:
         cutoff = (datetime.now(UTC) - timedelta(hours=older_than_hours)).isoformat()
         cases = [c for c in cases if c.created_at <= cutoff]
-    page = cases[:limit]
+    key, reverse = SORTS[sort]
+    cases.sort(key=key, reverse=reverse)
+    page = cases[offset : offset + limit]
     return {
-        "cases": [_summary(c) for c in page],
-        "next_offset": offset + limit if len(cases) > limit else None,
+        "cases": [_summary(c, service) for c in page],
+        "total": len(cases),  # after the filters: what "n of total" means in the queue
+        "offset": offset,
+        "limit": limit,
+        "next_offset": offset + limit if offset + limit < len(cases) else None,
     }
+
+
+def _all_cases(service: DedupService, tenant: str, status: str | None) -> list[Case]:
+    """Every case of the tenant in that status, page by page from the store."""
+    found: list[Case] = []
+    while True:
+        chunk = service.store.list_cases(tenant=tenant, status=status, limit=500, offset=len(found))
+        found.extend(chunk)
+        if len(chunk) < 500:
+            return found
 
 
 @app.get("/cases/<case_id>", summary="Show a case: probe, ranked candidates, scores, history", tags=["cases"])
@@ -229,7 +437,7 @@ def show_case(case_id: str) -> dict[str, Any]:
     service = _service(caller)
     case = service.store.get_case(case_id)
     if case is None or case.tenant != caller.tenant:
-        raise NotFound(f"no case {case_id}")
+        raise NotFound(f"no case {case_id[:80]}")
     service.record_event("case.viewed", caller.actor.name, case_id=case_id, role=caller.actor.role.value)
     return _detail(service, case)
 
@@ -243,8 +451,20 @@ def claim_case(case_id: str) -> dict[str, Any]:
 
 
 @app.post(
+    "/cases/<case_id>/release",
+    summary="Release a claim (its holder, or a supervisor)",
+    tags=["cases"],
+)
+def release_case(case_id: str) -> dict[str, Any]:
+    caller = _caller()
+    _require(caller, *DECIDERS)
+    service = _service(caller)
+    return _detail(service, service.release_case(case_id, caller.actor))
+
+
+@app.post(
     "/cases/<case_id>/decision",
-    summary="Decide: same person, different people, or cannot tell",
+    summary="Decide: same person (naming the candidate), different people, or cannot tell",
     tags=["cases"],
 )
 def decide_case(case_id: str, body: DecisionBody) -> dict[str, Any]:
@@ -259,7 +479,7 @@ def decide_case(case_id: str, body: DecisionBody) -> dict[str, Any]:
 
 @app.post(
     "/cases/<case_id>/confirmation",
-    summary="Confirm or overturn (a second person, supervisor)",
+    summary="Confirm or overturn (a second person, supervisor; an overturn says why)",
     tags=["cases"],
 )
 def confirm_case(case_id: str, body: ConfirmationBody) -> dict[str, Any]:
@@ -340,7 +560,7 @@ def image(token: str):  # type: ignore[no-untyped-def]  # an annotated return ma
         status_code=200,
         content_type=kind,
         body=data,
-        headers={"Cache-Control": "private, max-age=60", "X-Content-Type-Options": "nosniff"},
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
     )
 
 
@@ -365,16 +585,27 @@ def openapi() -> Response[str]:
     )
 
 
+STATIC = {"console.js": "text/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8"}
+
+
+def _static(name: str) -> str:
+    return resources.files("face_dedup_api").joinpath(f"static/{name}").read_text(encoding="utf-8")
+
+
 @app.get("/", include_in_schema=False)
 def console() -> Response[str]:
-    page = resources.files("face_dedup_api").joinpath("static/console.html").read_text(encoding="utf-8")
     return Response(
         status_code=200,
         content_type="text/html; charset=utf-8",
-        body=page,
-        headers={
-            # blob: for images fetched with the caller's token; https: for presigned S3 links
-            "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: https:; "
-            "connect-src 'self' https:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"
-        },
+        body=_static("console.html"),
+        headers={"Content-Security-Policy": _dependencies().console_csp()},
     )
+
+
+@app.get("/static/<name>", include_in_schema=False)
+def static_file(name: str) -> Response[str]:
+    """The console's script and styles: a fixed list, never a path from the request."""
+    kind = STATIC.get(name)
+    if kind is None:
+        raise NotFound("no such file")
+    return Response(status_code=200, content_type=kind, body=_static(name))

@@ -1,21 +1,49 @@
 """`face-dedup serve`: the review API and console on one machine, LOCAL ONLY.
 
-Each HTTP request becomes the API Gateway (REST, proxy) event the cloud would deliver, with
-the claims of the user whose bearer token matched the local users file, and goes through
-the same resolver. Binds to 127.0.0.1 by default. Not a production server: no TLS."""
+A production WSGI server (cheroot: a bounded thread pool, socket timeouts, idle keep-alive
+connections parked in a selector rather than holding threads, header and body size limits)
+runs a thin WSGI gate in front of the same resolver the cloud uses:
+
+1. authenticate from the headers alone, before a byte of the body is read (a stranger's 300 MB
+   POST is refused with 401 and never read);
+2. refuse bodies over the route's limit (413), from Content-Length or while reading a chunked one;
+3. refuse JSON nested deeper than MAX_JSON_DEPTH (400), rather than drop the connection;
+4. turn the request into the API Gateway (REST, proxy) event the cloud would deliver, with the
+   user's claims and without the Authorization header, and resolve it.
+
+Every refusal is audited (who if known, method, path, status, reason; never a token or a body).
+Waitress was considered: it buffers a whole request body before the application sees the
+headers, so it cannot authenticate first. Binds to 127.0.0.1; any other address needs the
+operator to say TLS terminates in front of it (`behind_tls_proxy`)."""
 
 from __future__ import annotations
 
 import base64
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import ipaddress
+import json
+import threading
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
-from face_dedup_api.app import app
+from cheroot import wsgi
+
+from face_dedup_api.app import SECURITY_HEADERS, app, audit_denied
+from face_dedup_api.auth import LocalUsers, Unauthorized
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
-from face_dedup_api.auth import LocalUsers
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+MAX_BODY = 64 * 1024  # decisions, confirmations, uploads: a few hundred bytes
+MAX_VERIFY_BODY = 72 * 1024 * 1024  # /verify: two base64 photos of at most 35 MB each
+MAX_JSON_DEPTH = 32
+MAX_HEADERS = 16 * 1024
+TIMEOUT_SECONDS = 10  # a socket that says nothing for this long is closed
+THREADS = 8
+PUBLIC = ("/", "/openapi.json")  # the page and its files carry no data; everything else needs a token
 
 
 class LocalContext:
@@ -23,6 +51,26 @@ class LocalContext:
     memory_limit_in_mb = 0
     invoked_function_arn = "local"
     aws_request_id = "local"
+
+
+class RefusedBind(ValueError):
+    """A non-loopback address without TLS in front."""
+
+
+def check_bind(host: str, behind_tls_proxy: bool) -> None:
+    """Loopback only, unless the operator states that a TLS-terminating proxy is in front:
+    tokens travel in every request and must not cross a network in clear."""
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not behind_tls_proxy:
+        raise RefusedBind(
+            f"refusing to serve on {host}: tokens would cross the network in clear. Bind to "
+            "127.0.0.1, or put a TLS-terminating proxy in front and pass --behind-tls-proxy"
+        )
 
 
 def to_event(
@@ -54,36 +102,170 @@ def to_event(
     }
 
 
-def make_handler(users: LocalUsers) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "face-dedup-local"
-
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            headers = {k: v for k, v in self.headers.items()}
-            claims = users.claims_for(self.headers.get("Authorization"))
-            event = to_event(self.command, self.path, headers, body, claims)
-            response = app.resolve(event, cast("LambdaContext", LocalContext()))
-            payload = response.get("body") or ""
-            data = base64.b64decode(payload) if response.get("isBase64Encoded") else payload.encode()
-            self.send_response(int(response["statusCode"]))
-            for name, values in (response.get("multiValueHeaders") or {}).items():
-                for value in values:
-                    self.send_header(name, value)
-            for name, value in (response.get("headers") or {}).items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_DELETE = _serve
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """Quiet: request lines can carry case ids; nothing here needs them on stderr."""
-
-    return Handler
+def json_depth(value: Any) -> int:
+    """How deeply lists and objects nest (iterative: a hostile value cannot exhaust the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
-def serve(users: LocalUsers, host: str = "127.0.0.1", port: int = 8080) -> ThreadingHTTPServer:
-    return ThreadingHTTPServer((host, port), make_handler(users))
+class Refusal(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ReviewGate:
+    """The WSGI application: the checks above, then the resolver."""
+
+    def __init__(self, users: LocalUsers) -> None:
+        self.users = users
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        method = str(environ.get("REQUEST_METHOD", "GET"))
+        path = str(environ.get("PATH_INFO", "/"))
+        claims: dict[str, str] | None = None
+        try:
+            if not (method == "GET" and (path in PUBLIC or path.startswith("/static/"))):
+                try:
+                    claims = self.users.authenticate(environ.get("HTTP_AUTHORIZATION"))
+                except Unauthorized as exc:
+                    raise Refusal(401, str(exc)) from None
+            body = self._body(environ, path)
+            if body and "json" in str(environ.get("CONTENT_TYPE", "")):
+                self._check_json(body)
+        except Refusal as refusal:
+            audit_denied(method, path, refusal.status, str(refusal), claims)
+            environ["cheroot.refused"] = True
+            return self._reply(start_response, refusal.status, str(refusal))
+        target = path + (f"?{environ['QUERY_STRING']}" if environ.get("QUERY_STRING") else "")
+        event = to_event(method, target, self._headers(environ), body, claims)
+        response = app.resolve(event, cast("LambdaContext", LocalContext()))
+        payload = response.get("body") or ""
+        data = base64.b64decode(payload) if response.get("isBase64Encoded") else payload.encode()
+        headers: list[tuple[str, str]] = []
+        for name, values in (response.get("multiValueHeaders") or {}).items():
+            headers.extend((name, str(value)) for value in values)
+        headers.extend((name, str(value)) for name, value in (response.get("headers") or {}).items())
+        headers.append(("Content-Length", str(len(data))))
+        start_response(_status_line(int(response["statusCode"])), headers)
+        return [data]
+
+    @staticmethod
+    def _headers(environ: dict[str, Any]) -> dict[str, str]:
+        """Request headers for the event, without Authorization: nothing past the gate sees a token."""
+        headers = {
+            key[5:].replace("_", "-").title(): str(value)
+            for key, value in environ.items()
+            if key.startswith("HTTP_") and key != "HTTP_AUTHORIZATION"
+        }
+        if environ.get("CONTENT_TYPE"):
+            headers["Content-Type"] = str(environ["CONTENT_TYPE"])
+        return headers
+
+    @staticmethod
+    def _body(environ: dict[str, Any], path: str) -> bytes:
+        limit = MAX_VERIFY_BODY if path == "/verify" else MAX_BODY
+        declared = environ.get("CONTENT_LENGTH") or ""
+        stream = environ["wsgi.input"]
+        if declared:
+            if not declared.isdigit():
+                raise Refusal(400, "Content-Length is not a number")
+            if int(declared) > limit:
+                raise Refusal(413, f"request body over {limit} bytes")
+            return bytes(stream.read(int(declared))) if int(declared) else b""
+        if "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower():
+            data = bytes(stream.read(limit + 1))
+            if len(data) > limit:
+                raise Refusal(413, f"request body over {limit} bytes")
+            return data
+        return b""
+
+    @staticmethod
+    def _check_json(body: bytes) -> None:
+        try:
+            value = json.loads(body)
+        except RecursionError:
+            raise Refusal(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+        except ValueError:
+            raise Refusal(400, "the request body is not valid JSON") from None
+        if json_depth(value) > MAX_JSON_DEPTH:
+            raise Refusal(400, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+
+    @staticmethod
+    def _reply(start_response: StartResponse, status: int, message: str) -> list[bytes]:
+        data = json.dumps({"error": message}).encode()
+        headers = [(name, value) for name, value in SECURITY_HEADERS.items()]
+        # A refused body is never read: close the connection rather than parse what follows.
+        headers += [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(data))),
+            ("Connection", "close"),
+        ]
+        start_response(_status_line(status), headers)
+        return [data]
+
+
+def _status_line(status: int) -> str:
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Status"
+
+
+class LocalServer:
+    """cheroot's server with the small interface `face-dedup serve` and the tests use."""
+
+    def __init__(self, server: wsgi.Server) -> None:
+        self._server = server
+        self._thread: threading.Thread | None = None
+
+    @property
+    def server_address(self) -> tuple[str, int]:
+        address = self._server.bind_addr
+        return (str(address[0]), int(address[1]))
+
+    def serve_forever(self) -> None:
+        self._server.serve()
+
+    def start_background(self) -> None:
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        self._server.stop()
+
+    def server_close(self) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+def serve(
+    users: LocalUsers,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    behind_tls_proxy: bool = False,
+    timeout: int = TIMEOUT_SECONDS,
+    threads: int = THREADS,
+) -> LocalServer:
+    """A bound, ready server (port 0 picks a free one); call serve_forever()."""
+    check_bind(host, behind_tls_proxy)
+    server = wsgi.Server(
+        (host, port),
+        ReviewGate(users),
+        numthreads=threads,
+        max=threads,
+        request_queue_size=64,
+        timeout=timeout,
+        shutdown_timeout=2,
+        server_name="face-dedup-local",
+    )
+    server.max_request_header_size = MAX_HEADERS
+    server.max_request_body_size = MAX_VERIFY_BODY
+    server.prepare()  # binds now, so the caller knows the port and a bad address fails here
+    return LocalServer(server)

@@ -94,12 +94,13 @@ def test_case_detail_links_images_and_explains_scores(api: DedupService) -> None
 def test_two_person_rule_over_http(api: DedupService) -> None:
     case_id = only_case(OFFICER)
     assert call("POST", f"/cases/{case_id}/claim", OFFICER)[0] == 200
-    status, body = call("POST", f"/cases/{case_id}/decision", OFFICER_2, {"decision": "same_person"})
+    candidate = call("GET", f"/cases/{case_id}", OFFICER)[1]["candidates"][0]["record_id"]
+    same = {"decision": "same_person", "matched_record_id": candidate}
+    status, body = call("POST", f"/cases/{case_id}/decision", OFFICER_2, same)
     assert status == 409 and "claimed by ann" in body["error"]
-    status, case = call(
-        "POST", f"/cases/{case_id}/decision", OFFICER, {"decision": "same_person", "comment": "scar"}
-    )
+    status, case = call("POST", f"/cases/{case_id}/decision", OFFICER, same | {"comment": "scar"})
     assert status == 200 and case["status"] == "awaiting_confirmation"
+    assert case["matched_record_id"] == candidate
     assert call("POST", f"/cases/{case_id}/decision", OFFICER, {"decision": "different_people"})[0] == 409
     assert call("POST", f"/cases/{case_id}/confirmation", OFFICER, {"confirm": True})[0] == 403
     status, case = call(
