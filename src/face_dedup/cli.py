@@ -594,6 +594,12 @@ def serve(
     ],
     host: Annotated[str, typer.Option(help="Address to bind (keep it local).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8080,
+    behind_tls_proxy: Annotated[
+        bool,
+        typer.Option(
+            help="Allow a non-loopback --host: say so only when a TLS-terminating proxy is in front."
+        ),
+    ] = False,
     data_dir: DataDir = None,
     models_dir: ModelsDir = None,
 ) -> None:
@@ -611,8 +617,9 @@ def serve(
     settings = _settings(data_dir, models_dir, None)
     service, adapters = _run(lambda: build_service(settings))
     configure(Dependencies(service=service, signer=ImageSigner(os.urandom(32))))
-    server = make_server(known, host, port)
-    err.print(f"review console on http://{host}:{server.server_address[1]}/ (local only; Ctrl-C stops)")
+    server = _run(lambda: make_server(known, host, port, behind_tls_proxy=behind_tls_proxy))
+    where = "behind your TLS proxy" if behind_tls_proxy else "local only"
+    err.print(f"review console on http://{host}:{server.server_address[1]}/ ({where}; Ctrl-C stops)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
