@@ -6,6 +6,10 @@ round-robin folds). --labels CSV (`file,identity`): every pair of images is scor
 pairs from all different-identity pairs), `accuracy` is 1 - EER, and 1:N de-duplication is
 simulated by importing the photos in CSV order. A photo that cannot be used counts against
 accuracy: its pairs score as non-matches.
+
+--group-by COLUMN (with --labels): the same photos' error rates per group of that column at the
+thresholds in force (see group_report.py). --cache FILE keeps the photos' templates between
+runs (biometric data: keep it where the photos are, delete it when done).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from face_dedup import calibration as cal
-from face_dedup.bootstrap import build_engine, calibration_path
+from face_dedup.bootstrap import build_engine, calibration_path, load_tail
+from face_dedup.group_report import clean_groups, group_report
 from face_dedup.models.registry import get_pack
 from face_dedup.settings import Settings
 from face_dedup.vision.pipeline import FaceTemplate
@@ -39,7 +44,58 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
         return [{k: (v or "").strip() for k, v in row.items() if k} for row in reader]
 
 
-def _embed_all(settings: Settings, root: Path, files: list[str]) -> tuple[dict[str, Vector], dict[str, str]]:
+def _load_cache(cache: Path | None, pack_id: str) -> tuple[dict[str, Vector], dict[str, str]]:
+    if cache is None or not cache.exists():
+        return {}, {}
+    with np.load(cache, allow_pickle=False) as saved:
+        if str(saved["model_pack"]) != pack_id:
+            raise ValueError(f"--cache {cache} holds templates of {saved['model_pack']}, not of {pack_id}")
+        vectors = {
+            str(n): v.astype(np.float32) for n, v in zip(saved["names"], saved["vectors"], strict=True)
+        }
+        failed = {str(n): str(r) for n, r in zip(saved["failed"], saved["reasons"], strict=True)}
+    return vectors, failed
+
+
+def _save_cache(cache: Path, pack_id: str, vectors: dict[str, Vector], failed: dict[str, str]) -> None:
+    names = sorted(vectors)
+    dim = len(next(iter(vectors.values()))) if vectors else 0
+    with cache.open("wb") as handle:
+        np.savez(
+            handle,
+            model_pack=np.array(pack_id),
+            names=np.array(names, dtype=str),
+            vectors=np.stack([vectors[n] for n in names]) if names else np.zeros((0, dim), np.float32),
+            failed=np.array(sorted(failed), dtype=str),
+            reasons=np.array([failed[n] for n in sorted(failed)], dtype=str),
+        )
+
+
+def _embed_all(
+    settings: Settings, root: Path, files: list[str], cache: Path | None = None
+) -> tuple[dict[str, Vector], dict[str, str]]:
+    pack_id = get_pack(settings.model_pack).id
+    cached, cached_failures = _load_cache(cache, pack_id)
+    todo = [f for f in files if f not in cached and f not in cached_failures]
+    if not todo:
+        wanted = set(files)
+        return (
+            {k: v for k, v in cached.items() if k in wanted},
+            {k: v for k, v in cached_failures.items() if k in wanted},
+        )
+    embeddings, failures = _embed_files(settings, root, todo)
+    if cache is not None:
+        _save_cache(cache, pack_id, cached | embeddings, cached_failures | failures)
+    wanted = set(files)
+    return (
+        {k: v for k, v in (cached | embeddings).items() if k in wanted},
+        {k: v for k, v in (cached_failures | failures).items() if k in wanted},
+    )
+
+
+def _embed_files(
+    settings: Settings, root: Path, files: list[str]
+) -> tuple[dict[str, Vector], dict[str, str]]:
     engine = build_engine(settings, get_pack(settings.model_pack))
 
     def one(name: str) -> tuple[str, Vector | None, str | None]:
@@ -84,15 +140,23 @@ def calibrate(
     pairs: Path | None = None,
     labels: Path | None = None,
     save: bool = False,
+    group_by: str | None = None,
+    gallery_size: int = 10_000,
+    resamples: int = 1000,
+    cache: Path | None = None,
 ) -> dict[str, Any]:
     if not root.is_dir():
         raise FileNotFoundError(f"--root {root} is not a folder")
     pack = get_pack(settings.model_pack)
     report: dict[str, Any] = {"model_pack": pack.id, "mode": "pairs" if pairs else "labels"}
+    if group_by is not None and labels is None:
+        raise ValueError("--group-by needs --labels (a group per photo)")
+    if gallery_size < 1 or resamples < 10:
+        raise ValueError("--gallery-size must be at least 1 and --resamples at least 10")
     if pairs is not None:
         rows = _read_csv(pairs, ("file1", "file2", "same"))
         files = sorted({r["file1"] for r in rows} | {r["file2"] for r in rows})
-        embeddings, failures = _embed_all(settings, root, files)
+        embeddings, failures = _embed_all(settings, root, files, cache)
         scores = np.array(
             [
                 float(embeddings[r["file1"]] @ embeddings[r["file2"]])
@@ -115,13 +179,26 @@ def calibrate(
         report |= _rates(genuine, impostor)
     else:
         assert labels is not None
-        rows = _read_csv(labels, ("file", "identity"))
+        rows = _read_csv(labels, ("file", "identity", *((group_by,) if group_by else ())))
         files = [r["file"] for r in rows]
         identities = [r["identity"] for r in rows]
-        embeddings, failures = _embed_all(settings, root, sorted(set(files)))
+        groups = clean_groups([r[group_by] for r in rows], group_by) if group_by else []
+        embeddings, failures = _embed_all(settings, root, sorted(set(files)), cache)
         dim = pack.contract.embedding_dim
         matrix = np.stack([embeddings.get(f, np.zeros(dim, np.float32)) for f in files]).astype(np.float32)
         usable = np.array([f in embeddings for f in files])
+        if group_by:
+            report["by_group"] = group_report(
+                settings,
+                load_tail(settings, pack),
+                embeddings=matrix,
+                identities=identities,
+                groups=groups,
+                reasons=[failures.get(f) for f in files],
+                column=group_by,
+                gallery_size=gallery_size,
+                resamples=resamples,
+            )
         genuine, impostor = cal.all_pairs_scores(matrix, identities, usable, UNUSABLE)
         rates = _rates(genuine, impostor)
         report |= {"accuracy": 1.0 - rates["eer"], "images": len(files), "identities": len(set(identities))}

@@ -1,0 +1,70 @@
+"""SQLite adapter of the drift counts: one row per tenant, channel, day, measure and bin.
+
+Its own file next to the registry (`drift.sqlite3`): counts only, nothing biometric, so it
+outlives erasures by design and can be shared with whoever watches operations.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from face_dedup.drift import DayKey, DriftStore
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS drift_counts (
+    tenant TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    day TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    bin TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (tenant, channel, day, metric, bin)
+);
+"""
+
+
+class SqliteDriftStore(DriftStore):
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection guarded by a lock: the service's threads add one input at a time.
+        self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        self._lock = threading.Lock()
+        with self._lock, self._db:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+
+    def add(self, key: DayKey, counts: Mapping[tuple[str, str], int]) -> None:
+        rows = [(key.tenant, key.channel, key.day, m, b, n) for (m, b), n in counts.items()]
+        with self._lock, self._db:
+            self._db.executemany(
+                "INSERT INTO drift_counts VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (tenant, channel, day, metric, bin) "
+                "DO UPDATE SET count = count + excluded.count",
+                rows,
+            )
+
+    def counts(
+        self, *, tenant: str, first_day: str, last_day: str, channel: str | None = None
+    ) -> dict[tuple[str, str], int]:
+        query = "SELECT metric, bin, SUM(count) FROM drift_counts WHERE tenant = ? AND day >= ? AND day <= ?"
+        params: list[str] = [tenant, first_day, last_day]
+        if channel is not None:
+            query += " AND channel = ?"
+            params.append(channel)
+        with self._lock:
+            rows = self._db.execute(query + " GROUP BY metric, bin", params).fetchall()
+        return {(str(m), str(b)): int(n) for m, b, n in rows}
+
+    def channels(self, *, tenant: str) -> list[str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT channel FROM drift_counts WHERE tenant = ? ORDER BY channel", (tenant,)
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,194 @@
+"""`face-dedup calibrate --group-by COLUMN`: error rates per group at the thresholds in force.
+
+The thresholds are the registry's own (its calibration, or the model pack's shipped one, and
+its settings), not ones re-fitted to the labelled photos: the question is how the matcher as
+configured treats each group. They are:
+- `verify`: 1:1 verification (settings.verify_fmr);
+- `review`: 1:N, the review threshold for a stated gallery size (target FPIR);
+- `auto_link`: 1:N, the threshold above which a match is linked as a likely duplicate.
+
+Groups come only from the labels file's column: nothing here looks at a face to decide one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from face_dedup import fairness as fx
+from face_dedup.calibration import ImpostorTail, dedup_thresholds
+from face_dedup.settings import Settings
+
+MAX_GROUPS = 50  # more distinct values than this is an identifier, not a group
+MAX_GROUP_LENGTH = 64
+
+
+def thresholds_in_force(settings: Settings, tail: ImpostorTail, gallery_size: int) -> dict[str, float]:
+    """The same rule as the service's (DedupService.thresholds and verify)."""
+    dedup = dedup_thresholds(
+        tail,
+        gallery_size,
+        settings.target_fpir,
+        settings.duplicate_fpir,
+        floor=tail.threshold_for_fmr(settings.review_floor_fmr),
+        duplicate_floor=tail.threshold_for_fmr(settings.duplicate_floor_fmr),
+    )
+    return {
+        "verify": tail.threshold_for_fmr(settings.verify_fmr),
+        "review": dedup.review,
+        "auto_link": dedup.duplicate,
+    }
+
+
+def clean_groups(values: Sequence[str], column: str) -> list[str]:
+    """Validate a labels file's group column: every photo labelled, few distinct values."""
+    missing = [i for i, v in enumerate(values) if not v]
+    if missing:
+        raise ValueError(
+            f"column {column!r} is empty on {len(missing)} rows (first: data row {missing[0] + 1})"
+        )
+    too_long = [v for v in values if len(v) > MAX_GROUP_LENGTH]
+    if too_long:
+        raise ValueError(f"column {column!r} has values longer than {MAX_GROUP_LENGTH} characters")
+    distinct = set(values)
+    if len(distinct) > MAX_GROUPS:
+        raise ValueError(
+            f"column {column!r} has {len(distinct)} distinct values (at most {MAX_GROUPS}): "
+            "group photos by a category, not by an identifier"
+        )
+    if len(distinct) < 2:
+        raise ValueError(f"column {column!r} has a single value: nothing to compare")
+    return list(values)
+
+
+def group_report(
+    settings: Settings,
+    tail: ImpostorTail,
+    *,
+    embeddings: NDArray[np.float32],
+    identities: Sequence[str],
+    groups: Sequence[str],
+    reasons: Sequence[str | None],
+    column: str,
+    gallery_size: int,
+    resamples: int = fx.DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Per-group FMR (within/across), FNMR and FTE at each threshold in force, and duplicate
+    recall / false alarms of a simulated import (photos in file order) per group."""
+    data = fx.Labelled.from_labels(identities, groups, reasons)
+    resampler = fx.Resampler(data.person_strata(), resamples, seed)
+    thresholds = thresholds_in_force(settings, tail, gallery_size)
+    counts = fx.pair_counts(embeddings, data, min(thresholds.values()))
+    usable_people = {
+        name: len(np.unique(data.person[(data.group == code) & data.usable]))
+        for code, name in enumerate(data.group_names)
+    }
+
+    def review(n: int) -> float:
+        return thresholds_in_force(settings, tail, n)["review"]
+
+    items = fx.simulate_dedup_items(embeddings, data, review)
+    return {
+        "group_by": column,
+        "groups": {
+            name: {
+                "photos": int(np.sum(data.group == code)),
+                "people": data.people_per_group()[name],
+                "people_with_usable_photos": usable_people[name],
+            }
+            for code, name in enumerate(data.group_names)
+        },
+        "resampled": "people, within each group",
+        "resamples": resamples,
+        "confidence": fx.CONFIDENCE,
+        "calibration": {"source": tail.source, "model_pack": tail.model_pack},
+        "gallery_size": gallery_size,
+        "thresholds": {
+            name: fx.rates_at_threshold(counts, data, resampler, value) | {"meaning": _MEANING[name]}
+            for name, value in thresholds.items()
+        },
+        "failure_to_enroll": fx.failure_to_enroll(data, resampler),
+        "dedup": fx.dedup_by_group(items, data, resampler)
+        | {
+            "order": "photos imported in the labels file's order; "
+            "review threshold for the gallery at each step"
+        },
+    }
+
+
+_MEANING = {
+    "verify": "1:1 verification threshold (verify_fmr)",
+    "review": "1:N review threshold at the stated gallery size (target_fpir)",
+    "auto_link": "1:N likely-duplicate threshold at the stated gallery size (duplicate_fpir)",
+}
+
+
+def _pct(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value and value < 1e-3:
+        return f"{value:.1e}"
+    return f"{100 * value:.2f}%"
+
+
+def _cell(estimate: dict[str, Any]) -> str:
+    if estimate.get("value") is None:
+        return "-"
+    return f"{_pct(estimate['value'])} [{_pct(estimate['ci_low'])}, {_pct(estimate['ci_high'])}]"
+
+
+def render_text(report: dict[str, Any]) -> str:
+    """The report for people: one table per threshold. Plain text (values are data)."""
+    lines = [
+        f"Error rates by {report['group_by']!r}, model pack {report['calibration']['model_pack']}, "
+        f"{int(report['confidence'] * 100)}% intervals from {report['resamples']} resamples of people",
+        "groups: "
+        + ", ".join(
+            f"{name} ({g['people']} people, {g['photos']} photos)" for name, g in report["groups"].items()
+        ),
+        "",
+    ]
+    for name, block in report["thresholds"].items():
+        size = f" (gallery {report['gallery_size']:,})" if name != "verify" else ""
+        lines.append(f"{name} threshold {block['threshold']:.4f}{size}: {block['meaning']}")
+        lines.append(f"  {'group':<24} {'FNMR':<34} FMR")
+        for group in report["groups"]:
+            fnmr = block["fnmr"].get(group, {})
+            lines.append(f"  {group:<24} {_cell(fnmr):<34} {_cell(block['fmr'].get(group, {}))}")
+        for pair, estimate in block["fmr"].items():
+            if estimate["kind"] == "across":
+                lines.append(f"  {pair:<24} {'(pairs across groups)':<34} {_cell(estimate)}")
+        lines.extend(_comparisons(block["worst_vs_best"]))
+        lines.append("")
+    fte = report["failure_to_enroll"]
+    lines.append("failure to enroll (photos rejected)")
+    for group, estimate in fte["groups"].items():
+        reasons = ", ".join(
+            f"{r} {_pct(e['value'])}" for r, e in estimate["by_reason"].items() if e["errors"]
+        )
+        lines.append(f"  {group:<24} {_cell(estimate):<34} {reasons}")
+    if fte["worst_vs_best"]:
+        lines.extend(_comparisons([fte["worst_vs_best"]]))
+    lines.append("")
+    lines.append("de-duplication (simulated import, file order): duplicates found / false alarms")
+    for group, entry in report["dedup"]["groups"].items():
+        lines.append(
+            f"  {group:<24} {_cell(entry['duplicate_recall']):<34} {_cell(entry['false_alarm_rate'])}"
+        )
+    lines.extend(_comparisons(report["dedup"]["worst_vs_best"]))
+    return "\n".join(lines) + "\n"
+
+
+def _comparisons(comparisons: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for c in comparisons:
+        ratio = "-" if c["ratio"] is None else f"{c['ratio']:.2f}"
+        low, high = c["ratio_ci"]
+        span = "" if low is None else f" [{low:.2f}, {high:.2f}]"
+        verdict = "differs" if c["differs"] else "no difference shown"
+        lines.append(f"  {c['metric']}: worst {c['worst']} / best {c['best']} = {ratio}{span}; {verdict}")
+    return lines
