@@ -555,6 +555,21 @@ def calibrate_cmd(
         bool,
         typer.Option(help="With --labels: use this calibration for the registry's thresholds from now on."),
     ] = False,
+    group_by: Annotated[
+        str | None,
+        typer.Option(help="With --labels: error rates per group of this column (sex, age band, site...)."),
+    ] = None,
+    gallery_size: Annotated[
+        int, typer.Option(help="With --group-by: the gallery size the 1:N thresholds are set for.")
+    ] = 10_000,
+    resamples: Annotated[int, typer.Option(help="With --group-by: bootstrap resamples of people.")] = 1000,
+    plot: Annotated[
+        Path | None, typer.Option(help="With --group-by: write the report as an SVG here.")
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="Keep the photos' templates in this file between runs (biometric data)."),
+    ] = None,
     data_dir: DataDir = None,
     models_dir: ModelsDir = None,
     tenant: Tenant = None,
@@ -562,12 +577,31 @@ def calibrate_cmd(
 ) -> None:
     """Measure error rates on your own labelled photos and recommend thresholds."""
     from face_dedup.calibrate import calibrate
+    from face_dedup.group_plot import render_svg
+    from face_dedup.group_report import render_text
 
     if (pairs is None) == (labels is None):
         err.print("[red]error:[/red] give exactly one of --pairs or --labels")
         raise typer.Exit(2)
     settings = _settings(data_dir, models_dir, tenant)
-    report = _run(lambda: calibrate(settings, root=root, pairs=pairs, labels=labels, save=save))
+    report = _run(
+        lambda: calibrate(
+            settings,
+            root=root,
+            pairs=pairs,
+            labels=labels,
+            save=save,
+            group_by=group_by,
+            gallery_size=gallery_size,
+            resamples=resamples,
+            cache=cache,
+        )
+    )
+    if plot is not None and "by_group" in report:
+        plot.write_text(render_svg(report["by_group"]), encoding="utf-8")
+    if "by_group" in report and not as_json:
+        out.print(render_text(report["by_group"]), markup=False, highlight=False)
+        return
     _emit(as_json, report, lambda: out.print_json(json.dumps(report)))
 
 
