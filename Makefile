@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install models layers browser demo test lint typecheck unit slow bench synth clean
+.PHONY: install models layers browser broker demo test lint typecheck unit slow bench synth clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
 
+# Debian's ActiveMQ (and its Java) for the MOSIP ABIS tests: the test fixture starts a broker on loopback.
+broker:
+	@test -f /usr/share/activemq/bin/activemq.jar || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq activemq >/dev/null)
+
 # The CloudFormation template, offline, with cdk-nag (needs the layers for its assets).
 synth: layers
 	cd infra && JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 ../$(BIN)/python app.py
@@ -41,7 +46,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: models layers browser lint typecheck
+test: models layers browser broker lint typecheck
 	$(BIN)/pytest -q
 
 slow: models

@@ -663,6 +663,23 @@ def serve(
         adapters.close()
 
 
+@app.command("abis")
+def abis(data_dir: DataDir = None, models_dir: ModelsDir = None) -> None:
+    """Serve MOSIP's ABIS queue protocol (insert, identify, delete, ping, pendingJobs,
+    referenceCount) from a broker; settings FACE_DEDUP_ABIS_* (see README, MOSIP)."""
+    try:
+        from face_dedup.mosip.app import serve as serve_abis
+        from face_dedup.mosip.config import AbisConfig
+    except ImportError as exc:
+        err.print(f"[red]error:[/red] the ABIS needs its extra: pip install 'face-dedup[mosip]' ({exc})")
+        raise typer.Exit(1) from None
+    config = _run(AbisConfig.load)
+    settings = _settings(data_dir, models_dir, None)
+    err.print(f"ABIS: {config.request_queue} -> {config.response_queue} on {config.broker_url} (Ctrl-C stops)")
+    handled = _run(lambda: serve_abis(settings, config))
+    err.print(f"ABIS stopped after {handled} request(s)")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with suppress(BrokenPipeError):

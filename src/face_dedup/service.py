@@ -223,6 +223,24 @@ class DedupService:
             return done
         return self.register(ref, digest, self.analyze(data), data, actor)
 
+    def enroll_without_search(self, data: bytes, ref: InputRef, actor: str = SYSTEM_ACTOR) -> ImportItem:
+        """Enroll one photo as it is, searching nothing: for callers that ask for de-duplication
+        separately (MOSIP's ABIS insert; its identify comes later). Same writes, same audit and
+        same idempotency as `enroll`; rejections are kept as for any input."""
+        digest = content_digest(data)
+        key = self.idempotency_key(ref, digest)
+        done = self.store.get_import_item(key)
+        if done is not None:
+            return done
+        analysis = self.analyze(data)
+        if isinstance(analysis, Rejection):
+            return self._commit_rejection(key, ref, digest, analysis, actor)
+        staged = self._staged(key, ref, digest, analysis)
+        self._keep_photos(staged.record_id, data, analysis)
+        info = {"model_pack": self.model_pack, "calibration": self.tail.source, "searched": False}
+        item, _ = self._commit(staged, StagedDecision(key, Outcome.ENROLLED, (), info), actor)
+        return item
+
     def register(
         self,
         ref: InputRef,

@@ -1,0 +1,184 @@
+"""MOSIP's datashare: fetch a person's CBEFF from a referenceURL.
+
+The URL comes from the request, so it is hostile: only https (http only where the operator
+allows it, e.g. a datashare on loopback), a timeout on every phase, a size limit enforced while
+reading (not trusted from Content-Length), and MOSIP's in-body errors (it answers 200 with an
+`errors` list) turned into failure reasons: an expired share is 17, anything else 7. The token
+MOSIP's auth manager issues travels as the `Authorization` cookie. Payloads of MOSIP 1.2 and
+later are encrypted for us; `crypto.decrypt_datashare` opens them when a key is configured.
+Nothing is written anywhere: a failed fetch leaves no trace but the typed error.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from face_dedup.mosip.messages import FailureReason
+
+# MOSIP uses one code for "Data share not found" and "Data share usage expired": the message tells.
+EXPIRED_CODES = {"DAT-SER-006"}
+
+
+class DatashareError(Exception):
+    """The biometrics could not be fetched. `reason` is MOSIP's failure reason (7 or 17)."""
+
+    def __init__(self, reason: FailureReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class DatashareConfig:
+    timeout_s: float = 10.0
+    max_bytes: int = 10 << 20
+    allow_http: bool = False  # plain http only for a datashare on a trusted network (tests, labs)
+    token: str = ""  # a static token (cookie); empty: ask the auth manager, if configured
+    authmanager_url: str = (
+        ""  # e.g. https://api-internal.example/v1/authmanager/authenticate/clientidsecretkey
+    )
+    client_id: str = ""
+    secret_key: str = ""
+    app_id: str = "regproc"
+
+
+class TokenSource:
+    """The auth manager's token, asked for once and again only after the datashare refuses it."""
+
+    def __init__(self, config: DatashareConfig, client: httpx.Client) -> None:
+        self._config, self._client = config, client
+        self._token = config.token
+        self._lock = threading.Lock()
+
+    def get(self, *, renew: bool = False) -> str:
+        with self._lock:
+            if (renew or not self._token) and self._config.authmanager_url:
+                self._token = self._authenticate()
+            return self._token
+
+    def _authenticate(self) -> str:
+        c = self._config
+        body = {
+            "id": "mosip.io.clientId.pwd",
+            "version": "1.0",
+            "metadata": {},
+            "requesttime": "",
+            "request": {"clientId": c.client_id, "secretKey": c.secret_key, "appId": c.app_id},
+        }
+        try:
+            response = self._client.post(c.authmanager_url, json=body, timeout=c.timeout_s)
+        except httpx.HTTPError as exc:
+            raise DatashareError(
+                FailureReason.UNABLE_TO_FETCH_BIOMETRICS, f"auth manager: {_kind(exc)}"
+            ) from None
+        token = response.cookies.get("Authorization") or response.headers.get("authorization", "")
+        if response.status_code != 200 or not token:
+            raise DatashareError(
+                FailureReason.UNABLE_TO_FETCH_BIOMETRICS,
+                f"auth manager refused the client credentials (HTTP {response.status_code})",
+            )
+        return token
+
+
+class DatashareClient:
+    def __init__(
+        self,
+        config: DatashareConfig,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        decrypt: Callable[[bytes], bytes] | None = None,
+    ) -> None:
+        self.config = config
+        self._client = httpx.Client(transport=transport, follow_redirects=False, trust_env=False)
+        self._tokens = TokenSource(config, self._client)
+        self._decrypt = decrypt
+
+    def close(self) -> None:
+        self._client.close()
+
+    def fetch(self, url: str) -> bytes:
+        """The CBEFF document behind `url`, decrypted when a key is configured."""
+        self._check_url(url)
+        body, status = self._get(url, self._tokens.get())
+        if status in (401, 403) and self.config.authmanager_url:
+            body, status = self._get(url, self._tokens.get(renew=True))
+        if status == 410:
+            raise DatashareError(FailureReason.DATASHARE_URL_EXPIRED, "the datashare URL has expired")
+        if status != 200:
+            raise DatashareError(
+                FailureReason.UNABLE_TO_FETCH_BIOMETRICS, f"datashare answered HTTP {status}"
+            )
+        _raise_in_body_error(body)
+        if not body.strip():
+            raise DatashareError(FailureReason.UNABLE_TO_FETCH_BIOMETRICS, "the datashare sent nothing")
+        if self._decrypt is not None:
+            return self._decrypt(body)
+        return body
+
+    def _check_url(self, url: str) -> None:
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            raise DatashareError(
+                FailureReason.UNABLE_TO_FETCH_BIOMETRICS, "referenceURL is not a URL"
+            ) from None
+        allowed = ("https", "http") if self.config.allow_http else ("https",)
+        if parts.scheme not in allowed or not parts.hostname or parts.username or parts.password:
+            raise DatashareError(
+                FailureReason.UNABLE_TO_FETCH_BIOMETRICS,
+                "referenceURL must be an https URL without credentials",
+            )
+
+    def _get(self, url: str, token: str) -> tuple[bytes, int]:
+        cookies = {"Authorization": token} if token else None
+        limit = self.config.max_bytes
+        try:
+            with self._client.stream("GET", url, cookies=cookies, timeout=self.config.timeout_s) as response:
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > limit:
+                    raise _too_large(limit)
+                chunks, size = [], 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise _too_large(limit)
+                    chunks.append(chunk)
+                return b"".join(chunks), response.status_code
+        except httpx.HTTPError as exc:
+            raise DatashareError(
+                FailureReason.UNABLE_TO_FETCH_BIOMETRICS, f"datashare: {_kind(exc)}"
+            ) from None
+
+
+def _too_large(limit: int) -> DatashareError:
+    return DatashareError(FailureReason.UNABLE_TO_FETCH_BIOMETRICS, f"datashare payload over {limit} bytes")
+
+
+def _kind(exc: Exception) -> str:
+    return "timed out" if isinstance(exc, httpx.TimeoutException) else type(exc).__name__
+
+
+def _raise_in_body_error(body: bytes) -> None:
+    """MOSIP answers functional failures with HTTP 200 and a JSON body with `errors`."""
+    if not body.lstrip().startswith(b"{"):
+        return
+    try:
+        doc: Any = json.loads(body)
+    except (ValueError, RecursionError):
+        return
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    if not errors or not isinstance(errors, list):
+        return
+    codes = {str(e.get("errorCode", "")) for e in errors if isinstance(e, dict)}
+    messages = " ".join(str(e.get("message", "")) for e in errors if isinstance(e, dict)).lower()
+    if codes & EXPIRED_CODES and "expired" in messages:
+        raise DatashareError(FailureReason.DATASHARE_URL_EXPIRED, "the datashare URL has expired")
+    shown = ",".join(sorted(c for c in codes if c.replace("-", "").isalnum())[:3])
+    raise DatashareError(FailureReason.UNABLE_TO_FETCH_BIOMETRICS, f"datashare error {shown or 'unknown'}")
