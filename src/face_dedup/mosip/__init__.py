@@ -1,0 +1,1 @@
+"""MOSIP-compatible ABIS: MOSIP's biometric-matcher queue protocol on the face-dedup core."""
