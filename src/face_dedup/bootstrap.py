@@ -201,8 +201,33 @@ def build_service(
     tail = load_tail(settings, pack)
     adapters = build_adapters(settings)
     service = DedupService(
-        settings, engine, adapters.index, adapters.store, adapters.blobs, adapters.notifier, tail
+        settings,
+        engine,
+        adapters.index,
+        adapters.store,
+        adapters.blobs,
+        adapters.notifier,
+        tail,
+        **_local_registry(settings),
     )
     if reconcile:
         service.reconcile()
     return service, adapters
+
+
+def _local_registry(settings: Settings) -> dict[str, Any]:
+    """A data dir that several processes share: their write lock, and the scan that verifies an
+    erasure left no copy in its files (see adapters/registry_lock.py, adapters/erasure_scan.py)."""
+    if not (
+        settings.index_backend == "embedded"
+        or settings.store_backend == "sqlite"
+        or settings.blob_backend == "local"
+    ):
+        return {}
+    from face_dedup.adapters.erasure_scan import DataDirScan
+    from face_dedup.adapters.registry_lock import RegistryLock
+
+    return {
+        "registry_lock": RegistryLock(settings.data_dir / "registry.lock"),
+        "erasure_check": DataDirScan(settings.data_dir),
+    }

@@ -78,3 +78,13 @@ class InvalidState(FaceDedupError):
 
 class ConfigError(FaceDedupError):
     """Settings are invalid."""
+
+
+class StorageError(FaceDedupError):
+    """A registry file cannot be used (disk full, read-only, permission, corruption). The
+    message is one line naming the file and the fix."""
+
+
+class ErasureIncomplete(FaceDedupError):
+    """An erasure removed the record, but a copy of its biometric data is still in a file (the
+    message names it and what to do)."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -40,7 +42,7 @@ from face_dedup.domain import (
     stable_id,
     utc_now,
 )
-from face_dedup.errors import InvalidState, NotFound, PermissionDenied, Reason
+from face_dedup.errors import ErasureIncomplete, InvalidState, NotFound, PermissionDenied, Reason
 from face_dedup.models.registry import get_pack
 from face_dedup.ports import BlobStore, EnrollmentCommit, Hit, IndexEntry, Notifier, RecordStore, VectorIndex
 from face_dedup.settings import Settings
@@ -147,6 +149,9 @@ class DedupService:
         blobs: BlobStore,
         notifier: Notifier,
         tail: ImpostorTail,
+        *,
+        registry_lock: Callable[[], AbstractContextManager[None]] | None = None,
+        erasure_check: Callable[[dict[str, bytes]], list[str]] | None = None,
     ) -> None:
         """`engine=None` for steps that never look at a photo (the workflow's search, enroll and
         notify functions): they need no model files."""
@@ -161,6 +166,11 @@ class DedupService:
         self.blobs = blobs
         self.notifier = notifier
         self.tail = tail
+        # One machine, many processes: held around search + commit so every input is compared
+        # with every face committed before it (the cloud re-checks after committing instead).
+        self.registry_lock = registry_lock or nullcontext
+        # Where files hold the data (one machine): finds copies of erased bytes left in them.
+        self.erasure_check = erasure_check
 
     @property
     def tenant(self) -> str:
@@ -188,6 +198,8 @@ class DedupService:
             self.blobs,
             self.notifier,
             self.tail,
+            registry_lock=self.registry_lock,
+            erasure_check=self.erasure_check,
         )
 
     # -- thresholds -----------------------------------------------------------------------
@@ -260,8 +272,12 @@ class DedupService:
         staged = self._staged(key, ref, digest, analysis)
         if data is not None:
             self._keep_photos(staged.record_id, data, analysis)
-        decision = self.decide_staged(staged)
-        item, case = self._commit(staged, decision, actor)
+        with self.registry_lock():  # nothing enrolls between this search and this commit
+            done = self.store.get_import_item(key)
+            if done is not None:  # another process imported the same input meanwhile
+                return done
+            decision = self.decide_staged(staged)
+            item, case = self._commit(staged, decision, actor)
         if case is not None:
             self.notify_case(case.case_id)
         return item
@@ -864,30 +880,72 @@ class DedupService:
     # -- erasure --------------------------------------------------------------------------
 
     def erase(self, record_id: str, actor: str, reason: str) -> dict[str, Any]:
-        record = self.store.get_record(record_id)
-        if record is None or record.tenant != self.tenant:
-            raise NotFound(f"no record {record_id} (never enrolled, or already erased)")
-        # Index and photos first: if this stops midway the record still exists and erase can be
-        # run again; the store's row goes last, with the receipt.
-        removed_vectors = self.index.delete([record_id])
-        removed_blobs = self.blobs.delete_prefix(f"{self.tenant}/{record_id}/")
-        receipt = self._event(
-            "record.erased",
-            actor,
-            utc_now(),
-            record_id=record_id,
-            application_id=record.application_id,
-            reason=reason,
-            removed={"vectors": removed_vectors, "blobs": removed_blobs},
+        with self.registry_lock():
+            record = self.store.get_record(record_id)
+            if record is None or record.tenant != self.tenant:
+                raise NotFound(f"no record {record_id} (never enrolled, or already erased)")
+            needles, copies = self._erased_bytes(record)
+            # Index and photos first: if this stops midway the record still exists and erase can
+            # be run again; the store's row goes last, with the receipt.
+            removed_vectors = self.index.delete([record_id])
+            removed_blobs = self.blobs.delete_prefix(f"{self.tenant}/{record_id}/")
+            receipt = self._event(
+                "record.erased",
+                actor,
+                utc_now(),
+                record_id=record_id,
+                application_id=record.application_id,
+                reason=reason,
+                removed={"vectors": removed_vectors, "blobs": removed_blobs},
+            )
+            counts = self.store.erase_record(record_id, receipt)
+        result = {"record_id": record_id, "vectors": removed_vectors, "blobs": removed_blobs, **counts}
+        if copies:
+            # The same photo imported under other applications: their copies are theirs.
+            result["identical_copies_in_other_records"] = copies
+        if self.erasure_check is not None:
+            left = self.erasure_check(needles)
+            if left:
+                raise ErasureIncomplete(
+                    f"record {record_id} was erased, but {'; '.join(left)}: stop the other processes "
+                    "that have this registry open, then run `face-dedup doctor` (it flushes the logs)"
+                )
+            result["verified"] = sorted(needles)
+        return result
+
+    def _erased_bytes(self, record: Record) -> tuple[dict[str, bytes], int]:
+        """What must be gone from every file after the erasure: the template, the photo and the
+        crop, except bytes that other records hold too (an identical photo under another
+        application keeps its own copy until it is erased)."""
+        template = np.asarray(record.embedding, dtype=np.float32).tobytes()
+        needles = {"template": template}
+        for name, key in (
+            ("photo", photo_key(self.tenant, record.record_id)),
+            ("crop", crop_key(self.tenant, record.record_id)),
+        ):
+            with suppress(NotFound):  # not kept (keep_photos off) or already gone
+                needles[name] = self.blobs.get(key)
+        hits = self.index.search(
+            record.embedding, tenant=self.tenant, model_pack=record.model_pack, k=50, min_score=0.9999
         )
-        counts = self.store.erase_record(record_id, receipt)
-        return {"record_id": record_id, "vectors": removed_vectors, "blobs": removed_blobs, **counts}
+        others = self.store.describe_records(h.record_id for h in hits if h.record_id != record.record_id)
+        same_photo = [o for o in others.values() if o.content_sha256 == record.content_sha256]
+        if same_photo:
+            needles.pop("photo", None)
+            needles.pop("crop", None)
+        if any(np.asarray(o.embedding, dtype=np.float32).tobytes() == template for o in others.values()):
+            needles.pop("template", None)
+        return needles, len(same_photo)
 
     # -- consistency ----------------------------------------------------------------------
 
     def reconcile(self) -> dict[str, int]:
         """Make the index hold exactly the store's templates of this tenant and pack. Cheap when
         they agree (a count each); a full comparison only after an interrupted write."""
+        with self.registry_lock():
+            return self._reconcile()
+
+    def _reconcile(self) -> dict[str, int]:
         stored_count = self.store.count_templates(tenant=self.tenant, model_pack=self.model_pack)
         if stored_count == self.index.count(tenant=self.tenant, model_pack=self.model_pack):
             return {"added": 0, "removed": 0}

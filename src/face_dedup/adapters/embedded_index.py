@@ -8,6 +8,12 @@ BENCHMARKS.md), which keeps up with the embedder. Memory: 512 MB per million fac
 
 Persistence: every add/delete is a SQLite transaction (WAL, secure_delete so an erased
 template is overwritten on disk), and the matrix is rebuilt from it on open.
+
+Several processes on one data dir (imports, `serve`): each add/delete also appends the record id
+to a change log, and every search/count first applies the other processes' changes since the
+last one it saw (`PRAGMA data_version` tells, for the price of one call, whether there are any).
+Searching under the registry lock (`registry_lock.py`) therefore sees every face committed
+before it.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from face_dedup.adapters.sqlite_files import checkpoint_truncate, connect, storage_error
 from face_dedup.ports import Hit, IndexEntry, VectorIndex
 
 _SCHEMA = """
@@ -31,7 +38,14 @@ CREATE TABLE IF NOT EXISTS vectors (
     dim INTEGER NOT NULL,
     vector BLOB NOT NULL
 );
+-- Which record ids changed, in order (ids only, never a vector): how other processes catch up.
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    record_id TEXT NOT NULL
+);
 """
+
+_KEEP_CHANGES = 100_000  # older entries are pruned; a process further behind reloads everything
 
 
 class _Partition:
@@ -84,28 +98,101 @@ class ExactVectorIndex(VectorIndex):
     def __init__(self, path: Path | None) -> None:
         """`path=None` keeps everything in memory (tests, one-off searches)."""
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(":memory:" if path is None else str(path), check_same_thread=False)
-        if path is not None:
-            self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA secure_delete=ON")
-        self._db.executescript(_SCHEMA)
+        self._path = path
+        self._db = connect(path)
         self._partitions: dict[tuple[str, str], _Partition] = {}
         self._where: dict[str, tuple[str, str]] = {}
-        self._load()
+        self._seen = 0  # the last change-log entry applied
+        self._version = -1  # PRAGMA data_version when the last refresh ran
+        try:
+            self._db.executescript(_SCHEMA)
+            self._load()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise storage_error(path or Path(":memory:"), exc) from None
 
     def _load(self) -> None:
-        """Rebuild the matrices from SQLite in one pass per partition (1M rows in seconds)."""
+        """Rebuild the matrices from SQLite in one pass per partition (1M rows in seconds), in
+        one read transaction, so the change-log position matches the rows read."""
         groups: dict[tuple[str, str, int], tuple[list[str], list[bytes]]] = defaultdict(lambda: ([], []))
-        for record_id, tenant, model_pack, dim, blob in self._db.execute(
-            "SELECT record_id, tenant, model_pack, dim, vector FROM vectors ORDER BY rowid"
-        ):
-            ids, blobs = groups[(tenant, model_pack, dim)]
-            ids.append(record_id)
-            blobs.append(blob)
+        self._partitions.clear()
+        self._where.clear()
+        self._version = self._data_version()
+        self._db.execute("BEGIN")
+        try:
+            for record_id, tenant, model_pack, dim, blob in self._db.execute(
+                "SELECT record_id, tenant, model_pack, dim, vector FROM vectors ORDER BY rowid"
+            ):
+                ids, blobs = groups[(tenant, model_pack, dim)]
+                ids.append(record_id)
+                blobs.append(blob)
+            self._seen = int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0])
+        finally:
+            self._db.execute("COMMIT")
         for (tenant, model_pack, dim), (ids, blobs) in groups.items():
             matrix = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), dim)
             self._partition(tenant, model_pack, dim).bulk_load(ids, matrix)
             self._where.update(dict.fromkeys(ids, (tenant, model_pack)))
+
+    def _data_version(self) -> int:
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def refresh(self) -> None:
+        """Apply what other processes added or deleted since the last refresh (nothing to read
+        when no other connection committed: `data_version` is unchanged)."""
+        with self._lock:
+            version = self._data_version()
+            if version == self._version:
+                return
+            self._version = version
+            self._db.execute("BEGIN")
+            try:
+                oldest = self._db.execute("SELECT MIN(seq) FROM changes").fetchone()[0]
+                if oldest is not None and oldest > self._seen + 1:
+                    behind = True  # the entries we missed were pruned
+                else:
+                    behind = False
+                    changed = self._db.execute(
+                        "SELECT seq, record_id FROM changes WHERE seq > ? ORDER BY seq", (self._seen,)
+                    ).fetchall()
+                    ids = list(dict.fromkeys(record_id for _, record_id in changed))
+                    rows = {}
+                    for start in range(0, len(ids), 500):
+                        chunk = ids[start : start + 500]
+                        marks = ",".join("?" for _ in chunk)
+                        for row in self._db.execute(
+                            "SELECT record_id, tenant, model_pack, dim, vector FROM vectors "  # noqa: S608
+                            f"WHERE record_id IN ({marks})",
+                            chunk,
+                        ):
+                            rows[row[0]] = row
+            finally:
+                self._db.execute("COMMIT")
+            if behind:
+                self._load()
+                return
+            for record_id in ids:
+                row = rows.get(record_id)
+                if row is None:
+                    self._forget(record_id)
+                else:
+                    _, tenant, model_pack, dim, blob = row
+                    self._place(
+                        record_id, tenant, model_pack, np.frombuffer(blob, dtype=np.float32, count=dim)
+                    )
+            if changed:
+                self._seen = max(self._seen, int(changed[-1][0]))
+
+    def _forget(self, record_id: str) -> bool:
+        where = self._where.pop(record_id, None)
+        return where is not None and self._partitions[where].remove(record_id)
+
+    def _place(self, record_id: str, tenant: str, model_pack: str, vector: NDArray[np.float32]) -> None:
+        previous = self._where.get(record_id)
+        if previous is not None and previous != (tenant, model_pack):
+            self._partitions[previous].remove(record_id)
+        self._partition(tenant, model_pack, len(vector)).upsert(record_id, vector)
+        self._where[record_id] = (tenant, model_pack)
 
     def _partition(self, tenant: str, model_pack: str, dim: int) -> _Partition:
         key = (tenant, model_pack)
@@ -131,18 +218,23 @@ class ExactVectorIndex(VectorIndex):
                     raise ValueError(
                         f"model pack {entry.model_pack} has {existing.dim}-d vectors, got {len(vector)}-d"
                     )
+            self.refresh()  # others' changes first, so the log position stays exact
             with self._db:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO vectors(record_id, tenant, model_pack, dim, vector) "
                     "VALUES (?, ?, ?, ?, ?)",
                     [(e.record_id, e.tenant, e.model_pack, len(v), v.tobytes()) for e, v in prepared],
                 )
+                self._log([e.record_id for e, _ in prepared])
             for entry, vector in prepared:
-                previous = self._where.get(entry.record_id)
-                if previous is not None and previous != (entry.tenant, entry.model_pack):
-                    self._partitions[previous].remove(entry.record_id)
-                self._partition(entry.tenant, entry.model_pack, len(vector)).upsert(entry.record_id, vector)
-                self._where[entry.record_id] = (entry.tenant, entry.model_pack)
+                self._place(entry.record_id, entry.tenant, entry.model_pack, vector)
+
+    def _log(self, record_ids: list[str]) -> None:
+        """Append to the change log (inside the caller's transaction) and prune its old end."""
+        self._db.executemany("INSERT INTO changes(record_id) VALUES (?)", [(i,) for i in record_ids])
+        last = self._db.execute("SELECT last_insert_rowid()").fetchone()[0]
+        if last % 1000 == 0 or len(record_ids) >= 1000:
+            self._db.execute("DELETE FROM changes WHERE seq <= ?", (last - _KEEP_CHANGES,))
 
     def search(
         self,
@@ -157,6 +249,7 @@ class ExactVectorIndex(VectorIndex):
             return []
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
         with self._lock:
+            self.refresh()
             partition = self._partitions.get((tenant, model_pack))
             if partition is None or partition.size == 0:
                 return []
@@ -177,22 +270,31 @@ class ExactVectorIndex(VectorIndex):
     def delete(self, record_ids: Iterable[str]) -> int:
         removed = 0
         with self._lock:
+            self.refresh()
             ids = list(record_ids)
             with self._db:
                 self._db.executemany("DELETE FROM vectors WHERE record_id = ?", [(i,) for i in ids])
+                self._log(ids)
             for record_id in ids:
-                where = self._where.pop(record_id, None)
-                if where is not None and self._partitions[where].remove(record_id):
-                    removed += 1
+                removed += int(self._forget(record_id))
+            # The erased vectors' old pages are in the main file until the log is copied over them.
+            checkpoint_truncate(self._db)
         return removed
+
+    def flush(self) -> bool:
+        """Checkpoint the write-ahead log into the main file (erasure, `doctor`)."""
+        with self._lock:
+            return checkpoint_truncate(self._db)
 
     def count(self, *, tenant: str, model_pack: str) -> int:
         with self._lock:
+            self.refresh()
             partition = self._partitions.get((tenant, model_pack))
             return 0 if partition is None else partition.size
 
     def record_ids(self, *, tenant: str, model_pack: str) -> set[str]:
         with self._lock:
+            self.refresh()
             partition = self._partitions.get((tenant, model_pack))
             return set() if partition is None else set(partition.ids)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from face_dedup.adapters.sqlite_files import checkpoint_truncate, connect, storage_error
 from face_dedup.domain import (
     AuditEvent,
     Case,
@@ -124,14 +125,15 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 class SqliteRecordStore(RecordStore):
     def __init__(self, path: Path | None) -> None:
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(":memory:" if path is None else str(path), check_same_thread=False)
+        self._path = path
+        self._db = connect(path)
         self._db.row_factory = sqlite3.Row
-        if path is not None:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA secure_delete=ON")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise storage_error(path or Path(":memory:"), exc) from None
 
     # -- import items and enrollment ------------------------------------------------------
 
@@ -402,19 +404,104 @@ class SqliteRecordStore(RecordStore):
                 ).rowcount,
                 "cases_closed": self._db.execute(
                     "UPDATE cases SET status = ?, comment = 'probe record erased', version = version + 1 "
-                    "WHERE probe_record_id = ? AND status = ?",
-                    (CaseStatus.CLOSED.value, record_id, CaseStatus.OPEN.value),
+                    "WHERE probe_record_id = ? AND status != ?",
+                    (CaseStatus.CLOSED.value, record_id, CaseStatus.CLOSED.value),
                 ).rowcount,
                 "distinct_pairs": self._db.execute(
                     "DELETE FROM distinct_pairs WHERE record_a = ? OR record_b = ?", (record_id, record_id)
                 ).rowcount,
             }
             self._db.execute("UPDATE records SET linked_to = NULL WHERE linked_to = ?", (record_id,))
+            counts |= self._redact_candidate(record_id, audit.at)
             self._insert_audit(audit)
-        # Push erased pages out of the write-ahead log too.
-        with self._lock:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        # Push erased pages out of the write-ahead log too (retrying while a reader is inside
+        # an older snapshot); the service then verifies by scanning the files.
+        self.flush()
         return counts
+
+    def _redact_candidate(self, record_id: str, at: str) -> dict[str, int]:
+        """The erased person's file name and application id leave every other case and import
+        item that listed them as a candidate. A case still waiting for people is settled so it
+        can never be confirmed against the missing record: its only candidate gone, it is closed
+        and its probe enrolled (nobody left to be a duplicate of); the decided match gone, it
+        goes back to the queue (open, decision cleared) for the remaining candidates."""
+        pattern = f'%"{record_id}"%'
+        counts = {"cases_redacted": 0, "cases_requeued": 0, "cases_resolved": 0, "import_items_redacted": 0}
+        for row in self._db.execute(
+            "SELECT * FROM cases WHERE candidates LIKE ? AND probe_record_id != ?", (pattern, record_id)
+        ).fetchall():
+            case = self._case(row)
+            remaining = tuple(c for c in case.candidates if c.record_id != record_id)
+            if len(remaining) == len(case.candidates):
+                continue
+            status, comment, decision = case.status, case.comment, case.decision
+            matched, decided_by, decided_at = case.matched_record_id, case.decided_by, case.decided_at
+            probe_status: RecordStatus | None = None
+            action = "candidate_erased"
+            if case.status is not CaseStatus.CLOSED and not remaining:
+                status, comment, action = (
+                    CaseStatus.CLOSED,
+                    "closed: its only candidate was erased",
+                    "resolved",
+                )
+                probe_status = RecordStatus.ENROLLED
+                counts["cases_resolved"] += 1
+            elif case.status is CaseStatus.AWAITING_CONFIRMATION and case.matched_record_id == record_id:
+                status, comment, action = (
+                    CaseStatus.OPEN,
+                    "re-queued: the matched record was erased",
+                    "requeued",
+                )
+                decision, matched, decided_by, decided_at = None, None, None, None
+                counts["cases_requeued"] += 1
+            counts["cases_redacted"] += 1
+            entry = {
+                "at": at,
+                "actor": "system",
+                "role": "system",
+                "action": action,
+                "comment": comment or "",
+            }
+            self._db.execute(
+                "UPDATE cases SET candidates = ?, status = ?, comment = ?, decision = ?, "
+                "matched_record_id = ?, decided_by = ?, decided_at = ?, "
+                "claimed_by = CASE WHEN ? THEN NULL ELSE claimed_by END, "
+                "history = ?, version = version + 1 WHERE case_id = ?",
+                (
+                    candidates_to_json(remaining),
+                    status.value,
+                    comment,
+                    decision.value if decision else None,
+                    matched,
+                    decided_by,
+                    decided_at,
+                    int(status is not case.status),
+                    json.dumps([*case.history, entry]),
+                    case.case_id,
+                ),
+            )
+            if probe_status is not None:
+                self._db.execute(
+                    "UPDATE records SET status = ?, linked_to = NULL WHERE record_id = ?",
+                    (probe_status.value, case.probe_record_id),
+                )
+        for row in self._db.execute(
+            "SELECT key, candidates FROM import_items WHERE candidates LIKE ?", (pattern,)
+        ).fetchall():
+            candidates = candidates_from_json(row["candidates"])
+            kept = tuple(c for c in candidates if c.record_id != record_id)
+            if len(kept) != len(candidates):
+                self._db.execute(
+                    "UPDATE import_items SET candidates = ? WHERE key = ?",
+                    (candidates_to_json(kept), row["key"]),
+                )
+                counts["import_items_redacted"] += 1
+        return counts
+
+    def flush(self) -> bool:
+        """Checkpoint the write-ahead log into the main file and truncate it (erasure, doctor)."""
+        with self._lock:
+            return checkpoint_truncate(self._db)
 
     # -- audit ----------------------------------------------------------------------------
 
