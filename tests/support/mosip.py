@@ -1,0 +1,92 @@
+"""Test helpers for the MOSIP ABIS: CBEFF files built from photos (ISO/IEC 19794-5 with JPEG 2000,
+as MOSIP registers faces), a real HTTP datashare on loopback, and request builders."""
+
+from __future__ import annotations
+
+import io
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from face_dedup.mosip.cbeff import build_cbeff
+from face_dedup.mosip.iso_face import JP2_LOSSLESS, JPEG, write_face_record
+
+
+def cbeff_from_photo(path: Path, *, jpeg2000: bool = True) -> bytes:
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+    out = io.BytesIO()
+    if jpeg2000:
+        rgb.save(out, "JPEG2000", irreversible=False)  # lossless, as MOSIP registers faces
+    else:
+        rgb.save(out, "JPEG", quality=95)
+    record = write_face_record(out.getvalue(), JP2_LOSSLESS if jpeg2000 else JPEG, *rgb.size)
+    return build_cbeff(record)
+
+
+@dataclass
+class Datashare:
+    """A datashare on loopback: path -> (status, body); records the cookies it was sent."""
+
+    files: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    cookies: list[str] = field(default_factory=list)
+    delay_s: float = 0.0
+    port: int = 0
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/datashare/get/{name}"
+
+    def share(self, body: bytes, status: int = 200) -> str:
+        name = uuid.uuid4().hex
+        self.files[name] = (status, body)
+        return self.url(name)
+
+
+@contextmanager
+def datashare_server() -> Iterator[Datashare]:
+    share = Datashare()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            share.cookies.append(self.headers.get("Cookie", ""))
+            if share.delay_s:
+                threading.Event().wait(share.delay_s)
+            status, body = share.files.get(self.path.rsplit("/", 1)[-1], (404, b"not found"))
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    share.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield share
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def request(op: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "id": f"mosip.abis.{op}",
+        "version": "1.1",
+        "requestId": str(uuid.uuid4()),
+        "requesttime": "2026-12-01T10:00:00.000Z",
+        **fields,
+    }
