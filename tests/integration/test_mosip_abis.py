@@ -46,7 +46,9 @@ def call(abis: AbisHandler, body: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
-def insert(abis: AbisHandler, share: Datashare, faces: Path, ref: str, photo: str, **kw: Any) -> dict[str, Any]:
+def insert(
+    abis: AbisHandler, share: Datashare, faces: Path, ref: str, photo: str, **kw: Any
+) -> dict[str, Any]:
     url = share.share(cbeff_from_photo(faces / photo, **kw))
     return call(abis, request("insert", referenceId=ref, referenceURL=url))
 
@@ -101,7 +103,9 @@ def test_target_fpir_sets_the_threshold_for_the_searched_size(
         insert(abis, share, faces_root, ref, photo)
     identify(abis, referenceId="a2", flags={"targetFPIR": "20"})
     identify(abis, referenceId="a2", flags={"targetFPIR": "60"})
-    identify(abis, referenceId="a2", flags={"targetFPIR": "60"}, gallery={"referenceIds": [{"referenceId": "a1"}]})
+    identify(
+        abis, referenceId="a2", flags={"targetFPIR": "60"}, gallery={"referenceIds": [{"referenceId": "a1"}]}
+    )
     events = [e.details["identify"] for e in service.store.audit_events() if e.action == "mosip.identify"]
     loose, strict, one = events
     assert loose["searched"] == strict["searched"] == 2 and one["searched"] == 1
@@ -134,7 +138,9 @@ def test_insert_rules_and_failures_write_nothing(
     assert failure_of(share.share(no_face)) == "18"
     assert count(abis) == 1
     assert service.index.count(tenant=service.tenant, model_pack=service.model_pack) == 1
-    failed = [e for e in service.store.audit_events() if e.action == "mosip.insert" and e.details["failure_reason"]]
+    failed = [
+        e for e in service.store.audit_events() if e.action == "mosip.insert" and e.details["failure_reason"]
+    ]
     assert sorted(e.details["failure_reason"] for e in failed) == ["10", "11", "16", "16", "17", "18", "7"]
     assert not any("http" in json.dumps(e.details) for e in failed)  # no URL (tokens) in the audit
 

@@ -7,7 +7,7 @@ import io
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -54,7 +54,7 @@ def datashare_server() -> Iterator[Datashare]:
     share = Datashare()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             share.cookies.append(self.headers.get("Cookie", ""))
             if share.delay_s:
                 threading.Event().wait(share.delay_s)
@@ -62,10 +62,8 @@ def datashare_server() -> Iterator[Datashare]:
             self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            try:
+            with suppress(BrokenPipeError, ConnectionResetError):  # a client that timed out
                 self.wfile.write(body)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
 
         def log_message(self, *args: Any) -> None:
             pass

@@ -50,7 +50,9 @@ def test_expired_share_is_failure_17_other_errors_7(share: Datashare) -> None:
 
 
 def test_size_limit_timeout_and_url_rules(share: Datashare) -> None:
-    assert reason(client(max_bytes=1000), share.share(b"x" * 1001)) is FailureReason.UNABLE_TO_FETCH_BIOMETRICS
+    assert (
+        reason(client(max_bytes=1000), share.share(b"x" * 1001)) is FailureReason.UNABLE_TO_FETCH_BIOMETRICS
+    )
     assert client(max_bytes=1000).fetch(share.share(b"x" * 1000)) == b"x" * 1000
     share.delay_s = 1.0
     with pytest.raises(DatashareError, match="timed out"):

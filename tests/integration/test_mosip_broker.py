@@ -1,0 +1,188 @@
+"""The ABIS behind a real broker: Debian's ActiveMQ on loopback, spoken to over STOMP as MOSIP's
+registration processor would (requests on mosip-to-abis, replies on abis-to-mosip, matched by
+requestId). Skips, saying why, where the activemq package is not installed."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import stomp
+
+from face_dedup.mosip.broker import AbisConsumer
+from face_dedup.mosip.config import AbisConfig
+from face_dedup.mosip.datashare import DatashareClient, DatashareConfig
+from face_dedup.mosip.handlers import AbisHandler
+from face_dedup.service import DedupService
+from tests.support import activemq
+from tests.support.mosip import Datashare, cbeff_from_photo, datashare_server, request
+
+pytestmark = pytest.mark.shared_data
+
+A1, A2 = "lfw/Adrien_Brody/Adrien_Brody_0002.jpg", "lfw/Adrien_Brody/Adrien_Brody_0003.jpg"
+B1 = "lfw/Abel_Pacheco/Abel_Pacheco_0001.jpg"
+WAIT_S = 60.0
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[activemq.ActiveMQ]:
+    why = activemq.available()
+    if why:
+        pytest.skip(why)
+    running = activemq.ActiveMQ(tmp_path_factory.mktemp("activemq"))
+    running.start()
+    yield running
+    running.stop()
+
+
+class Mosip:
+    """MOSIP's side: sends requests (text or bytes) and collects replies by requestId."""
+
+    def __init__(self, broker: activemq.ActiveMQ, queues: AbisConfig) -> None:
+        self.queues = queues
+        self.replies: queue.Queue[tuple[dict[str, Any], dict[str, str]]] = queue.Queue()
+        self.conn = stomp.Connection12([("127.0.0.1", broker.port)], auto_content_length=False)
+        outer = self
+
+        class Listener(stomp.ConnectionListener):  # type: ignore[misc]
+            def on_message(self, frame: Any) -> None:
+                outer.replies.put((json.loads(frame.body), dict(frame.headers)))
+
+        self.conn.set_listener("mosip", Listener())
+        self.conn.connect(wait=True)
+        self.conn.subscribe("/queue/" + queues.response_queue, id="replies", ack="auto")
+
+    def send(self, body: dict[str, Any], *, as_bytes: bool = False) -> str:
+        payload = json.dumps(body).encode()
+        headers = {"persistent": "true", **({"content-length": str(len(payload))} if as_bytes else {})}
+        self.conn.send("/queue/" + self.queues.request_queue, payload, headers=headers)
+        return str(body["requestId"])
+
+    def collect(self, request_ids: list[str]) -> dict[str, tuple[dict[str, Any], dict[str, str]]]:
+        got: dict[str, tuple[dict[str, Any], dict[str, str]]] = {}
+        deadline = time.monotonic() + WAIT_S
+        while set(request_ids) - set(got) and time.monotonic() < deadline:
+            try:
+                reply, headers = self.replies.get(timeout=1)
+            except queue.Empty:
+                continue
+            got.setdefault(reply["requestId"], (reply, headers))
+        missing = set(request_ids) - set(got)
+        assert not missing, f"{len(missing)} request(s) got no reply"
+        return got
+
+    def close(self) -> None:
+        if self.conn.is_connected():
+            self.conn.disconnect()
+
+
+@pytest.fixture
+def setup(
+    broker: activemq.ActiveMQ, service: DedupService, request: pytest.FixtureRequest
+) -> Iterator[tuple[Mosip, AbisConsumer, Datashare]]:
+    suffix = request.node.name[-40:].replace("[", "-").replace("]", "")
+    config = AbisConfig(
+        broker_url=broker.url,
+        request_queue=f"mosip-to-abis.{suffix}",
+        response_queue=f"abis-to-mosip.{suffix}",
+        heartbeat_ms=2000,
+    )
+    with datashare_server() as share:
+        client = DatashareClient(DatashareConfig(allow_http=True))
+        consumer = AbisConsumer(config, AbisHandler(service, client.fetch))
+        mosip = Mosip(broker, config)
+        yield mosip, consumer, share
+        mosip.close()
+        consumer.close()
+        client.close()
+
+
+def run(consumer: AbisConsumer) -> tuple[threading.Event, threading.Thread]:
+    stop = threading.Event()
+    thread = threading.Thread(target=consumer.serve, args=(stop,), kwargs={"retry_s": 0.5}, daemon=True)
+    thread.start()
+    return stop, thread
+
+
+def test_every_operation_over_the_broker_identify_after_queued_inserts(
+    setup: tuple[Mosip, AbisConsumer, Datashare], faces_root: Path
+) -> None:
+    mosip, consumer, share = setup
+    # Everything is queued before the ABIS starts: the identify must see the inserts before it.
+    sent = [
+        mosip.send(request("ping")),
+        mosip.send(
+            request("insert", referenceId="a1", referenceURL=share.share(cbeff_from_photo(faces_root / A1)))
+        ),
+        mosip.send(
+            request("insert", referenceId="b1", referenceURL=share.share(cbeff_from_photo(faces_root / B1))),
+            as_bytes=True,
+        ),
+        mosip.send(
+            request("insert", referenceId="a2", referenceURL=share.share(cbeff_from_photo(faces_root / A2)))
+        ),
+        mosip.send(request("identify", referenceId="a2", referenceURL="")),
+        mosip.send(request("pendingJobs")),
+        mosip.send(request("referenceCount")),
+        mosip.send(request("insert", referenceId="a1", referenceURL=share.url("gone"))),
+        mosip.send(request("delete", referenceId="b1"), as_bytes=True),
+        mosip.send(request("delete", referenceId="b1")),
+        mosip.send(request("referenceCount")),
+    ]
+    stop, thread = run(consumer)
+    try:
+        replies = mosip.collect(sent)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    ping, ins_a1, ins_b1, ins_a2, ident, pending, count, dup, delete, delete_again, count_after = (
+        replies[i][0] for i in sent
+    )
+    assert (
+        ping["returnValue"] == ins_a1["returnValue"] == ins_b1["returnValue"] == ins_a2["returnValue"] == "1"
+    )
+    assert ident["candidateList"]["count"] == "1"
+    assert ident["candidateList"]["candidates"][0]["referenceId"] == "a1"
+    assert int(pending["jobscount"]) >= 0 and count["count"] == "3"
+    assert dup["failureReason"] == "10"  # the referenceId check comes before the fetch
+    assert delete["returnValue"] == "1" and delete_again["failureReason"] == "12"
+    assert count_after["count"] == "2"
+    # bytes requests get bytes replies (content-length), text requests text replies
+    assert "content-length" in replies[sent[2]][1] and "content-length" not in replies[sent[1]][1]
+
+
+def test_broker_restart_mid_stream_loses_no_request(
+    setup: tuple[Mosip, AbisConsumer, Datashare], faces_root: Path, broker: activemq.ActiveMQ
+) -> None:
+    mosip, consumer, share = setup
+    photos = [A1, B1, A2, "lfw/Abdullah_Gul/Abdullah_Gul_0001.jpg", "lfw/Adrien_Brody/Adrien_Brody_0005.jpg"]
+    sent = [
+        mosip.send(
+            request("insert", referenceId=f"r{i}", referenceURL=share.share(cbeff_from_photo(faces_root / p)))
+        )
+        for i, p in enumerate(photos)
+    ]
+    sent += [mosip.send(request("referenceCount"))]
+    mosip.close()
+    stop, thread = run(consumer)
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while consumer.handled < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert consumer.handled >= 1
+        broker.restart()  # SIGKILL: unacknowledged requests must come back from the store
+        mosip = Mosip(broker, consumer.config)
+        replies = mosip.collect(sent)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        mosip.close()
+    inserts = [replies[i][0] for i in sent[:-1]]
+    assert all(r["returnValue"] == "1" for r in inserts), inserts
+    assert replies[sent[-1]][0]["count"] == str(len(photos))
