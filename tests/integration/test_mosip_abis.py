@@ -17,7 +17,7 @@ from face_dedup.mosip.datashare import DatashareClient, DatashareConfig
 from face_dedup.mosip.handlers import AbisHandler
 from face_dedup.mosip.iso_face import JP2_LOSSLESS, write_face_record
 from face_dedup.service import DedupService
-from tests.support.mosip import Datashare, cbeff_from_photo, datashare_server, request
+from tests.support.mosip import Datashare, assert_reply_shape, cbeff_from_photo, datashare_server, request
 
 pytestmark = pytest.mark.shared_data
 
@@ -42,7 +42,7 @@ def abis(service: DedupService, share: Datashare) -> Iterator[AbisHandler]:
 def call(abis: AbisHandler, body: dict[str, Any]) -> dict[str, Any]:
     reply = abis.handle(json.dumps(body).encode())
     assert reply["requestId"] == body["requestId"] and reply["id"] == body["id"]
-    assert all(isinstance(v, str) for k, v in reply.items() if k != "candidateList")
+    assert_reply_shape(reply)
     return reply
 
 
@@ -168,4 +168,5 @@ def test_ping_pending_jobs_and_unparseable_messages(abis: AbisHandler) -> None:
     assert call(abis, request("ping"))["returnValue"] == "1"
     assert call(abis, request("pendingJobs"))["jobscount"] == "0"
     reply = abis.handle(b"\x00garbage")
+    assert_reply_shape(reply)
     assert reply["returnValue"] == "2" and reply["failureReason"] == "4" and reply["requestId"] == ""

@@ -21,7 +21,7 @@ from face_dedup.mosip.datashare import DatashareClient, DatashareConfig
 from face_dedup.mosip.handlers import AbisHandler
 from face_dedup.service import DedupService
 from tests.support import activemq
-from tests.support.mosip import Datashare, cbeff_from_photo, datashare_server, request
+from tests.support.mosip import Datashare, assert_reply_shape, cbeff_from_photo, datashare_server, request
 
 pytestmark = pytest.mark.shared_data
 
@@ -72,6 +72,7 @@ class Mosip:
                 reply, headers = self.replies.get(timeout=1)
             except queue.Empty:
                 continue
+            assert_reply_shape(reply)
             got.setdefault(reply["requestId"], (reply, headers))
         missing = set(request_ids) - set(got)
         assert not missing, f"{len(missing)} request(s) got no reply"

@@ -88,3 +88,31 @@ def request(op: str, **fields: Any) -> dict[str, Any]:
         "requesttime": "2026-12-01T10:00:00.000Z",
         **fields,
     }
+
+
+_REPLY_KEYS = {
+    "insert": {"failureReason"},
+    "identify": {"failureReason", "candidateList"},
+    "delete": {"failureReason"},
+    "ping": {"failureReason"},
+    "pendingJobs": {"failureReason", "jobscount"},
+    "referenceCount": {"failureReason", "count"},
+}
+
+
+def assert_reply_shape(reply: dict[str, Any]) -> None:
+    """What MOSIP's conformance kit demands of a reply: only the keys the spec names, every
+    value a string (no nulls, numbers or booleans), candidates exactly as specified."""
+    op = str(reply.get("id", "")).rsplit(".", 1)[-1]
+    allowed = {"id", "requestId", "responsetime", "returnValue"} | _REPLY_KEYS.get(op, {"failureReason"})
+    assert set(reply) <= allowed, set(reply) - allowed
+    assert {"id", "requestId", "responsetime", "returnValue"} <= set(reply)
+    assert all(isinstance(v, str) for k, v in reply.items() if k != "candidateList")
+    if "candidateList" in reply:
+        cl = reply["candidateList"]
+        assert set(cl) == {"count", "candidates"} and cl["count"].isdigit()
+        for c in cl["candidates"]:
+            assert set(c) == {"referenceId", "analytics", "modalities"} and isinstance(c["referenceId"], str)
+            assert all(isinstance(v, str) for v in c["analytics"].values())
+            for modality in c["modalities"]:
+                assert set(modality) == {"biometricType", "analytics"}
