@@ -10,8 +10,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from face_dedup.adapters.s3_blobs import S3BlobStore
-from face_dedup.bootstrap import build_service, client_for
+from face_dedup.bootstrap import build_function
 from face_dedup.settings import Settings
 from face_dedup_api.app import Dependencies, app, configure
 from face_dedup_api.images import ImageSigner
@@ -23,8 +22,8 @@ tracer = Tracer(service="face-dedup-api")
 @lru_cache(maxsize=1)
 def _configured() -> bool:
     settings = Settings.load()
-    service, _ = build_service(settings, reconcile=False)  # the engine serves 1:1 verification
-    uploads = S3BlobStore(client_for(settings, "s3"), settings.uploads_bucket, prefix="")
+    parts = build_function(settings, "api")  # with the engine: it serves 1:1 verification
+    service, uploads = parts.service, parts.uploads
     # Face images are presigned S3 links in the cloud; the signer only backs stores without them.
     configure(Dependencies(service=service, signer=ImageSigner(os.urandom(32)), uploads=uploads))
     return True

@@ -12,10 +12,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import SQSEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from face_dedup.adapters.sns_notifier import SnsNotifier
 from face_dedup.adapters.sqs_notifier import parse_notification
-from face_dedup.bootstrap import client_for
+from face_dedup.bootstrap import build_function
 from face_dedup.domain import batch_notifications
+from face_dedup.ports import Notifier
 from face_dedup.settings import Settings
 
 logger = Logger(service="face-dedup-digest")
@@ -24,9 +24,9 @@ metrics = Metrics(namespace="FaceDedup", service="digest")
 
 
 @lru_cache(maxsize=1)
-def _sns() -> tuple[SnsNotifier, str]:
+def _sns() -> tuple[Notifier, str]:
     settings = Settings.load()
-    return SnsNotifier(client_for(settings, "sns"), settings.sns_topic_arn), settings.review_link_base
+    return build_function(settings, "digest").officers, settings.review_link_base
 
 
 @logger.inject_lambda_context(clear_state=True)

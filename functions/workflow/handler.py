@@ -9,14 +9,14 @@ which the state machine retries with backoff; anything else goes to the failure 
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from face_dedup.bootstrap import build_workflow_service
+from face_dedup.bootstrap import build_function
 from face_dedup.service import DedupService, StagedDecision
 from face_dedup.settings import Settings
 
@@ -25,20 +25,22 @@ tracer = Tracer(service="face-dedup-workflow")
 metrics = Metrics(namespace="FaceDedup", service="workflow")
 
 
-@lru_cache(maxsize=1)
-def _service() -> DedupService:
-    return build_workflow_service(Settings.load())
+@cache
+def _service(function: str) -> DedupService:
+    """Each task is its own Lambda function: it builds only the ports face_dedup.wiring declares
+    for it (search: index and store, read only; notify: the notification queue only; ...)."""
+    return build_function(Settings.load(), function).service
 
 
-def service_for(event: dict[str, Any]) -> DedupService:
-    return _service().for_tenant(str(event["tenant"]))
+def service_for(function: str, event: dict[str, Any]) -> DedupService:
+    return _service(function).for_tenant(str(event["tenant"]))
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def search(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """{key, tenant} -> the decision: outcome, candidate ids and scores, thresholds."""
-    decision = service_for(event).search_staged(str(event["key"]))
+    decision = service_for("search", event).search_staged(str(event["key"]))
     logger.info("decided", outcome=decision.outcome.value, candidates=len(decision.candidates))
     return decision.to_dict()
 
@@ -49,7 +51,7 @@ def search(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 def complete(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """{tenant, decision} -> enrolled, or a case opened (idempotent on retries)."""
     decision = StagedDecision.from_dict(event["decision"])
-    item = service_for(event).complete_staged(decision.key, decision, actor="workflow")
+    item = service_for("complete", event).complete_staged(decision.key, decision, actor="workflow")
     metrics.add_metric(name=f"Outcome{item.outcome.value.capitalize()}", unit=MetricUnit.Count, value=1)
     return {"outcome": item.outcome.value, "record_id": item.record_id, "case_id": item.case_id}
 
@@ -58,7 +60,7 @@ def complete(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 @tracer.capture_lambda_handler
 def notify(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """{tenant, case_id} -> officers told (case id and link only)."""
-    service_for(event).notify_case(str(event["case_id"]))
+    service_for("notify", event).notify_case(str(event["case_id"]))
     return {"notified": event["case_id"]}
 
 
@@ -69,7 +71,7 @@ def record_failure(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     """{key, tenant, error: {Error, Cause}} -> a rejected item with the reason; nothing lost."""
     error = event.get("error") or {}
     reason = str(error.get("Error") or "unknown error")
-    item = service_for(event).fail_staged(str(event["key"]), reason, actor="workflow")
+    item = service_for("record_failure", event).fail_staged(str(event["key"]), reason, actor="workflow")
     metrics.add_metric(name="WorkflowFailures", unit=MetricUnit.Count, value=1)
     logger.warning("workflow failed", error=reason)
     return {"outcome": item.outcome.value, "reason": item.reason}

@@ -1,4 +1,5 @@
-"""What a registry chooses at deployment (CDK context `face-dedup:*`, see cdk.json)."""
+"""What a registry chooses at deployment (CDK context `face-dedup:*`, see cdk.json and the
+README's deploy section for each option and the production profile)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,19 @@ class DeploymentConfig:
     retention_days: int = 3650  # photos and records; registries set their legal retention
     opensearch_instance_type: str = "r7g.large.search"
     opensearch_data_nodes: int = 2
+    opensearch_volume_gb: int = 100
+    # Production: three dedicated masters and three AZs (see README); off for small registries.
+    opensearch_dedicated_masters: int = 0
+    opensearch_master_type: str = "m7g.large.search"
+    opensearch_zones: int = 2
+    # Concurrent index clients per data node (search and complete each, and ingest's queue).
+    index_concurrency_per_node: int = 8
     target_fpir: str = "0.01"
     model_pack: str = "yunet-sface-flip-v1"
-    alarm_email: str | None = None
+    alarm_email: str | None = None  # officers: case digests
+    operations_email: str | None = None  # operators: every alarm
+    tenants: tuple[str, ...] = ("default",)  # reconciled nightly
+    callback_urls: tuple[str, ...] = ()  # the console's sign-in callbacks (hosted UI)
 
     @classmethod
     def from_context(cls, get: Any, base: Path) -> DeploymentConfig:
@@ -23,12 +34,24 @@ class DeploymentConfig:
             found = get(f"face-dedup:{name}")
             return default if found is None else found
 
+        def listed(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+            raw = value(name, default)
+            return tuple(str(v) for v in (raw.split(",") if isinstance(raw, str) else raw) if str(v))
+
         return cls(
             layers_dir=(base / str(value("layers-dir", "../build/layers"))).resolve(),
             retention_days=int(value("retention-days", 3650)),
             opensearch_instance_type=str(value("opensearch-instance-type", "r7g.large.search")),
             opensearch_data_nodes=int(value("opensearch-data-nodes", 2)),
+            opensearch_volume_gb=int(value("opensearch-volume-gb", 100)),
+            opensearch_dedicated_masters=int(value("opensearch-dedicated-masters", 0)),
+            opensearch_master_type=str(value("opensearch-master-type", "m7g.large.search")),
+            opensearch_zones=int(value("opensearch-zones", 2)),
+            index_concurrency_per_node=int(value("index-concurrency-per-node", 8)),
             target_fpir=str(value("target-fpir", "0.01")),
             model_pack=str(value("model-pack", "yunet-sface-flip-v1")),
             alarm_email=value("alarm-email", None),
+            operations_email=value("operations-email", None),
+            tenants=listed("tenants", ("default",)),
+            callback_urls=listed("callback-urls", ()),
         )

@@ -72,6 +72,12 @@ STACK_WIDE = {
     "IAM5[Resource::<FunctionsRecordFailure6674325C.Arn>:*]": (
         "The state machine invokes this function's versions/aliases."
     ),
+    "IAM5[Resource::<FunctionsReconcileA7FC4E8E.Arn>:*]": (
+        "The nightly schedule invokes the reconcile function's versions/aliases."
+    ),
+    "IAM5[Resource::<SearchIndexSetupE1612361.Arn>:*]": (
+        "CDK's custom-resource provider framework invokes the index-setup function's versions."
+    ),
     "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]": (
         "API Gateway's account-level role for writing its access and execution logs; this AWS policy is "
         "exactly that."
@@ -118,10 +124,12 @@ def apply_nag(app: cdk.App, stack: cdk.Stack) -> None:
         "The API is a Lambda proxy; each route validates its path, query and body in the function "
         "(Powertools with pydantic models) and answers 4xx with the reason, as the API tests show.",
     )
-    _ack(
-        stack,
-        "Network/Vpc/Sns/SecurityGroup",
-        "EC23",
-        "The SNS interface endpoint's security group admits HTTPS from the VPC's own CIDR only (a token "
-        "CloudFormation resolves, which the rule cannot read); the subnets have no internet route.",
-    )
+    for endpoint in ("Sqs", "Xray"):
+        _ack(
+            stack,
+            f"Network/Vpc/{endpoint}/SecurityGroup",
+            "EC23",
+            f"The {endpoint} interface endpoint's security group admits HTTPS from the VPC's own CIDR only "
+            "(a token CloudFormation resolves, which the rule cannot read); the subnets have no internet "
+            "route.",
+        )

@@ -4,6 +4,8 @@ from aws_cdk import Stack
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from face_dedup import permissions, wiring
+from face_dedup.adapters.dynamodb_store import TABLES
 from face_dedup_infra.config import DeploymentConfig
 from face_dedup_infra.constructs.encryption import Encryption
 from face_dedup_infra.constructs.functions import Functions
@@ -11,6 +13,7 @@ from face_dedup_infra.constructs.ingest_queue import CaseNotificationQueue, Inge
 from face_dedup_infra.constructs.monitoring import Monitoring
 from face_dedup_infra.constructs.network import Network
 from face_dedup_infra.constructs.notifications import Notifications
+from face_dedup_infra.constructs.reconcile import Reconcile
 from face_dedup_infra.constructs.review_api import ReviewApi
 from face_dedup_infra.constructs.search import SearchDomain
 from face_dedup_infra.constructs.storage import Storage
@@ -27,7 +30,9 @@ class FaceDedupStack(Stack):
         network = Network(self, "Network", log_key=key)
         storage = Storage(self, "Storage", key=key, retention_days=config.retention_days)
         tables = Tables(self, "Tables", key=key)
-        notifications = Notifications(self, "Notifications", key=key, email=config.alarm_email)
+        notifications = Notifications(
+            self, "Notifications", key=key, email=config.alarm_email, operations_email=config.operations_email
+        )
         search = SearchDomain(
             self,
             "Search",
@@ -36,38 +41,61 @@ class FaceDedupStack(Stack):
             key=key,
             instance_type=config.opensearch_instance_type,
             data_nodes=config.opensearch_data_nodes,
+            volume_gb=config.opensearch_volume_gb,
+            dedicated_masters=config.opensearch_dedicated_masters,
+            master_type=config.opensearch_master_type,
+            zones=config.opensearch_zones,
         )
-        table_names = {f"FACE_DEDUP_TABLE_{role.upper()}": t.table_name for role, t in tables.tables.items()}
-        environment = {
-            "FACE_DEDUP_MODEL_PACK": config.model_pack,
-            "FACE_DEDUP_MODELS_DIR": "/opt/models",
-            "FACE_DEDUP_DATA_DIR": "/tmp/face-dedup",  # noqa: S108 - scratch only; nothing persistent lives there
-            "FACE_DEDUP_TARGET_FPIR": config.target_fpir,
-            "FACE_DEDUP_INDEX_BACKEND": "opensearch",
-            "FACE_DEDUP_STORE_BACKEND": "dynamodb",
-            "FACE_DEDUP_BLOB_BACKEND": "s3",
-            "FACE_DEDUP_NOTIFIER_BACKEND": "sqs",  # queued; the digest function tells officers (SNS)
-            "FACE_DEDUP_AWS_REGION": self.region,
-            "FACE_DEDUP_S3_BUCKET": storage.faces.bucket_name,
-            "FACE_DEDUP_KMS_KEY_ID": key.key_arn,
-            "FACE_DEDUP_SNS_TOPIC_ARN": notifications.topic.topic_arn,
-            "FACE_DEDUP_OPENSEARCH_URL": f"https://{search.domain.domain_endpoint}",
-            "FACE_DEDUP_OPENSEARCH_AUTH": "sigv4",
-            "FACE_DEDUP_UPLOADS_BUCKET": storage.uploads.bucket_name,
-            **table_names,
+        case_notes = CaseNotificationQueue(self, "CaseNotifications", key=key)
+        settings = {
+            "model_pack": config.model_pack,
+            "models_dir": "/opt/models",
+            "data_dir": "/tmp/face-dedup",  # noqa: S108 - scratch only; nothing persistent lives there
+            "target_fpir": config.target_fpir,
+            "index_backend": "opensearch",
+            "opensearch_url": f"https://{search.domain.domain_endpoint}",
+            "opensearch_auth": "sigv4",
+            "opensearch_index": "faces",
+            "store_backend": "dynamodb",
+            "blob_backend": "s3",
+            "notifier_backend": "sqs",  # queued; the digest function tells officers (SNS)
+            "aws_region": self.region,
+            "s3_bucket": storage.faces.bucket_name,
+            "kms_key_id": key.key_arn,
+            "uploads_bucket": storage.uploads.bucket_name,
+            "notification_queue_url": case_notes.queue.queue_url,
+            "sns_topic_arn": notifications.topic.topic_arn,
+            **{f"table_{role}": t.table_name for role, t in tables.tables.items()},
         }
+        resources: dict[str, list[str]] = {
+            wiring.INDEX: [search.domain.domain_arn, f"{search.domain.domain_arn}/*"],
+            wiring.BLOBS: [storage.faces.bucket_arn, storage.faces.arn_for_objects("*")],
+            wiring.UPLOADS: [storage.uploads.bucket_arn, storage.uploads.arn_for_objects("*")],
+            wiring.NOTIFIER: [case_notes.queue.queue_arn],
+            wiring.OFFICERS: [notifications.topic.topic_arn],
+            permissions.KEY: [key.key_arn],
+            **{
+                # a table's secondary indexes only where it has some
+                f"store:{role}": [t.table_arn, *([f"{t.table_arn}/index/*"] if TABLES[role][2] else [])]
+                for role, t in tables.tables.items()
+            },
+        }
+        # Bounded from the index's size: each search/complete holds one cluster request at a time.
+        index_concurrency = config.index_concurrency_per_node * config.opensearch_data_nodes
         functions = Functions(
             self,
             "Functions",
             layers_dir=config.layers_dir,
-            environment=environment,
+            settings=settings,
+            resources=resources,
             vpc=network.vpc,
-            index_security_group=network.functions_sg,
+            security_group=network.functions_sg,
+            reserved={"search": index_concurrency, "complete": index_concurrency, "reconcile": 1},
         )
         queue = IngestQueue(
             self, "Ingest", uploads=storage.uploads, function_timeout=functions.ingest.timeout
         )  # type: ignore[arg-type]
-        functions.consume(queue.queue)
+        functions.consume(queue.queue, max_concurrency=max(2, index_concurrency))
         workflow = DedupWorkflow(
             self,
             "Workflow",
@@ -76,78 +104,38 @@ class FaceDedupStack(Stack):
             notify=functions.notify,
             record_failure=functions.record_failure,
         )
-        functions.ingest.add_environment(
-            "FACE_DEDUP_STATE_MACHINE_ARN", workflow.state_machine.state_machine_arn
-        )
-
-        # Least privilege, per function.
-        audit = tables.tables["audit"]
-        append_audit = iam.PolicyStatement(actions=["dynamodb:PutItem"], resources=[audit.table_arn])
-        for function in (
-            functions.ingest,
-            functions.search,
-            functions.complete,
-            functions.notify,
-            functions.record_failure,
-            functions.api,
-        ):
-            function.add_to_role_policy(append_audit)  # the audit log: append only, never update/delete
-        storage.uploads.grant_read(functions.ingest)
-        storage.faces.grant_put(functions.ingest)
-        workflow.state_machine.grant_start_execution(functions.ingest)
-        for role in ("imports", "staged", "records"):
-            tables.tables[role].grant_read_write_data(functions.ingest)
-        for role in ("imports", "staged", "records", "cases"):
-            tables.tables[role].grant_read_write_data(functions.complete)
-            tables.tables[role].grant_read_data(functions.search)
-        for role in ("imports", "staged"):
-            tables.tables[role].grant_read_write_data(functions.record_failure)
-        storage.faces.grant_delete(functions.record_failure)
-        storage.faces.grant_read(functions.record_failure)
-        search.domain.grant_read_write(functions.index_client_role)
-        search.domain.add_access_policies(
+        functions.set_setting("state_machine_arn", workflow.state_machine.state_machine_arn)
+        # The state machine exists only now: the one grant that cannot be in `resources` up front.
+        functions.roles["ingest"].add_to_policy(
             iam.PolicyStatement(
-                principals=[functions.index_client_role],
-                actions=["es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost", "es:ESHttpPut", "es:ESHttpDelete"],
-                resources=[f"{search.domain.domain_arn}/*"],
+                actions=sorted(
+                    n.action
+                    for n in permissions.needs(wiring.FUNCTIONS["ingest"])
+                    if n.resource == wiring.WORKFLOW
+                ),
+                resources=[workflow.state_machine.state_machine_arn],
             )
         )
+        search.provision_index(
+            functions.roles, settings, layer=functions.runtime_layer, security_group=network.functions_sg
+        )
+        network.add_endpoints_for(functions.roles)
 
-        # The review API: reads and decides cases, verifies 1:1, presigns uploads, erases.
-        for role in ("records", "cases", "imports", "staged"):
-            tables.tables[role].grant_read_write_data(functions.api)
-        audit.grant(functions.api, "dynamodb:Query")  # auditors' export reads the log: still no update/delete
-        storage.faces.grant_read(functions.api)
-        storage.faces.grant_delete(functions.api)  # erasure
-        storage.uploads.grant_put(functions.api)  # presigned upload URLs are signed with this role
         self.review = ReviewApi(self, "Review", function=functions.api)
-
-        # Case notifications: queued by the workflow and the API, sent to officers in batches.
-        case_notes = CaseNotificationQueue(self, "CaseNotifications", key=key)
         functions.digest_notifications(case_notes.queue)
-        for function in (functions.complete, functions.notify, functions.api, functions.ingest):
-            case_notes.queue.grant_send_messages(function)
-            function.add_environment("FACE_DEDUP_NOTIFICATION_QUEUE_URL", case_notes.queue.queue_url)
-        notifications.topic.grant_publish(functions.digest)
-        for function in (functions.complete, functions.notify, functions.digest):
-            function.add_environment("FACE_DEDUP_REVIEW_LINK_BASE", f"{self.review.api.url}#case=")
+        functions.set_setting("review_link_base", f"{self.review.api.url}#case=")
+        reconcile = Reconcile(self, "Reconcile", function=functions.reconcile, tenants=config.tenants)
 
         Monitoring(
             self,
             "Monitoring",
             dead_letters=queue.dead_letters,
             notification_dead_letters=case_notes.dead_letters,
+            topic=notifications.operations,
             queue=queue.queue,
             state_machine=workflow.state_machine,
-            functions=[
-                functions.ingest,
-                functions.search,
-                functions.complete,
-                functions.notify,
-                functions.record_failure,
-                functions.digest,
-                functions.api,
-            ],
+            functions=list(functions.by_name.values()),
+            reconcile=reconcile,
             domain=search.domain,
         )
         self.functions = functions

@@ -6,15 +6,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from face_dedup import wiring
 from face_dedup.adapters.embedded_index import ExactVectorIndex
 from face_dedup.adapters.local_blobs import LocalBlobStore
 from face_dedup.adapters.outbox import OutboxNotifier
+from face_dedup.adapters.sqlite_metrics import SqliteDriftStore
 from face_dedup.adapters.sqlite_store import SqliteRecordStore
 from face_dedup.calibration import ImpostorTail
+from face_dedup.drift import DriftRecorder
 from face_dedup.errors import ConfigError, ModelError
-from face_dedup.ingest import Ingestor, StepFunctionsStarter
+from face_dedup.ingest import Ingestor, StepFunctionsStarter, WorkflowStarter
 from face_dedup.models.registry import ModelPack, get_pack, verified_path
 from face_dedup.ports import BlobStore, Notifier, RecordStore, VectorIndex
 from face_dedup.service import DedupService
@@ -35,6 +38,11 @@ def build_engine(settings: Settings, pack: ModelPack | None = None, threads: int
 def calibration_path(settings: Settings, pack_id: str) -> Path:
     """Where `calibrate --save` puts a registry's own calibration (preferred when present)."""
     return settings.data_dir / "calibration" / f"{pack_id}.json"
+
+
+def drift_path(settings: Settings) -> Path:
+    """Where a local registry keeps its drift counts (`face-dedup report drift` reads them)."""
+    return settings.data_dir / "drift.sqlite3"
 
 
 def load_tail(settings: Settings, pack: ModelPack) -> ImpostorTail:
@@ -104,6 +112,15 @@ def _opensearch_client(settings: Settings) -> Any:
     )
 
 
+def _opensearch_index(settings: Settings) -> Any:
+    from face_dedup.adapters.opensearch_index import OpenSearchVectorIndex
+
+    dim = get_pack(settings.model_pack).contract.embedding_dim
+    return OpenSearchVectorIndex(
+        _opensearch_client(settings), settings.opensearch_index, dim, engine=settings.opensearch_engine
+    )
+
+
 def build_adapters(settings: Settings) -> Adapters:
     """Each port's adapter, as the settings name it. Clients are created here, once."""
     data = settings.data_dir
@@ -117,12 +134,9 @@ def build_adapters(settings: Settings) -> Adapters:
     if settings.index_backend == "embedded":
         index = ExactVectorIndex(data / "index.sqlite")
     elif settings.index_backend == "opensearch":
-        from face_dedup.adapters.opensearch_index import OpenSearchVectorIndex
-
-        dim = get_pack(settings.model_pack).contract.embedding_dim
-        index = OpenSearchVectorIndex(
-            _opensearch_client(settings), settings.opensearch_index, dim, engine=settings.opensearch_engine
-        )
+        search_index = _opensearch_index(settings)
+        search_index.ensure_index()  # local setups; in the cloud a deployment step creates it
+        index = search_index
     else:
         raise ConfigError(f"unknown index backend {settings.index_backend!r} (embedded or opensearch)")
     store: RecordStore
@@ -174,22 +188,125 @@ def build_adapters(settings: Settings) -> Adapters:
     return Adapters(index=index, store=store, blobs=blobs, notifier=notifier)
 
 
+class UndeclaredCall(ConfigError):
+    """A cloud function called a port (or a port method) that `face_dedup.wiring` does not
+    declare for it: its role would not allow the call, so it fails here, loudly, in tests."""
+
+
+class _Declared:
+    """A port as one function declared it: declared methods pass through to the adapter, any
+    other call raises UndeclaredCall. A port the function does not use has no adapter at all:
+    nothing is built and nothing connects for it."""
+
+    def __init__(self, function: str, port: str, adapter: Any, methods: tuple[str, ...]) -> None:
+        self._function, self._port, self._adapter, self._methods = function, port, adapter, methods
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name == "close":
+            return getattr(self._adapter, "close", lambda: None)
+        if self._adapter is None or (self._methods != wiring.ALL and name not in self._methods):
+            raise UndeclaredCall(
+                f"the {self._function} function calls {self._port}.{name}, "
+                "which face_dedup.wiring does not declare for it"
+            )
+        return getattr(self._adapter, name)
+
+
+@dataclass
+class FunctionParts:
+    """What one cloud function works with, built once per cold start from its declaration."""
+
+    service: DedupService
+    uploads: BlobStore
+    workflow: WorkflowStarter
+    officers: Notifier
+
+
+def build_function(settings: Settings, name: str) -> FunctionParts:
+    """One cloud function's service and clients: only the ports `face_dedup.wiring` declares
+    for it are built, and nothing connects at cold start (clients connect on first call; the
+    index is created by the deployment, not here)."""
+    spec = wiring.FUNCTIONS[name]
+    builders: dict[str, Any] = {
+        wiring.INDEX: lambda: _opensearch_index(settings),
+        wiring.STORE: lambda: _dynamodb_store(settings),
+        wiring.BLOBS: lambda: _s3_store(settings, settings.s3_bucket, settings.s3_prefix, kms=True),
+        # uploads: the bucket's default encryption (uploaders' presigned PUTs carry no KMS headers)
+        wiring.UPLOADS: lambda: _s3_store(settings, settings.uploads_bucket, "", kms=False),
+        wiring.NOTIFIER: lambda: _sqs_notifier(settings),
+        wiring.OFFICERS: lambda: _sns_notifier(settings),
+        wiring.WORKFLOW: lambda: _starter(settings),
+    }
+    ports = {
+        port: _Declared(name, port, build() if port in spec.uses else None, spec.methods(port))
+        for port, build in builders.items()
+    }
+    pack = get_pack(settings.model_pack)
+    service = DedupService(
+        settings,
+        build_engine(settings, pack) if spec.engine else None,
+        cast(VectorIndex, ports[wiring.INDEX]),
+        cast(RecordStore, ports[wiring.STORE]),
+        cast(BlobStore, ports[wiring.BLOBS]),
+        cast(Notifier, ports[wiring.NOTIFIER]),
+        load_tail(settings, pack),
+    )
+    return FunctionParts(
+        service,
+        cast(BlobStore, ports[wiring.UPLOADS]),
+        cast(WorkflowStarter, ports[wiring.WORKFLOW]),
+        cast(Notifier, ports[wiring.OFFICERS]),
+    )
+
+
+def _dynamodb_store(settings: Settings) -> RecordStore:
+    from face_dedup.adapters.dynamodb_store import DynamoRecordStore, TableNames
+
+    default = TableNames.with_prefix(settings.dynamodb_table_prefix)
+    names = TableNames(
+        *(
+            getattr(settings, f"table_{role}") or getattr(default, role)
+            for role in ("records", "cases", "imports", "audit", "staged")
+        )
+    )
+    return DynamoRecordStore(client_for(settings, "dynamodb"), names)
+
+
+def _s3_store(settings: Settings, bucket: str, prefix: str, *, kms: bool) -> BlobStore:
+    from face_dedup.adapters.s3_blobs import S3BlobStore
+
+    if not bucket:
+        raise ConfigError("missing settings: the bucket (FACE_DEDUP_S3_BUCKET / FACE_DEDUP_UPLOADS_BUCKET)")
+    key = settings.kms_key_id if kms else ""
+    return S3BlobStore(client_for(settings, "s3"), bucket, prefix=prefix, kms_key_id=key or None)
+
+
+def _sqs_notifier(settings: Settings) -> Notifier:
+    from face_dedup.adapters.sqs_notifier import SqsNotifier
+
+    _require(settings, "notification_queue_url")
+    return SqsNotifier(client_for(settings, "sqs"), settings.notification_queue_url)
+
+
+def _sns_notifier(settings: Settings) -> Notifier:
+    from face_dedup.adapters.sns_notifier import SnsNotifier
+
+    _require(settings, "sns_topic_arn")
+    return SnsNotifier(client_for(settings, "sns"), settings.sns_topic_arn)
+
+
+def _starter(settings: Settings) -> WorkflowStarter:
+    _require(settings, "state_machine_arn")
+    return StepFunctionsStarter(client_for(settings, "stepfunctions"), settings.state_machine_arn)
+
+
 def build_ingestor(settings: Settings) -> Ingestor:
     """The ingest function's core: the service with its engine, the uploads bucket, and the
     workflow it starts. Built once per cold start (models load here, never per request)."""
-    from face_dedup.adapters.s3_blobs import S3BlobStore
-
-    _require(settings, "uploads_bucket", "state_machine_arn")
-    service, _ = build_service(settings, reconcile=False)
-    uploads = S3BlobStore(client_for(settings, "s3"), settings.uploads_bucket, prefix="")
-    starter = StepFunctionsStarter(client_for(settings, "stepfunctions"), settings.state_machine_arn)
-    return Ingestor(service, uploads, starter)
-
-
-def build_workflow_service(settings: Settings) -> DedupService:
-    """The workflow steps' core: no face engine, no model files."""
-    service, _ = build_service(settings, with_engine=False, reconcile=False)
-    return service
+    parts = build_function(settings, "ingest")
+    return Ingestor(parts.service, parts.uploads, parts.workflow)
 
 
 def build_service(
@@ -210,6 +327,8 @@ def build_service(
         tail,
         **_local_registry(settings),
     )
+    if settings.store_backend == "sqlite":  # one machine: drift counts next to the registry
+        service.drift = DriftRecorder(SqliteDriftStore(drift_path(settings)))
     if reconcile:
         service.reconcile()
     return service, adapters

@@ -69,9 +69,11 @@ def aws_service(aws: dict[str, Any], base_settings: Settings, osmem_clone: Any) 
     )
     adapters = build_adapters(settings)
     pack = get_pack(settings.model_pack)
-    adapters.index = OpenSearchVectorIndex(
+    index = OpenSearchVectorIndex(
         FakeKnnOpenSearch(hosts=[osmem_clone.url]), "faces", pack.contract.embedding_dim
     )
+    index.ensure_index()  # the deployment's index-setup step
+    adapters.index = index
     service = DedupService(
         settings,
         build_engine(settings, pack),

@@ -43,7 +43,13 @@ def opensearch_factory(request: pytest.FixtureRequest) -> Callable[[], VectorInd
     name = f"faces-{uuid.uuid4().hex[:12]}"
     if url:
         request.addfinalizer(lambda: client.indices.delete(index=name, ignore_unavailable=True))
-    return lambda: OpenSearchVectorIndex(client, name, DIM, engine="faiss")
+
+    def build() -> VectorIndex:
+        index = OpenSearchVectorIndex(client, name, DIM, engine="faiss")
+        index.ensure_index()  # a deployment step in the cloud; the constructor connects to nothing
+        return index
+
+    return build
 
 
 @pytest.fixture(params=["embedded", "opensearch"])

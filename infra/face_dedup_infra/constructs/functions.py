@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections import defaultdict
 from pathlib import Path
 
 from aws_cdk import Duration
@@ -10,14 +11,25 @@ from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from face_dedup import permissions, wiring
+from face_dedup.settings import PREFIX
+
 FUNCTIONS_DIR = Path(__file__).resolve().parents[3] / "functions"
 RUNTIME = lambda_.Runtime.PYTHON_3_12  # the layers are built for exactly this runtime
 ARCHITECTURE = lambda_.Architecture.ARM_64  # onnxruntime + OpenCV fit the 250 MB limit only on arm64
+ENV_NAME = "FACE_DEDUP_FUNCTION"  # which declaration a function runs under (tests, logs)
+
+
+def camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
 
 
 class Functions(Construct):
-    """The Lambda functions, thin handlers over the core library (in the runtime layer).
-    Only `ingest` loads the model layer: the workflow's tasks never look at a photo."""
+    """The Lambda functions, thin handlers over the core library (in the runtime layer), each
+    built from its declaration in `face_dedup.wiring`: its own role with exactly the actions
+    its adapters' code performs (`face_dedup.permissions`) on exactly its resources, in the VPC
+    if and only if it talks to the index, and only the settings it reads in its environment.
+    Only functions that look at photos load the model layer."""
 
     def __init__(
         self,
@@ -25,11 +37,14 @@ class Functions(Construct):
         construct_id: str,
         *,
         layers_dir: Path,
-        environment: dict[str, str],
+        settings: dict[str, str],
+        resources: dict[str, list[str]],
         vpc: ec2.IVpc,
-        index_security_group: ec2.ISecurityGroup,
+        security_group: ec2.ISecurityGroup,
+        reserved: dict[str, int],
     ) -> None:
         super().__init__(scope, construct_id)
+        self._settings = settings
         self.runtime_layer = lambda_.LayerVersion(
             self,
             "RuntimeLayer",
@@ -46,89 +61,100 @@ class Functions(Construct):
             compatible_architectures=[ARCHITECTURE],
             description="face-dedup model pack files, verified by SHA-256 at build time",
         )
-        # The two functions that query the index share a role: it is the identity the domain
-        # trusts (see SearchDomain), so that one role, not every function, reaches the index.
-        self.index_client_role = iam.Role(
-            self,
-            "IndexClientRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            managed_policies=[
-                iam.ManagedPolicy.from_aws_managed_policy_name("service-role/AWSLambdaVPCAccessExecutionRole")
-            ],
-        )
-
-        def function(
-            name: str,
-            code_dir: str,
-            handler: str,
-            *,
-            memory: int,
-            timeout: Duration,
-            models: bool = False,
-            in_vpc: bool = False,
-        ) -> lambda_.Function:
-            log_group = logs.LogGroup(self, f"{name}Logs", retention=logs.RetentionDays.ONE_YEAR)
-            return lambda_.Function(
+        self.by_name: dict[str, lambda_.Function] = {}
+        self.roles: dict[str, iam.Role] = {}
+        for spec, needs in permissions.iter_all():
+            role = iam.Role(
                 self,
-                name,
-                runtime=RUNTIME,
-                architecture=ARCHITECTURE,
-                code=lambda_.Code.from_asset(str(FUNCTIONS_DIR / code_dir), exclude=["__pycache__", "*.pyc"]),
-                handler=handler,
-                layers=[self.runtime_layer, self.models_layer] if models else [self.runtime_layer],
-                memory_size=memory,
-                timeout=timeout,
-                environment={**environment, "POWERTOOLS_SERVICE_NAME": f"face-dedup-{name.lower()}"},
-                tracing=lambda_.Tracing.ACTIVE,
-                log_group=log_group,
-                role=self.index_client_role if in_vpc else None,
-                vpc=vpc if in_vpc else None,
-                vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
-                if in_vpc
-                else None,
-                security_groups=[index_security_group] if in_vpc else None,
+                f"{camel(spec.name)}Role",
+                assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+                description=f"face-dedup {spec.name}: {spec.description}",
+                managed_policies=[
+                    iam.ManagedPolicy.from_aws_managed_policy_name(
+                        "service-role/AWSLambdaVPCAccessExecutionRole"
+                        if spec.in_vpc
+                        else "service-role/AWSLambdaBasicExecutionRole"
+                    )
+                ],
             )
+            grouped: dict[str, set[str]] = defaultdict(set)
+            for need in needs:
+                grouped[need.resource].add(need.action)
+            for resource, actions in sorted(grouped.items()):
+                if resource not in resources:
+                    continue  # created after the functions (the state machine): granted there
+                role.add_to_policy(
+                    iam.PolicyStatement(actions=sorted(actions), resources=resources[resource])
+                )
+            self.roles[spec.name] = role
+            self.by_name[spec.name] = self._function(spec, role, vpc, security_group, reserved.get(spec.name))
 
-        self.ingest = function(
-            "Ingest", "ingest", "handler.handler", memory=3008, timeout=Duration.seconds(60), models=True
+    def _function(
+        self,
+        spec: wiring.FunctionSpec,
+        role: iam.Role,
+        vpc: ec2.IVpc,
+        security_group: ec2.ISecurityGroup,
+        reserved: int | None,
+    ) -> lambda_.Function:
+        name = camel(spec.name)
+        log_group = logs.LogGroup(self, f"{name}Logs", retention=logs.RetentionDays.ONE_YEAR)
+        environment = {ENV_NAME: spec.name, "POWERTOOLS_SERVICE_NAME": f"face-dedup-{spec.name}"}
+        for setting in wiring.settings_for(spec):
+            if setting in self._settings:  # the rest are added once their resource exists
+                environment[PREFIX + setting.upper()] = self._settings[setting]
+        return lambda_.Function(
+            self,
+            name,
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            code=lambda_.Code.from_asset(
+                str(FUNCTIONS_DIR / spec.code_dir), exclude=["__pycache__", "*.pyc"]
+            ),
+            handler=spec.handler,
+            layers=[self.runtime_layer, self.models_layer] if spec.engine else [self.runtime_layer],
+            memory_size=spec.memory,
+            timeout=Duration.seconds(spec.timeout_s),
+            environment=environment,
+            tracing=lambda_.Tracing.ACTIVE,
+            log_group=log_group,
+            role=role,
+            reserved_concurrent_executions=reserved,
+            vpc=vpc if spec.in_vpc else None,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
+            if spec.in_vpc
+            else None,
+            security_groups=[security_group] if spec.in_vpc else None,
+            description=f"face-dedup {spec.name}: {spec.description}",
         )
-        self.search = function(
-            "Search", "workflow", "handler.search", memory=1024, timeout=Duration.seconds(30), in_vpc=True
-        )
-        self.complete = function(
-            "Complete", "workflow", "handler.complete", memory=1024, timeout=Duration.seconds(30), in_vpc=True
-        )
-        self.notify = function(
-            "Notify", "workflow", "handler.notify", memory=512, timeout=Duration.seconds(10)
-        )
-        self.api = function(
-            "Api",
-            "api",
-            "handler.handler",
-            memory=2048,
-            timeout=Duration.seconds(29),
-            models=True,
-            in_vpc=True,
-        )
-        self.digest = function(
-            "Digest", "digest", "handler.handler", memory=512, timeout=Duration.seconds(60)
-        )
-        self.record_failure = function(
-            "RecordFailure", "workflow", "handler.record_failure", memory=512, timeout=Duration.seconds(30)
-        )
+
+    def set_setting(self, setting: str, value: str) -> None:
+        """A setting whose resource is created after the functions (the state machine's ARN)."""
+        for spec in wiring.FUNCTIONS.values():
+            if setting in wiring.settings_for(spec):
+                self.by_name[spec.name].add_environment(PREFIX + setting.upper(), value)
+
+    def __getattr__(self, name: str) -> lambda_.Function:
+        # stack.functions.search etc. (tests and the workflow read them by name)
+        by_name = self.__dict__.get("by_name", {})
+        if name in by_name:
+            return by_name[name]  # type: ignore[no-any-return]
+        raise AttributeError(name)
 
     def digest_notifications(self, queue: object) -> None:
         # Up to five minutes of case notifications at a time: many new cases, one message.
-        self.digest.add_event_source(
+        self.by_name["digest"].add_event_source(
             sources.SqsEventSource(queue, batch_size=100, max_batching_window=Duration.minutes(5))  # type: ignore[arg-type]
         )
 
-    def consume(self, queue: object) -> None:
-        self.ingest.add_event_source(
+    def consume(self, queue: object, max_concurrency: int) -> None:
+        self.by_name["ingest"].add_event_source(
             sources.SqsEventSource(
                 queue,  # type: ignore[arg-type]
                 batch_size=10,
                 max_batching_window=Duration.seconds(5),
                 report_batch_item_failures=True,
+                # bounded: each upload starts a workflow that searches and writes the index
+                max_concurrency=max_concurrency,
             )
         )

@@ -2,16 +2,21 @@ from __future__ import annotations
 
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_opensearchservice as opensearch
+from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+AT_LEAST = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+
 
 class Monitoring(Construct):
     """Alarms on what loses work or blocks it (dead letters, failed executions, function
-    errors, a red cluster) and one dashboard for operators."""
+    errors and throttles, the cluster) and one dashboard. Every alarm notifies the operations
+    topic (separate from officers' case topic), when it fires and when it clears."""
 
     def __init__(
         self,
@@ -24,23 +29,33 @@ class Monitoring(Construct):
         state_machine: sfn.StateMachine,
         functions: list[lambda_.Function],
         domain: opensearch.Domain,
+        topic: sns.ITopic,
+        reconcile: object | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.alarms: list[cloudwatch.Alarm] = []
 
-        def alarm(name: str, metric: cloudwatch.IMetric, description: str, threshold: float = 1) -> None:
-            self.alarms.append(
-                cloudwatch.Alarm(
-                    self,
-                    name,
-                    metric=metric,
-                    threshold=threshold,
-                    evaluation_periods=1,
-                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                    treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-                    alarm_description=description,
-                )
+        def alarm(
+            name: str,
+            metric: cloudwatch.IMetric,
+            description: str,
+            threshold: float = 1,
+            comparison: cloudwatch.ComparisonOperator = AT_LEAST,
+            missing: cloudwatch.TreatMissingData = cloudwatch.TreatMissingData.NOT_BREACHING,
+        ) -> None:
+            created = cloudwatch.Alarm(
+                self,
+                name,
+                metric=metric,
+                threshold=threshold,
+                evaluation_periods=1,
+                comparison_operator=comparison,
+                treat_missing_data=missing,
+                alarm_description=description,
             )
+            created.add_alarm_action(actions.SnsAction(topic))
+            created.add_ok_action(actions.SnsAction(topic))
+            self.alarms.append(created)
 
         alarm(
             "DeadLetters",
@@ -55,6 +70,12 @@ class Monitoring(Construct):
             "case notifications that could not be sent to officers are waiting in their dead-letter queue",
         )
         alarm(
+            "DeadLetterAge",
+            dead_letters.metric_approximate_age_of_oldest_message(period=Duration.minutes(5)),
+            "a dead-lettered upload is older than 3 days (the queue keeps them 14): redrive it",
+            threshold=3 * 24 * 3600,
+        )
+        alarm(
             "QueueAge",
             queue.metric_approximate_age_of_oldest_message(period=Duration.minutes(5)),
             "uploads wait more than an hour",
@@ -63,7 +84,12 @@ class Monitoring(Construct):
         alarm(
             "FailedExecutions",
             state_machine.metric_failed(period=Duration.minutes(5)),
-            "de-duplication workflows failed (each recorded as rejected with its reason)",
+            "de-duplication workflows failed: Parked (transient, redrive) or recorded as rejected",
+        )
+        alarm(
+            "TimedOutExecutions",
+            state_machine.metric_timed_out(period=Duration.minutes(5)),
+            "de-duplication workflows timed out (redrive them)",
         )
         for function in functions:
             alarm(
@@ -71,10 +97,57 @@ class Monitoring(Construct):
                 function.metric_errors(period=Duration.minutes(5)),
                 f"{function.node.id} function errors",
             )
+            alarm(
+                f"{function.node.id}Throttles",
+                function.metric_throttles(period=Duration.minutes(5)),
+                f"{function.node.id} function throttled (its concurrency bound is reached)",
+                threshold=10,
+            )
         alarm(
             "ClusterRed",
             domain.metric_cluster_status_red(period=Duration.minutes(1)),
             "the index cluster is red",
+        )
+        alarm(
+            "ClusterYellow",
+            domain.metric_cluster_status_yellow(period=Duration.minutes(5)),
+            "the index cluster is yellow (replicas unassigned)",
+        )
+        alarm(
+            "JvmPressure",
+            domain.metric_jvm_memory_pressure(period=Duration.minutes(5), statistic="Maximum"),
+            "index JVM memory pressure above 80% (k-NN graphs need more memory: scale the data nodes)",
+            threshold=80,
+        )
+        alarm(
+            "FreeStorage",
+            domain.metric_free_storage_space(period=Duration.minutes(5), statistic="Minimum"),
+            "index free storage below 20 GiB on a node",
+            threshold=20 * 1024,
+            comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+        )
+        alarm(
+            "IndexWriteBlocked",
+            domain.metric_cluster_index_writes_blocked(period=Duration.minutes(1)),
+            "the index blocks writes",
+        )
+        alarm(
+            "IndexRepaired",
+            cloudwatch.MathExpression(
+                expression="added + removed",
+                using_metrics={
+                    name: cloudwatch.Metric(
+                        namespace="FaceDedup",
+                        metric_name=metric,
+                        dimensions_map={"service": "reconcile"},
+                        statistic="Sum",
+                        period=Duration.days(1),
+                    )
+                    for name, metric in (("added", "IndexEntriesAdded"), ("removed", "IndexOrphansRemoved"))
+                },
+                period=Duration.days(1),
+            ),
+            "the nightly reconcile repaired the index (an interrupted write happened: look why)",
         )
 
         dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=None)
@@ -89,6 +162,14 @@ class Monitoring(Construct):
                 title="workflow", left=[state_machine.metric_succeeded(), state_machine.metric_failed()]
             ),
             cloudwatch.GraphWidget(title="function errors", left=[f.metric_errors() for f in functions]),
+            cloudwatch.GraphWidget(
+                title="function throttles", left=[f.metric_throttles() for f in functions]
+            ),
+            cloudwatch.GraphWidget(
+                title="index",
+                left=[domain.metric_jvm_memory_pressure()],
+                right=[domain.metric_free_storage_space()],
+            ),
             cloudwatch.GraphWidget(title="function duration", left=[f.metric_duration() for f in functions]),
             cloudwatch.AlarmStatusWidget(title="alarms", alarms=self.alarms),
         )

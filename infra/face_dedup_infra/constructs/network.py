@@ -4,6 +4,22 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from face_dedup import permissions, wiring
+
+# botocore service name -> endpoint (S3 and DynamoDB: free gateway endpoints).
+GATEWAY = {"s3": ec2.GatewayVpcEndpointAwsService.S3, "dynamodb": ec2.GatewayVpcEndpointAwsService.DYNAMODB}
+INTERFACE = {
+    "sqs": ec2.InterfaceVpcEndpointAwsService.SQS,
+    "sns": ec2.InterfaceVpcEndpointAwsService.SNS,
+    "stepfunctions": ec2.InterfaceVpcEndpointAwsService.STEP_FUNCTIONS,
+    "kms": ec2.InterfaceVpcEndpointAwsService.KMS,
+    "xray": ec2.InterfaceVpcEndpointAwsService.XRAY,
+}
+
+
+def camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
 
 class Network(Construct):
     """A private network for the index and the functions that query it: isolated subnets (no
@@ -26,10 +42,6 @@ class Network(Construct):
         self.vpc.add_flow_log(
             "FlowLog", destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_log_group)
         )
-        self.vpc.add_gateway_endpoint("S3", service=ec2.GatewayVpcEndpointAwsService.S3)
-        self.vpc.add_gateway_endpoint("DynamoDb", service=ec2.GatewayVpcEndpointAwsService.DYNAMODB)
-        for name, service in (("Sns", ec2.InterfaceVpcEndpointAwsService.SNS),):
-            self.vpc.add_interface_endpoint(name, service=service, private_dns_enabled=True)
         self.functions_sg = ec2.SecurityGroup(
             self,
             "FunctionsSg",
@@ -41,3 +53,20 @@ class Network(Construct):
             self, "IndexSg", vpc=self.vpc, description="the OpenSearch domain", allow_all_outbound=False
         )
         self.index_sg.add_ingress_rule(self.functions_sg, ec2.Port.tcp(443), "HTTPS from the functions only")
+
+    def add_endpoints_for(self, _roles: object = None) -> None:
+        """An endpoint for every AWS service a function in the VPC calls, from the functions'
+        declarations (face_dedup.wiring + permissions): the subnets have no internet route, so
+        a service without an endpoint is unreachable. The index itself is in the VPC."""
+        needed: set[str] = set()
+        for spec in wiring.FUNCTIONS.values():
+            if spec.in_vpc:
+                needed |= permissions.services(spec) - {"es"}
+                needed.add("xray")  # active tracing sends segments from the function's network
+        for service in sorted(needed):
+            if service in GATEWAY:
+                self.vpc.add_gateway_endpoint(camel(service), service=GATEWAY[service])
+            else:
+                self.vpc.add_interface_endpoint(
+                    camel(service), service=INTERFACE[service], private_dns_enabled=True
+                )

@@ -8,21 +8,45 @@ from constructs import Construct
 
 
 class Notifications(Construct):
-    """The topic case officers subscribe to. Messages carry a case id and a link, never a
-    face, a name or a score (the core's `Notification`). Encrypted; TLS only."""
+    """Two topics, two audiences. `topic`: case digests for officers (a case id and a link,
+    never a face, a name or a score). `operations`: every alarm, for the people who run the
+    stack (dead letters, failed workflows, errors, the cluster). Both encrypted, TLS only."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey, email: str | None) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        key: kms.IKey,
+        email: str | None,
+        operations_email: str | None = None,
+    ) -> None:
         super().__init__(scope, construct_id)
-        self.topic = sns.Topic(self, "Cases", master_key=key, display_name="face-dedup cases for review")
-        self.topic.add_to_resource_policy(
+        self.topic = self._topic("Cases", key, "face-dedup cases for review")
+        # CloudWatch alarms publish with the key: the key policy lets CloudWatch use it.
+        self.operations = self._topic("Operations", key, "face-dedup operations alarms")
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                resources=["*"],
+            )
+        )
+        if email:
+            self.topic.add_subscription(subscriptions.EmailSubscription(email))
+        if operations_email:
+            self.operations.add_subscription(subscriptions.EmailSubscription(operations_email))
+
+    def _topic(self, name: str, key: kms.IKey, display: str) -> sns.Topic:
+        topic = sns.Topic(self, name, master_key=key, display_name=display)
+        topic.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="TlsOnly",
                 effect=iam.Effect.DENY,
                 principals=[iam.AnyPrincipal()],
                 actions=["sns:Publish"],
-                resources=[self.topic.topic_arn],
+                resources=[topic.topic_arn],
                 conditions={"Bool": {"aws:SecureTransport": "false"}},
             )
         )
-        if email:
-            self.topic.add_subscription(subscriptions.EmailSubscription(email))
+        return topic

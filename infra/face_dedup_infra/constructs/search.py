@@ -4,6 +4,7 @@ from aws_cdk import RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_opensearchservice as opensearch
 from constructs import Construct
@@ -24,13 +25,23 @@ class SearchDomain(Construct):
         key: kms.IKey,
         instance_type: str,
         data_nodes: int,
+        volume_gb: int = 100,
+        dedicated_masters: int = 0,
+        master_type: str = "m7g.large.search",
+        zones: int = 2,
     ) -> None:
         super().__init__(scope, construct_id)
+        self._vpc = vpc
+        # The master user is the deployment's index-setup function, nothing else: it creates the
+        # index and maps the functions' roles (provision_index); no person holds this role.
         self.master_role = iam.Role(
             self,
             "MasterRole",
-            assumed_by=iam.AccountRootPrincipal(),
-            description="face-dedup: fine-grained access control master user (administration only)",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="face-dedup: fine-grained access control master user (the index-setup step only)",
+            managed_policies=[
+                iam.ManagedPolicy.from_aws_managed_policy_name("service-role/AWSLambdaVPCAccessExecutionRole")
+            ],
         )
         log_group = logs.LogGroup(self, "Logs", retention=logs.RetentionDays.ONE_YEAR)
         self.domain = opensearch.Domain(
@@ -43,10 +54,14 @@ class SearchDomain(Construct):
             capacity=opensearch.CapacityConfig(
                 data_nodes=data_nodes,
                 data_node_instance_type=instance_type,
+                master_nodes=dedicated_masters or None,
+                master_node_instance_type=master_type if dedicated_masters else None,
                 multi_az_with_standby_enabled=False,
             ),
-            zone_awareness=opensearch.ZoneAwarenessConfig(enabled=True, availability_zone_count=2),
-            ebs=opensearch.EbsOptions(volume_size=100),
+            zone_awareness=opensearch.ZoneAwarenessConfig(enabled=zones > 1, availability_zone_count=zones)
+            if zones > 1
+            else None,
+            ebs=opensearch.EbsOptions(volume_size=volume_gb, volume_type=ec2.EbsDeviceVolumeType.GP3),
             encryption_at_rest=opensearch.EncryptionAtRestOptions(enabled=True, kms_key=key),
             node_to_node_encryption=True,
             enforce_https=True,
@@ -65,4 +80,74 @@ class SearchDomain(Construct):
                 audit_log_group=log_group,
             ),
             removal_policy=RemovalPolicy.RETAIN,
+        )
+
+    def provision_index(
+        self,
+        roles: dict[str, iam.Role],
+        settings: dict[str, str],
+        *,
+        layer: lambda_.ILayerVersion,
+        security_group: ec2.ISecurityGroup,
+    ) -> None:
+        """The deploy-time index step: a custom resource whose function (the master user, in
+        the VPC) creates the index and maps each function's role to its security-plugin role
+        (read-only for functions that only search). Runs on every deployment; idempotent."""
+        from aws_cdk import CustomResource, Duration
+        from aws_cdk import custom_resources as cr
+
+        from face_dedup import wiring
+        from face_dedup.settings import PREFIX
+        from face_dedup_infra.constructs.functions import ARCHITECTURE, FUNCTIONS_DIR, RUNTIME
+
+        env = {PREFIX + name.upper(): settings[name] for name in wiring.PORT_SETTINGS[wiring.INDEX]}
+        env |= {
+            PREFIX + "MODEL_PACK": settings["model_pack"],
+            "POWERTOOLS_SERVICE_NAME": "face-dedup-index-setup",
+        }
+        self.domain.grant_read_write(self.master_role)
+        self.setup_function = lambda_.Function(
+            self,
+            "IndexSetup",
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            code=lambda_.Code.from_asset(
+                str(FUNCTIONS_DIR / "index_setup"), exclude=["__pycache__", "*.pyc"]
+            ),
+            handler="handler.handler",
+            layers=[layer],
+            memory_size=256,
+            timeout=Duration.minutes(2),
+            environment=env,
+            role=self.master_role,
+            vpc=self._vpc,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
+            security_groups=[security_group],  # the functions' group: the one the domain admits
+            log_group=logs.LogGroup(self, "IndexSetupLogs", retention=logs.RetentionDays.ONE_YEAR),
+            description="face-dedup: creates the index and maps the functions' roles (deployment only)",
+        )
+        provider = cr.Provider(self, "IndexSetupProvider", on_event_handler=self.setup_function)
+        readers, writers = [], []
+        for spec in wiring.FUNCTIONS.values():
+            if spec.in_vpc:
+                role = roles[spec.name]
+                (readers if wiring.index_role(spec) == "face_dedup_read" else writers).append(role.role_arn)
+        self.index_setup = CustomResource(
+            self,
+            "Index",
+            service_token=provider.service_token,
+            properties={"ReadRoleArns": readers, "WriteRoleArns": writers},
+        )
+        self.index_setup.node.add_dependency(self.domain)
+        # The domain's resource policy admits exactly the roles that reach it; inside, the
+        # security plugin's role mapping (above) limits each to read or write.
+        self.domain.add_access_policies(
+            iam.PolicyStatement(
+                principals=[
+                    *(roles[s.name] for s in wiring.FUNCTIONS.values() if s.in_vpc),
+                    self.master_role,
+                ],
+                actions=["es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost", "es:ESHttpPut", "es:ESHttpDelete"],
+                resources=[f"{self.domain.domain_arn}/*"],
+            )
         )

@@ -10,9 +10,15 @@ from constructs import Construct
 TRANSIENT = [
     "TransientError",
     "Lambda.ServiceException",
-    "Lambda.TooManyRequestsException",
+    "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+    "Lambda.Unknown",
+    "States.Timeout",
 ]
+# Retried with full jitter for about 18 minutes (3 s, 7.5 s, ... capped at 5 minutes, 8 attempts):
+# an overloaded cluster or throttled Lambda recovers within that, and jitter spreads the retries.
+RETRY = {"interval_s": 3, "backoff_rate": 2.5, "max_attempts": 8, "max_delay_s": 300}
 
 
 class DedupWorkflow(Construct):
@@ -48,7 +54,14 @@ class DedupWorkflow(Construct):
                 result_path=result_path,
                 retry_on_service_exceptions=False,
             )
-            task.add_retry(errors=TRANSIENT, interval=Duration.seconds(2), backoff_rate=2.0, max_attempts=5)
+            task.add_retry(
+                errors=TRANSIENT,
+                interval=Duration.seconds(RETRY["interval_s"]),
+                backoff_rate=RETRY["backoff_rate"],
+                max_attempts=int(RETRY["max_attempts"]),
+                max_delay=Duration.seconds(RETRY["max_delay_s"]),
+                jitter_strategy=sfn.JitterType.FULL,
+            )
             return task
 
         failed = sfn.Fail(self, "Failed", cause="recorded as rejected with the reason", error="DedupFailed")
@@ -72,7 +85,18 @@ class DedupWorkflow(Construct):
             {"tenant.$": "$.tenant", "case_id.$": "$.complete.result.case_id"},
             "$.notify",
         )
+        # Transient causes that outlast the retries are never recorded as a rejection: the
+        # execution fails as `Parked` with its staged input intact, and is redriven
+        # (`aws stepfunctions redrive-execution --execution-arn ...`, see README) once the
+        # cause is gone. Only a non-transient error takes the failure path.
+        parked = sfn.Fail(
+            self,
+            "Parked",
+            cause="transient errors outlasted the retries: redrive this execution",
+            error="Parked",
+        )
         for task in (search_task, enroll, open_case, notify_task):
+            task.add_catch(parked, errors=TRANSIENT)
             task.add_catch(record, errors=["States.ALL"], result_path="$.error")
 
         done = sfn.Succeed(self, "Done")
@@ -101,6 +125,7 @@ class DedupWorkflow(Construct):
             "StateMachine",
             definition_body=sfn.DefinitionBody.from_chainable(search_task.next(decide)),
             tracing_enabled=True,
-            logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
+            # no execution data: inputs carry upload keys and application ids
+            logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
             timeout=Duration.minutes(15),
         )

@@ -102,22 +102,27 @@ class OpenSearchVectorIndex(VectorIndex):
         ef_search: int = 256,
         oversample: int = 4,
         refresh: str = "wait_for",
-        create: bool = True,
     ) -> None:
+        """Connects to nothing: the index is created at deployment (`ensure_index`, run by the
+        stack's index-setup step), so a function's cold start never reaches the cluster."""
         self._client = client
         self._index = index
         self._dim = dim
+        self._engine = engine
+        self._params = {"m": m, "ef_construction": ef_construction, "ef_search": ef_search}
         self._oversample = max(1, oversample)
         # "wait_for": an add returns once searches can see it, which race-free enrollment needs.
         self._refresh = refresh
+
+    def ensure_index(self) -> bool:
+        """Create the index with its mapping if absent (deployment, local setups); True if created."""
         with _transient_errors():
-            if create and not client.indices.exists(index=index):
-                client.indices.create(
-                    index=index,
-                    body=index_body(
-                        dim, engine=engine, m=m, ef_construction=ef_construction, ef_search=ef_search
-                    ),
-                )
+            if self._client.indices.exists(index=self._index):
+                return False
+            self._client.indices.create(
+                index=self._index, body=index_body(self._dim, engine=self._engine, **self._params)
+            )
+        return True
 
     def _check(self, vector: NDArray[np.float32], what: str) -> NDArray[np.float32]:
         array = np.asarray(vector, dtype=np.float32).reshape(-1)
@@ -215,3 +220,40 @@ class OpenSearchVectorIndex(VectorIndex):
                 if next(iter(item.values())).get("error")
             ]
             raise RuntimeError(f"OpenSearch bulk request failed for {len(failures)} item(s): {failures[:3]}")
+
+
+# What each function may do inside the index (the domain's security plugin): IAM lets a role
+# reach the domain, but cannot tell a search POST from a bulk write; these roles can.
+SECURITY_ROLES: dict[str, dict[str, Any]] = {
+    "face_dedup_read": {
+        "cluster_permissions": ["cluster_composite_ops_ro"],
+        "index_permissions": [{"allowed_actions": ["read"]}],
+    },
+    "face_dedup_write": {
+        "cluster_permissions": ["cluster_composite_ops"],
+        "index_permissions": [{"allowed_actions": ["crud"]}],
+    },
+}
+
+
+def provision(index: OpenSearchVectorIndex, role_arns: dict[str, list[str]]) -> dict[str, Any]:
+    """The deployment's index step (run as the domain's master user): create the index with its
+    mapping if absent, define the read and write roles on that one index, and map each
+    function's IAM role to its role. Idempotent: every deployment runs it again."""
+    created = index.ensure_index()
+    client: Any = index._client
+    for name, role in SECURITY_ROLES.items():
+        body = {
+            "cluster_permissions": role["cluster_permissions"],
+            "index_permissions": [
+                {"index_patterns": [index._index], **permission} for permission in role["index_permissions"]
+            ],
+        }
+        with _transient_errors():
+            client.transport.perform_request("PUT", f"/_plugins/_security/api/roles/{name}", body=body)
+            client.transport.perform_request(
+                "PUT",
+                f"/_plugins/_security/api/rolesmapping/{name}",
+                body={"backend_roles": sorted(role_arns.get(name, []))},
+            )
+    return {"created": created, "mapped": {name: len(arns) for name, arns in role_arns.items()}}

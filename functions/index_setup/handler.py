@@ -1,0 +1,33 @@
+"""The deployment's index step: a CloudFormation custom resource (CDK's Provider framework)
+calls this on every create and update of the stack. It runs as the domain's master user, inside
+the VPC, and is the only thing that creates the index or changes its security mappings, so no
+function ever does that at cold start and nothing is left to do by hand after a deployment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from face_dedup.adapters.opensearch_index import provision
+from face_dedup.bootstrap import _opensearch_index
+from face_dedup.settings import Settings
+
+logger = Logger(service="face-dedup-index-setup")
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    request = str(event.get("RequestType", "Create"))
+    physical_id = "face-dedup-index"
+    if request == "Delete":
+        # The index holds the registry's templates: a stack deletion keeps it (and the domain).
+        return {"PhysicalResourceId": physical_id}
+    properties = event.get("ResourceProperties") or {}
+    role_arns = {
+        "face_dedup_read": list(properties.get("ReadRoleArns") or []),
+        "face_dedup_write": list(properties.get("WriteRoleArns") or []),
+    }
+    result = provision(_opensearch_index(Settings.load()), role_arns)
+    logger.info("index provisioned", created=result["created"], mapped=result["mapped"])
+    return {"PhysicalResourceId": physical_id, "Data": {"Created": str(result["created"])}}

@@ -1,0 +1,211 @@
+"""What each cloud function calls: one declaration, read by the bootstrap (which adapters a
+function builds, and which of their methods it may call) and by the CDK app (each function's
+role, grants, network placement, VPC endpoints and environment). Code and infrastructure read
+the same table, so they cannot drift; tests/infra checks the synthesized template against it.
+
+Pure Python on purpose (no boto3, no CDK, no numpy): the CDK app imports it at synth time.
+
+A function declares, per port, the port methods it calls. The AWS actions those methods need
+are not written here: `face_dedup.permissions` reads them from the adapters' source code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# The ports a function can use, and what backs each one in the cloud.
+INDEX = "index"  # OpenSearch domain (VPC only)
+STORE = "store"  # DynamoDB tables
+BLOBS = "blobs"  # the faces bucket
+UPLOADS = "uploads"  # the uploads bucket (read by ingest; presigned puts by the API)
+NOTIFIER = "notifier"  # the case-notification queue (SQS)
+OFFICERS = "officers"  # the officers' case topic (SNS), written by the digest only
+WORKFLOW = "workflow"  # the Step Functions state machine, started by ingest only
+
+# Every method of a port, for functions that serve every use case (the review API).
+ALL = ("*",)
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    name: str
+    handler: str  # module path under functions/ and attribute, as Lambda's `handler`
+    code_dir: str
+    uses: dict[str, tuple[str, ...]]  # port -> the port methods the function calls
+    engine: bool = False  # loads the face models (the models layer, memory)
+    settings: tuple[str, ...] = ()  # Settings fields it reads beyond its ports' own
+    memory: int = 512
+    timeout_s: int = 30
+    description: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def in_vpc(self) -> bool:
+        """The index is reachable only inside the VPC; nothing else needs it."""
+        return INDEX in self.uses
+
+    def methods(self, port: str) -> tuple[str, ...]:
+        return self.uses.get(port, ())
+
+
+# Settings each port's adapter reads (the CDK app puts exactly these in the environment).
+PORT_SETTINGS: dict[str, tuple[str, ...]] = {
+    INDEX: ("index_backend", "opensearch_url", "opensearch_auth", "opensearch_index", "aws_region"),
+    STORE: (
+        "store_backend",
+        "aws_region",
+        "table_records",
+        "table_cases",
+        "table_imports",
+        "table_audit",
+        "table_staged",
+    ),
+    BLOBS: ("blob_backend", "s3_bucket", "kms_key_id", "aws_region"),
+    UPLOADS: ("uploads_bucket", "kms_key_id", "aws_region"),
+    NOTIFIER: ("notifier_backend", "notification_queue_url", "aws_region"),
+    OFFICERS: ("sns_topic_arn", "aws_region"),
+    WORKFLOW: ("state_machine_arn", "aws_region"),
+}
+# Read by every function that builds the service (thresholds, model pack, scratch space).
+SERVICE_SETTINGS = ("model_pack", "target_fpir", "data_dir", "models_dir")
+
+STAGED_READS = ("get_staged", "get_import_item")
+
+FUNCTIONS: dict[str, FunctionSpec] = {
+    spec.name: spec
+    for spec in (
+        FunctionSpec(
+            name="ingest",
+            handler="handler.handler",
+            code_dir="ingest",
+            uses={
+                STORE: ("get_import_item", "commit", "stage", "append_audit"),
+                BLOBS: ("put",),
+                UPLOADS: ("get",),
+                WORKFLOW: ("start",),
+            },
+            engine=True,
+            settings=SERVICE_SETTINGS,
+            memory=3008,
+            timeout_s=60,
+            description="upload -> photo checks, template, staged; starts the workflow",
+        ),
+        FunctionSpec(
+            name="search",
+            handler="handler.search",
+            code_dir="workflow",
+            # reads only: the index and the store
+            uses={
+                INDEX: ("count", "search"),
+                STORE: (*STAGED_READS, "find_application_records", "describe_records"),
+            },
+            settings=SERVICE_SETTINGS,
+            memory=1024,
+            description="workflow: 1:N search and the decision (reads only)",
+        ),
+        FunctionSpec(
+            name="complete",
+            handler="handler.complete",
+            code_dir="workflow",
+            uses={
+                INDEX: ("count", "search", "add"),
+                STORE: (
+                    *STAGED_READS,
+                    "commit",
+                    "drop_staged",
+                    "describe_records",
+                    "find_application_records",
+                    "are_distinct",
+                    "open_case",
+                ),
+                NOTIFIER: ("notify",),  # a concurrent-enrollment case
+            },
+            settings=(*SERVICE_SETTINGS, "review_link_base"),
+            memory=1024,
+            description="workflow: enroll or open a case; index write; concurrency re-check",
+        ),
+        FunctionSpec(
+            name="notify",
+            handler="handler.notify",
+            code_dir="workflow",
+            uses={NOTIFIER: ("notify",)},
+            settings=(*SERVICE_SETTINGS, "review_link_base"),
+            memory=256,
+            timeout_s=10,
+            description="workflow: queue the case notification for the digest",
+        ),
+        FunctionSpec(
+            name="record_failure",
+            handler="handler.record_failure",
+            code_dir="workflow",
+            uses={STORE: (*STAGED_READS, "commit", "drop_staged"), BLOBS: ("delete_prefix",)},
+            settings=SERVICE_SETTINGS,
+            memory=512,
+            description="workflow: record the failure as a rejected item; drop the staged photos",
+        ),
+        FunctionSpec(
+            name="digest",
+            handler="handler.handler",
+            code_dir="digest",
+            uses={OFFICERS: ("notify",)},
+            settings=("review_link_base",),
+            memory=256,
+            timeout_s=60,
+            description="one officer message per tenant per window",
+        ),
+        FunctionSpec(
+            name="reconcile",
+            handler="handler.handler",
+            code_dir="reconcile",
+            uses={
+                INDEX: ("count", "record_ids", "add", "delete"),
+                STORE: ("count_templates", "iter_templates"),
+            },
+            settings=SERVICE_SETTINGS,
+            memory=1024,
+            timeout_s=900,
+            description="scheduled: the index holds exactly the store's templates",
+        ),
+        FunctionSpec(
+            name="api",
+            handler="handler.handler",
+            code_dir="api",
+            # The review API serves every use case: cases, 1:1 verify, presigned uploads, erasure.
+            uses={
+                INDEX: ALL,
+                STORE: ALL,
+                BLOBS: ALL,
+                UPLOADS: ("presigned_upload", "get", "keys"),
+                NOTIFIER: ALL,
+            },
+            engine=True,
+            # no review_link_base: the API's own URL would make the function depend on itself
+            settings=SERVICE_SETTINGS,
+            memory=2048,
+            timeout_s=29,
+            description="review API and console",
+        ),
+    )
+}
+
+# The deploy-time step that creates the index and maps the functions' roles in the domain's
+# security plugin (a CloudFormation custom resource; it runs as the domain's master user).
+INDEX_SETUP = "index_setup"
+# Security-plugin roles: what each function may do inside the index (IAM cannot tell a search
+# POST from a bulk POST; the plugin can).
+INDEX_READ_METHODS = frozenset({"count", "search", "record_ids"})
+
+
+def index_role(spec: FunctionSpec) -> str:
+    """`face_dedup_read` for functions that only read the index, else `face_dedup_write`."""
+    methods = spec.methods(INDEX)
+    return "face_dedup_read" if methods != ALL and set(methods) <= INDEX_READ_METHODS else "face_dedup_write"
+
+
+def settings_for(spec: FunctionSpec) -> tuple[str, ...]:
+    """Every Settings field the function reads: its ports' adapters' and its own."""
+    names: list[str] = []
+    for port in spec.uses:
+        names += PORT_SETTINGS[port]
+    names += spec.settings
+    return tuple(dict.fromkeys(names))

@@ -1,0 +1,377 @@
+"""Deployability, offline: the synthesized template, read as CloudFormation will, against what
+each function's code calls. What a function needs is not restated here: it comes from
+`face_dedup.wiring` (the port methods each function calls) and `face_dedup.permissions` (the
+client calls those methods make, parsed from the adapters' source). Each fault this check
+exists for, reintroduced into the template, makes it fail (the parametrised mutations below).
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from face_dedup import permissions, wiring
+from face_dedup.settings import PREFIX
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "infra"))
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+# Logical-id prefixes of the resources behind each need (CDK: construct path without slashes).
+RESOURCE_PREFIX = {
+    wiring.INDEX: "SearchDomain",
+    wiring.BLOBS: "StorageFaces",
+    wiring.UPLOADS: "StorageUploads",
+    wiring.NOTIFIER: "CaseNotificationsQueue",
+    wiring.OFFICERS: "NotificationsCases",
+    wiring.WORKFLOW: "WorkflowStateMachine",
+    permissions.KEY: "EncryptionKey",
+    **{
+        f"store:{role}": f"Tables{role.capitalize()}"
+        for role in ("records", "cases", "imports", "audit", "staged")
+    },
+}
+ENDPOINT_NAME = {"stepfunctions": "states"}
+LAMBDA_ERRORS = {
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+}
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from aws_cdk.assertions import Template
+
+    from app import build_app
+
+    tmp = tmp_path_factory.mktemp("deploy")
+    for name in ("runtime", "models"):
+        (tmp / "layers" / name).mkdir(parents=True)
+        (tmp / "layers" / name / "README").write_text("placeholder\n")
+    _, stack = build_app(str(tmp / "cdk.out"), {"face-dedup:layers-dir": str(tmp / "layers")})
+    return dict(Template.from_stack(stack).to_json())
+
+
+def _of(template: dict[str, Any], kind: str) -> dict[str, Any]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _logical(prefix: str, template: dict[str, Any], kinds: tuple[str, ...]) -> str:
+    found = [k for k, v in template["Resources"].items() if k.startswith(prefix) and v["Type"] in kinds]
+    assert len(found) == 1, (prefix, found)
+    return found[0]
+
+
+RESOURCE_KINDS = (
+    "AWS::OpenSearchService::Domain",
+    "AWS::S3::Bucket",
+    "AWS::SQS::Queue",
+    "AWS::SNS::Topic",
+    "AWS::StepFunctions::StateMachine",
+    "AWS::KMS::Key",
+    "AWS::DynamoDB::Table",
+)
+
+
+def functions_by_name(template: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+    found = {}
+    for logical, fn in _of(template, "AWS::Lambda::Function").items():
+        env = fn["Properties"].get("Environment", {}).get("Variables", {})
+        if "FACE_DEDUP_FUNCTION" in env:
+            found[env["FACE_DEDUP_FUNCTION"]] = (logical, fn)
+    return found
+
+
+def statements(template: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    found = []
+    for kind in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+        for policy in _of(template, kind).values():
+            if {"Ref": role} in policy["Properties"].get("Roles", []):
+                found += policy["Properties"]["PolicyDocument"]["Statement"]
+    return [s for s in found if s.get("Effect") == "Allow"]
+
+
+def allows(found: list[dict[str, Any]], action: str, logical: str) -> bool:
+    return any(
+        any(fnmatch.fnmatchcase(action, pattern) for pattern in _listed(s["Action"]))
+        and f'"{logical}"' in json.dumps(s["Resource"])
+        for s in found
+    )
+
+
+def definition(template: dict[str, Any]) -> dict[str, Any]:
+    machine = next(iter(_of(template, "AWS::StepFunctions::StateMachine").values()))
+    parts = machine["Properties"]["DefinitionString"]["Fn::Join"][1]
+    return dict(json.loads("".join(p if isinstance(p, str) else "ref" for p in parts)))
+
+
+def problems(template: dict[str, Any]) -> list[str]:
+    """Everything that would stop the stack working as deployed; empty when it would work."""
+    found: list[str] = []
+    functions = functions_by_name(template)
+    endpoints = [
+        json.dumps(e["Properties"]["ServiceName"]) for e in _of(template, "AWS::EC2::VPCEndpoint").values()
+    ]
+    ids = {need: _logical(prefix, template, RESOURCE_KINDS) for need, prefix in RESOURCE_PREFIX.items()}
+    queue_sources = {
+        json.dumps(m["Properties"]["EventSourceArn"]): json.dumps(m["Properties"]["FunctionName"])
+        for m in _of(template, "AWS::Lambda::EventSourceMapping").values()
+    }
+    for spec, needs in permissions.iter_all():
+        if spec.name not in functions:
+            found.append(f"{spec.name}: no function")
+            continue
+        logical, fn = functions[spec.name]
+        props = fn["Properties"]
+        role = props["Role"]["Fn::GetAtt"][0]
+        granted = statements(template, role)
+        # 1. its role allows every action its adapters' code performs, on the right resource
+        for need in sorted(needs, key=lambda n: (n.resource, n.action)):
+            if not allows(granted, need.action, ids[need.resource]):
+                found.append(f"{spec.name}: role lacks {need.action} on {need.resource}")
+        # 2. and nothing that writes or deletes beyond that (least privilege)
+        for statement in granted:
+            for action in _listed(statement["Action"]):
+                if action.split(":")[1].startswith(permissions.READ_VERBS) or action.startswith(
+                    ("xray:", "logs:")
+                ):
+                    continue
+                for need_resource, rid in ids.items():
+                    if f'"{rid}"' not in json.dumps(statement["Resource"]):
+                        continue
+                    if permissions.Need(action, need_resource) in needs:
+                        continue
+                    source = queue_sources.get(json.dumps({"Fn::GetAtt": [rid, "Arn"]}), "")
+                    if logical in source or need_resource == permissions.KEY:
+                        continue  # consuming its own event source queue; the key is checked above
+                    found.append(
+                        f"{spec.name}: role allows {action} on {need_resource}, which it never calls"
+                    )
+        # 3. network: in the VPC iff it talks to the index; an endpoint for every service it calls
+        in_vpc = "VpcConfig" in props
+        if spec.in_vpc and not in_vpc:
+            found.append(f"{spec.name}: calls the index but runs outside the VPC")
+        if in_vpc:
+            for service in sorted(permissions.services(spec) - {"es"}):
+                name = ENDPOINT_NAME.get(service, service)
+                if not any(e.endswith(f'.{name}"]]}}') or f'.{name}"' in e for e in endpoints):
+                    found.append(f"{spec.name}: in the VPC without an endpoint for {service}")
+        # 4. every setting it reads is in its environment
+        env = props.get("Environment", {}).get("Variables", {})
+        for setting in wiring.settings_for(spec):
+            if PREFIX + setting.upper() not in env:
+                found.append(f"{spec.name}: setting {setting} missing from its environment")
+        # 5. functions that reach the index have a bound (the index's size decides it)
+        if spec.name in ("search", "complete") and "ReservedConcurrentExecutions" not in props:
+            found.append(f"{spec.name}: unbounded concurrency against the index")
+    # 6. the index exists and each role is mapped before any function runs
+    setups = _of(template, "AWS::CloudFormation::CustomResource")
+    if not any("ReadRoleArns" in r["Properties"] for r in setups.values()):
+        found.append("no deploy-time index setup (index creation and role mapping)")
+    # 7. alarms reach people: the operations topic, not officers' case topic
+    operations = _logical("NotificationsOperations", template, ("AWS::SNS::Topic",))
+    for name, alarm in _of(template, "AWS::CloudWatch::Alarm").items():
+        targets = json.dumps(alarm["Properties"].get("AlarmActions", []))
+        if f'"{operations}"' not in targets:
+            found.append(f"alarm {name} notifies nobody on the operations topic")
+    # 8. retries outlast a transient overload; what outlasts them is parked, not rejected
+    for state_name, state in definition(template)["States"].items():
+        if state.get("Type") != "Task":
+            continue
+        retry = next((r for r in state.get("Retry", []) if "TransientError" in r["ErrorEquals"]), None)
+        if retry is None or not set(retry["ErrorEquals"]) >= LAMBDA_ERRORS:
+            found.append(f"{state_name}: transient and Lambda service errors are not retried")
+            continue
+        span = sum(
+            min(retry["IntervalSeconds"] * retry["BackoffRate"] ** i, retry.get("MaxDelaySeconds", 1e9))
+            for i in range(retry["MaxAttempts"])
+        )
+        if span < 300 or retry.get("JitterStrategy") != "FULL":
+            found.append(f"{state_name}: retries give up after {span:.0f} s or without jitter")
+        catches = state.get("Catch", [])
+        parked = (
+            bool(catches)
+            and "TransientError" in catches[0]["ErrorEquals"]
+            and catches[0]["Next"] != "RecordFailure"
+        )
+        if state_name != "RecordFailure" and not parked:
+            found.append(f"{state_name}: a transient error that outlasts the retries becomes a rejection")
+    return found
+
+
+def test_the_stack_as_synthesized_is_deployable(template: dict[str, Any]) -> None:
+    assert problems(template) == []
+
+
+def test_what_each_function_needs_comes_from_the_adapter_code() -> None:
+    needs = dict((spec.name, n) for spec, n in permissions.iter_all())
+    # the search step reads only; only the erase and failure paths delete
+    # (IAM cannot tell a k-NN search POST from a bulk POST: the index's security plugin role can)
+    assert all(n.reads for n in needs["search"] if n.resource not in (permissions.KEY, wiring.INDEX))
+    assert wiring.index_role(wiring.FUNCTIONS["search"]) == "face_dedup_read"
+    assert wiring.index_role(wiring.FUNCTIONS["complete"]) == "face_dedup_write"
+    deleters = {
+        name for name, n in needs.items() for x in n if x.action in ("s3:DeleteObject", "es:ESHttpDelete")
+    }
+    assert deleters == {"record_failure", "api"}
+    assert permissions.Need("sqs:SendMessage", wiring.NOTIFIER) in needs["complete"]
+    assert not any(n.resource == wiring.INDEX for n in needs["ingest"])  # ingest stays out of the VPC
+    for port in permissions.ADAPTERS:  # every public adapter method maps to known IAM actions
+        spec = wiring.FunctionSpec("probe", "h", "d", {port: wiring.ALL})
+        assert permissions.needs(spec), port
+
+
+def _function(t: dict[str, Any], name: str) -> dict[str, Any]:
+    properties: dict[str, Any] = functions_by_name(t)[name][1]["Properties"]
+    return properties  # the template's own dict: mutations change the template
+
+
+def _drop_vpc(name: str) -> Callable[[dict[str, Any]], None]:
+    return lambda t: _function(t, name).pop("VpcConfig")
+
+
+def _drop_endpoint(service: str) -> Callable[[dict[str, Any]], None]:
+    def mutate(t: dict[str, Any]) -> None:
+        for k, v in list(_of(t, "AWS::EC2::VPCEndpoint").items()):
+            if f'.{service}"' in json.dumps(v["Properties"]["ServiceName"]):
+                del t["Resources"][k]
+
+    return mutate
+
+
+def _drop_action(name: str, action: str) -> Callable[[dict[str, Any]], None]:
+    def mutate(t: dict[str, Any]) -> None:
+        role = functions_by_name(t)[name][1]["Properties"]["Role"]["Fn::GetAtt"][0]
+        for s in statements(t, role):
+            s["Action"] = [a for a in _listed(s["Action"]) if a != action] or ["none:None"]
+
+    return mutate
+
+
+def _grant(name: str, action: str, resource_prefix: str) -> Callable[[dict[str, Any]], None]:
+    def mutate(t: dict[str, Any]) -> None:
+        role = functions_by_name(t)[name][1]["Properties"]["Role"]["Fn::GetAtt"][0]
+        rid = _logical(resource_prefix, t, RESOURCE_KINDS)
+        statements(t, role)[0]["Action"] = [*_listed(statements(t, role)[0]["Action"])]
+        t["Resources"]["Injected"] = {
+            "Type": "AWS::IAM::Policy",
+            "Properties": {
+                "Roles": [{"Ref": role}],
+                "PolicyDocument": {
+                    "Statement": [
+                        {"Effect": "Allow", "Action": action, "Resource": {"Fn::GetAtt": [rid, "Arn"]}}
+                    ]
+                },
+            },
+        }
+
+    return mutate
+
+
+def _drop_env(name: str, variable: str) -> Callable[[dict[str, Any]], None]:
+    return lambda t: _function(t, name)["Environment"]["Variables"].pop(variable)
+
+
+def _no_alarm_actions(t: dict[str, Any]) -> None:
+    for alarm in _of(t, "AWS::CloudWatch::Alarm").values():
+        alarm["Properties"].pop("AlarmActions", None)
+
+
+def _alarms_to_case_topic(t: dict[str, Any]) -> None:
+    cases = _logical("NotificationsCases", t, ("AWS::SNS::Topic",))
+    for alarm in _of(t, "AWS::CloudWatch::Alarm").values():
+        alarm["Properties"]["AlarmActions"] = [{"Ref": cases}]
+
+
+def _asl_edit(old: str, new: str) -> Callable[[dict[str, Any]], None]:
+    def mutate(t: dict[str, Any]) -> None:
+        machine = next(iter(_of(t, "AWS::StepFunctions::StateMachine").values()))
+        parts = machine["Properties"]["DefinitionString"]["Fn::Join"][1]
+        parts[:] = [p.replace(old, new) if isinstance(p, str) else p for p in parts]
+
+    return mutate
+
+
+def _drop_index_setup(t: dict[str, Any]) -> None:
+    for k in list(_of(t, "AWS::CloudFormation::CustomResource")):
+        del t["Resources"][k]
+
+
+FAULTS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
+    "search outside the VPC": (_drop_vpc("search"), "search: calls the index but runs outside the VPC"),
+    "complete without an SQS endpoint": (
+        _drop_endpoint("sqs"),
+        "complete: in the VPC without an endpoint for sqs",
+    ),
+    "search without a DynamoDB endpoint": (
+        _drop_endpoint("dynamodb"),
+        "search: in the VPC without an endpoint",
+    ),
+    "complete cannot queue notifications": (
+        _drop_action("complete", "sqs:SendMessage"),
+        "complete: role lacks sqs:SendMessage",
+    ),
+    "ingest cannot start the workflow": (
+        _drop_action("ingest", "states:StartExecution"),
+        "ingest: role lacks states:StartExecution",
+    ),
+    "search can delete photos (shared role)": (
+        _grant("search", "s3:DeleteObject", "StorageFaces"),
+        "search: role allows s3:DeleteObject on blobs",
+    ),
+    "search can write a table": (
+        _grant("search", "dynamodb:PutItem", "TablesCases"),
+        "search: role allows dynamodb:PutItem on store:cases",
+    ),
+    "notify can write the audit log it never touches": (
+        _grant("notify", "dynamodb:PutItem", "TablesAudit"),
+        "notify: role allows dynamodb:PutItem on store:audit",
+    ),
+    "a setting missing": (
+        _drop_env("complete", "FACE_DEDUP_NOTIFICATION_QUEUE_URL"),
+        "complete: setting notification_queue_url missing",
+    ),
+    "no concurrency bound": (
+        lambda t: _function(t, "search").pop("ReservedConcurrentExecutions"),
+        "search: unbounded concurrency",
+    ),
+    "alarms without actions": (_no_alarm_actions, "notifies nobody"),
+    "alarms to officers' case topic": (_alarms_to_case_topic, "notifies nobody"),
+    "retries give up after a minute": (
+        _asl_edit('"MaxAttempts":8', '"MaxAttempts":3'),
+        "retries give up after",
+    ),
+    "no jitter": (_asl_edit('"JitterStrategy":"FULL"', '"JitterStrategy":"NONE"'), "without jitter"),
+    "Lambda service errors not retried": (
+        _asl_edit('"Lambda.AWSLambdaException",', ""),
+        "Lambda service errors are not retried",
+    ),
+    "transient failure becomes a rejection": (
+        _asl_edit('"Next":"Parked"', '"Next":"RecordFailure"'),
+        "outlasts the retries becomes a rejection",
+    ),
+    "index created at cold start (no deploy step)": (_drop_index_setup, "no deploy-time index setup"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_each_fault_reintroduced_fails_the_check(template: dict[str, Any], fault: str) -> None:
+    mutate, expected = FAULTS[fault]
+    broken = copy.deepcopy(template)
+    mutate(broken)
+    found = problems(broken)
+    assert found, f"{fault}: the check did not notice"
+    assert any(expected in p for p in found), (fault, found)
