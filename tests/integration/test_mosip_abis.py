@@ -12,6 +12,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from face_dedup.domain import Actor, CaseDecision, Role
+from face_dedup.errors import InvalidState
+from face_dedup.mosip.adjudication import adjudication_reply
 from face_dedup.mosip.cbeff import build_cbeff
 from face_dedup.mosip.datashare import DatashareClient, DatashareConfig
 from face_dedup.mosip.handlers import AbisHandler
@@ -170,3 +173,50 @@ def test_ping_pending_jobs_and_unparseable_messages(abis: AbisHandler) -> None:
     reply = abis.handle(b"\x00garbage")
     assert_reply_shape(reply)
     assert reply["returnValue"] == "2" and reply["failureReason"] == "4" and reply["requestId"] == ""
+
+
+def test_identify_opens_a_case_and_the_two_person_decision_becomes_a_mas_reply(
+    service: DedupService, share: Datashare, faces_root: Path
+) -> None:
+    client = DatashareClient(DatashareConfig(allow_http=True))
+    abis = AbisHandler(service, client.fetch, open_cases=True)
+    for ref, photo in (("a1", A1), ("b1", B1), ("a2", A2)):
+        insert(abis, share, faces_root, ref, photo)
+    assert identify(abis, referenceId="b1") == []  # nothing found: no case
+    assert [c["referenceId"] for c in identify(abis, referenceId="a2")] == ["a1"]
+    identify(abis, referenceId="a2")  # asked again: still one case
+    (case,) = service.store.list_cases(tenant=service.tenant)
+    assert case.candidates[0].application_id == "a1"
+    with pytest.raises(InvalidState):
+        adjudication_reply(service, case.case_id, "mas-1")  # nobody decided yet
+
+    officer, supervisor = Actor("officer-7", Role.OFFICER), Actor("super-2", Role.SUPERVISOR)
+    service.decide_case(case.case_id, CaseDecision.SAME_PERSON, officer, "same ears and scar")
+    with pytest.raises(InvalidState):
+        adjudication_reply(service, case.case_id, "mas-1")  # one person is not enough
+    service.confirm_case(case.case_id, supervisor, True, "agree")
+    reply = adjudication_reply(service, case.case_id, "mas-1")
+    assert reply["id"] == "mosip.manual.adjudication.adjudicate" and reply["requestId"] == "mas-1"
+    assert reply["candidateList"]["count"] == "1"
+    (candidate,) = reply["candidateList"]["candidates"]
+    assert candidate["referenceId"] == "a1"
+    assert candidate["analytics"]["primaryOperatorID"] == "officer-7"
+    assert candidate["analytics"]["primaryOperatorComments"] == "same ears and scar"
+    assert candidate["analytics"]["secondaryOperatorID"] == "super-2"
+    assert candidate["analytics"]["secondaryOperatorComments"] == "agree"
+    client.close()
+
+
+def test_different_people_is_a_mas_reply_without_candidates(
+    service: DedupService, share: Datashare, faces_root: Path
+) -> None:
+    client = DatashareClient(DatashareConfig(allow_http=True))
+    abis = AbisHandler(service, client.fetch, open_cases=True)
+    for ref, photo in (("a1", A1), ("a2", A2)):
+        insert(abis, share, faces_root, ref, photo)
+    identify(abis, referenceId="a2")
+    (case,) = service.store.list_cases(tenant=service.tenant)
+    service.decide_case(case.case_id, CaseDecision.DIFFERENT_PEOPLE, Actor("o", Role.OFFICER), "twins")
+    reply = adjudication_reply(service, case.case_id, "mas-2")
+    assert reply["candidateList"] == {"count": "0", "candidates": []}
+    client.close()

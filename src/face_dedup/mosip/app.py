@@ -46,7 +46,11 @@ def build_abis(
         decrypt = key.decrypt
     datashare = DatashareClient(config.datashare, transport=transport, decrypt=decrypt)
     handler = AbisHandler(
-        service, datashare.fetch, max_results=config.max_results, target_fpir=config.target_fpir
+        service,
+        datashare.fetch,
+        max_results=config.max_results,
+        target_fpir=config.target_fpir,
+        open_cases=config.open_cases,
     )
     return Abis(handler, datashare, adapters)
 

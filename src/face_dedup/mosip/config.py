@@ -32,6 +32,9 @@ class AbisConfig:
     # Identify defaults when MOSIP sends no flags (MOSIP's own defaults are 30 and 30).
     max_results: int = 30
     target_fpir: int = 0  # 0: the registry's FACE_DEDUP_TARGET_FPIR; else MOSIP's encoding (30 = 1e-3)
+    # An Identify (by referenceId) with candidates opens a case for our officers (two-person rule);
+    # their decision can be returned in MOSIP's manual-adjudication reply format.
+    open_cases: bool = False
     # The datashare
     datashare_timeout_s: float = 10.0
     datashare_max_bytes: int = 10 << 20

@@ -20,9 +20,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from face_dedup.calibration import DedupThresholds, dedup_thresholds
-from face_dedup.domain import Outcome, Record
+from face_dedup.domain import Candidate, Outcome, Record
 from face_dedup.errors import NotFound, TransientError
 from face_dedup.mosip import messages as m
+from face_dedup.mosip.adjudication import open_identify_case
 from face_dedup.mosip.cbeff import CbeffEmpty, CbeffError, face_records
 from face_dedup.mosip.datashare import DatashareError
 from face_dedup.mosip.iso_face import FaceRecordError, read_face_image
@@ -38,6 +39,7 @@ SOURCE_PREFIX = "mosip:"  # a record's source: the insert request that created i
 @dataclass(frozen=True)
 class Scored:
     reference_id: str
+    record_id: str
     score: float
 
 
@@ -50,12 +52,14 @@ class AbisHandler:
         max_results: int = 30,
         target_fpir: int = 0,
         pending: Callable[[], int] = lambda: 0,
+        open_cases: bool = False,
     ) -> None:
         self.service = service
         self._fetch = fetch
         self._max_results = max_results
         self._target_fpir = target_fpir
         self.pending_jobs = pending
+        self._open_cases = open_cases  # identify's candidates become a case for officers
         self._last_identify: dict[str, Any] | None = None  # what identify found, for its audit entry
 
     def handle(self, body: bytes | str) -> dict[str, Any]:
@@ -159,6 +163,7 @@ class AbisHandler:
         return m.success(request)
 
     def _identify(self, request: AbisRequest) -> dict[str, Any]:
+        probes: list[Record] = []
         if request.reference_id:
             probes = self._records(request.reference_id)
             if not probes:
@@ -172,7 +177,11 @@ class AbisHandler:
         limits = self._thresholds(searched, self._fpir(request.flags))
         if gallery is not None:
             scored = [
-                Scored(ref, max(float(np.dot(r.embedding, probe)) for r in rs)) for ref, rs in gallery.items()
+                max(
+                    (Scored(ref, r.record_id, float(np.dot(r.embedding, probe))) for r in rs),
+                    key=lambda c: c.score,
+                )
+                for ref, rs in gallery.items()
             ]
         else:
             scored = self._search(probe, request, limits.review, max_results)
@@ -185,6 +194,22 @@ class AbisHandler:
             "target_fpir": self._fpir(request.flags),
             "candidates": [{"reference_id": c.reference_id, "score": round(c.score, 4)} for c in matches],
         }
+        if self._open_cases and probes and matches:
+            self._last_identify["case_id"] = open_identify_case(
+                self.service,
+                probes[0].record_id,
+                [Candidate(c.record_id, c.score, None, c.reference_id) for c in matches],
+                {
+                    "review": round(limits.review, 4),
+                    "duplicate": round(limits.duplicate, 4),
+                    "gallery_size": searched,
+                    "target_fpir": self._fpir(request.flags),
+                    "model_pack": self.service.model_pack,
+                    "calibration": self.service.tail.source,
+                    "band": "duplicate" if matches[0].score >= limits.duplicate else "review",
+                    "reason": "MOSIP identify " + request.request_id,
+                },
+            )
         candidates = [self._candidate(c, limits.review, limits.duplicate) for c in matches]
         return m.success(request, candidateList={"count": str(len(candidates)), "candidates": candidates})
 
@@ -230,14 +255,15 @@ class AbisHandler:
             min_score=threshold,
         )
         records = svc.store.describe_records(h.record_id for h in hits)
-        best: dict[str, float] = {}
+        best: dict[str, Scored] = {}
         for hit in hits:
             record = records.get(hit.record_id)
             if record is None or not record.application_id or record.application_id == request.reference_id:
                 continue  # an erasure in progress, a record that is not a reference, the probe
             score = float(np.dot(record.embedding, probe))  # the decision's score is computed here
-            best[record.application_id] = max(score, best.get(record.application_id, -1.0))
-        return [Scored(ref, score) for ref, score in best.items()]
+            if record.application_id not in best or score > best[record.application_id].score:
+                best[record.application_id] = Scored(record.application_id, record.record_id, score)
+        return list(best.values())
 
     def _fpir(self, flags: dict[str, str]) -> float:
         encoded = int(flags.get("targetFPIR", self._target_fpir) or 0)
