@@ -602,6 +602,11 @@ def console() -> Response[str]:
     )
 
 
+@app.get("/favicon.ico", include_in_schema=False)
+def favicon() -> Response[str]:
+    return Response(status_code=204, content_type="image/x-icon", body="")
+
+
 @app.get("/static/<name>", include_in_schema=False)
 def static_file(name: str) -> Response[str]:
     """The console's script and styles: a fixed list, never a path from the request."""

@@ -43,7 +43,11 @@ MAX_JSON_DEPTH = 32
 MAX_HEADERS = 16 * 1024
 TIMEOUT_SECONDS = 10  # a socket that says nothing for this long is closed
 THREADS = 8
-PUBLIC = ("/", "/openapi.json")  # the page and its files carry no data; everything else needs a token
+PUBLIC = (
+    "/",
+    "/openapi.json",
+    "/favicon.ico",
+)  # the page and its files carry no data; everything else needs a token
 
 
 class LocalContext:
