@@ -47,6 +47,10 @@ audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(cases_app, name="cases")
 app.add_typer(audit_app, name="audit")
+report_app = typer.Typer(
+    help="Reports for operators: drift, officers' outcomes per group.", no_args_is_help=True
+)
+app.add_typer(report_app, name="report")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -606,6 +610,52 @@ def calibrate_cmd(
     _emit(as_json, report, lambda: out.print_json(json.dumps(report)))
 
 
+@report_app.command("drift")
+def report_drift(
+    baseline: Annotated[
+        str | None, typer.Option(help="Days YYYY-MM-DD:YYYY-MM-DD (default: the 28 days before --recent).")
+    ] = None,
+    recent: Annotated[
+        str | None, typer.Option(help="Days YYYY-MM-DD:YYYY-MM-DD (default: the last 7 days with counts).")
+    ] = None,
+    channel: Annotated[str | None, typer.Option(help="One channel only (cli, selfie, import...).")] = None,
+    min_count: Annotated[int, typer.Option(help="Fewest observations per window to test a measure.")] = 100,
+    alpha: Annotated[float, typer.Option(help="Family-wise significance level (Bonferroni).")] = 0.01,
+    data_dir: DataDir = None,
+    tenant: Tenant = None,
+    as_json: Json = False,
+) -> None:
+    """Compare a recent window of the registry's daily counts with a baseline; flag shifts.
+    Exit code 3 when a shift is flagged (for schedulers and alerting)."""
+    from face_dedup import drift
+    from face_dedup.adapters.sqlite_metrics import SqliteDriftStore
+    from face_dedup.bootstrap import drift_path
+
+    settings = _settings(data_dir, None, tenant)
+    path = drift_path(settings)
+    if not path.is_file():
+        err.print(f"[red]error:[/red] no drift counts at {path} (nothing imported yet)", highlight=False)
+        raise typer.Exit(1)
+    store = SqliteDriftStore(path)
+
+    def build() -> dict[str, Any]:
+        windows = drift.default_windows(store.days(tenant=settings.tenant))
+        return drift.drift_report(
+            store,
+            tenant=settings.tenant,
+            baseline=drift.parse_window(baseline) if baseline else windows[0],
+            recent=drift.parse_window(recent) if recent else windows[1],
+            channel=channel,
+            min_count=min_count,
+            alpha=alpha,
+        )
+
+    result = _run(build)
+    _emit(as_json, result, lambda: out.print(drift.render_text(result), markup=False, highlight=False))
+    if result["flagged"]:
+        raise typer.Exit(3)
+
+
 @app.command("demo")
 def demo(
     data_dir: DataDir = None,
@@ -667,6 +717,7 @@ def serve(
     except KeyboardInterrupt:
         pass
     finally:
+        server.shutdown()  # stops the worker threads too, or the process would not exit
         server.server_close()
         adapters.close()
 

@@ -25,6 +25,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 from face_dedup.domain import ImportItem, Outcome
@@ -305,3 +306,95 @@ def compare(
         "flagged": [f.metric for f in findings if f.flagged],
         "findings": [f.as_dict() for f in findings],
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# The report over stored counts
+
+
+def parse_window(text: str) -> tuple[str, str]:
+    """`YYYY-MM-DD:YYYY-MM-DD` (inclusive) or one day."""
+    first, _, last = text.partition(":")
+    last = last or first
+    for day in (first, last):
+        try:
+            date.fromisoformat(day)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a day or a range of days (YYYY-MM-DD:YYYY-MM-DD)") from None
+    if last < first:
+        raise ValueError(f"{text!r} ends before it starts")
+    return first, last
+
+
+def default_windows(
+    days: list[str], recent_days: int = 7, baseline_days: int = 28
+) -> tuple[tuple[str, str], ...]:
+    """The last `recent_days` up to the latest day with counts, and the `baseline_days` before."""
+    if not days:
+        raise ValueError("no drift counts recorded yet for this tenant")
+    last = date.fromisoformat(max(days))
+    recent = (last - timedelta(days=recent_days - 1), last)
+    baseline = (recent[0] - timedelta(days=baseline_days), recent[0] - timedelta(days=1))
+    return (baseline[0].isoformat(), baseline[1].isoformat()), (recent[0].isoformat(), recent[1].isoformat())
+
+
+def drift_report(
+    store: DriftStore,
+    *,
+    tenant: str,
+    baseline: tuple[str, str],
+    recent: tuple[str, str],
+    channel: str | None = None,
+    min_count: int = MIN_COUNT,
+    alpha: float = ALPHA,
+) -> dict[str, Any]:
+    if not baseline[1] < recent[0]:
+        raise ValueError("the baseline must end before the recent window starts")
+    base = store.counts(tenant=tenant, first_day=baseline[0], last_day=baseline[1], channel=channel)
+    now = store.counts(tenant=tenant, first_day=recent[0], last_day=recent[1], channel=channel)
+    report = compare(base, now, alpha=alpha, min_count=min_count)
+    return {
+        "tenant": tenant,
+        "channel": channel or "all",
+        "baseline": {"from": baseline[0], "to": baseline[1], "inputs": _inputs(base)},
+        "recent": {"from": recent[0], "to": recent[1], "inputs": _inputs(now)},
+        "rates": {"baseline": _rates(base), "recent": _rates(now)},
+    } | report
+
+
+def _inputs(counts: Mapping[tuple[str, str], int]) -> int:
+    return sum(n for (metric, _), n in counts.items() if metric == "outcome")
+
+
+def _rates(counts: Mapping[tuple[str, str], int]) -> dict[str, float | None]:
+    outcomes = {b: n for (m, b), n in counts.items() if m == "outcome"}
+    total = sum(outcomes.values())
+    decided = total - outcomes.get(Outcome.REJECTED.value, 0)
+    cases = outcomes.get(Outcome.REVIEW.value, 0) + outcomes.get(Outcome.DUPLICATE.value, 0)
+    return {
+        "rejected": outcomes.get(Outcome.REJECTED.value, 0) / total if total else None,
+        "cases_per_decided_input": cases / decided if decided else None,
+    }
+
+
+def render_text(report: dict[str, Any]) -> str:
+    b, r = report["baseline"], report["recent"]
+    lines = [
+        f"tenant {report['tenant']}, channel {report['channel']}: recent {r['from']}..{r['to']} "
+        f"({r['inputs']} inputs) against baseline {b['from']}..{b['to']} ({b['inputs']} inputs)",
+        f"test: {report['test']['numeric']}; {report['test']['categories']}; alpha {report['test']['alpha']} "
+        f"({report['test']['correction']}), at least {report['test']['min_count']} per window",
+        "",
+    ]
+    for f in report["findings"]:
+        mark = "SHIFT" if f["flagged"] else "ok" if f["test"] != "too_few" else "n/a"
+        if f["test"] == "too_few":
+            lines.append(f"  {mark:<6}{f['metric']:<26} {f['detail']} ({f['baseline_n']} / {f['recent_n']})")
+            continue
+        lines.append(
+            f"  {mark:<6}{f['metric']:<26} {f['test']} effect {f['effect']:.3f}, "
+            f"p {f['p_value']:.2g}; {f['detail']}"
+        )
+    lines.append("")
+    lines.append("flagged: " + (", ".join(report["flagged"]) or "nothing"))
+    return "\n".join(lines) + "\n"

@@ -42,6 +42,7 @@ from face_dedup.domain import (
     stable_id,
     utc_now,
 )
+from face_dedup.drift import DriftRecorder
 from face_dedup.errors import ErasureIncomplete, InvalidState, NotFound, PermissionDenied, Reason
 from face_dedup.models.registry import get_pack
 from face_dedup.ports import BlobStore, EnrollmentCommit, Hit, IndexEntry, Notifier, RecordStore, VectorIndex
@@ -140,6 +141,9 @@ def crop_key(tenant: str, record_id: str) -> str:
 
 
 class DedupService:
+    # Daily counts of what is decided (drift.py): set by bootstrap where a registry keeps them.
+    drift: DriftRecorder | None = None
+
     def __init__(
         self,
         settings: Settings,
@@ -352,6 +356,7 @@ class DedupService:
         )
         event = self._event("import.failed", actor, now, key=key, error=error[:200])
         self.store.commit(EnrollmentCommit(item=item, audit=(event,)))
+        self._observe(item, actor)
         if staged is not None:
             self.blobs.delete_prefix(f"{self.tenant}/{staged.record_id}/")
             self.store.drop_staged(key)
@@ -360,6 +365,16 @@ class DedupService:
     def record_event(self, action: str, actor: str, **details: Any) -> None:
         """An audit entry for something that happened outside the use cases above."""
         self.store.append_audit(self._event(action, actor, utc_now(), **details))
+
+    def _observe(self, item: ImportItem, actor: str) -> None:
+        """Counts for drift watching, after the input is safely committed. Losing a count must
+        not fail an enrollment: a failure is logged (its kind only, nothing of the input)."""
+        if self.drift is None:
+            return
+        try:
+            self.drift.observe(item, actor)
+        except Exception as exc:  # any failure of the tally is reported, not raised
+            log.warning("drift counts not recorded: %s", type(exc).__name__)
 
     def notify_case(self, case_id: str) -> None:
         self.notifier.notify(
@@ -483,6 +498,7 @@ class DedupService:
             model_pack=self.model_pack,
         )
         self.store.commit(EnrollmentCommit(item=item, audit=(event,)))
+        self._observe(item, actor)
         return self.store.get_import_item(key) or item
 
     def _commit(
@@ -548,6 +564,7 @@ class DedupService:
                 )
             )
         self.store.commit(EnrollmentCommit(item=item, record=record, case=case, audit=tuple(audit)))
+        self._observe(item, actor)
         self.index.add([IndexEntry(staged.record_id, self.tenant, self.model_pack, staged.embedding)])
         return item, case
 
@@ -583,6 +600,7 @@ class DedupService:
             thresholds=decision.thresholds,
         )
         self.store.commit(EnrollmentCommit(item=item, audit=(event,)))
+        self._observe(item, actor)
         self.blobs.delete_prefix(f"{self.tenant}/{staged.record_id}/")
         return item
 

@@ -147,4 +147,4 @@ def test_sqlite_store_sums_days_and_channels(tmp_path: Path) -> None:
     assert sum(n for (m, _), n in selfies.items() if m == "outcome") == 3
     assert store.channels(tenant="t") == ["cli", "selfie"]
     assert store.counts(tenant="other", first_day="2026-11-01", last_day="2026-11-03") == {}
-    store.close()
+    assert store.days(tenant="t") == ["2026-11-01", "2026-11-02", "2026-11-03"]

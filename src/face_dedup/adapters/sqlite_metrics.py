@@ -7,8 +7,8 @@ outlives erasures by design and can be shared with whoever watches operations.
 from __future__ import annotations
 
 import sqlite3
-import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from face_dedup.drift import DayKey, DriftStore
@@ -27,19 +27,29 @@ CREATE TABLE IF NOT EXISTS drift_counts (
 
 
 class SqliteDriftStore(DriftStore):
+    """A connection per call: one input adds a handful of rows, and nothing stays open that a
+    command would have to close."""
+
     def __init__(self, path: Path) -> None:
+        self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        # One connection guarded by a lock: the service's threads add one input at a time.
-        self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
-        self._lock = threading.Lock()
-        with self._lock, self._db:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30)
+        try:
+            with db:  # one transaction
+                yield db
+        finally:
+            db.close()
 
     def add(self, key: DayKey, counts: Mapping[tuple[str, str], int]) -> None:
         rows = [(key.tenant, key.channel, key.day, m, b, n) for (m, b), n in counts.items()]
-        with self._lock, self._db:
-            self._db.executemany(
+        with self._connect() as db:
+            db.executemany(
                 "INSERT INTO drift_counts VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (tenant, channel, day, metric, bin) "
                 "DO UPDATE SET count = count + excluded.count",
@@ -54,17 +64,20 @@ class SqliteDriftStore(DriftStore):
         if channel is not None:
             query += " AND channel = ?"
             params.append(channel)
-        with self._lock:
-            rows = self._db.execute(query + " GROUP BY metric, bin", params).fetchall()
+        with self._connect() as db:
+            rows = db.execute(query + " GROUP BY metric, bin", params).fetchall()
         return {(str(m), str(b)): int(n) for m, b, n in rows}
 
     def channels(self, *, tenant: str) -> list[str]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._connect() as db:
+            rows = db.execute(
                 "SELECT DISTINCT channel FROM drift_counts WHERE tenant = ? ORDER BY channel", (tenant,)
             ).fetchall()
         return [str(r[0]) for r in rows]
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    def days(self, *, tenant: str) -> list[str]:
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT DISTINCT day FROM drift_counts WHERE tenant = ? ORDER BY day", (tenant,)
+            ).fetchall()
+        return [str(r[0]) for r in rows]
