@@ -35,7 +35,7 @@ Vector = NDArray[np.float32]
 UNUSABLE = -1.0  # score of a pair with a photo that yielded no template
 
 
-def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+def read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in required if c not in (reader.fieldnames or [])]
@@ -154,7 +154,7 @@ def calibrate(
     if gallery_size < 1 or resamples < 10:
         raise ValueError("--gallery-size must be at least 1 and --resamples at least 10")
     if pairs is not None:
-        rows = _read_csv(pairs, ("file1", "file2", "same"))
+        rows = read_csv(pairs, ("file1", "file2", "same"))
         files = sorted({r["file1"] for r in rows} | {r["file2"] for r in rows})
         embeddings, failures = _embed_all(settings, root, files, cache)
         scores = np.array(
@@ -179,7 +179,7 @@ def calibrate(
         report |= _rates(genuine, impostor)
     else:
         assert labels is not None
-        rows = _read_csv(labels, ("file", "identity", *((group_by,) if group_by else ())))
+        rows = read_csv(labels, ("file", "identity", *((group_by,) if group_by else ())))
         files = [r["file"] for r in rows]
         identities = [r["identity"] for r in rows]
         groups = clean_groups([r[group_by] for r in rows], group_by) if group_by else []

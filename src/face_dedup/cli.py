@@ -656,6 +656,31 @@ def report_drift(
         raise typer.Exit(3)
 
 
+@report_app.command("cases")
+def report_cases(
+    labels: Annotated[Path, typer.Option(help="CSV with an `application_id` column and the group column.")],
+    group_by: Annotated[str, typer.Option(help="The group column (sex, age band, site...).")],
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples of cases.")] = 1000,
+    data_dir: DataDir = None,
+    tenant: Tenant = None,
+    as_json: Json = False,
+) -> None:
+    """Officers' outcomes per group of applicant: shares of cases decided "same", "different"
+    and "cannot tell", and supervisor overturn rates. Groups come only from the labels file."""
+    from face_dedup.calibrate import read_csv
+    from face_dedup.group_report import case_groups_report, clean_groups, render_cases_text
+
+    def build() -> dict[str, Any]:
+        rows = read_csv(labels, ("application_id", group_by))
+        groups = clean_groups([r[group_by] for r in rows], group_by)
+        mapping = {r["application_id"]: g for r, g in zip(rows, groups, strict=True)}
+        with _opened(_settings(data_dir, None, tenant)) as service:
+            return case_groups_report(service, mapping, group_by, resamples=resamples)
+
+    result = _run(build)
+    _emit(as_json, result, lambda: out.print(render_cases_text(result), markup=False, highlight=False))
+
+
 @app.command("demo")
 def demo(
     data_dir: DataDir = None,

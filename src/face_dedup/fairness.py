@@ -97,7 +97,7 @@ class Resampler:
     person once); rows 1.. are resamples.
     """
 
-    def __init__(self, person_group: Sequence[int], resamples: int, seed: int) -> None:
+    def __init__(self, person_group: Sequence[int] | IntArray, resamples: int, seed: int) -> None:
         strata = np.asarray(person_group, dtype=np.int64)
         rng = np.random.default_rng(seed)
         weights = np.zeros((resamples + 1, len(strata)), dtype=np.float64)

@@ -20,6 +20,8 @@ from numpy.typing import NDArray
 
 from face_dedup import fairness as fx
 from face_dedup.calibration import ImpostorTail, dedup_thresholds
+from face_dedup.domain import Case
+from face_dedup.service import DedupService
 from face_dedup.settings import Settings
 
 MAX_GROUPS = 50  # more distinct values than this is an identifier, not a group
@@ -192,3 +194,73 @@ def _comparisons(comparisons: list[dict[str, Any]]) -> list[str]:
         verdict = "differs" if c["differs"] else "no difference shown"
         lines.append(f"  {c['metric']}: worst {c['worst']} / best {c['best']} = {ratio}{span}; {verdict}")
     return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# Officers' outcomes per group (from the registry's cases)
+
+
+def first_decision(case: Case) -> str | None:
+    """The first officer's decision on the case (a later overturn does not rewrite it)."""
+    for entry in case.history:
+        if entry.get("decision"):
+            return str(entry["decision"])
+    return None
+
+
+def case_groups_report(
+    service: DedupService,
+    labels: dict[str, str],
+    column: str,
+    resamples: int = fx.DEFAULT_RESAMPLES,
+    page: int = 500,
+) -> dict[str, Any]:
+    """Cases of the service's tenant by the group of the applicant (the probe's application id,
+    looked up in `labels`); cases whose applicant is not labelled are counted, not guessed."""
+    groups: list[str] = []
+    decisions: list[str | None] = []
+    overturned: list[bool] = []
+    unlabelled = 0
+    offset = 0
+    while True:
+        cases = service.store.list_cases(tenant=service.tenant, limit=page, offset=offset)
+        if not cases:
+            break
+        offset += len(cases)
+        probes = service.store.describe_records([c.probe_record_id for c in cases])
+        for case in cases:
+            record = probes.get(case.probe_record_id)
+            group = labels.get(record.application_id or "") if record is not None else None
+            if group is None:
+                unlabelled += 1
+                continue
+            groups.append(group)
+            decisions.append(first_decision(case))
+            overturned.append(any(entry.get("action") == "overturned" for entry in case.history))
+    if len(set(groups)) < 2:
+        raise ValueError(
+            f"cases of {len(set(groups))} labelled group(s) only ({unlabelled} cases unlabelled): "
+            "nothing to compare"
+        )
+    report = fx.case_outcomes_by_group(groups, decisions, overturned, resamples=resamples)
+    return {"group_by": column, "tenant": service.tenant, "unlabelled_cases": unlabelled} | report
+
+
+def render_cases_text(report: dict[str, Any]) -> str:
+    lines = [
+        f"Officers' outcomes by {report['group_by']!r}, tenant {report['tenant']} "
+        f"({report['unlabelled_cases']} cases without a labelled applicant left out)",
+        f"  {'group':<24} {'cases':>6} {'decided':>8}  shares of decisions [95% CI]; overturned",
+    ]
+    for group, entry in report["groups"].items():
+        shares = ", ".join(
+            f"{kind} {_cell(entry[kind])}"
+            for kind in ("same_person", "different_people", "cannot_tell")
+            if kind in entry
+        )
+        lines.append(
+            f"  {group:<24} {entry['cases']:>6} {entry['decided']:>8}  {shares}; "
+            f"overturned {_cell(entry['overturned'])}"
+        )
+    lines.extend(_comparisons(report["worst_vs_best"]))
+    return "\n".join(lines) + "\n"
