@@ -12,6 +12,7 @@ from face_dedup import wiring
 from face_dedup.adapters.embedded_index import ExactVectorIndex
 from face_dedup.adapters.local_blobs import LocalBlobStore
 from face_dedup.adapters.outbox import OutboxNotifier
+from face_dedup.adapters.private_files import prepare_data_dir
 from face_dedup.adapters.sqlite_metrics import SqliteDriftStore
 from face_dedup.adapters.sqlite_store import SqliteRecordStore
 from face_dedup.calibration import ImpostorTail
@@ -129,7 +130,7 @@ def build_adapters(settings: Settings) -> Adapters:
         or settings.store_backend == "sqlite"
         or settings.blob_backend == "local"
     ):
-        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        prepare_data_dir(data, allow_open=settings.allow_open_data_dir)  # 0700, or refused if open
     index: VectorIndex
     if settings.index_backend == "embedded":
         index = ExactVectorIndex(data / "index.sqlite")

@@ -29,6 +29,8 @@ class Reason(StrEnum):
     # inputs of a batch
     NOT_A_FILE = "NOT_A_FILE"
     UNREADABLE = "UNREADABLE"
+    INVALID_APPLICATION_ID = "INVALID_APPLICATION_ID"  # a manifest's id breaks identifiers.py's rule
+    LINK_OUTSIDE_FOLDER = "LINK_OUTSIDE_FOLDER"  # a symbolic link out of the imported folder
     # a bug or resource failure while analysing: reported, not persisted, retried on re-run
     INTERNAL_ERROR = "INTERNAL_ERROR"
 

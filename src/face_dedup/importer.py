@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from face_dedup import identifiers
+from face_dedup.adapters.private_files import open_private
 from face_dedup.domain import ImportItem, Outcome, utc_now
 from face_dedup.errors import InputRejected, Reason
 from face_dedup.service import SYSTEM_ACTOR, DedupService, InputRef, content_digest
@@ -35,6 +38,7 @@ class InputSpec:
     application_id: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     problem: InputRejected | None = None  # known to be unusable before reading
+    note: str | None = None  # said in the report (e.g. a link out of the folder was followed)
 
 
 class ManifestError(ValueError):
@@ -61,56 +65,116 @@ def read_manifest(path: Path) -> dict[str, dict[str, str]]:
     return rows
 
 
-def collect_inputs(target: Path, manifest: Path | None = None) -> list[InputSpec]:
-    """Every input named by `target`, in a stable order, with manifest data attached."""
-    given = str(target)
+def collect_inputs(
+    target: Path, manifest: Path | None = None, *, follow_links_out: bool = False
+) -> list[InputSpec]:
+    """Every input named by `target`, in a stable order, with manifest data attached. Every
+    entry of a folder is an input (files, links, special files), whatever its name: one that
+    cannot be used is reported with the reason, never skipped and never fatal."""
+    given = shown_path(target)
     if target.is_dir():
         base = target
-        files = sorted(p for p in target.rglob("*") if not p.is_dir())
-        raw = [(str(p), p) for p in files]
+        raw = [(shown_path(p), p) for p in _entries(target)]
     elif target.is_file() and not _is_list_file(target):
         base = target.parent
         raw = [(given, target)]
     elif target.is_file():
         base = target.parent
         raw = []
-        for line in target.read_text(encoding="utf-8").splitlines():
+        for line in target.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
             entry = line.strip()
             if entry and not entry.startswith("#"):
                 candidate = Path(entry)
-                raw.append((entry, candidate if candidate.is_absolute() else base / candidate))
+                raw.append(
+                    (shown_path(candidate), candidate if candidate.is_absolute() else base / candidate)
+                )
     else:
-        raise FileNotFoundError(f"{target} does not exist")
+        raise FileNotFoundError(f"{given} does not exist")
 
     rows = read_manifest(manifest) if manifest else {}
     used: set[str] = set()
     specs = []
+    inside = base.resolve()
     for source, path in raw:
         relative = _relative(path, base)
         row = rows.get(relative) or rows.get(path.name)
         if row is not None:
             used.add(row["file"])
+        problem, note = _link_problem(path, inside, follow_links_out) if target.is_dir() else (None, None)
+        application = row["application_id"] if row else None
+        if application is not None and problem is None:
+            problem = _id_problem(application)
         specs.append(
             InputSpec(
                 source=source,
                 path=path,
-                application_id=row["application_id"] if row else None,
+                application_id=application
+                if application is None or identifiers.is_application_id(application)
+                else None,
                 metadata={k: v for k, v in (row or {}).items() if k not in ("file", "application_id")},
+                problem=problem,
+                note=note,
             )
         )
     for name, row in rows.items():
         if name not in used:  # listed, but no such file: report it, never drop it
+            application = row["application_id"]
             specs.append(
                 InputSpec(
                     source=name,
                     path=None,
-                    application_id=row["application_id"],
-                    problem=InputRejected(
-                        Reason.UNREADABLE, "listed in the manifest but no such file was found"
-                    ),
+                    application_id=application if identifiers.is_application_id(application) else None,
+                    problem=_id_problem(application)
+                    or InputRejected(Reason.UNREADABLE, "listed in the manifest but no such file was found"),
                 )
             )
     return specs
+
+
+def shown_path(path: Path) -> str:
+    """A path as text that can be stored and printed: a name that is not valid UTF-8 keeps its
+    bytes as `\\xNN` escapes instead of failing every write that follows."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _entries(folder: Path) -> list[Path]:
+    """Everything below `folder` but the folders themselves, sorted. Links to folders are
+    entries too (reported), never walked: a link cannot pull another tree into the import."""
+    found = []
+    for current, dirs, names in os.walk(folder, followlinks=False):
+        here = Path(current)
+        found += [here / d for d in dirs if (here / d).is_symlink()]
+        found += [here / n for n in names]
+    return sorted(found, key=lambda p: os.fsencode(p))
+
+
+def _link_problem(path: Path, inside: Path, follow_out: bool) -> tuple[InputRejected | None, str | None]:
+    if not path.is_symlink():
+        return None, None
+    try:
+        resolved = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return InputRejected(Reason.UNREADABLE, "a symbolic link to nothing (or a loop)"), None
+    if resolved.is_relative_to(inside):
+        return None, None
+    if follow_out:
+        return None, "a symbolic link out of the imported folder, followed as allowed (--follow-links-out)"
+    return (
+        InputRejected(
+            Reason.LINK_OUTSIDE_FOLDER,
+            "a symbolic link to a file outside the imported folder: refused "
+            "(import the file itself, or allow it with --follow-links-out)",
+        ),
+        None,
+    )
+
+
+def _id_problem(application: str) -> InputRejected | None:
+    try:
+        identifiers.application_id(application)
+    except identifiers.InvalidIdentifier as exc:
+        return InputRejected(Reason.INVALID_APPLICATION_ID, str(exc))
+    return None
 
 
 def _relative(path: Path, base: Path) -> str:
@@ -174,6 +238,7 @@ class ReportLine:
             "reason": item.reason,
             "message": item.message,
             "resumed": self.resumed,
+            **({"note": self.spec.note} if self.spec.note else {}),
         }
 
 
@@ -202,7 +267,8 @@ def run_import(
 ) -> ImportSummary:
     summary = ImportSummary()
     started = time.perf_counter()
-    handle = report.open("w", encoding="utf-8") if report else None
+    # owner-only (0600) whatever the umask: a report names people's files and application ids
+    handle = os.fdopen(open_private(report), "w", encoding="utf-8") if report else None
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="analyse") as pool:
             for pending in _prepare(service, inputs, pool, window or 4 * max(1, workers)):
@@ -230,7 +296,7 @@ def _prepare(
     """Read inputs and start their analysis, keeping at most `window` in flight, in order."""
     queue: list[_Pending] = []
     for spec in inputs:
-        identity = str(spec.path.resolve()) if spec.path is not None else spec.source
+        identity = shown_path(spec.path.resolve()) if spec.path is not None else spec.source
         pending = _Pending(spec, InputRef(spec.source, spec.application_id, identity))
         if pending.problem is None and spec.path is not None:
             _read(service, pending, pool)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from face_dedup import identifiers
 from face_dedup.errors import ConfigError
 from face_dedup.models.registry import DEFAULT_PACK_ID
 from face_dedup.vision.decode import DecodeLimits
@@ -51,6 +52,9 @@ class Settings:
     max_candidates: int = 10
     workers: int = 0  # 0 = one per CPU core
     keep_photos: bool = True  # store photos and aligned crops for case officers
+    # Use an existing data dir that group or others can read (refused otherwise: it holds
+    # biometric data; see adapters/private_files.py).
+    allow_open_data_dir: bool = False
     review_link_base: str = "face-dedup://cases/"
     index_backend: str = "embedded"  # embedded | opensearch
     store_backend: str = "sqlite"  # sqlite | dynamodb
@@ -124,8 +128,10 @@ class Settings:
                 raise ConfigError(f"{name} must be between 0 and 1, got {value}")
         if self.duplicate_fpir > self.target_fpir:
             raise ConfigError("duplicate_fpir must not exceed target_fpir (auto-links are rarer than cases)")
-        if not self.tenant or "/" in self.tenant:
-            raise ConfigError(f"invalid tenant {self.tenant!r}")
+        try:
+            identifiers.tenant(self.tenant)  # the one rule: never `..`, `a\\b` or a path
+        except identifiers.InvalidIdentifier as exc:
+            raise ConfigError(str(exc)) from None
         if self.max_candidates < 1:
             raise ConfigError("max_candidates must be at least 1")
 

@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+from face_dedup.adapters.private_files import private_dir
 from face_dedup.errors import NotFound
 from face_dedup.ports import BlobStore
 
@@ -14,7 +15,7 @@ from face_dedup.ports import BlobStore
 class LocalBlobStore(BlobStore):
     def __init__(self, root: Path) -> None:
         self._root = root
-        self._root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(root)
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")
@@ -24,7 +25,7 @@ class LocalBlobStore(BlobStore):
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(path.parent)  # each level 0700 (the tenant's folder too), whatever the umask
         staged = path.with_name(path.name + ".partial")
         fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as handle:

@@ -9,6 +9,7 @@ import threading
 from dataclasses import asdict
 from pathlib import Path
 
+from face_dedup.adapters.private_files import private_dir
 from face_dedup.domain import Notification, utc_now
 from face_dedup.ports import Notifier
 
@@ -17,7 +18,7 @@ class OutboxNotifier(Notifier):
     def __init__(self, path: Path) -> None:
         self._path = path
         self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(path.parent)
 
     def notify(self, notification: Notification) -> None:
         line = json.dumps({"at": utc_now(), **asdict(notification)}, sort_keys=True)

@@ -11,6 +11,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from face_dedup.adapters.private_files import private_dir
+from face_dedup.adapters.sqlite_files import private_file
 from face_dedup.drift import DayKey, DriftStore
 
 _SCHEMA = """
@@ -32,7 +34,8 @@ class SqliteDriftStore(DriftStore):
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
+        private_file(path)  # 0600 whatever the umask (its -wal and -shm inherit the mode)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)

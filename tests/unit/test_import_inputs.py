@@ -1,0 +1,87 @@
+"""Every input of a folder is reported, whatever its name or kind: names that are not UTF-8,
+links (out of the folder: refused unless allowed, and said so), special files, and manifest ids
+that break the identifier rule (rejected with the reason, the rest of the batch goes on)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from face_dedup.importer import collect_inputs, run_import
+from face_dedup.service import DedupService
+
+
+def _report(
+    service: DedupService, folder: Path, tmp_path: Path, **options: bool
+) -> dict[str, dict[str, object]]:
+    manifest = tmp_path / "manifest.csv"
+    inputs = collect_inputs(folder, manifest if manifest.exists() else None, **options)
+    report = tmp_path / "report.jsonl"
+    summary = run_import(service, inputs, report=report)
+    lines = [json.loads(line) for line in report.read_text(encoding="utf-8").splitlines()]
+    assert summary.total == len(lines) == len(inputs)
+    return {Path(str(line["source"])).name: line for line in lines}
+
+
+def test_names_links_and_special_files_are_all_reported(
+    service: DedupService, faces_root: Path, tmp_path: Path
+) -> None:
+    photo = (faces_root / "lfw/Abel_Pacheco/Abel_Pacheco_0001.jpg").read_bytes()
+    other = (faces_root / "lfw/Akhmed_Zakayev/Akhmed_Zakayev_0001.jpg").read_bytes()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "private.jpg").write_bytes(other)
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    raw = os.fsencode(folder) + b"/caf\xe9-\xff.jpg"  # Latin-1 bytes: not UTF-8
+    with open(raw, "wb") as handle:
+        handle.write(photo)
+    with open(os.fsencode(folder) + b"/notes-\xfe.txt", "wb") as handle:
+        handle.write(b"\x00not an image")
+    (folder / "out.jpg").symlink_to(outside / "private.jpg")
+    (folder / "dangling.jpg").symlink_to(tmp_path / "missing.jpg")
+    (folder / "linked-dir").symlink_to(outside, target_is_directory=True)
+    os.mkfifo(folder / "pipe.jpg")
+
+    lines = _report(service, folder, tmp_path)
+
+    assert lines["caf\\xe9-\\xff.jpg"]["outcome"] == "enrolled"
+    assert lines["notes-\\xfe.txt"]["outcome"] == "rejected"
+    assert lines["out.jpg"]["reason"] == "LINK_OUTSIDE_FOLDER"
+    assert lines["dangling.jpg"]["reason"] == "UNREADABLE"
+    assert lines["linked-dir"]["reason"] == "LINK_OUTSIDE_FOLDER"
+    assert lines["pipe.jpg"]["reason"] == "NOT_A_FILE"
+    assert len(lines) == 6
+    record = service.store.get_record(str(lines["caf\\xe9-\\xff.jpg"]["record_id"]))
+    assert record is not None and record.source.endswith("caf\\xe9-\\xff.jpg")
+
+
+def test_links_out_are_followed_only_when_allowed_and_the_report_says_so(
+    service: DedupService, faces_root: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "a.jpg").write_bytes((faces_root / "lfw/Abel_Pacheco/Abel_Pacheco_0001.jpg").read_bytes())
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    (folder / "a.jpg").symlink_to(outside / "a.jpg")
+    lines = _report(service, folder, tmp_path, follow_links_out=True)
+    assert lines["a.jpg"]["outcome"] == "enrolled"
+    assert "symbolic link out of the imported folder" in str(lines["a.jpg"]["note"])
+
+
+def test_a_bad_application_id_rejects_that_input_only(
+    service: DedupService, faces_root: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes((faces_root / "lfw/Abel_Pacheco/Abel_Pacheco_0001.jpg").read_bytes())
+    (folder / "b.jpg").write_bytes((faces_root / "lfw/Akhmed_Zakayev/Akhmed_Zakayev_0001.jpg").read_bytes())
+    (tmp_path / "manifest.csv").write_text("file,application_id\na.jpg,../../etc\nb.jpg,APP-2\n")
+    lines = _report(service, folder, tmp_path)
+    assert lines["a.jpg"]["reason"] == "INVALID_APPLICATION_ID"
+    assert "invalid application id '../../etc'" in str(lines["a.jpg"]["message"])
+    assert lines["a.jpg"]["application_id"] is None
+    assert lines["b.jpg"]["outcome"] == "enrolled"
+    assert lines["b.jpg"]["application_id"] == "APP-2"
