@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from face_dedup.domain import Actor, CaseDecision, Role
-from face_dedup.errors import InvalidState
+from face_dedup.errors import InvalidState, TransientError
 from face_dedup.mosip.adjudication import adjudication_reply
 from face_dedup.mosip.cbeff import build_cbeff
 from face_dedup.mosip.datashare import DatashareClient, DatashareConfig
@@ -220,3 +220,22 @@ def test_different_people_is_a_mas_reply_without_candidates(
     reply = adjudication_reply(service, case.case_id, "mas-2")
     assert reply["candidateList"] == {"count": "0", "candidates": []}
     client.close()
+
+
+def test_internal_errors_are_answered_and_transient_ones_are_not(service: DedupService) -> None:
+    def broken(url: str) -> bytes:
+        raise RuntimeError("disk on fire")
+
+    abis = AbisHandler(service, broken)
+    reply = call(abis, request("insert", referenceId="r1", referenceURL="https://mosip.example/x"))
+    assert reply["failureReason"] == "1"
+    (event,) = [e for e in service.store.audit_events() if e.action == "mosip.insert"]
+    assert event.details["detail"] == "RuntimeError"
+
+    def unavailable(url: str) -> bytes:
+        raise TransientError("index briefly down")
+
+    with pytest.raises(TransientError):
+        AbisHandler(service, unavailable).handle(
+            json.dumps(request("insert", referenceId="r1", referenceURL="https://mosip.example/x"))
+        )

@@ -58,9 +58,13 @@ class Mosip:
         self.conn.connect(wait=True)
         self.conn.subscribe("/queue/" + queues.response_queue, id="replies", ack="auto")
 
-    def send(self, body: dict[str, Any], *, as_bytes: bool = False) -> str:
+    def send(self, body: dict[str, Any], *, as_bytes: bool = False, **extra: str) -> str:
         payload = json.dumps(body).encode()
-        headers = {"persistent": "true", **({"content-length": str(len(payload))} if as_bytes else {})}
+        headers = {
+            "persistent": "true",
+            **extra,
+            **({"content-length": str(len(payload))} if as_bytes else {}),
+        }
         self.conn.send("/queue/" + self.queues.request_queue, payload, headers=headers)
         return str(body["requestId"])
 
@@ -117,7 +121,7 @@ def test_every_operation_over_the_broker_identify_after_queued_inserts(
     mosip, consumer, share = setup
     # Everything is queued before the ABIS starts: the identify must see the inserts before it.
     sent = [
-        mosip.send(request("ping")),
+        mosip.send(request("ping"), **{"correlation-id": "corr-7"}),
         mosip.send(
             request("insert", referenceId="a1", referenceURL=share.share(cbeff_from_photo(faces_root / A1)))
         ),
@@ -156,6 +160,7 @@ def test_every_operation_over_the_broker_identify_after_queued_inserts(
     assert count_after["count"] == "2"
     # bytes requests get bytes replies (content-length), text requests text replies
     assert "content-length" in replies[sent[2]][1] and "content-length" not in replies[sent[1]][1]
+    assert replies[sent[0]][1].get("correlation-id") == "corr-7"
 
 
 def test_broker_restart_mid_stream_loses_no_request(

@@ -4,6 +4,7 @@ as MOSIP registers faces), a real HTTP datashare on loopback, and request builde
 from __future__ import annotations
 
 import io
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -39,6 +40,8 @@ class Datashare:
     cookies: list[str] = field(default_factory=list)
     delay_s: float = 0.0
     port: int = 0
+    required_token: str = ""  # when set, files need `Authorization=<it>` (else HTTP 401)
+    issued: list[str] = field(default_factory=list)  # tokens the auth manager handed out
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/v1/datashare/get/{name}"
@@ -59,11 +62,30 @@ def datashare_server() -> Iterator[Datashare]:
             if share.delay_s:
                 threading.Event().wait(share.delay_s)
             status, body = share.files.get(self.path.rsplit("/", 1)[-1], (404, b"not found"))
+            if (
+                share.required_token
+                and self.headers.get("Cookie", "") != "Authorization=" + share.required_token
+            ):
+                status, body = (
+                    401,
+                    b'{"errors":[{"errorCode":"KER-ATH-401","message":"Authentication Failed"}]}',
+                )
             self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             with suppress(BrokenPipeError, ConnectionResetError):  # a client that timed out
                 self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            request = json.loads(self.rfile.read(length))["request"]
+            self.send_response(200)
+            if request == {"clientId": "abis", "secretKey": "s3cret", "appId": "regproc"}:
+                share.issued.append(share.required_token)
+                self.send_header("Set-Cookie", f"Authorization={share.required_token}; Path=/")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
 
         def log_message(self, *args: Any) -> None:
             pass

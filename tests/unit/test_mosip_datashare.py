@@ -75,3 +75,17 @@ def test_mosip_1_2_payload_decrypts_with_our_key_only(share: Datashare) -> None:
     tampered[-5] = ord("A") if tampered[-5] != ord("A") else ord("B")
     assert reason(c, share.share(bytes(tampered))) is FailureReason.UNABLE_TO_FETCH_BIOMETRICS
     assert reason(c, share.share(b"<BIR>plain</BIR>")) is FailureReason.UNABLE_TO_FETCH_BIOMETRICS
+
+
+def test_token_from_the_auth_manager_renewed_once_refused(share: Datashare) -> None:
+    share.required_token = "tok-1"
+    auth = {"authmanager_url": f"http://127.0.0.1:{share.port}/v1/authmanager/authenticate/clientidsecretkey"}
+    c = client(client_id="abis", secret_key="s3cret", **auth)
+    url = share.share(b"<BIR/>")
+    assert c.fetch(url) == b"<BIR/>" and share.issued == ["tok-1"]
+    assert c.fetch(url) == b"<BIR/>" and share.issued == ["tok-1"]  # kept, not asked for again
+    share.required_token = "tok-2"  # the token expired: the datashare refuses it
+    assert c.fetch(url) == b"<BIR/>" and share.issued == ["tok-1", "tok-2"]
+    wrong = client(client_id="abis", secret_key="guess", **auth)
+    with pytest.raises(DatashareError, match="auth manager refused"):
+        wrong.fetch(url)

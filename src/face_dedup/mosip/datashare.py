@@ -79,6 +79,7 @@ class TokenSource:
                 FailureReason.UNABLE_TO_FETCH_BIOMETRICS, f"auth manager: {_kind(exc)}"
             ) from None
         token = response.cookies.get("Authorization") or response.headers.get("authorization", "")
+        self._client.cookies.clear()
         if response.status_code != 200 or not token:
             raise DatashareError(
                 FailureReason.UNABLE_TO_FETCH_BIOMETRICS,
@@ -137,10 +138,12 @@ class DatashareClient:
             )
 
     def _get(self, url: str, token: str) -> tuple[bytes, int]:
-        cookies = {"Authorization": token} if token else None
+        # The cookie is set per request, never kept in a jar: no cookie from one host reaches another.
+        headers = {"Cookie": "Authorization=" + token} if token else None
+        self._client.cookies.clear()
         limit = self.config.max_bytes
         try:
-            with self._client.stream("GET", url, cookies=cookies, timeout=self.config.timeout_s) as response:
+            with self._client.stream("GET", url, headers=headers, timeout=self.config.timeout_s) as response:
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > limit:
                     raise _too_large(limit)
