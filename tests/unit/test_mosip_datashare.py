@@ -58,6 +58,9 @@ def test_size_limit_timeout_and_url_rules(share: Datashare) -> None:
     with pytest.raises(DatashareError, match="timed out"):
         client(timeout_s=0.2).fetch(share.share(b"late"))
     share.delay_s = 0
+    only = client(allowed_hosts=("datashare.mosip.example",))
+    assert reason(only, share.share(b"x")) is FailureReason.UNABLE_TO_FETCH_BIOMETRICS
+    assert client(allowed_hosts=("127.0.0.1",)).fetch(share.share(b"x")) == b"x"
     strict = DatashareClient(DatashareConfig())
     for url in (share.share(b"x"), "file:///etc/passwd", "https://user:pw@example.org/x", "not a url"):
         assert reason(strict, url) is FailureReason.UNABLE_TO_FETCH_BIOMETRICS

@@ -26,6 +26,8 @@ def reason_of(body: dict[str, Any] | str | bytes) -> FailureReason:
         ("not json", R.INVALID_REQUEST_STRUCTURE),
         (b"\xff\xfe", R.INVALID_REQUEST_STRUCTURE),
         ("[1, 2]", R.INVALID_REQUEST_STRUCTURE),
+        ('{"id": ' + "9" * 5000 + "}", R.INVALID_REQUEST_STRUCTURE),
+        ("[" * 100_000 + "]" * 100_000, R.INVALID_REQUEST_STRUCTURE),
         (request("ping") | {"id": "mosip.abis.reboot"}, R.INVALID_ID),
         (request("ping") | {"id": None}, R.INVALID_ID),
         (request("ping") | {"version": "1.0"}, R.INVALID_VERSION),

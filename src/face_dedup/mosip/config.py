@@ -39,6 +39,7 @@ class AbisConfig:
     datashare_timeout_s: float = 10.0
     datashare_max_bytes: int = 10 << 20
     datashare_allow_http: bool = False
+    datashare_hosts: str = ""  # comma-separated hosts a referenceURL may name (empty: any)
     datashare_token: str = ""
     authmanager_url: str = ""
     client_id: str = ""
@@ -79,6 +80,7 @@ class AbisConfig:
             timeout_s=self.datashare_timeout_s,
             max_bytes=self.datashare_max_bytes,
             allow_http=self.datashare_allow_http,
+            allowed_hosts=tuple(h.strip() for h in self.datashare_hosts.split(",") if h.strip()),
             token=self.datashare_token,
             authmanager_url=self.authmanager_url,
             client_id=self.client_id,

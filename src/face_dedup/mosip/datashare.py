@@ -40,6 +40,9 @@ class DatashareConfig:
     timeout_s: float = 10.0
     max_bytes: int = 10 << 20
     allow_http: bool = False  # plain http only for a datashare on a trusted network (tests, labs)
+    # Hosts a referenceURL may name (empty: any). Set it: the URL comes from the message, and an
+    # ABIS that fetches any URL can be made to probe its own network.
+    allowed_hosts: tuple[str, ...] = ()
     token: str = ""  # a static token (cookie); empty: ask the auth manager, if configured
     authmanager_url: str = (
         ""  # e.g. https://api-internal.example/v1/authmanager/authenticate/clientidsecretkey
@@ -135,6 +138,11 @@ class DatashareClient:
             raise DatashareError(
                 FailureReason.UNABLE_TO_FETCH_BIOMETRICS,
                 "referenceURL must be an https URL without credentials",
+            )
+        hosts = {h.lower() for h in self.config.allowed_hosts}
+        if hosts and parts.hostname.lower() not in hosts:
+            raise DatashareError(
+                FailureReason.UNABLE_TO_FETCH_BIOMETRICS, "referenceURL names a host not allowed"
             )
 
     def _get(self, url: str, token: str) -> tuple[bytes, int]:

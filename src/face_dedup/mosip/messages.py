@@ -96,7 +96,7 @@ def parse_request(body: bytes | str) -> AbisRequest:
         raise AbisFailure(FailureReason.INVALID_REQUEST_STRUCTURE, f"message of {len(raw)} bytes")
     try:
         msg = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # bad UTF-8, bad JSON, absurd numbers, absurd nesting
         raise AbisFailure(FailureReason.INVALID_REQUEST_STRUCTURE, "not a JSON document") from None
     if not isinstance(msg, dict):
         raise AbisFailure(FailureReason.INVALID_REQUEST_STRUCTURE, "not a JSON object")
