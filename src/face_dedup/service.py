@@ -194,7 +194,7 @@ class DedupService:
         """The same service (same adapters, same engine) working for another tenant."""
         if tenant == self.tenant:
             return self
-        return DedupService(
+        other = DedupService(
             self.settings.with_overrides(tenant=tenant),
             self._engine,
             self.index,
@@ -205,6 +205,8 @@ class DedupService:
             registry_lock=self.registry_lock,
             erasure_check=self.erasure_check,
         )
+        other.drift = self.drift
+        return other
 
     # -- thresholds -----------------------------------------------------------------------
 

@@ -116,12 +116,16 @@ def test_service_records_counts_and_nothing_identifying(
     service, adapters = build_service(settings, reconcile=False)
     try:
         rejected = service.enroll(b"not a photo", InputRef("garbage.jpg", "APP-77"), actor="upload:selfie")
+        service.for_tenant("tenant-b").enroll(b"", InputRef("empty.jpg", None), actor="cli:tester")
     finally:
         adapters.close()
     db = sqlite3.connect(drift_path(settings))
     rows = db.execute("SELECT tenant, channel, metric, bin, count FROM drift_counts").fetchall()
     db.close()
-    outcomes = {(channel, b): n for _, channel, m, b, n in rows if m == "outcome"}
+    outcomes = {
+        (channel, b): n for tenant, channel, m, b, n in rows if m == "outcome" and tenant == "default"
+    }
+    assert ("tenant-b", "cli", "reason", "EMPTY_FILE", 1) in rows  # other tenants' services count too
     assert outcomes == {("cli", "enrolled"): 1, ("selfie", "rejected"): 1}
     assert ("reason", rejected.reason) in {(m, b) for *_, m, b, _ in rows}
     text = drift_path(settings).read_bytes()
