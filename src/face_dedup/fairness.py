@@ -326,6 +326,20 @@ def pair_counts(embeddings: NDArray[np.float32], data: Labelled, min_threshold: 
     )
 
 
+def _pair_weights(weights: FloatArray, pa: IntArray, pb: IntArray, block: int = 64) -> FloatArray:
+    """Per resample: sum over the pairs of weight(person a) x weight(person b). Repeated person
+    pairs are counted once with their multiplicity, and resamples go in blocks (bounded memory
+    with many pairs above a low threshold)."""
+    if len(pa) == 0:
+        return np.zeros(weights.shape[0])
+    pairs, multiplicity = np.unique(np.stack([pa, pb]), axis=1, return_counts=True)
+    result = np.empty(weights.shape[0])
+    for start in range(0, weights.shape[0], block):
+        rows = weights[start : start + block]
+        result[start : start + block] = (rows[:, pairs[0]] * rows[:, pairs[1]]) @ multiplicity
+    return result
+
+
 def _group_pairs(names: Sequence[str]) -> list[tuple[int, int]]:
     return [(a, b) for a in range(len(names)) for b in range(a, len(names))]
 
@@ -362,23 +376,22 @@ def rates_at_threshold(
     pa, pb = data.person[counts.impostor_a[above]], data.person[counts.impostor_b[above]]
     ga, gb = data.group[counts.impostor_a[above]], data.group[counts.impostor_b[above]]
     lo_g, hi_g = np.minimum(ga, gb), np.maximum(ga, gb)
-    matches = weights[:, pa] * weights[:, pb]  # resamples x pairs above
     totals = weights @ table  # resamples x groups: weighted usable photos
-    squares = (weights**2) @ (table[:, :, None] * table[:, None, :]).reshape(people, -1)
-    squares = squares.reshape(weights.shape[0], len(names), len(names))
+    squared = weights**2
     fmr: dict[str, Any] = {}
     within_rates: dict[str, FloatArray] = {}
     within_estimates: dict[str, Estimate] = {}
     group_people = (table > 0).sum(axis=0)
     for a, b in _group_pairs(names):
         mask = (lo_g == a) & (hi_g == b)
-        numerator = matches[:, mask].sum(axis=1)
+        numerator = _pair_weights(weights, pa[mask], pb[mask])
         # pairs of photos of different people: all pairs, less those of one person with itself
+        same_person = squared @ (table[:, a] * table[:, b])
         if a == b:
-            denominator = (totals[:, a] ** 2 - squares[:, a, a]) / 2
+            denominator = (totals[:, a] ** 2 - same_person) / 2
             units = int(group_people[a] * (group_people[a] - 1) // 2)
         else:
-            denominator = totals[:, a] * totals[:, b] - squares[:, a, b]
+            denominator = totals[:, a] * totals[:, b] - same_person
             units = int(group_people[a] * group_people[b])
         estimate, rate = _estimate(numerator, denominator, units, confidence)
         fmr[pair_label(names, a, b)] = estimate.as_dict() | {"kind": "within" if a == b else "across"}
