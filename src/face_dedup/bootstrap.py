@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from face_dedup import wiring
-from face_dedup.adapters.embedded_index import ExactVectorIndex
+from face_dedup.adapters.embedded_index import ExactVectorIndex, open_index, rebuild_from
 from face_dedup.adapters.local_blobs import LocalBlobStore
 from face_dedup.adapters.outbox import OutboxNotifier
 from face_dedup.adapters.private_files import prepare_data_dir
@@ -133,7 +133,7 @@ def build_adapters(settings: Settings) -> Adapters:
         prepare_data_dir(data, allow_open=settings.allow_open_data_dir)  # 0700, or refused if open
     index: VectorIndex
     if settings.index_backend == "embedded":
-        index = ExactVectorIndex(data / "index.sqlite")
+        index = open_index(data / "index.sqlite")  # a damaged one is replaced, and refilled below
     elif settings.index_backend == "opensearch":
         search_index = _opensearch_index(settings)
         search_index.ensure_index()  # local setups; in the cloud a deployment step creates it
@@ -156,6 +156,8 @@ def build_adapters(settings: Settings) -> Adapters:
         store = DynamoRecordStore(client_for(settings, "dynamodb"), names)
     else:
         raise ConfigError(f"unknown store backend {settings.store_backend!r} (sqlite or dynamodb)")
+    if isinstance(index, ExactVectorIndex) and index.needs_rebuild:
+        rebuild_from(index, store)
     blobs: BlobStore
     if settings.blob_backend == "local":
         blobs = LocalBlobStore(data / "blobs")

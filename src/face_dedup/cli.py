@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -20,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from face_dedup.adapters.private_files import write_private
 from face_dedup.bootstrap import build_service
 from face_dedup.domain import Actor, Case, CaseDecision, Role
 from face_dedup.errors import ConfigError, FaceDedupError, InvalidState, ModelError, NotFound
@@ -102,6 +104,9 @@ def _run(action: Callable[[], T]) -> T:
         raise typer.Exit(1) from None
     except FaceDedupError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    except (sqlite3.Error, OSError) as exc:  # not named by an adapter: still one line, never a traceback
+        err.print(f"[red]error:[/red] {exc}; run `face-dedup doctor` to check the registry", highlight=False)
         raise typer.Exit(1) from None
 
 
@@ -190,6 +195,9 @@ def import_(
     manifest: Annotated[Path | None, typer.Option(help="CSV `file,application_id[,more]`.")] = None,
     report: Annotated[Path | None, typer.Option(help="Write one JSON line per input here.")] = None,
     workers: Annotated[int, typer.Option(help="Analysis threads (0 = one per core).")] = 0,
+    follow_links_out: Annotated[
+        bool, typer.Option(help="Import symbolic links that lead out of the folder (refused by default).")
+    ] = False,
     data_dir: DataDir = None,
     models_dir: ModelsDir = None,
     tenant: Tenant = None,
@@ -198,7 +206,7 @@ def import_(
     """Import photos: enroll new people, open cases for possible duplicates, reject unusable files.
     Resumable: inputs already imported are reported from the registry, not processed again."""
     settings = _settings(data_dir, models_dir, tenant, workers=workers or None)
-    inputs = _run(lambda: collect_inputs(path, manifest))
+    inputs = _run(lambda: collect_inputs(path, manifest, follow_links_out=follow_links_out))
     if report is not None and not report.parent.is_dir():
         err.print(f"[red]error:[/red] the report's folder {report.parent} does not exist", highlight=False)
         raise typer.Exit(1)
@@ -218,13 +226,15 @@ def import_(
         def advance(_: ReportLine) -> None:
             progress.advance(task)
 
-        summary = run_import(
-            service,
-            inputs,
-            report=report,
-            workers=settings.worker_count,
-            on_progress=advance,
-            actor=_actor(),
+        summary = _run(  # disk full, read-only...: one line; a re-run resumes where it stopped
+            lambda: run_import(
+                service,
+                inputs,
+                report=report,
+                workers=settings.worker_count,
+                on_progress=advance,
+                actor=_actor(),
+            )
         )
     payload = summary.as_dict() | {"report": str(report) if report else None}
 
@@ -529,6 +539,33 @@ def erase(
     _emit(as_json, receipt, lambda: out.print(f"erased {record_id}: {receipt}", highlight=False))
 
 
+@app.command("doctor")
+def doctor(
+    data_dir: DataDir = None,
+    models_dir: ModelsDir = None,
+    as_json: Json = False,
+) -> None:
+    """Check a local registry fully: every database page, the index against the store (a damaged
+    or missing index is rebuilt from the store), write-ahead logs flushed, stray photo folders.
+    Exit 1 if something could not be repaired (it says what, and what to do)."""
+    from face_dedup.doctor import run_doctor
+
+    settings = _settings(data_dir, models_dir, None, allow_open_data_dir=True)
+    report = _run(lambda: run_doctor(settings))
+
+    def human() -> None:
+        for line in report.checked:
+            out.print(f"ok        {line}", highlight=False, markup=False)
+        for line in report.repaired:
+            out.print(f"repaired  {line}", highlight=False, markup=False)
+        for line in report.unrepaired:
+            out.print(f"PROBLEM   {line}", highlight=False, markup=False)
+
+    _emit(as_json, report.as_dict(), human)
+    if not report.healthy:
+        raise typer.Exit(1)
+
+
 @audit_app.command("export")
 def audit_export(
     output: Annotated[Path | None, typer.Option("--out", help="JSON Lines file (default: stdout).")] = None,
@@ -542,7 +579,7 @@ def audit_export(
         events = service.store.audit_events(tenant=service.tenant)
     lines = "".join(json.dumps(asdict(e), sort_keys=True) + "\n" for e in events)
     if output:
-        output.write_text(lines, encoding="utf-8")
+        _run(lambda: write_private(output, lines))  # 0600: the audit log names applications
     else:
         sys.stdout.write(lines)
 
@@ -759,7 +796,9 @@ def abis(data_dir: DataDir = None, models_dir: ModelsDir = None) -> None:
         raise typer.Exit(1) from None
     config = _run(AbisConfig.load)
     settings = _settings(data_dir, models_dir, None)
-    err.print(f"ABIS: {config.request_queue} -> {config.response_queue} on {config.broker_url} (Ctrl-C stops)")
+    err.print(
+        f"ABIS: {config.request_queue} -> {config.response_queue} on {config.broker_url} (Ctrl-C stops)"
+    )
     handled = _run(lambda: serve_abis(settings, config))
     err.print(f"ABIS stopped after {handled} request(s)")
 

@@ -84,7 +84,12 @@ class ConfigError(FaceDedupError):
 
 class StorageError(FaceDedupError):
     """A registry file cannot be used (disk full, read-only, permission, corruption). The
-    message is one line naming the file and the fix."""
+    message is one line naming the file and the fix; `kind` says which (`corrupt`, `full`,
+    `read-only`, `permission`, `busy`, `other`)."""
+
+    def __init__(self, message: str, kind: str = "other") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class ErasureIncomplete(FaceDedupError):

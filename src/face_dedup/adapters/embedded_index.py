@@ -18,6 +18,7 @@ before it.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections import defaultdict
@@ -27,8 +28,16 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from face_dedup.adapters.sqlite_files import checkpoint_truncate, connect, storage_error
-from face_dedup.ports import Hit, IndexEntry, VectorIndex
+from face_dedup.adapters.sqlite_files import (
+    checkpoint_truncate,
+    connect,
+    integrity_problems,
+    storage_error,
+)
+from face_dedup.errors import StorageError
+from face_dedup.ports import Hit, IndexEntry, RecordStore, VectorIndex
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS vectors (
@@ -102,6 +111,7 @@ class ExactVectorIndex(VectorIndex):
         self._db = connect(path)
         self._partitions: dict[tuple[str, str], _Partition] = {}
         self._where: dict[str, tuple[str, str]] = {}
+        self.needs_rebuild = False  # set by open_index when it had to start from nothing
         self._seen = 0  # the last change-log entry applied
         self._version = -1  # PRAGMA data_version when the last refresh ran
         try:
@@ -131,6 +141,9 @@ class ExactVectorIndex(VectorIndex):
             self._db.execute("COMMIT")
         for (tenant, model_pack, dim), (ids, blobs) in groups.items():
             matrix = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), dim)
+            norms = np.linalg.norm(matrix, axis=1)
+            if not np.all(np.abs(norms - 1.0) <= 1e-3):  # SQLite has no checksums: bytes can rot
+                raise sqlite3.DatabaseError("database disk image is malformed (a vector is not unit length)")
             self._partition(tenant, model_pack, dim).bulk_load(ids, matrix)
             self._where.update(dict.fromkeys(ids, (tenant, model_pack)))
 
@@ -219,13 +232,16 @@ class ExactVectorIndex(VectorIndex):
                         f"model pack {entry.model_pack} has {existing.dim}-d vectors, got {len(vector)}-d"
                     )
             self.refresh()  # others' changes first, so the log position stays exact
-            with self._db:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO vectors(record_id, tenant, model_pack, dim, vector) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    [(e.record_id, e.tenant, e.model_pack, len(v), v.tobytes()) for e, v in prepared],
-                )
-                self._log([e.record_id for e, _ in prepared])
+            try:
+                with self._db:
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO vectors(record_id, tenant, model_pack, dim, vector) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        [(e.record_id, e.tenant, e.model_pack, len(v), v.tobytes()) for e, v in prepared],
+                    )
+                    self._log([e.record_id for e, _ in prepared])
+            except sqlite3.Error as exc:  # one line naming the file and the fix (disk full, ...)
+                raise storage_error(self._path or Path(":memory:"), exc) from None
             for entry, vector in prepared:
                 self._place(entry.record_id, entry.tenant, entry.model_pack, vector)
 
@@ -298,6 +314,68 @@ class ExactVectorIndex(VectorIndex):
             partition = self._partitions.get((tenant, model_pack))
             return set() if partition is None else set(partition.ids)
 
+    def partitions(self) -> list[tuple[str, str]]:
+        """Every (tenant, model pack) the index holds vectors of."""
+        with self._lock:
+            self.refresh()
+            return [key for key, partition in self._partitions.items() if partition.size]
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def open_index(path: Path) -> ExactVectorIndex:
+    """Open the index file; if it is damaged (truncated, corrupt pages, rotten vectors), delete
+    it and start an empty one with `needs_rebuild` set: the index is derived data, and the
+    caller refills it from the store (`rebuild_from`)."""
+    try:
+        return ExactVectorIndex(path)
+    except StorageError as exc:
+        if exc.kind != "corrupt":
+            raise
+    from face_dedup.adapters.registry_lock import RegistryLock
+
+    with RegistryLock(path.with_name("registry.lock"))():
+        try:  # another process may have replaced it while this one waited
+            return ExactVectorIndex(path)
+        except StorageError as exc:
+            if exc.kind != "corrupt":
+                raise
+        log.warning("%s is damaged: rebuilding it from the store", path)
+        remove_database(path)
+        index = ExactVectorIndex(path)
+    index.needs_rebuild = True
+    return index
+
+
+def remove_database(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+
+
+def rebuild_from(index: VectorIndex, store: RecordStore, batch: int = 5000) -> int:
+    """Add every template the store holds (all tenants and packs). Returns how many."""
+    entries: list[IndexEntry] = []
+    total = 0
+    for record in store.iter_templates():
+        entries.append(IndexEntry(record.record_id, record.tenant, record.model_pack, record.embedding))
+        if len(entries) >= batch:
+            index.add(entries)
+            total += len(entries)
+            entries = []
+    if entries:
+        index.add(entries)
+        total += len(entries)
+    return total
+
+
+def check_file(path: Path) -> list[str]:
+    """SQLite's full integrity check of an index file (for `doctor`)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return integrity_problems(db, quick=False)
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
+    finally:
+        db.close()

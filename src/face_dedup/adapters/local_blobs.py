@@ -3,11 +3,13 @@ only by the owner (the photos are personal data)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
 
 from face_dedup.adapters.private_files import private_dir
+from face_dedup.adapters.sqlite_files import storage_error
 from face_dedup.errors import NotFound
 from face_dedup.ports import BlobStore
 
@@ -27,10 +29,15 @@ class LocalBlobStore(BlobStore):
         path = self._path(key)
         private_dir(path.parent)  # each level 0700 (the tenant's folder too), whatever the umask
         staged = path.with_name(path.name + ".partial")
-        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        staged.replace(path)
+        try:
+            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            staged.replace(path)
+        except OSError as exc:  # disk full, read-only, permission: one line naming the file
+            with contextlib.suppress(OSError):
+                staged.unlink(missing_ok=True)
+            raise storage_error(path, exc) from None
 
     def get(self, key: str) -> bytes:
         try:

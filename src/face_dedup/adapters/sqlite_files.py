@@ -75,29 +75,61 @@ def checkpoint_truncate(db: sqlite3.Connection, timeout_s: float = 10.0) -> bool
 
 
 _FIXES = {
-    errno.ENOSPC: "the disk is full: free space, then run the command again (nothing was lost)",
-    errno.EROFS: "the file system is read-only: use a writable --data-dir",
-    errno.EACCES: "permission denied: run as the registry's owner, or fix the file's owner and mode",
-    errno.EPERM: "permission denied: run as the registry's owner, or fix the file's owner and mode",
+    errno.ENOSPC: ("full", "the disk is full: free space, then run the command again (nothing was lost)"),
+    errno.EROFS: ("read-only", "the file system is read-only: use a writable --data-dir"),
+    errno.EACCES: (
+        "permission",
+        "permission denied: run as the registry's owner, or fix the file's owner and mode",
+    ),
+    errno.EPERM: (
+        "permission",
+        "permission denied: run as the registry's owner, or fix the file's owner and mode",
+    ),
 }
+DAMAGED = "the file is damaged: run `face-dedup doctor` (it rebuilds the index from the store)"
 
 
 def storage_error(path: Path, exc: BaseException) -> StorageError:
     """One line naming `path` and the fix, for an OSError or a sqlite3 error about it."""
     if isinstance(exc, OSError) and exc.errno in _FIXES:
-        return StorageError(f"{path}: {_FIXES[exc.errno]}")
+        kind, fix = _FIXES[exc.errno]
+        return StorageError(f"{path}: {fix}", kind)
     text = str(exc)
     lowered = text.lower()
     if "disk is full" in lowered or "database or disk is full" in lowered:
-        fix = _FIXES[errno.ENOSPC]
+        kind, fix = _FIXES[errno.ENOSPC]
+    elif "disk i/o error" in lowered:
+        kind, fix = (
+            "io",
+            (
+                "writing failed (disk full, a file size limit, or failing media): check free space (`df`) "
+                "and the disk, then run the command again (nothing was lost)"
+            ),
+        )
     elif "readonly" in lowered or "read-only" in lowered:
-        fix = "the file or its folder is read-only: use a writable --data-dir, or fix its mode"
+        kind, fix = (
+            "read-only",
+            "the file or its folder is read-only: use a writable --data-dir, or fix its mode",
+        )
     elif "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
-        fix = "the file is damaged: run `face-dedup doctor` (it rebuilds the index from the store)"
+        kind, fix = "corrupt", DAMAGED
     elif "unable to open" in lowered:
-        fix = "cannot open it: check that the folder exists and belongs to you"
+        kind, fix = "permission", "cannot open it: check that the folder exists and belongs to you"
     elif "locked" in lowered or "busy" in lowered:
-        fix = f"another process kept the registry busy for over {BUSY_TIMEOUT_S:.0f} s: run it again"
+        kind, fix = (
+            "busy",
+            f"another process kept the registry busy for over {BUSY_TIMEOUT_S:.0f} s: run it again",
+        )
     else:
-        fix = "run `face-dedup doctor`"
-    return StorageError(f"{path}: {text}; {fix}")
+        kind, fix = "other", "run `face-dedup doctor`"
+    return StorageError(f"{path}: {text}; {fix}", kind)
+
+
+def integrity_problems(db: sqlite3.Connection, *, quick: bool) -> list[str]:
+    """SQLite's own check of every page (`quick_check` skips index-content comparison)."""
+    pragma = "quick_check" if quick else "integrity_check"
+    try:
+        rows = [" ".join(str(r[0]).split()) for r in db.execute(f"PRAGMA {pragma}(20)").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
+    return [] if rows == ["ok"] else rows
