@@ -119,6 +119,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
                     "open_case",
                 ),
                 NOTIFIER: ("notify",),  # a concurrent-enrollment case
+                BLOBS: ("delete_prefix",),  # a verified selfie's photos are not kept
             },
             settings=(*SERVICE_SETTINGS, "review_link_base"),
             memory=1024,

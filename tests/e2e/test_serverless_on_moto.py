@@ -54,7 +54,7 @@ class FakeContext:
         return 30_000
 
 
-def synthesized_definition(layers: Path, tmp_path: Path) -> tuple[str, dict[str, str]]:
+def synthesized_definition(layers: Path, tmp_path: Path) -> tuple[str, dict[str, str], dict[str, Any]]:
     """The state machine's ASL from the CDK app, and the logical ids of its task functions."""
     os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "infra"))
@@ -75,7 +75,7 @@ def synthesized_definition(layers: Path, tmp_path: Path) -> tuple[str, dict[str,
         )
     }
     parts = machine["Properties"]["DefinitionString"]["Fn::Join"][1]
-    return json.dumps(parts), logical
+    return json.dumps(parts), logical, dict(template.to_json())
 
 
 def resolve_definition(parts_json: str, logical: dict[str, str], arns: dict[str, str]) -> str:
@@ -106,7 +106,7 @@ def layers(tmp_path: Path) -> Path:
 def cloud(
     base_settings: Settings, osmem_clone: Any, layers: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[dict[str, Any]]:
-    parts_json, logical = synthesized_definition(layers, tmp_path)
+    parts_json, logical, template = synthesized_definition(layers, tmp_path)
     env = {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -149,6 +149,10 @@ def cloud(
         return client
 
     monkeypatch.setattr("face_dedup.bootstrap._opensearch_client", fake_client)
+    # The deployment's index step (the stack's custom resource): no function creates the index.
+    from face_dedup.bootstrap import _opensearch_index
+
+    _opensearch_index(Settings.load()).ensure_index()
 
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}):
         s3 = boto3.client("s3", region_name=REGION)
@@ -215,6 +219,7 @@ def cloud(
         ingest_module.ingestor.cache_clear()
         workflow_module._service.cache_clear()
         digest_module._sns.cache_clear()
+        calls = record_calls(monkeypatch, workflow_module, digest_module)
 
         def invoke(
             self: Any,
@@ -233,7 +238,16 @@ def cloud(
             return json.dumps(result).encode()
 
         monkeypatch.setattr(LambdaSimpleBackend, "invoke", invoke)
+
+        def inspect() -> Any:
+            # The test's own view of the registry (every port): the functions' services are
+            # built from their declarations and refuse calls they do not declare.
+            from face_dedup.bootstrap import build_service
+
+            return build_service(Settings.load(), with_engine=False, reconcile=False)[0]
+
         yield {
+            "inspect": inspect,
             "s3": s3,
             "sqs": sqs,
             "sfn": sfn,
@@ -247,6 +261,46 @@ def cloud(
         }
         ingest_module.ingestor.cache_clear()
         workflow_module._service.cache_clear()
+        # Every AWS call the real handlers made is one their own role in the template allows.
+        assert {function for function, _, _ in calls} >= {"ingest", "search"}
+        from tests.infra.test_deployability import not_allowed
+
+        assert not_allowed(template, calls) == []
+
+
+def record_calls(monkeypatch: pytest.MonkeyPatch, *handler_modules: Any) -> set[tuple[str, str, str]]:
+    """(function, service, operation) of every AWS call made by clients that a function's own
+    bootstrap built (the test's own clients are not counted)."""
+    from botocore import xform_name
+
+    import face_dedup.bootstrap as bootstrap
+
+    calls: set[tuple[str, str, str]] = set()
+    building: list[str] = []
+    real_build, real_client = bootstrap.build_function, bootstrap.client_for
+
+    def build_function(settings: Settings, name: str) -> Any:
+        building.append(name)
+        try:
+            return real_build(settings, name)
+        finally:
+            building.pop()
+
+    def client_for(settings: Settings, service: str) -> Any:
+        client = real_client(settings, service)
+        if building:
+
+            def record(model: Any, who: str = building[-1], **_: Any) -> None:
+                calls.add((who, model.service_model.service_name, xform_name(model.name)))
+
+            client.meta.events.register("before-call", record)
+        return client
+
+    monkeypatch.setattr(bootstrap, "client_for", client_for)
+    monkeypatch.setattr(bootstrap, "build_function", build_function)
+    for module in handler_modules:
+        monkeypatch.setattr(module, "build_function", build_function)
+    return calls
 
 
 def drain(cloud: dict[str, Any]) -> list[dict[str, Any]]:
@@ -343,7 +397,7 @@ def test_uploads_to_decisions_on_emulated_aws(cloud: dict[str, Any], faces_root:
     executions = wait_for_executions(cloud, 3)
     assert all(e["status"] == "SUCCEEDED" for e in executions)
 
-    store = cloud["ingest"].ingestor().service.for_tenant("tenant-a").store
+    store = cloud["inspect"]().for_tenant("tenant-a").store
     counts = store.outcome_counts(tenant="tenant-a")
     assert counts["enrolled"] == 2 and counts["rejected"] == 1
     assert counts.get("review", 0) + counts.get("duplicate", 0) == 1
@@ -391,7 +445,7 @@ def test_selfie_for_an_enrolled_application_is_verified(cloud: dict[str, Any], f
     drain(cloud)
     executions = wait_for_executions(cloud, 2)
     assert all(e["status"] == "SUCCEEDED" for e in executions)
-    store = cloud["ingest"].ingestor().service.store
+    store = cloud["inspect"]().store
     assert store.outcome_counts(tenant="tenant-d") == {"enrolled": 1, "verified": 1}
     assert store.list_cases(tenant="tenant-d") == []
 
@@ -407,7 +461,7 @@ def test_transient_index_failure_is_retried_and_ends_enrolled(
     assert cloud["flaky"]["failures_left"] == 0
     history = cloud["sfn"].get_execution_history(executionArn=execution["executionArn"])["events"]
     assert sum(1 for e in history if e["type"] == "TaskFailed") == 2  # two failed attempts, then success
-    store = cloud["ingest"].ingestor().service.for_tenant("tenant-b").store
+    store = cloud["inspect"]().for_tenant("tenant-b").store
     assert store.outcome_counts(tenant="tenant-b") == {"enrolled": 1}
 
 
@@ -419,7 +473,7 @@ def test_a_failing_workflow_records_the_reason_and_loses_nothing(
     drain(cloud)
     (execution,) = wait_for_executions(cloud, 1)
     assert execution["status"] == "FAILED"
-    service = cloud["ingest"].ingestor().service.for_tenant("tenant-c")
+    service = cloud["inspect"]().for_tenant("tenant-c")
     assert service.store.outcome_counts(tenant="tenant-c") == {"rejected": 1}
     (failed,) = [e for e in service.store.audit_events(tenant="tenant-c") if e.action == "import.failed"]
     assert failed.details["error"] == "RuntimeError"
@@ -443,7 +497,7 @@ def test_sample_events_through_the_ingest_handler(cloud: dict[str, Any], faces_r
     assert cloud["ingest"].handler(selfie, FakeContext()) == {"batchItemFailures": []}  # a redelivery: no-op
     (execution,) = wait_for_executions(cloud, 1)
     assert execution["status"] == "SUCCEEDED"
-    store = cloud["ingest"].ingestor().service.store
+    store = cloud["inspect"]().store
     assert store.outcome_counts(tenant="tenant-a") == {"enrolled": 1}
 
     bad_batch = json.loads((EVENTS / "ingest" / "batch-with-one-bad-record.json").read_text())

@@ -112,6 +112,25 @@ def allows(found: list[dict[str, Any]], action: str, logical: str) -> bool:
     )
 
 
+def allows_action(found: list[dict[str, Any]], action: str) -> bool:
+    return any(any(fnmatch.fnmatchcase(action, p) for p in _listed(s["Action"])) for s in found)
+
+
+def not_allowed(template: dict[str, Any], calls: set[tuple[str, str, str]]) -> list[str]:
+    """Recorded (function, service, operation) calls that the function's own role refuses
+    (the moto end-to-end flow records every call its real handlers make)."""
+    functions = functions_by_name(template)
+    refused = []
+    for function, service, operation in sorted(calls):
+        granted = statements(template, functions[function][1]["Properties"]["Role"]["Fn::GetAtt"][0])
+        refused += [
+            f"{function}: {action}"
+            for action in permissions.iam_actions(service, operation)
+            if not allows_action(granted, action)
+        ]
+    return refused
+
+
 def definition(template: dict[str, Any]) -> dict[str, Any]:
     machine = next(iter(_of(template, "AWS::StepFunctions::StateMachine").values()))
     parts = machine["Properties"]["DefinitionString"]["Fn::Join"][1]
@@ -226,7 +245,7 @@ def test_what_each_function_needs_comes_from_the_adapter_code() -> None:
     deleters = {
         name for name, n in needs.items() for x in n if x.action in ("s3:DeleteObject", "es:ESHttpDelete")
     }
-    assert deleters == {"record_failure", "api"}
+    assert deleters == {"record_failure", "complete", "api"}  # complete: a verified selfie is not kept
     assert permissions.Need("sqs:SendMessage", wiring.NOTIFIER) in needs["complete"]
     assert not any(n.resource == wiring.INDEX for n in needs["ingest"])  # ingest stays out of the VPC
     for port in permissions.ADAPTERS:  # every public adapter method maps to known IAM actions
@@ -375,3 +394,15 @@ def test_each_fault_reintroduced_fails_the_check(template: dict[str, Any], fault
     found = problems(broken)
     assert found, f"{fault}: the check did not notice"
     assert any(expected in p for p in found), (fault, found)
+
+
+def test_a_call_outside_a_functions_role_is_refused(template: dict[str, Any]) -> None:
+    calls = {("search", "dynamodb", "get_item"), ("complete", "sqs", "send_message")}
+    assert not_allowed(template, calls) == []
+    assert not_allowed(template, {("search", "s3", "delete_objects")}) == [
+        "search: s3:DeleteObject",
+        "search: s3:DeleteObjectVersion",
+    ]
+    broken = copy.deepcopy(template)
+    _drop_action("complete", "sqs:SendMessage")(broken)
+    assert not_allowed(broken, calls) == ["complete: sqs:SendMessage"]
