@@ -29,5 +29,5 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "face_dedup_write": list(properties.get("WriteRoleArns") or []),
     }
     result = provision(_opensearch_index(Settings.load()), role_arns)
-    logger.info("index provisioned", created=result["created"], mapped=result["mapped"])
+    logger.info("index provisioned", index_created=result["created"], roles_mapped=result["mapped"])
     return {"PhysicalResourceId": physical_id, "Data": {"Created": str(result["created"])}}
