@@ -225,6 +225,7 @@ class ReportLine:
     spec: InputSpec
     item: ImportItem
     resumed: bool
+    notes: tuple[str, ...] = ()  # how the photo was read (rotated, first page of a TIFF...)
 
     def as_dict(self) -> dict[str, Any]:
         item = self.item
@@ -239,6 +240,7 @@ class ReportLine:
             "message": item.message,
             "resumed": self.resumed,
             **({"note": self.spec.note} if self.spec.note else {}),
+            **({"notes": list(self.notes)} if self.notes else {}),
         }
 
 
@@ -364,4 +366,5 @@ def _register(service: DedupService, pending: _Pending, actor: str) -> ReportLin
         return _register(service, pending, actor)
     item = service.register(pending.ref, pending.digest, analysis, pending.data, actor)
     pending.data = None
-    return ReportLine(pending.spec, item, resumed=False)
+    notes = analysis.notes if isinstance(analysis, FaceTemplate) else ()
+    return ReportLine(pending.spec, item, resumed=False, notes=notes)

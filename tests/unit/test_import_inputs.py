@@ -85,3 +85,17 @@ def test_a_bad_application_id_rejects_that_input_only(
     assert lines["a.jpg"]["application_id"] is None
     assert lines["b.jpg"]["outcome"] == "enrolled"
     assert lines["b.jpg"]["application_id"] == "APP-2"
+
+
+def test_a_multi_page_tiff_is_imported_from_its_first_page_and_the_report_says_so(
+    service: DedupService, faces_root: Path, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    face = Image.open(faces_root / "lfw/Abel_Pacheco/Abel_Pacheco_0001.jpg").convert("RGB")
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    face.save(folder / "scan", "TIFF", save_all=True, append_images=[Image.new("RGB", face.size, "white")])
+    lines = _report(service, folder, tmp_path)
+    assert lines["scan"]["outcome"] == "enrolled"
+    assert lines["scan"]["notes"] == ["multi-page TIFF: the first of its 2 pages was used"]

@@ -33,13 +33,21 @@ class DecodeLimits:
 @dataclass(frozen=True)
 class DecodedImage:
     rgb: NDArray[np.uint8]  # H x W x 3, upright
-    format: str  # JPEG | PNG | GIF | WEBP | HEIF
+    format: str  # JPEG | PNG | GIF | WEBP | HEIF | BMP | TIFF | JPEG2000
     original_size: tuple[int, int]  # width, height as stored, before EXIF rotation
     exif_rotated: bool
     scale: float  # working pixels per original pixel (1.0 unless reduced while decoding)
+    notes: tuple[str, ...] = ()  # said in the report (e.g. "multi-page TIFF: the first of 3 pages")
 
 
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+# BMP: "BM", then the DIB header's own size at offset 14 is one of the known header versions (a
+# text file that happens to start with "BM" is not a bitmap).
+_BMP_DIB_SIZES = {12, 40, 52, 56, 64, 108, 124}
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"  # the JP2 file's first box
+_J2K_CODESTREAM = b"\xff\x4f\xff\x51"  # a bare JPEG 2000 codestream: SOC then SIZ
+ACCEPTED = "JPEG, PNG, GIF, WebP, HEIC/HEIF, BMP, TIFF or JPEG 2000"
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -56,6 +64,12 @@ def sniff_format(data: bytes) -> str | None:
         brands = {data[8:12]} | {data[i : i + 4] for i in range(16, min(len(data), 64), 4)}
         if brands & _HEIF_BRANDS:
             return "HEIF"
+    if data[:2] == b"BM" and len(data) >= 18 and struct.unpack("<I", data[14:18])[0] in _BMP_DIB_SIZES:
+        return "BMP"
+    if data[:4] in _TIFF_MAGIC:
+        return "TIFF"
+    if data.startswith(_JP2_SIGNATURE) or data.startswith(_J2K_CODESTREAM):
+        return "JPEG2000"
     return None
 
 
@@ -81,7 +95,7 @@ def decode_image(data: bytes, limits: DecodeLimits | None = None) -> DecodedImag
     if fmt is None:
         raise InputRejected(
             Reason.UNSUPPORTED_FORMAT,
-            "not a JPEG, PNG, GIF, WebP or HEIC/HEIF image (judged from its content, not its name)",
+            f"not a {ACCEPTED} image (judged from its content, not its name)",
         )
     if fmt == "HEIF":
         _register_heif()
@@ -109,6 +123,12 @@ def decode_image(data: bytes, limits: DecodeLimits | None = None) -> DecodedImag
                     limit=limits.min_side,
                 )
             scale = 1.0
+            notes: tuple[str, ...] = ()
+            pages = int(getattr(image, "n_frames", 1) or 1)
+            if fmt == "TIFF" and pages > 1:
+                # A registry scan can hold several pages; the face photo is the first (reported).
+                image.seek(0)
+                notes = (f"multi-page TIFF: the first of its {pages} pages was used",)
             if fmt == "JPEG" and max(width, height) > 2 * limits.working_long_side:
                 # DCT-domain reduction: decodes a 24 MP JPEG several times faster.
                 image.draft("RGB", (limits.working_long_side, limits.working_long_side))
@@ -137,7 +157,7 @@ def decode_image(data: bytes, limits: DecodeLimits | None = None) -> DecodedImag
     array = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
     if array.ndim != 3 or array.shape[2] != 3:
         raise InputRejected(Reason.UNDECODABLE, f"decoded to an unexpected shape {array.shape}")
-    return DecodedImage(array, fmt, (width, height), exif_rotated, scale)
+    return DecodedImage(array, fmt, (width, height), exif_rotated, scale, notes)
 
 
 def _orientation(image: Image.Image) -> int | None:

@@ -109,7 +109,7 @@ class FaceEngine:
             )
 
         subject = candidate.face
-        notes: list[str] = []
+        notes: list[str] = list(decoded.notes)
         # A rival is a confident face of comparable size about as central as the subject: then
         # the photo shows two people and no rule can say which one applied.
         subject_offset = center_offset(subject, candidate.image)
