@@ -216,10 +216,12 @@ def cloud(
         ingest_module = importlib.import_module("functions.ingest.handler")
         workflow_module = importlib.import_module("functions.workflow.handler")
         digest_module = importlib.import_module("functions.digest.handler")
+        reconcile_module = importlib.import_module("functions.reconcile.handler")
+        reconcile_module._service.cache_clear()
         ingest_module.ingestor.cache_clear()
         workflow_module._service.cache_clear()
         digest_module._sns.cache_clear()
-        calls = record_calls(monkeypatch, workflow_module, digest_module)
+        calls = record_calls(monkeypatch, workflow_module, digest_module, reconcile_module)
 
         def invoke(
             self: Any,
@@ -258,6 +260,7 @@ def cloud(
             "flaky": flaky,
             "notifications": notifications_queue,
             "digest": digest_module,
+            "reconcile": reconcile_module,
         }
         ingest_module.ingestor.cache_clear()
         workflow_module._service.cache_clear()
@@ -507,3 +510,20 @@ def test_sample_events_through_the_ingest_handler(cloud: dict[str, Any], faces_r
     test_event = json.loads((EVENTS / "ingest" / "s3-test-event-via-sqs.json").read_text())
     assert cloud["ingest"].handler(test_event, FakeContext()) == {"batchItemFailures": []}
     assert len(cloud["sfn"].list_executions(stateMachineArn=cloud["machine"])["executions"]) == 1
+
+
+def test_the_nightly_reconcile_repairs_the_index(cloud: dict[str, Any], faces_root: Path) -> None:
+    upload(cloud, "selfies/tenant-r/APP-1/a.jpg", (faces_root / A1).read_bytes())
+    drain(cloud)
+    assert wait_for_executions(cloud, 1)[0]["status"] == "SUCCEEDED"
+    service = cloud["inspect"]().for_tenant("tenant-r")
+    (record_id,) = service.index.record_ids(tenant="tenant-r", model_pack=service.model_pack)
+    assert service.index.delete([record_id]) == 1  # an interrupted write: a record without its entry
+    event = {"tenants": ["tenant-r"]}
+    assert cloud["reconcile"].handler(event, FakeContext()) == {
+        "tenants": {"tenant-r": {"added": 1, "removed": 0}}
+    }
+    assert service.index.record_ids(tenant="tenant-r", model_pack=service.model_pack) == {record_id}
+    assert cloud["reconcile"].handler(event, FakeContext()) == {
+        "tenants": {"tenant-r": {"added": 0, "removed": 0}}
+    }
