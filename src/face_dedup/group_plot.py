@@ -39,19 +39,24 @@ def render_svg(report: dict[str, Any]) -> str:
     y = PAD + 20
     title = f"Error rates by {report['group_by']} ({int(report['confidence'] * 100)}% CI, people resampled)"
     parts.append(f'<text x="{PAD}" y="{PAD + 12}" font-weight="bold">{escape(title)}</text>')
-    for title, rows in _panels(report):
+    panels = _panels(report)
+    palette: dict[str, str] = {}  # one colour per group (and pair of groups) in every panel
+    for _, rows in panels:
+        for group in rows:
+            palette.setdefault(group, COLOURS[len(palette) % len(COLOURS)])
+    for title, rows in panels:
         measured = {k: v for k, v in rows.items() if v.get("value") is not None}
         top = max([float(v["ci_high"] or v["value"]) for v in measured.values()] + [1e-12])
         parts.append(f'<text x="{PAD}" y="{y + 14}" font-size="13">{escape(title)}</text>')
         y += 22
-        for index, (group, estimate) in enumerate(rows.items()):
+        for group, estimate in rows.items():
             parts.append(f'<text x="{PAD}" y="{y + 15}" font-size="12">{escape(group)}</text>')
             if estimate.get("value") is not None:
                 scale = (PANEL_W - LABEL_W - 90) / top
                 width = float(estimate["value"]) * scale
                 low = LABEL_W + float(estimate["ci_low"]) * scale
                 high = LABEL_W + float(estimate["ci_high"]) * scale
-                colour = COLOURS[index % len(COLOURS)]
+                colour = palette[group]
                 parts.append(
                     f'<rect x="{LABEL_W}" y="{y + 4}" width="{width:.1f}" '
                     f'height="{ROW_H - 8}" fill="{colour}"/>'
