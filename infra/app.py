@@ -3,6 +3,7 @@ checks run on every synth; every acknowledged finding carries its reason (nag.py
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -20,7 +21,12 @@ from face_dedup_infra.stack import FaceDedupStack
 def build_app(
     outdir: str | None = None, context: dict[str, object] | None = None
 ) -> tuple[cdk.App, FaceDedupStack]:
-    app = cdk.App(outdir=outdir, context=context)
+    # cdk.json's context (options and feature flags) applies to every synth, the CLI's and a
+    # plain `python app.py` or a test alike; explicit context overrides it.
+    defaults = json.loads((Path(__file__).resolve().parent / "cdk.json").read_text(encoding="utf-8"))[
+        "context"
+    ]
+    app = cdk.App(outdir=outdir, context={**defaults, **(context or {})})
     config = DeploymentConfig.from_context(app.node.try_get_context, Path(__file__).resolve().parent)
     stack = FaceDedupStack(
         app,

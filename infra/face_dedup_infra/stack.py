@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from aws_cdk import Stack
+from aws_cdk import Aspects, Stack
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from face_dedup import permissions, wiring
 from face_dedup.adapters.dynamodb_store import TABLES
 from face_dedup_infra.config import DeploymentConfig
-from face_dedup_infra.constructs.encryption import Encryption
+from face_dedup_infra.constructs.encryption import Encryption, EncryptLogs
 from face_dedup_infra.constructs.functions import Functions
 from face_dedup_infra.constructs.ingest_queue import CaseNotificationQueue, IngestQueue
 from face_dedup_infra.constructs.monitoring import Monitoring
@@ -27,6 +27,7 @@ class FaceDedupStack(Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         key = Encryption(self, "Encryption").key
+        Aspects.of(self).add(EncryptLogs(key))
         network = Network(self, "Network", log_key=key)
         storage = Storage(self, "Storage", key=key, retention_days=config.retention_days)
         tables = Tables(self, "Tables", key=key)
@@ -121,7 +122,7 @@ class FaceDedupStack(Stack):
         )
         network.add_endpoints_for(functions.roles)
 
-        self.review = ReviewApi(self, "Review", function=functions.api)
+        self.review = ReviewApi(self, "Review", function=functions.api, callback_urls=config.callback_urls)
         functions.digest_notifications(case_notes.queue)
         functions.set_setting("review_link_base", f"{self.review.api.url}#case=")
         reconcile = Reconcile(self, "Reconcile", function=functions.reconcile, tenants=config.tenants)

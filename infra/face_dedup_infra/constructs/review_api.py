@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_lambda as lambda_
@@ -18,7 +18,15 @@ class ReviewApi(Construct):
     `/` is static and public (it holds no data; its calls carry the user's token). WAF with
     AWS's common and known-bad-inputs rules fronts the stage; access logs are kept."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, function: lambda_.IFunction) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        function: lambda_.IFunction,
+        callback_urls: tuple[str, ...] = (),
+        rate_limit_per_5min: int = 1000,
+    ) -> None:
         super().__init__(scope, construct_id)
         self.user_pool = cognito.UserPool(
             self,
@@ -52,9 +60,21 @@ class ReviewApi(Construct):
         self.client = self.user_pool.add_client(
             "Console",
             auth_flows=cognito.AuthFlow(user_srp=True),
-            generate_secret=False,
+            generate_secret=False,  # a browser app: public client, authorization code with PKCE
             id_token_validity=Duration.hours(1),
             access_token_validity=Duration.hours(1),
+            prevent_user_existence_errors=True,  # sign-in never tells whether a user exists
+            # Hosted UI sign-in: authorization code only (never the implicit flow), redirects only
+            # to the console URLs the registry lists (context `callback-urls`); none listed: no OAuth.
+            o_auth=cognito.OAuthSettings(
+                flows=cognito.OAuthFlows(authorization_code_grant=True, implicit_code_grant=False),
+                scopes=[cognito.OAuthScope.OPENID, cognito.OAuthScope.EMAIL],
+                callback_urls=list(callback_urls),
+                logout_urls=list(callback_urls),
+            )
+            if callback_urls
+            else None,
+            disable_o_auth=not callback_urls,
         )
         access_logs = logs.LogGroup(self, "AccessLogs", retention=logs.RetentionDays.ONE_YEAR)
         self.api = apigateway.RestApi(
@@ -107,6 +127,46 @@ class ReviewApi(Construct):
             rules=[
                 self._managed_rule("AWSManagedRulesCommonRuleSet", 0),
                 self._managed_rule("AWSManagedRulesKnownBadInputsRuleSet", 1),
+                # per client address: a scripted client cannot exhaust the API or the index
+                wafv2.CfnWebACL.RuleProperty(
+                    name="RatePerAddress",
+                    priority=2,
+                    action=wafv2.CfnWebACL.RuleActionProperty(block={}),
+                    statement=wafv2.CfnWebACL.StatementProperty(
+                        rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
+                            limit=rate_limit_per_5min, aggregate_key_type="IP"
+                        )
+                    ),
+                    visibility_config=wafv2.CfnWebACL.VisibilityConfigProperty(
+                        cloud_watch_metrics_enabled=True,
+                        metric_name="RatePerAddress",
+                        sampled_requests_enabled=False,
+                    ),
+                ),
+            ],
+        )
+        # WAF's own log (the name prefix is WAF's rule); tokens are redacted.
+        waf_logs = logs.LogGroup(
+            self,
+            "FirewallLogs",
+            log_group_name=f"aws-waf-logs-face-dedup-{Stack.of(self).stack_name}",
+            retention=logs.RetentionDays.ONE_YEAR,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        wafv2.CfnLoggingConfiguration(
+            self,
+            "FirewallLogging",
+            resource_arn=acl.attr_arn,
+            log_destination_configs=[
+                Stack.of(self).format_arn(
+                    service="logs",
+                    resource="log-group",
+                    resource_name=waf_logs.log_group_name,
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                )
+            ],
+            redacted_fields=[
+                wafv2.CfnLoggingConfiguration.FieldToMatchProperty(single_header={"Name": "authorization"})
             ],
         )
         wafv2.CfnWebACLAssociation(
