@@ -210,3 +210,24 @@ def test_an_unacknowledged_finding_fails_synthesis(
     app, _ = build_app(str(tmp_path / "cdk.out"), {"face-dedup:layers-dir": str(layers)})
     with pytest.raises(Exception, match="AwsSolutions-L1"):
         app.synth()
+
+
+def test_log_groups_encrypted_waf_rate_limited_and_logged(synthesized: tuple[Any, Template]) -> None:
+    _, template = synthesized
+    groups = resources(template, "AWS::Logs::LogGroup")
+    assert groups and all("KmsKeyId" in g["Properties"] for g in groups.values())
+    acl = next(iter(resources(template, "AWS::WAFv2::WebACL").values()))
+    rates = [r for r in acl["Properties"]["Rules"] if "RateBasedStatement" in r["Statement"]]
+    assert rates and rates[0]["Action"] == {"Block": {}}
+    logging = next(iter(resources(template, "AWS::WAFv2::LoggingConfiguration").values()))
+    assert logging["Properties"]["RedactedFields"] == [{"SingleHeader": {"Name": "authorization"}}]
+
+
+def test_console_sign_in_has_no_implicit_flow_and_hides_user_existence(
+    synthesized: tuple[Any, Template],
+) -> None:
+    _, template = synthesized
+    client = next(iter(resources(template, "AWS::Cognito::UserPoolClient").values()))["Properties"]
+    assert client["PreventUserExistenceErrors"] == "ENABLED"
+    assert "implicit" not in client.get("AllowedOAuthFlows", [])
+    assert not any("example.com" in url for url in client.get("CallbackURLs", []))
