@@ -214,3 +214,20 @@ def test_erase_reports_a_copy_it_could_not_remove(tmp_path: Path) -> None:
             reader.close()
     finally:
         adapters.close()
+
+
+def test_erase_finds_a_copy_left_anywhere_else_in_the_data_dir(tmp_path: Path) -> None:
+    """The scan is not limited to the files erase itself wrote: a stray copy fails the erasure."""
+    data_dir = tmp_path / "registry"
+    settings = Settings.load(data_dir=data_dir)
+    service, adapters = build_service(settings, with_engine=False)
+    try:
+        face = template(settings, person=9, variant=0, noise=0.0)
+        photo = b"a photo nobody else has " * 30
+        item = service.register(InputRef("p.jpg", "APP-9"), "9" * 64, face, photo)
+        assert item.record_id is not None
+        (data_dir / "blobs" / "default" / "leftover.bin").write_bytes(b"header" + photo + b"trailer")
+        with pytest.raises(ErasureIncomplete, match=r"its photo is still in blobs/default/leftover\.bin"):
+            service.erase(item.record_id, "dpo", "request")
+    finally:
+        adapters.close()

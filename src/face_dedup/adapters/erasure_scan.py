@@ -13,15 +13,24 @@ class DataDirScan:
     def __init__(self, root: Path) -> None:
         self._root = root
 
-    def __call__(self, needles: dict[str, bytes]) -> list[str]:
+    def __call__(self, record_id: str, needles: dict[str, bytes]) -> list[str]:
         """One line per copy found ("its template is still in index.sqlite-wal"), or per file
-        that could not be read (which is not verified either). Empty: nothing is left."""
+        that could not be read (which is not verified either). Empty: nothing is left.
+
+        Every file is read except the photo folders of *other* records (`blobs/<tenant>/<id>/`):
+        each holds one other input's photo and crop, which can contain these bytes only if it
+        is the same photo, and identical photos are left out of `needles` by the caller. Reading
+        every photo of a registry for each erasure would cost minutes at scale; the databases,
+        their logs and everything else are always read."""
         wanted = {name: data for name, data in needles.items() if data}
         if not wanted:
             return []
         found = []
         for path in sorted(_files(self._root)):
             shown = path.relative_to(self._root).as_posix()
+            parts = shown.split("/")
+            if len(parts) == 4 and parts[0] == "blobs" and parts[2] != record_id:
+                continue
             try:
                 with path.open("rb") as handle:
                     if os.fstat(handle.fileno()).st_size == 0:
