@@ -16,12 +16,19 @@ class Decision:
     best_score: float | None
 
 
-def decide(candidates: Sequence[Candidate], thresholds: DedupThresholds, max_candidates: int) -> Decision:
+def decide(
+    candidates: Sequence[Candidate], thresholds: DedupThresholds, max_candidates: int, *, capped: bool = False
+) -> Decision:
+    """`capped`: the index listed only some of the faces above the review threshold (more than
+    `max_candidates` are there). Never an automatic link then: a case for an officer, who
+    sees that the list is incomplete (a face matching that many is suspect in itself)."""
     ranked = sorted(candidates, key=lambda c: c.score, reverse=True)
     flagged = tuple(c for c in ranked if c.score >= thresholds.review)[:max_candidates]
     best = ranked[0].score if ranked else None
     if not flagged:
         return Decision(Outcome.ENROLLED, (), best)
+    if capped:
+        return Decision(Outcome.REVIEW, flagged, best)
     if flagged[0].score >= thresholds.duplicate:
         return Decision(Outcome.DUPLICATE, flagged, best)
     return Decision(Outcome.REVIEW, flagged, best)

@@ -35,6 +35,17 @@ class Hit:
     score: float  # cosine similarity, verified by the adapter whatever the engine reports
 
 
+@dataclass(frozen=True)
+class RadialResult:
+    """Every hit at or above a score, best first, up to a limit. `capped`: the result hit a
+    size cap (the caller's limit, or the engine's candidate pool), so more faces may be at or
+    above the score than are listed: the caller must never treat the list as complete (the
+    de-duplication decision escalates such a search to a case for an officer)."""
+
+    hits: list[Hit]
+    capped: bool
+
+
 class VectorIndex(ABC):
     """k-NN over L2-normalised embeddings, partitioned by tenant and model pack: a search
     never crosses either boundary."""
@@ -54,6 +65,18 @@ class VectorIndex(ABC):
         min_score: float | None = None,
     ) -> list[Hit]:
         """Best `k` hits, highest score first; with `min_score`, only hits at or above it."""
+
+    def search_above(
+        self, vector: NDArray[np.float32], *, tenant: str, model_pack: str, min_score: float, limit: int
+    ) -> RadialResult:
+        """Everything at or above `min_score` (radial search), at most `limit` hits, and whether
+        that was everything. Asks for one more than `limit`: if it comes back, the list is cut.
+        An adapter whose engine has its own cap (a candidate pool) must make `search` return
+        more than `k` hits' worth of evidence or override this."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        hits = self.search(vector, tenant=tenant, model_pack=model_pack, k=limit + 1, min_score=min_score)
+        return RadialResult(hits[:limit], capped=len(hits) > limit)
 
     @abstractmethod
     def delete(self, record_ids: Iterable[str]) -> int:

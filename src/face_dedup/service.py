@@ -426,9 +426,10 @@ class DedupService:
             info |= {"verify_threshold": round(verify_threshold, 4), "verify_fmr": self.settings.verify_fmr}
             if own[0].score >= verify_threshold:
                 return StagedDecision(staged.key, Outcome.VERIFIED, (own[0],), info)
-        decision = decide(
-            self._candidates_above(staged, thresholds.review), thresholds, self.settings.max_candidates
-        )
+        above, capped = self._search_above(staged, thresholds.review)
+        decision = decide(above, thresholds, self.settings.max_candidates, capped=capped)
+        if capped:  # the index cut the list: said on the case, never silently truncated
+            info |= {"too_many_candidates": True, "candidates_listed": len(decision.candidates)}
         if not own:
             return StagedDecision(staged.key, decision.outcome, decision.candidates, info)
         listed = {c.record_id for c in decision.candidates}
@@ -442,14 +443,22 @@ class DedupService:
 
     def _candidates_above(self, staged: StagedInput, threshold: float) -> list[Candidate]:
         """Enrolled faces scoring at or above `threshold` against the staged one (not itself)."""
-        hits = self.index.search(
+        return self._search_above(staged, threshold)[0]
+
+    def _search_above(self, staged: StagedInput, threshold: float) -> tuple[list[Candidate], bool]:
+        """As `_candidates_above`, with whether the index cut the list (more than
+        max_candidates faces are at or above the threshold)."""
+        limit = self.settings.max_candidates
+        found = self.index.search_above(
             staged.embedding,
             tenant=self.tenant,
             model_pack=self.model_pack,
-            k=self.settings.max_candidates,
             min_score=threshold,
+            limit=limit + 1,  # room for the staged record itself, when it is indexed already
         )
-        return self._describe([h for h in hits if h.record_id != staged.record_id], staged.embedding)
+        hits = [h for h in found.hits if h.record_id != staged.record_id]
+        capped = found.capped or len(hits) > limit
+        return self._describe(hits[:limit], staged.embedding), capped
 
     def _application_candidates(self, staged: StagedInput) -> list[Candidate]:
         if not staged.application_id:

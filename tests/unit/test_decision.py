@@ -36,3 +36,12 @@ def test_candidate_list_is_capped() -> None:
 def test_threshold_is_inclusive() -> None:
     assert decide([Candidate("r1", 0.4)], T, 5).outcome is Outcome.REVIEW
     assert decide([Candidate("r1", 0.6)], T, 5).outcome is Outcome.DUPLICATE
+
+
+def test_a_capped_list_is_a_case_never_an_automatic_link() -> None:
+    """Issue 15: the index cut the list (more faces above the review threshold than listed)."""
+    many = [Candidate(f"r{i}", 0.9 - i / 100) for i in range(5)]
+    decision = decide(many, T, 5, capped=True)
+    assert decision.outcome is Outcome.REVIEW
+    assert [c.record_id for c in decision.candidates] == [f"r{i}" for i in range(5)]
+    assert decide(many, T, 5).outcome is Outcome.DUPLICATE  # the same list, complete

@@ -19,6 +19,7 @@ from opensearchpy import OpenSearch
 from face_dedup.adapters.embedded_index import ExactVectorIndex
 from face_dedup.adapters.opensearch_index import OpenSearchVectorIndex
 from face_dedup.ports import IndexEntry, VectorIndex
+from tests.support.faiss_index import FaissHnswIndex
 from tests.support.fake_knn_opensearch import FakeKnnOpenSearch
 
 DIM = 16
@@ -52,14 +53,18 @@ def opensearch_factory(request: pytest.FixtureRequest) -> Callable[[], VectorInd
     return build
 
 
-@pytest.fixture(params=["embedded", "opensearch"])
+@pytest.fixture(params=["embedded", "opensearch", "faiss-hnsw"])
 def make_index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], VectorIndex]]:
+    """faiss-hnsw: an approximate engine configured like the deployed method (default m,
+    ef_construction, ef_search, oversampling and re-scoring; tests/support/faiss_index.py)."""
     opened: list[VectorIndex] = []
-    build: Callable[[], VectorIndex] = (
-        (lambda: ExactVectorIndex(tmp_path / "index.sqlite"))
-        if request.param == "embedded"
-        else opensearch_factory(request)
-    )
+    build: Callable[[], VectorIndex]
+    if request.param == "embedded":
+        build = lambda: ExactVectorIndex(tmp_path / "index.sqlite")  # noqa: E731
+    elif request.param == "faiss-hnsw":
+        build = lambda: FaissHnswIndex(tmp_path / "index.faiss")  # noqa: E731
+    else:
+        build = opensearch_factory(request)
 
     def factory() -> VectorIndex:
         index = build()
@@ -102,6 +107,51 @@ def test_threshold_search_returns_everything_at_or_above(make_index: Callable[[]
     hits = index.search(base, tenant="t1", model_pack="p1", k=50, min_score=0.8)
     assert {h.record_id for h in hits} == expected
     assert all(h.score >= 0.8 for h in hits)
+
+
+def test_radial_search_that_hits_its_cap_says_so(make_index: Callable[[], VectorIndex]) -> None:
+    """Issue 15: "everything above the threshold" cut at a size cap is never passed off as
+    complete; `capped` tells the decision to escalate."""
+    index = make_index()
+    base = unit(1000)
+    dups = {f"dup-{i}": near(base, 0.02, seed=i) for i in range(30)}
+    index.add([IndexEntry(rid, "t1", "p1", v) for rid, v in dups.items()])
+    fill(index, 100)
+    scores = {rid: float(v @ base) for rid, v in dups.items()}
+    assert min(scores.values()) >= 0.9
+
+    cut = index.search_above(base, tenant="t1", model_pack="p1", min_score=0.9, limit=10)
+    assert cut.capped
+    assert [h.record_id for h in cut.hits] == sorted(scores, key=lambda r: -scores[r])[:10]
+
+    whole = index.search_above(base, tenant="t1", model_pack="p1", min_score=0.9, limit=40)
+    assert not whole.capped
+    assert {h.record_id for h in whole.hits} == set(dups)
+
+    exact_fit = index.search_above(base, tenant="t1", model_pack="p1", min_score=0.9, limit=30)
+    assert not exact_fit.capped and len(exact_fit.hits) == 30
+    with pytest.raises(ValueError):
+        index.search_above(base, tenant="t1", model_pack="p1", min_score=0.9, limit=0)
+
+
+def test_threshold_search_finds_every_duplicate_in_a_crowd(make_index: Callable[[], VectorIndex]) -> None:
+    """Near-duplicates hidden in a crowd of face-like (clustered, anisotropic) vectors: an
+    approximate engine must still return each one above the threshold (duplicate recall)."""
+    rng = np.random.default_rng(3)
+    directions = rng.normal(size=(DIM, DIM)).astype(np.float32) * np.linspace(1.5, 0.1, DIM)
+    crowd = rng.normal(size=(3000, DIM)).astype(np.float32) @ directions
+    crowd /= np.linalg.norm(crowd, axis=1, keepdims=True)
+    index = make_index()
+    index.add([IndexEntry(f"c{i}", "t1", "p1", v) for i, v in enumerate(crowd)])
+    probes = [near(crowd[i], 0.15, seed=10_000 + i) for i in range(0, 3000, 60)]
+    missed = []
+    for i, probe in zip(range(0, 3000, 60), probes, strict=True):
+        if float(crowd[i] @ probe) < 0.8:
+            continue
+        found = index.search_above(probe, tenant="t1", model_pack="p1", min_score=0.8, limit=10)
+        if f"c{i}" not in {h.record_id for h in found.hits} and not found.capped:
+            missed.append(i)
+    assert missed == []
 
 
 def test_tenant_and_model_pack_never_mix(make_index: Callable[[], VectorIndex]) -> None:

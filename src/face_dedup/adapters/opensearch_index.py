@@ -27,6 +27,8 @@ from numpy.typing import NDArray
 from face_dedup.errors import TransientError
 from face_dedup.ports import Hit, IndexEntry, VectorIndex
 
+MAX_K = 10_000  # OpenSearch's largest k-NN `k` and default `index.max_result_window`
+
 
 class OpenSearchClient(Protocol):
     """The part of `opensearchpy.OpenSearch` this adapter uses."""
@@ -156,7 +158,11 @@ class OpenSearchVectorIndex(VectorIndex):
         if k <= 0:
             return []
         query = self._check(vector, "query")
-        pool = k * self._oversample
+        if k > MAX_K:
+            raise ValueError(f"k={k} is above what OpenSearch's k-NN query returns ({MAX_K})")
+        # The engine's candidate pool is capped too; a radial search (search_above) that fills
+        # it comes back with more than k hits at or above min_score, so it reports `capped`.
+        pool = min(k * self._oversample, MAX_K)
         body = {
             "size": pool,
             "_source": ["vector"],
