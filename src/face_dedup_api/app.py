@@ -614,3 +614,7 @@ def static_file(name: str) -> Response[str]:
     if kind is None:
         raise NotFound("no such file")
     return Response(status_code=200, content_type=kind, body=_static(name))
+
+
+# The selfie capture page's routes register on this resolver (capture.py imports it).
+from face_dedup_api import capture as _capture  # noqa: E402, F401

@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from cheroot import wsgi
 
+from face_dedup_api import capture
 from face_dedup_api.app import SECURITY_HEADERS, app, audit_denied
 from face_dedup_api.auth import LocalUsers, Unauthorized
 
@@ -134,7 +135,8 @@ class ReviewGate:
         path = str(environ.get("PATH_INFO", "/"))
         claims: dict[str, str] | None = None
         try:
-            if not (method == "GET" and (path in PUBLIC or path.startswith("/static/"))):
+            public = method == "GET" and (path in PUBLIC or path.startswith("/static/"))
+            if not (public or capture.is_public(method, path)):  # capture routes check their own token
                 try:
                     claims = self.users.authenticate(environ.get("HTTP_AUTHORIZATION"))
                 except Unauthorized as exc:
@@ -144,7 +146,7 @@ class ReviewGate:
                 self._check_json(body)
         except Refusal as refusal:
             audit_denied(method, path, refusal.status, str(refusal), claims)
-            environ["cheroot.refused"] = True
+            environ[REFUSED] = True  # the gateway closes the connection instead of draining the body
             return self._reply(start_response, refusal.status, str(refusal))
         target = path + (f"?{environ['QUERY_STRING']}" if environ.get("QUERY_STRING") else "")
         event = to_event(method, target, self._headers(environ), body, claims)
@@ -173,7 +175,7 @@ class ReviewGate:
 
     @staticmethod
     def _body(environ: dict[str, Any], path: str) -> bytes:
-        limit = MAX_VERIFY_BODY if path == "/verify" else MAX_BODY
+        limit = MAX_VERIFY_BODY if path == "/verify" else capture.body_limit(path) or MAX_BODY
         declared = environ.get("CONTENT_LENGTH") or ""
         stream = environ["wsgi.input"]
         if declared:
@@ -204,11 +206,10 @@ class ReviewGate:
     def _reply(start_response: StartResponse, status: int, message: str) -> list[bytes]:
         data = json.dumps({"error": message}).encode()
         headers = [(name, value) for name, value in SECURITY_HEADERS.items()]
-        # A refused body is never read: close the connection rather than parse what follows.
+        # A refused body is never read; cheroot closes such a connection after the answer.
         headers += [
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(data))),
-            ("Connection", "close"),
         ]
         start_response(_status_line(status), headers)
         return [data]
@@ -219,6 +220,19 @@ def _status_line(status: int) -> str:
         return f"{status} {HTTPStatus(status).phrase}"
     except ValueError:
         return f"{status} Status"
+
+
+REFUSED = "face_dedup.refused"
+
+
+class _ClosingGateway(wsgi.Gateway_10):
+    """cheroot reads (drains) an unread request body before keeping a connection alive. After a
+    refusal the body must never be read: close the connection instead."""
+
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        if self.env.get(REFUSED):
+            self.req.close_connection = True
+        return super().start_response(status, headers, exc_info)
 
 
 class LocalServer:
@@ -270,6 +284,9 @@ def serve(
         server_name="face-dedup-local",
     )
     server.max_request_header_size = MAX_HEADERS
-    server.max_request_body_size = MAX_VERIFY_BODY
+    # Body limits are the gate's, per route and after authentication (cheroot's own would answer
+    # 413 to a stranger before anyone knew who was asking, and unaudited).
+    server.max_request_body_size = 0
+    server.gateway = _ClosingGateway
     server.prepare()  # binds now, so the caller knows the port and a bad address fails here
     return LocalServer(server)

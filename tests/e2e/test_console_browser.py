@@ -265,7 +265,7 @@ def test_hostile_data_is_shown_as_text(
     # The same kinds of values straight into the registry (what a future import path might let
     # through): an application id and a file name that are markup.
     registry.enroll(
-        (faces_root / "lfw/Abel_Pacheco/Abel_Pacheco_0003.jpg").read_bytes(),
+        (faces_root / "lfw/Akhmed_Zakayev/Akhmed_Zakayev_0002.jpg").read_bytes(),
         InputRef(f"incoming/{hostile('source')}.jpg", hostile("appid")[:64]),
     )
     cases = registry.store.list_cases(tenant=registry.tenant, limit=50)
