@@ -145,7 +145,7 @@ def _entries(folder: Path) -> list[Path]:
         here = Path(current)
         found += [here / d for d in dirs if (here / d).is_symlink()]
         found += [here / n for n in names]
-    return sorted(found, key=lambda p: os.fsencode(p))
+    return sorted(found, key=lambda p: [os.fsencode(part) for part in p.parts])  # as Path sorts
 
 
 def _link_problem(path: Path, inside: Path, follow_out: bool) -> tuple[InputRejected | None, str | None]:
