@@ -718,6 +718,31 @@ def report_cases(
     _emit(as_json, result, lambda: out.print(render_cases_text(result), markup=False, highlight=False))
 
 
+@app.command("plan-capacity")
+def plan_capacity(
+    faces: Annotated[int, typer.Argument(help="Registry size (faces) to plan for.")],
+    dim: Annotated[int, typer.Option(help="Embedding size (the default pack: 128).")] = 128,
+    method: Annotated[str, typer.Option(help="hnsw or ivf.")] = "hnsw",
+    encoding: Annotated[str, typer.Option(help="fp32, fp16 or sq8.")] = "fp32",
+    replicas: Annotated[int, typer.Option(help="Replica copies of the index.")] = 1,
+    enrollments: Annotated[int, typer.Option(help="Enrollments a month.")] = 100_000,
+    zones: Annotated[int, typer.Option(help="Availability zones.")] = 2,
+    as_json: Json = False,
+) -> None:
+    """Index memory, data nodes, storage and monthly cost of the cloud index for N faces (the
+    formulas the CDK app sizes the domain with), Rekognition's price beside it."""
+    from face_dedup import capacity
+
+    def make() -> capacity.Plan:
+        chosen = capacity.IndexMethod(method, encoding)
+        return capacity.plan(
+            faces, dim=dim, method=chosen, replicas=replicas, enrollments_per_month=enrollments, zones=zones
+        )
+
+    result = _run(make)
+    _emit(as_json, result.as_dict(), lambda: out.print("\n".join(capacity.render(result)), highlight=False))
+
+
 @app.command("demo")
 def demo(
     data_dir: DataDir = None,

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from face_dedup.capacity import DEFAULT_METHOD
 from face_dedup.errors import TransientError
 from face_dedup.ports import Hit, IndexEntry, VectorIndex
 
@@ -99,10 +100,11 @@ class OpenSearchVectorIndex(VectorIndex):
         dim: int,
         *,
         engine: str = "faiss",
-        m: int = 32,
-        ef_construction: int = 256,
-        ef_search: int = 256,
-        oversample: int = 4,
+        # The method measured to hold duplicate recall (capacity.py, BENCHMARKS.md "Cloud index").
+        m: int = DEFAULT_METHOD.m,
+        ef_construction: int = DEFAULT_METHOD.ef_construction,
+        ef_search: int = DEFAULT_METHOD.ef_search,
+        oversample: int = DEFAULT_METHOD.oversample,
         refresh: str = "wait_for",
     ) -> None:
         """Connects to nothing: the index is created at deployment (`ensure_index`, run by the

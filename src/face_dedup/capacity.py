@@ -1,0 +1,362 @@
+"""Index methods, their measured limits, and what a registry of N faces needs on OpenSearch.
+
+One module for three users, so they cannot drift apart:
+- the CDK app sizes the domain (instance type, data nodes, volume) from `plan()` and refuses at
+  synth a registry size its index method has not been measured to serve (`check_method`);
+- `face-dedup plan-capacity` prints the same plan with its monthly cost;
+- bench/index_recall.py builds the same methods with faiss (the library OpenSearch's faiss
+  engine embeds) and measures their duplicate recall (BENCHMARKS.md, "Cloud index").
+
+Memory formulas are OpenSearch's published k-NN sizing rules (native memory, per vector):
+HNSW  1.1 x (bytes_per_value x d + 8 x m), IVF  1.1 x (bytes_per_value x d) + per-list
+overhead 4 x nlist x d. The k-NN plugin may use `knn.memory.circuit_breaker.limit` (50%) of
+what the JVM heap leaves, and the JVM heap is half the node's RAM (capped at 32 GB): so about
+a quarter of a node's RAM holds graphs. Prices are AWS's published on-demand prices for
+us-east-1 on the date in `PRICES_AS_OF`; check them before you budget.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+ENCODING_BYTES = {"fp32": 4.0, "fp16": 2.0, "sq8": 1.0}
+METHODS = ("hnsw", "ivf")
+
+
+class CapacityError(ValueError):
+    """A deployment asks for something its index method cannot deliver (a clear message)."""
+
+
+@dataclass(frozen=True)
+class IndexMethod:
+    """How the k-NN field is indexed (OpenSearch mapping `method`) and how the adapter asks.
+
+    `oversample`: the adapter asks the engine for k x oversample candidates and re-scores them
+    with the stored vectors. For HNSW the engine searches with ef = max(ef_search, k x
+    oversample). `sq8` is 8-bit scalar quantisation (faiss SQ8; OpenSearch's lucene engine
+    offers the same idea as int7 scalar quantisation, its faiss engine 16-bit `sq` fp16)."""
+
+    name: str = "hnsw"
+    encoding: str = "fp32"
+    m: int = 32
+    ef_construction: int = 256
+    ef_search: int = 256
+    nlist: int = 0  # IVF only: lists; 0 = 4 x sqrt(N) at the declared size
+    nprobes: int = 0  # IVF only: lists searched; 0 = 3% of nlist
+    oversample: int = 4
+
+    def __post_init__(self) -> None:
+        if self.name not in METHODS:
+            raise CapacityError(f"unknown index method {self.name!r} (hnsw or ivf)")
+        if self.encoding not in ENCODING_BYTES:
+            raise CapacityError(f"unknown encoding {self.encoding!r} ({', '.join(ENCODING_BYTES)})")
+        if min(self.m, self.ef_construction, self.ef_search, self.oversample) < 1:
+            raise CapacityError("m, ef_construction, ef_search and oversample must be at least 1")
+
+    def for_size(self, faces: int) -> IndexMethod:
+        """IVF's list counts filled in for a registry of `faces` (no change for HNSW)."""
+        if self.name != "ivf":
+            return self
+        nlist = self.nlist or max(16, round(4 * math.sqrt(max(1, faces))))
+        return replace(self, nlist=nlist, nprobes=self.nprobes or max(1, math.ceil(0.03 * nlist)))
+
+    def label(self) -> str:
+        if self.name == "hnsw":
+            core = f"hnsw m={self.m} efc={self.ef_construction} efs={self.ef_search}"
+        else:
+            core = f"ivf nlist={self.nlist or 'auto'} nprobes={self.nprobes or 'auto'}"
+        return f"{core} {self.encoding} x{self.oversample}"
+
+
+# The default the stack deploys, and up to which registry size measurements show it keeps
+# duplicate recall >= 99.5% above the review threshold in force at that size (BENCHMARKS.md,
+# "Cloud index": synthetic registries fitted to the default pack's LFW templates).
+DEFAULT_METHOD = IndexMethod()
+REQUIRED_RECALL = 0.995
+
+# (method, encoding, m, ef_search floor) -> largest registry measured to hold REQUIRED_RECALL.
+# Filled from `bench/index_recall.py` runs; anything not listed is refused above MEASURED_UP_TO.
+# At 15M nothing was run (see BENCHMARKS.md): such a deployment needs its own measurement.
+VALIDATED: dict[tuple[str, str], int] = {
+    ("hnsw", "fp32"): 1_000_000,
+    ("hnsw", "fp16"): 1_000_000,
+    ("ivf", "fp32"): 1_000_000,
+    ("ivf", "sq8"): 1_000_000,
+}
+MIN_HNSW = {"m": 16, "ef_search": 128, "oversample": 4}  # the weakest setting measured to hold
+
+
+def _validated_list() -> str:
+    return ", ".join(f"{name} {encoding} (to {faces:,})" for (name, encoding), faces in VALIDATED.items())
+
+
+def check_method(method: IndexMethod, faces: int) -> None:
+    """Refuse a deployment whose method has not been shown to keep REQUIRED_RECALL at `faces`."""
+    limit = VALIDATED.get((method.name, method.encoding), 0)
+    if method.name == "hnsw" and (
+        method.m < MIN_HNSW["m"]
+        or method.ef_search < MIN_HNSW["ef_search"]
+        or method.oversample < MIN_HNSW["oversample"]
+    ):
+        limit = 0
+    if faces > limit:
+        raise CapacityError(
+            f"index method {method.label()} is not shown to keep duplicate recall >= "
+            f"{REQUIRED_RECALL:.1%} at {faces:,} faces (measured up to {limit:,}; see BENCHMARKS.md, "
+            "'Cloud index'). Measure it with bench/index_recall.py at this size, or choose a "
+            f"validated method: {_validated_list()}."
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Memory and nodes
+
+
+def vector_bytes(method: IndexMethod, dim: int) -> float:
+    """Native (off-heap) memory per vector, OpenSearch's k-NN sizing rule."""
+    values = ENCODING_BYTES[method.encoding] * dim
+    if method.name == "hnsw":
+        return 1.1 * (values + 8 * method.m)
+    return 1.1 * values
+
+
+def index_memory_bytes(method: IndexMethod, faces: int, dim: int, replicas: int = 1) -> float:
+    """Graph/list memory across the cluster, every copy (primary + replicas) counted."""
+    sized = method.for_size(faces)
+    per_copy = faces * vector_bytes(sized, dim)
+    if sized.name == "ivf":
+        per_copy += 4 * sized.nlist * dim
+    return per_copy * (1 + replicas)
+
+
+@dataclass(frozen=True)
+class InstanceType:
+    name: str
+    ram_gib: int
+    usd_per_hour: float
+
+    @property
+    def knn_bytes(self) -> float:
+        """What the k-NN circuit breaker lets graphs use: 50% of the RAM the heap leaves."""
+        heap = min(self.ram_gib / 2, 32)
+        return (self.ram_gib - heap) * 0.5 * 2**30
+
+
+PRICES_AS_OF = (
+    "2025 on-demand list prices, us-east-1, as recorded in face_dedup/capacity.py "
+    "(OpenSearch Service, EBS gp3, Lambda arm64, Step Functions, DynamoDB, S3, Rekognition); "
+    "not fetched at run time: check AWS's price pages before budgeting"
+)
+# Memory-optimised Graviton data nodes (the k-NN graphs live in RAM).
+INSTANCE_TYPES = (
+    InstanceType("r7g.large.search", 16, 0.167),
+    InstanceType("r7g.xlarge.search", 32, 0.335),
+    InstanceType("r7g.2xlarge.search", 64, 0.669),
+    InstanceType("r7g.4xlarge.search", 128, 1.339),
+    InstanceType("r7g.8xlarge.search", 256, 2.678),
+    InstanceType("r7g.12xlarge.search", 384, 4.016),
+)
+GP3_USD_PER_GB_MONTH = 0.122
+HOURS_PER_MONTH = 730
+# Per enrollment (one photo): what the serverless pipeline calls, from the stack's design.
+LAMBDA_USD_PER_GB_S = 0.0000133334  # arm64
+LAMBDA_USD_PER_REQUEST = 0.0000002
+ENROLL_LAMBDA_GB_S = 2.0 * 1.5 + 0.5 * 0.3 * 3  # ingest (2 GB, ~1.5 s) + search/complete/notify
+STEP_FUNCTIONS_USD_PER_TRANSITION = 0.000025
+ENROLL_TRANSITIONS = 8
+DYNAMODB_USD_PER_WRITE = 1.25e-6  # on-demand write request unit
+DYNAMODB_USD_PER_READ = 0.25e-6
+ENROLL_WRITES, ENROLL_READS = 6, 6
+S3_USD_PER_PUT = 0.000005
+ENROLL_PUTS = 3  # upload, photo, crop
+S3_USD_PER_GB_MONTH = 0.023
+PHOTO_MB = 0.3
+# Rekognition face search (SearchFacesByImage + IndexFaces per enrollment), tiered per month.
+# (cumulative monthly ceiling, USD per image): 1M, next 4M, next 30M, beyond.
+REKOGNITION_TIERS: tuple[tuple[float, float], ...] = (
+    (1e6, 0.001),
+    (5e6, 0.0008),
+    (35e6, 0.0006),
+    (math.inf, 0.0004),
+)
+REKOGNITION_CALLS_PER_ENROLLMENT = 2  # IndexFaces + SearchFacesByImage
+REKOGNITION_USD_PER_FACE_MONTH = 0.00001  # face metadata storage
+
+
+def _rekognition_month(calls: int) -> float:
+    cost, floor = 0.0, 0.0
+    for ceiling, price in REKOGNITION_TIERS:
+        if calls <= floor:
+            break
+        cost += (min(calls, ceiling) - floor) * price
+        floor = ceiling
+    return cost
+
+
+@dataclass(frozen=True)
+class Plan:
+    faces: int
+    dim: int
+    method: IndexMethod
+    replicas: int
+    index_bytes: float
+    instance: InstanceType
+    data_nodes: int
+    volume_gb: int
+    enrollments_per_month: int
+    monthly: dict[str, float] = field(default_factory=dict)
+    rekognition_monthly: float = 0.0
+
+    @property
+    def domain_monthly(self) -> float:
+        return self.monthly["data nodes"] + self.monthly["storage"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "faces": self.faces,
+            "dim": self.dim,
+            "method": self.method.label(),
+            "replicas": self.replicas,
+            "index_gib": round(self.index_bytes / 2**30, 2),
+            "instance_type": self.instance.name,
+            "data_nodes": self.data_nodes,
+            "volume_gb": self.volume_gb,
+            "enrollments_per_month": self.enrollments_per_month,
+            "monthly_usd": {k: round(v, 2) for k, v in self.monthly.items()},
+            "total_monthly_usd": round(sum(self.monthly.values()), 2),
+            "rekognition_monthly_usd": round(self.rekognition_monthly, 2),
+            "prices_as_of": PRICES_AS_OF,
+        }
+
+
+def plan(
+    faces: int,
+    *,
+    dim: int = 128,
+    method: IndexMethod = DEFAULT_METHOD,
+    replicas: int = 1,
+    enrollments_per_month: int = 100_000,
+    zones: int = 2,
+    instance_type: str | None = None,
+) -> Plan:
+    """The smallest memory-optimised data nodes (at least one per zone, a multiple of the
+    zones so shards spread evenly) whose k-NN memory holds every copy of the index with 20%
+    headroom for growth and merges. `instance_type` pins the node type instead."""
+    if faces < 1 or dim < 1:
+        raise CapacityError("faces and dim must be positive")
+    if replicas < 0 or zones < 1:
+        raise CapacityError("replicas must be >= 0 and zones >= 1")
+    if replicas + 1 < zones and zones > 1:
+        raise CapacityError(f"{zones} zones need at least {zones - 1} replica(s) to survive a zone loss")
+    need = index_memory_bytes(method, faces, dim, replicas) * 1.2
+    choices: tuple[InstanceType, ...] = INSTANCE_TYPES
+    if instance_type is not None:
+        choices = tuple(t for t in INSTANCE_TYPES if t.name == instance_type)
+        if not choices:
+            raise CapacityError(
+                f"unknown instance type {instance_type!r}: {[t.name for t in INSTANCE_TYPES]}"
+            )
+    best: tuple[float, InstanceType, int] | None = None
+    for instance in choices:
+        nodes = max(zones, math.ceil(need / instance.knn_bytes))
+        nodes = math.ceil(nodes / zones) * zones
+        cost = nodes * instance.usd_per_hour
+        if best is None or cost < best[0]:
+            best = (cost, instance, nodes)
+    assert best is not None
+    _, instance, nodes = best
+    # Disk: the stored vectors (_source, fp32 JSON-ish ~2x), the engine's files, per copy, x2 for merges.
+    per_node_gb = (faces * dim * 4 * 3 * (1 + replicas) * 2) / nodes / 1e9
+    volume_gb = max(20, math.ceil(per_node_gb / 10) * 10)
+    monthly = {
+        "data nodes": nodes * instance.usd_per_hour * HOURS_PER_MONTH,
+        "storage": nodes * volume_gb * GP3_USD_PER_GB_MONTH,
+        "per-enrollment services": enrollments_per_month
+        * (
+            ENROLL_LAMBDA_GB_S * LAMBDA_USD_PER_GB_S
+            + 4 * LAMBDA_USD_PER_REQUEST
+            + ENROLL_TRANSITIONS * STEP_FUNCTIONS_USD_PER_TRANSITION
+            + ENROLL_WRITES * DYNAMODB_USD_PER_WRITE
+            + ENROLL_READS * DYNAMODB_USD_PER_READ
+            + ENROLL_PUTS * S3_USD_PER_PUT
+        ),
+        "photo storage": faces * PHOTO_MB / 1000 * S3_USD_PER_GB_MONTH,
+    }
+    rekognition = (
+        _rekognition_month(enrollments_per_month * REKOGNITION_CALLS_PER_ENROLLMENT)
+        + faces * REKOGNITION_USD_PER_FACE_MONTH
+    )
+    return Plan(
+        faces,
+        dim,
+        method.for_size(faces),
+        replicas,
+        index_memory_bytes(method, faces, dim, replicas),
+        instance,
+        nodes,
+        volume_gb,
+        enrollments_per_month,
+        monthly,
+        rekognition,
+    )
+
+
+def recall_verdict(method: IndexMethod, faces: int) -> str:
+    try:
+        check_method(method, faces)
+    except CapacityError as exc:
+        return f"NOT VALIDATED: {exc}"
+    return f"validated: duplicate recall >= {REQUIRED_RECALL:.1%} measured at this size or above"
+
+
+def render(p: Plan) -> list[str]:
+    """The plan as text lines (the CLI prints them; the README shows them)."""
+    money = p.as_dict()["monthly_usd"]
+    copies = 1 + p.replicas
+    return [
+        f"registry: {p.faces:,} faces of {p.dim}-d, {p.enrollments_per_month:,} enrollments a month",
+        f"index method: {p.method.label()}  ({recall_verdict(p.method, p.faces)})",
+        f"index memory: {p.index_bytes / 2**30:,.1f} GiB for {copies} cop{'y' if copies == 1 else 'ies'} "
+        f"({vector_bytes(p.method, p.dim):,.0f} B/vector)",
+        f"data nodes: {p.data_nodes} x {p.instance.name} ({p.instance.ram_gib} GiB RAM, "
+        f"{p.instance.knn_bytes / 2**30:,.0f} GiB k-NN memory each), {p.volume_gb} GB gp3 each",
+        "monthly cost (USD):",
+        *(f"  {name:<26}{value:>12,.2f}" for name, value in money.items()),
+        f"  {'total':<26}{sum(money.values()):>12,.2f}",
+        f"  {'Rekognition, same volume':<26}{p.rekognition_monthly:>12,.2f}  "
+        f"(IndexFaces + SearchFacesByImage per enrollment, face storage)",
+        f"prices: {PRICES_AS_OF}",
+    ]
+
+
+def check_deployment(
+    faces: int,
+    *,
+    instance_type: str,
+    data_nodes: int,
+    method: IndexMethod = DEFAULT_METHOD,
+    dim: int = 128,
+    replicas: int = 1,
+) -> None:
+    """What the CDK app runs at synth: the method must be validated at the declared size and
+    the data nodes' k-NN memory must hold every copy of the index with `plan`'s headroom."""
+    check_method(method, faces)
+    known = {t.name: t for t in INSTANCE_TYPES}
+    instance = known.get(instance_type)
+    if instance is None:
+        raise CapacityError(
+            f"opensearch-instance-type {instance_type!r}: its k-NN memory is not known to the "
+            f"capacity planner (known: {', '.join(known)}); add it to face_dedup/capacity.py"
+        )
+    need = index_memory_bytes(method, faces, dim, replicas) * 1.2
+    have = data_nodes * instance.knn_bytes
+    if need > have:
+        planned = plan(faces, dim=dim, method=method, replicas=replicas)
+        raise CapacityError(
+            f"{data_nodes} x {instance_type} hold {have / 2**30:.1f} GiB of k-NN graphs; "
+            f"{faces:,} faces with {method.label()} and {replicas} replica(s) need "
+            f"{need / 2**30:.1f} GiB (with 20% headroom). Use {planned.data_nodes} x "
+            f"{planned.instance.name} (face-dedup plan-capacity {faces}) or leave both unset."
+        )

@@ -1,0 +1,59 @@
+"""The CDK app sizes the search domain with the capacity planner's formulas and refuses at
+synth a registry size its index method was not measured to serve (issue 15)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+INFRA = Path(__file__).resolve().parents[2] / "infra"
+sys.path.insert(0, str(INFRA))
+
+from face_dedup import capacity  # noqa: E402
+from face_dedup_infra.config import DeploymentConfig  # noqa: E402
+
+
+def config(**context: object) -> DeploymentConfig:
+    return DeploymentConfig.from_context({f"face-dedup:{k}": v for k, v in context.items()}.get, INFRA)
+
+
+@pytest.mark.parametrize("faces", [100_000, 1_000_000])
+def test_unset_nodes_come_from_the_plan(faces: int) -> None:
+    planned = capacity.plan(faces, zones=2)
+    chosen = config(**{"registry-size": faces})
+    assert (chosen.opensearch_instance_type, chosen.opensearch_data_nodes) == (
+        planned.instance.name,
+        planned.data_nodes,
+    )
+    assert chosen.opensearch_volume_gb >= planned.volume_gb
+
+
+def test_a_registry_beyond_the_measured_recall_is_refused_at_synth() -> None:
+    with pytest.raises(capacity.CapacityError, match=r"15,000,000 faces.*bench/index_recall.py"):
+        config(**{"registry-size": 15_000_000})
+
+
+def test_explicit_nodes_too_small_for_the_index_are_refused() -> None:
+    big = {"registry-size": 1_000_000, "opensearch-instance-type": "r7g.large.search"}
+    config(**big, **{"opensearch-data-nodes": 2})
+    with pytest.raises(capacity.CapacityError, match=r"k-NN graphs.*Use \d+ x"):
+        DeploymentConfig(INFRA, opensearch_data_nodes=1, opensearch_replicas=5)
+    with pytest.raises(capacity.CapacityError, match="not known"):
+        config(**{"opensearch-instance-type": "m5.large.search"})
+
+
+def test_the_adapter_deploys_the_method_the_planner_validated() -> None:
+    from face_dedup.adapters.opensearch_index import OpenSearchVectorIndex, index_body
+
+    index = OpenSearchVectorIndex(object(), "faces", 128)  # type: ignore[arg-type]
+    body = index_body(128, engine="faiss", **index._params)
+    method = body["mappings"]["properties"]["vector"]["method"]
+    assert method["name"] == capacity.DEFAULT_METHOD.name
+    assert method["parameters"] == {
+        "m": capacity.DEFAULT_METHOD.m,
+        "ef_construction": capacity.DEFAULT_METHOD.ef_construction,
+    }
+    assert body["settings"]["index"]["knn.algo_param.ef_search"] == capacity.DEFAULT_METHOD.ef_search
+    assert index._oversample == capacity.DEFAULT_METHOD.oversample

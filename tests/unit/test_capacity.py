@@ -1,0 +1,106 @@
+"""Capacity planner (issue 15): index memory, data nodes, cost, the recall guard, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from face_dedup import capacity
+from face_dedup.capacity import CapacityError, IndexMethod
+from face_dedup.cli import app
+from face_dedup.synthetic import FaceStatistics, genuine_scores, score_summary
+
+
+def test_memory_falls_with_the_encoding_and_grows_with_m_and_copies() -> None:
+    sizes = [capacity.vector_bytes(IndexMethod("hnsw", e), 128) for e in ("fp32", "fp16", "sq8")]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 3
+    assert capacity.vector_bytes(IndexMethod(m=64), 128) > capacity.vector_bytes(IndexMethod(m=16), 128)
+    assert capacity.vector_bytes(IndexMethod("ivf"), 128) < capacity.vector_bytes(IndexMethod("hnsw"), 128)
+    one = capacity.index_memory_bytes(IndexMethod(), 1_000_000, 128, replicas=0)
+    assert capacity.index_memory_bytes(IndexMethod(), 1_000_000, 128, replicas=2) == pytest.approx(3 * one)
+
+
+@pytest.mark.parametrize("faces", [10_000, 1_000_000, 15_000_000, 60_000_000])
+def test_plan_is_the_cheapest_node_set_that_holds_the_index(faces: int) -> None:
+    plan = capacity.plan(faces, zones=2)
+    need = capacity.index_memory_bytes(plan.method, faces, 128, plan.replicas) * 1.2
+    assert plan.data_nodes * plan.instance.knn_bytes >= need
+    assert plan.data_nodes % 2 == 0 and plan.data_nodes >= 2
+    cost = plan.data_nodes * plan.instance.usd_per_hour
+    for instance in capacity.INSTANCE_TYPES:  # nothing cheaper holds it
+        nodes = max(2, math.ceil(need / instance.knn_bytes))
+        nodes += nodes % 2
+        assert nodes * instance.usd_per_hour >= cost - 1e-9
+    assert sum(plan.monthly.values()) > 0 and plan.rekognition_monthly > 0
+
+
+def test_rekognition_is_priced_by_tier() -> None:
+    plan = capacity.plan(1_000, enrollments_per_month=1_000_000)  # 2M calls: 1M at each of two tiers
+    assert plan.rekognition_monthly == pytest.approx(1_000_000 * 0.001 + 1_000_000 * 0.0008 + 1_000 * 0.00001)
+
+
+def test_methods_are_refused_beyond_what_was_measured() -> None:
+    capacity.check_method(capacity.DEFAULT_METHOD, 1_000_000)
+    with pytest.raises(CapacityError, match="15,000,000 faces"):
+        capacity.check_method(capacity.DEFAULT_METHOD, 15_000_000)
+    with pytest.raises(CapacityError, match="not shown"):
+        capacity.check_method(IndexMethod(m=8), 100_000)
+    with pytest.raises(CapacityError, match="not shown"):
+        capacity.check_method(IndexMethod(oversample=1), 100_000)
+    with pytest.raises(CapacityError):
+        IndexMethod("lsh")
+    with pytest.raises(CapacityError):
+        IndexMethod(encoding="int4")
+
+
+def test_a_domain_too_small_for_the_index_is_refused_naming_what_fits() -> None:
+    capacity.check_deployment(1_000_000, instance_type="r7g.large.search", data_nodes=2)
+    with pytest.raises(CapacityError, match=r"need .* GiB.*Use \d+ x r7g"):
+        capacity.check_deployment(1_000_000, instance_type="r7g.large.search", data_nodes=1, replicas=5)
+    with pytest.raises(CapacityError, match="not known"):
+        capacity.check_deployment(1_000, instance_type="t3.small.search", data_nodes=2)
+
+
+def test_cli_prints_the_plan_and_its_json() -> None:
+    runner = CliRunner()
+    text = runner.invoke(app, ["plan-capacity", "1000000"])
+    assert text.exit_code == 0, text.output
+    assert "data nodes: 2 x r7g.large.search" in text.output and "Rekognition" in text.output
+    data = json.loads(runner.invoke(app, ["plan-capacity", "15000000", "--json"]).output)
+    assert data["data_nodes"] == capacity.plan(15_000_000).data_nodes
+    assert data["prices_as_of"] == capacity.PRICES_AS_OF
+    bad = runner.invoke(app, ["plan-capacity", "1000", "--encoding", "int4"])
+    assert bad.exit_code == 1 and "int4" in bad.output
+
+
+def test_generator_refits_its_own_statistics() -> None:
+    """A registry drawn from known statistics, refitted, gives the same score distributions."""
+    rng = np.random.default_rng(0)
+    dim = 32
+    truth = FaceStatistics(
+        mean=rng.normal(size=dim) * 0.1,
+        between=np.diag(np.linspace(0.3, 0.05, dim)),
+        within=np.diag(np.linspace(0.12, 0.04, dim)),
+        fitted_people=0,
+        fitted_photos=0,
+    )
+    counts = rng.integers(2, 5, size=600)
+    templates, people = truth.like(rng, counts)
+    refit = FaceStatistics.fit(templates, [str(p) for p in people])
+    again, again_people = refit.like(np.random.default_rng(1), counts)
+
+    def summary(t: np.ndarray, p: np.ndarray) -> dict[str, float]:
+        gram = t[:400] @ t[:400].T
+        upper = np.triu_indices(400, k=1)
+        impostor = gram[upper][p[:400][upper[0]] != p[:400][upper[1]]]
+        return score_summary(genuine_scores(t, p), impostor)
+
+    want, got = summary(templates, people), summary(again, again_people)
+    for key in ("genuine_mean", "impostor_mean", "impostor_std"):
+        assert got[key] == pytest.approx(want[key], abs=0.03), key
+    with pytest.raises(ValueError, match="two or more photos"):
+        FaceStatistics.fit(templates[:5], ["a", "b", "c", "d", "e"])
