@@ -162,6 +162,7 @@ def sign_in(driver: Any, who: str) -> None:
         by_id(driver, "sign-out").send_keys(Keys.ENTER)
     field = by_id(driver, "token")
     wait_for(driver, lambda d: field.is_displayed())
+    field.clear()
     field.send_keys(TOKENS[who][1], Keys.ENTER)
     wait_for(driver, lambda d: who in by_id(d, "who").text)
     wait_for(driver, lambda d: "Cases" in status(d) or "No cases" in status(d))

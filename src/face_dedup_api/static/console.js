@@ -152,7 +152,7 @@ async function signIn(value) {
   token = value;
   try {
     me = await api("GET", "/me");
-  } catch (error) { if (error.status !== 401) fail(error); return; }
+  } catch (error) { $("token").value = ""; if (error.status !== 401) fail(error); return; }
   $("token").value = "";
   $("login").hidden = true;
   $("session").hidden = false;
