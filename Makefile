@@ -29,6 +29,9 @@ layers: models
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
+	@# axe-core, the accessibility engine the browser test injects into the console (npm, pinned major)
+	@test -f build/axe/node_modules/axe-core/axe.min.js || \
+		(mkdir -p build/axe && cd build/axe && npm install --silent --no-audit --no-fund axe-core@4 >/dev/null)
 
 # The selfie capture page's browser runtime: onnxruntime-web from the npm registry at the version
 # and integrity pinned in web/capture/package-lock.json (served by the API from build/capture,
