@@ -12,6 +12,7 @@ Runs under the registry lock, so imports and `serve` wait while it repairs."""
 
 from __future__ import annotations
 
+import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,7 @@ def run_doctor(settings: Settings) -> DoctorReport:
         report.unrepaired.append(
             f"{data} is open to group or others (mode {mode:04o}): run `chmod 700 {data}`"
         )
+    _tighten_modes(data, report)
     with RegistryLock(data / "registry.lock")():
         store = _check_store(data / "registry.sqlite", report)
         if store is None:
@@ -70,6 +72,27 @@ def run_doctor(settings: Settings) -> DoctorReport:
         finally:
             store.close()
     return report
+
+
+def _tighten_modes(data: Path, report: DoctorReport) -> None:
+    """Registries made by older versions (or copied in) may hold 0644 files and 0755 folders."""
+    opened = []
+    for folder, dirs, names in os.walk(data):
+        for name in dirs + names:
+            path = Path(folder) / name
+            if path.is_symlink():
+                continue
+            mode = stat.S_IMODE(path.lstat().st_mode)
+            if mode & 0o077:
+                path.chmod(0o700 if path.is_dir() else 0o600)
+                opened.append(path.relative_to(data).as_posix())
+    if opened:
+        report.repaired.append(
+            f"{len(opened)} file(s) or folder(s) were readable by others, now owner-only: "
+            + ", ".join(opened[:5])
+        )
+    else:
+        report.checked.append("every file and folder inside is owner-only")
 
 
 def _check_store(path: Path, report: DoctorReport) -> SqliteRecordStore | None:

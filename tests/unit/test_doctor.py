@@ -156,3 +156,17 @@ except StorageError as exc:
 def test_each_os_failure_has_one_line_naming_the_file_and_the_fix(error: OSError, fix: str) -> None:
     message = str(storage_error(Path("/data/registry.sqlite"), error))
     assert message.startswith("/data/registry.sqlite: ") and fix in message and "\n" not in message
+
+
+def test_doctor_makes_files_left_open_by_older_versions_owner_only(tmp_path: Path) -> None:
+    data_dir = tmp_path / "registry"
+    _registry(data_dir, people=1)
+    tenant_folder = data_dir / "blobs" / "default"
+    photo = next(tenant_folder.rglob("photo"))
+    tenant_folder.chmod(0o755)
+    photo.chmod(0o644)
+    code, report, stderr = _doctor(data_dir)
+    assert code == 0, stderr
+    assert any("now owner-only" in line for line in report["repaired"])
+    assert tenant_folder.stat().st_mode & 0o777 == 0o700
+    assert photo.stat().st_mode & 0o777 == 0o600
