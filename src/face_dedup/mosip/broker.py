@@ -16,6 +16,7 @@ import logging
 import queue
 import threading
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -73,6 +74,7 @@ class AbisConsumer:
     # -- connection ---------------------------------------------------------------------------
 
     def connect(self) -> None:
+        self.close()  # a lost connection's threads stop before a new one starts
         parts = urlsplit(self.config.broker_url)
         if not parts.hostname or not parts.port:
             raise ConfigError("the broker URL needs a host and a port")
@@ -107,8 +109,9 @@ class AbisConsumer:
     def close(self) -> None:
         conn, self._conn = self._conn, None
         self._connected.clear()
-        if conn is not None and conn.is_connected():
-            conn.disconnect()
+        if conn is not None:
+            with suppress(stomp.exception.StompException, OSError):
+                conn.disconnect()
 
     # -- serving ------------------------------------------------------------------------------
 
