@@ -119,10 +119,27 @@ def _tables_in(node: ast.AST) -> set[str]:
     return {name for sub in ast.walk(node) if (name := _names_ref(sub))}
 
 
+def _class(path: str, name: str) -> ast.ClassDef | None:
+    tree = ast.parse((SRC / path).read_text(encoding="utf-8"))
+    return next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name), None)
+
+
 @cache
 def _methods(adapter: Adapter) -> dict[str, _Method]:
-    tree = ast.parse((SRC / adapter.path).read_text(encoding="utf-8"))
-    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == adapter.cls)
+    """The adapter class's methods, with those it inherits from its port (ports.py: a port's
+    concrete helper methods, such as `search_above`, call the adapter's own methods)."""
+    cls = _class(adapter.path, adapter.cls)
+    if cls is None:
+        raise KeyError(f"{adapter.cls} not found in {adapter.path}")
+    found: dict[str, _Method] = {}
+    for base in cls.bases:
+        port = _class("ports.py", base.id) if isinstance(base, ast.Name) else None
+        if port is not None:
+            found |= _parse(port)
+    return found | _parse(cls)
+
+
+def _parse(cls: ast.ClassDef) -> dict[str, _Method]:
     found: dict[str, _Method] = {}
     for fn in cls.body:
         if not isinstance(fn, ast.FunctionDef):

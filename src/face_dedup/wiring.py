@@ -96,7 +96,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
             code_dir="workflow",
             # reads only: the index and the store
             uses={
-                INDEX: ("count", "search"),
+                INDEX: ("count", "search", "search_above"),
                 STORE: (*STAGED_READS, "find_application_records", "describe_records"),
             },
             settings=SERVICE_SETTINGS,
@@ -108,7 +108,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
             handler="handler.complete",
             code_dir="workflow",
             uses={
-                INDEX: ("count", "search", "add"),
+                INDEX: ("count", "search", "search_above", "add"),
                 STORE: (
                     *STAGED_READS,
                     "commit",
@@ -194,7 +194,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
 INDEX_SETUP = "index_setup"
 # Security-plugin roles: what each function may do inside the index (IAM cannot tell a search
 # POST from a bulk POST; the plugin can).
-INDEX_READ_METHODS = frozenset({"count", "search", "record_ids"})
+INDEX_READ_METHODS = frozenset({"count", "search", "search_above", "record_ids"})
 
 
 def index_role(spec: FunctionSpec) -> str:

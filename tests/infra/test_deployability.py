@@ -206,7 +206,7 @@ def problems(template: dict[str, Any]) -> list[str]:
         targets = json.dumps(alarm["Properties"].get("AlarmActions", []))
         if f'"{operations}"' not in targets:
             found.append(f"alarm {name} notifies nobody on the operations topic")
-    # 8. retries outlast a transient overload; what outlasts them is parked, not rejected
+    # 8. retries outlast a transient overload; what outlasts them stays redrivable, not rejected
     for state_name, state in definition(template)["States"].items():
         if state.get("Type") != "Task":
             continue
@@ -220,13 +220,8 @@ def problems(template: dict[str, Any]) -> list[str]:
         )
         if span < 300 or retry.get("JitterStrategy") != "FULL":
             found.append(f"{state_name}: retries give up after {span:.0f} s or without jitter")
-        catches = state.get("Catch", [])
-        parked = (
-            bool(catches)
-            and "TransientError" in catches[0]["ErrorEquals"]
-            and catches[0]["Next"] != "RecordFailure"
-        )
-        if state_name != "RecordFailure" and not parked:
+        caught = {e for c in state.get("Catch", []) for e in c["ErrorEquals"]}
+        if caught & (set(retry["ErrorEquals"]) | {"States.ALL", "States.TaskFailed"}):
             found.append(f"{state_name}: a transient error that outlasts the retries becomes a rejection")
     return found
 
@@ -379,7 +374,7 @@ FAULTS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         "Lambda service errors are not retried",
     ),
     "transient failure becomes a rejection": (
-        _asl_edit('"Next":"Parked"', '"Next":"RecordFailure"'),
+        _asl_edit('"ErrorEquals":["PermanentError"]', '"ErrorEquals":["States.ALL"]'),
         "outlasts the retries becomes a rejection",
     ),
     "index created at cold start (no deploy step)": (_drop_index_setup, "no deploy-time index setup"),

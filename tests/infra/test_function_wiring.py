@@ -166,3 +166,18 @@ class _Context:
     @staticmethod
     def get_remaining_time_in_millis() -> int:
         return 60_000
+
+
+def test_workflow_tasks_classify_errors_for_the_state_machine() -> None:
+    from functions.workflow.handler import PermanentError, classified
+
+    def failing(error: Exception) -> Any:
+        def task(event: dict[str, Any], context: Any) -> dict[str, Any]:
+            raise error
+
+        return classified(task)
+
+    with pytest.raises(TransientError):  # retried, then left failed at its task: redrivable
+        failing(TransientError("index unavailable"))({}, None)
+    with pytest.raises(PermanentError, match=r"^ValueError$"):  # the failure path: only the type
+        failing(ValueError("APP-123 is not staged"))({}, None)

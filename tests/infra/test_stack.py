@@ -189,7 +189,7 @@ def test_workflow_branches_retries_and_failure_path(synthesized: tuple[Any, Temp
     text = json.dumps(machine["Properties"]["DefinitionString"])  # an Fn::Join of the ASL JSON
     for state in ("Search", "Decide", "Enroll", "OpenCase", "NotifyOfficers", "RecordFailure", "Failed"):
         assert f'\\"{state}\\"' in text
-    assert "TransientError" in text and "BackoffRate" in text and "States.ALL" in text
+    assert "TransientError" in text and "BackoffRate" in text and "PermanentError" in text
     assert machine["Properties"]["LoggingConfiguration"]["Level"] == "ALL"
     assert machine["Properties"]["TracingConfiguration"] == {"Enabled": True}
 

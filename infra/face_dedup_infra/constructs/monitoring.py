@@ -84,7 +84,7 @@ class Monitoring(Construct):
         alarm(
             "FailedExecutions",
             state_machine.metric_failed(period=Duration.minutes(5)),
-            "de-duplication workflows failed: Parked (transient, redrive) or recorded as rejected",
+            "de-duplication workflows failed: transient (redrive them) or recorded as rejected",
         )
         alarm(
             "TimedOutExecutions",

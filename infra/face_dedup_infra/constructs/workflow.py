@@ -16,6 +16,7 @@ TRANSIENT = [
     "Lambda.Unknown",
     "States.Timeout",
 ]
+PERMANENT = "PermanentError"  # raised by functions/workflow/handler.py for non-transient errors
 # Retried with full jitter for about 18 minutes (3 s, 7.5 s, ... capped at 5 minutes, 8 attempts):
 # an overloaded cluster or throttled Lambda recovers within that, and jitter spreads the retries.
 RETRY = {"interval_s": 3, "backoff_rate": 2.5, "max_attempts": 8, "max_delay_s": 300}
@@ -85,19 +86,13 @@ class DedupWorkflow(Construct):
             {"tenant.$": "$.tenant", "case_id.$": "$.complete.result.case_id"},
             "$.notify",
         )
-        # Transient causes that outlast the retries are never recorded as a rejection: the
-        # execution fails as `Parked` with its staged input intact, and is redriven
-        # (`aws stepfunctions redrive-execution --execution-arn ...`, see README) once the
-        # cause is gone. Only a non-transient error takes the failure path.
-        parked = sfn.Fail(
-            self,
-            "Parked",
-            cause="transient errors outlasted the retries: redrive this execution",
-            error="Parked",
-        )
+        # Only an error the handler classified as permanent (`PermanentError`: a bug, bad data)
+        # takes the failure path and is recorded as a rejection. Anything else (transient causes
+        # that outlast the retries, Lambda service errors, timeouts, crashes) is not caught: the
+        # execution fails AT that task with its staged input intact, and
+        # `aws stepfunctions redrive-execution` resumes it there once the cause is gone.
         for task in (search_task, enroll, open_case, notify_task):
-            task.add_catch(parked, errors=TRANSIENT)
-            task.add_catch(record, errors=["States.ALL"], result_path="$.error")
+            task.add_catch(record, errors=[PERMANENT], result_path="$.error")
 
         done = sfn.Succeed(self, "Done")
         decide = (
