@@ -173,3 +173,103 @@ def test_openapi_document_lists_every_route() -> None:
     ):
         assert path in paths, path
     assert "DecisionBody" in json.dumps(document["components"])
+
+
+def headers_of(method: str, path: str, who: dict[str, str] | None, body: Any = None) -> dict[str, str]:
+    raw = json.dumps(body).encode() if body is not None else b""
+    response = app.resolve(to_event(method, path, {}, raw, who), LocalContext())  # type: ignore[arg-type]
+    merged = {k: v[0] for k, v in (response.get("multiValueHeaders") or {}).items()}
+    return merged | (response.get("headers") or {})
+
+
+def test_every_response_carries_security_headers(api: DedupService) -> None:
+    case_id = only_case(OFFICER)
+    crop = call("GET", f"/cases/{case_id}", OFFICER)[1]["candidates"][0]["crop_url"]
+    for method, path, who, body in (
+        ("GET", "/cases", OFFICER, None),
+        ("GET", "/cases?limit=0", OFFICER, None),  # a validation error
+        ("GET", "/nowhere", OFFICER, None),  # no such route
+        ("GET", "/cases", None, None),  # no identity
+        ("POST", f"/cases/{case_id}/decision", AUDITOR, {"decision": "cannot_tell"}),
+        ("GET", crop, OFFICER, None),  # a face image
+    ):
+        headers = headers_of(method, path, who, body)
+        assert headers["Cache-Control"] == "no-store", path
+        assert headers["X-Content-Type-Options"] == "nosniff", path
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"], path
+
+
+def test_console_csp_names_only_configured_origins(api: DedupService) -> None:
+    csp = headers_of("GET", "/", None)["Content-Security-Policy"]
+    assert "script-src 'self';" in csp and "style-src 'self';" in csp and "unsafe" not in csp
+    assert "connect-src 'self';" in csp and "img-src 'self' blob:;" in csp
+    configure(
+        Dependencies(
+            service=api,
+            signer=ImageSigner(b"k"),
+            api_origin="https://api.example.org",
+            image_origins=("https://faces.s3.eu-west-1.amazonaws.com",),
+        )
+    )
+    csp = headers_of("GET", "/", None)["Content-Security-Policy"]
+    assert "connect-src 'self' https://api.example.org;" in csp
+    assert "img-src 'self' blob: https://faces.s3.eu-west-1.amazonaws.com;" in csp
+    for bad in ("http://plain.example.org", "https://x.org; script-src *", "*"):
+        with pytest.raises(ValueError, match="not an https origin"):
+            Dependencies(service=api, signer=ImageSigner(b"k"), api_origin=bad)
+    assert call("GET", "/static/console.js", None)[0] == 200
+    assert call("GET", "/static/..%2Fapp.py", None)[0] == 404
+    assert call("GET", "/static/app.py", None)[0] == 404
+
+
+def test_decisions_name_what_they_decide(api: DedupService) -> None:
+    case_id = only_case(OFFICER)
+    status, body = call("POST", f"/cases/{case_id}/decision", OFFICER, {"decision": "same_person"})
+    assert status == 422 and "names the candidate" in body["error"]
+    status, body = call(
+        "POST", f"/cases/{case_id}/decision", OFFICER, {"decision": "cannot_tell", "comment": "x" * 2001}
+    )
+    assert status == 422 and body["error"].startswith("comment:")  # a sentence, not "HTTP 422"
+    candidate = call("GET", f"/cases/{case_id}", OFFICER)[1]["candidates"][0]["record_id"]
+    same = {"decision": "same_person", "matched_record_id": candidate}
+    assert call("POST", f"/cases/{case_id}/decision", OFFICER, same)[1]["matched_record_id"] == candidate
+    status, body = call(
+        "POST", f"/cases/{case_id}/confirmation", SUPERVISOR, {"confirm": False, "comment": "  "}
+    )
+    assert status == 422 and "needs a reason" in body["error"]
+    status, case = call(
+        "POST", f"/cases/{case_id}/confirmation", SUPERVISOR, {"confirm": False, "comment": "ears"}
+    )
+    assert status == 200 and case["status"] == "open" and case["escalated"] is True
+    assert call("POST", "/uploads", OFFICER, {"application_id": "<img src=x onerror=alert(1)>"})[0] == 422
+
+
+def test_queue_filters_totals_and_claims(api: DedupService) -> None:
+    case_id = only_case(OFFICER)
+    status, page = call("GET", "/cases?limit=1&status=open&sort=newest", OFFICER)
+    assert status == 200 and page["total"] == 1 and page["next_offset"] is None
+    row = page["cases"][0]
+    assert row["application_id"] == "APP-3" and row["channel"] == "registry import" and row["best_band"]
+    assert call("GET", "/cases?escalated=true", OFFICER)[1]["total"] == 0
+    assert call("GET", "/cases?mine=true", OFFICER)[1]["total"] == 0
+    assert call("GET", "/cases?older_than_hours=1000", OFFICER)[1]["total"] == 0
+    assert call("POST", f"/cases/{case_id}/claim", OFFICER)[0] == 200
+    assert call("GET", "/cases?mine=true", OFFICER)[1]["cases"][0]["claimed_by"] == "ann"
+    assert call("POST", f"/cases/{case_id}/release", OFFICER_2)[0] == 403  # not hers to release
+    assert call("POST", f"/cases/{case_id}/release", AUDITOR)[0] == 403
+    status, case = call("POST", f"/cases/{case_id}/release", SUPERVISOR)
+    assert status == 200 and case["claimed_by"] is None
+    assert call("POST", f"/cases/{case_id}/release", SUPERVISOR)[0] == 409  # nothing to release
+    assert call("GET", "/me", AUDITOR)[1] == {"name": "al", "role": "auditor", "tenant": "tenant-a"}
+
+
+def test_denied_requests_are_audited(api: DedupService) -> None:
+    case_id = only_case(OFFICER)
+    call("GET", "/cases", None)
+    call("POST", f"/cases/{case_id}/decision", AUDITOR, {"decision": "cannot_tell"})
+    call("GET", f"/cases/{case_id}", OTHER_TENANT)
+    denied = [e for e in api.store.audit_events(tenant=None) if e.action == "request.denied"]
+    seen = {(e.actor, e.details["status"]) for e in denied}
+    assert ("anonymous", 401) in seen and ("al", 403) in seen and ("zed", 404) in seen
+    zed = next(e for e in denied if e.actor == "zed")
+    assert zed.tenant == "tenant-b"  # recorded where the caller lives, not in the tenant probed
