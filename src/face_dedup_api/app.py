@@ -21,7 +21,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import BaseModel, Field, model_validator
 
 from face_dedup.domain import CLAIM_MINUTES, Case, CaseDecision, CaseStatus, Role, claim_holder, claimed_at
-from face_dedup.errors import InvalidState, NotFound, PermissionDenied
+from face_dedup.errors import ErasureIncomplete, InvalidState, NotFound, PermissionDenied, StorageError
 from face_dedup.identifiers import APPLICATION_ID_PATTERN
 from face_dedup.ports import BlobStore
 from face_dedup.service import DedupService, crop_key, photo_key
@@ -200,6 +200,18 @@ def _no_route(exc: Exception) -> Response[str]:
 @app.exception_handler(InvalidState)
 def _conflict(exc: InvalidState) -> Response[str]:
     return _error(409, str(exc))
+
+
+@app.exception_handler(ErasureIncomplete)
+def _erasure_incomplete(exc: ErasureIncomplete) -> Response[str]:
+    # erased, but the scan found a copy (record id and file names only): never a success
+    return _error(503, str(exc))
+
+
+@app.exception_handler(StorageError)
+def _storage_failed(exc: StorageError) -> Response[str]:
+    # one machine's files (disk full, damage...): the operator's console shows it, with the fix
+    return _error(503, str(exc))
 
 
 class NotAvailableHere(Exception):

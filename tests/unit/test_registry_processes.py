@@ -231,3 +231,44 @@ def test_erase_finds_a_copy_left_anywhere_else_in_the_data_dir(tmp_path: Path) -
             service.erase(item.record_id, "dpo", "request")
     finally:
         adapters.close()
+
+
+def test_the_api_erase_reports_a_remaining_copy_as_a_failure_never_as_success(tmp_path: Path) -> None:
+    import sqlite3
+
+    from face_dedup_api.app import Dependencies, app, configure
+    from face_dedup_api.images import ImageSigner
+    from face_dedup_api.local_server import LocalContext, to_event
+
+    data_dir = tmp_path / "registry"
+    settings = Settings.load(data_dir=data_dir)
+    service, adapters = build_service(settings, with_engine=False)
+    supervisor = {"cognito:username": "sue", "cognito:groups": "supervisor", "custom:tenant": "default"}
+    try:
+        ids = []
+        for n in range(2):
+            face = template(settings, person=20 + n, variant=0, noise=0.0)
+            item = service.register(
+                InputRef(f"{n}.jpg", f"APP-{n}"), f"{n}" * 64, face, f"photo {n}".encode() * 40
+            )
+            ids.append(str(item.record_id))
+        configure(Dependencies(service=service, signer=ImageSigner(b"secret", ttl_seconds=60)))
+
+        def delete(record_id: str) -> tuple[int, dict[str, Any]]:
+            event = to_event("DELETE", f"/records/{record_id}?reason=request-1", {}, b"", supervisor)
+            response = app.resolve(event, LocalContext())  # type: ignore[arg-type]
+            return int(response["statusCode"]), json.loads(response["body"])
+
+        reader = sqlite3.connect(data_dir / "index.sqlite")
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM vectors").fetchone()  # an old snapshot held open
+        try:
+            status, body = delete(ids[0])
+        finally:
+            reader.rollback()
+            reader.close()
+        assert status == 503 and "template is still in index.sqlite" in body["error"]
+        status, body = delete(ids[1])
+        assert status == 200 and set(body["verified"]) == {"template", "photo", "crop"}
+    finally:
+        adapters.close()
