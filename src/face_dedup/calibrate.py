@@ -36,12 +36,32 @@ UNUSABLE = -1.0  # score of a pair with a photo that yielded no template
 
 
 def read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path} needs the columns {', '.join(required)} (missing {', '.join(missing)})")
-        return [{k: (v or "").strip() for k, v in row.items() if k} for row in reader]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in required if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(
+                    f"{path} needs the columns {', '.join(required)} (missing {', '.join(missing)})"
+                )
+            return [{k: (v or "").strip() for k, v in row.items() if k} for row in reader]
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+
+
+def check_labels(rows: list[dict[str, str]], path: Path) -> None:
+    """Every photo once, with a person: an empty identity would make one "person" of all the
+    unlabelled photos, and a photo listed twice a perfect genuine pair; both skew every rate."""
+    blank = [i for i, r in enumerate(rows) if not r["file"] or not r["identity"]]
+    if blank:
+        raise ValueError(
+            f"{path}: empty file or identity on {len(blank)} rows (first: data row {blank[0] + 1})"
+        )
+    seen: set[str] = set()
+    for index, row in enumerate(rows):
+        if row["file"] in seen:
+            raise ValueError(f"{path}: data row {index + 1} lists a file already listed: each photo once")
+        seen.add(row["file"])
 
 
 def _load_cache(cache: Path | None, pack_id: str) -> tuple[dict[str, Vector], dict[str, str]]:
@@ -180,6 +200,7 @@ def calibrate(
     else:
         assert labels is not None
         rows = read_csv(labels, ("file", "identity", *((group_by,) if group_by else ())))
+        check_labels(rows, labels)
         files = [r["file"] for r in rows]
         identities = [r["identity"] for r in rows]
         groups = clean_groups([r[group_by] for r in rows], group_by) if group_by else []

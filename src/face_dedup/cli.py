@@ -18,6 +18,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -100,13 +101,16 @@ def _run(action: Callable[[], T]) -> T:
         FileNotFoundError,
         ValueError,
     ) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)  # values in it are text
         raise typer.Exit(1) from None
     except FaceDedupError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
     except (sqlite3.Error, OSError) as exc:  # not named by an adapter: still one line, never a traceback
-        err.print(f"[red]error:[/red] {exc}; run `face-dedup doctor` to check the registry", highlight=False)
+        err.print(
+            f"[red]error:[/red] {escape(str(exc))}; run `face-dedup doctor` to check the registry",
+            highlight=False,
+        )
         raise typer.Exit(1) from None
 
 
@@ -640,7 +644,8 @@ def calibrate_cmd(
         )
     )
     if plot is not None and "by_group" in report:
-        plot.write_text(render_svg(report["by_group"]), encoding="utf-8")
+        svg = render_svg(report["by_group"])
+        _run(lambda: plot.write_text(svg, encoding="utf-8"))  # a bad --plot path: one line, no traceback
     if "by_group" in report and not as_json:
         out.print(render_text(report["by_group"]), markup=False, highlight=False)
         return
@@ -671,7 +676,10 @@ def report_drift(
     settings = _settings(data_dir, None, tenant)
     path = drift_path(settings)
     if not path.is_file():
-        err.print(f"[red]error:[/red] no drift counts at {path} (nothing imported yet)", highlight=False)
+        err.print(
+            f"[red]error:[/red] no drift counts at {escape(str(path))} (nothing imported yet)",
+            highlight=False,
+        )
         raise typer.Exit(1)
     store = SqliteDriftStore(path)
 
@@ -705,12 +713,10 @@ def report_cases(
     """Officers' outcomes per group of applicant: shares of cases decided "same", "different"
     and "cannot tell", and supervisor overturn rates. Groups come only from the labels file."""
     from face_dedup.calibrate import read_csv
-    from face_dedup.group_report import case_groups_report, clean_groups, render_cases_text
+    from face_dedup.group_report import applicant_groups, case_groups_report, render_cases_text
 
     def build() -> dict[str, Any]:
-        rows = read_csv(labels, ("application_id", group_by))
-        groups = clean_groups([r[group_by] for r in rows], group_by)
-        mapping = {r["application_id"]: g for r, g in zip(rows, groups, strict=True)}
+        mapping = applicant_groups(read_csv(labels, ("application_id", group_by)), group_by)
         with _opened(_settings(data_dir, None, tenant)) as service:
             return case_groups_report(service, mapping, group_by, resamples=resamples)
 

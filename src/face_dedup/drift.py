@@ -270,6 +270,8 @@ def compare(
     min_tv: float = MIN_TV,
 ) -> dict[str, Any]:
     """Every measure of the recent window against the baseline (see the module's text)."""
+    if min_count < 1 or not 0 < alpha < 1:
+        raise ValueError("--min-count must be at least 1 and --alpha between 0 and 1")
     base, now = _split(baseline), _split(recent)
     metrics = sorted(set(base) | set(now))
     testable = [

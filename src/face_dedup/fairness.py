@@ -70,7 +70,7 @@ class Ratio:
     best: str
     ratio: float | None  # None when the best group shows no error at all
     ratio_low: float | None
-    ratio_high: float | None
+    ratio_high: float | None  # None with a ratio_low: unbounded (the best group's errors may be 0)
     difference: float
     difference_low: float
     difference_high: float
@@ -137,6 +137,31 @@ def _estimate(
     return Estimate(value, low, high, float(numerator[0]), float(denominator[0]), units), rates
 
 
+_UNBOUNDED = 1e300  # stands for an infinite ratio inside the percentile computation
+
+
+def _ratio_interval(
+    worst: FloatArray, best: FloatArray, confidence: float
+) -> tuple[float | None, float | None]:
+    """Percentile interval of worst/best over the resamples. A resample where the best group
+    shows no error has an infinite ratio (or an undefined one, when neither does): dropping it
+    would cut off exactly the largest ratios and pull the upper end down, so it counts as
+    infinite for the upper end (None: unbounded) and, when undefined, as 0 for the lower end."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = worst / best
+    known = ~np.isnan(worst) & ~np.isnan(best)  # a resample without any trial says nothing
+    ratios = ratios[known]
+    if ratios.size == 0:
+        return None, None
+    tail = (1 - confidence) / 2 * 100
+    undefined = np.isnan(ratios)
+    high_values = np.where(undefined | np.isinf(ratios), _UNBOUNDED, ratios)
+    low_values = np.where(undefined, 0.0, np.where(np.isinf(ratios), _UNBOUNDED, ratios))
+    low = float(np.percentile(low_values, tail))
+    high = float(np.percentile(high_values, 100 - tail))
+    return (None if low >= _UNBOUNDED / 2 else low), (None if high >= _UNBOUNDED / 2 else high)
+
+
 def compare(
     metric: str, rates: Mapping[str, FloatArray], estimates: Mapping[str, Estimate], confidence: float
 ) -> Ratio | None:
@@ -154,9 +179,7 @@ def compare(
     ratio_low = ratio_high = None
     if measured[best] > 0:
         ratio = measured[worst] / measured[best]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratios = rates[worst][1:] / rates[best][1:]
-        ratio_low, ratio_high = _interval(ratios, confidence)
+        ratio_low, ratio_high = _ratio_interval(rates[worst][1:], rates[best][1:], confidence)
     lo = diff_low if diff_low is not None else 0.0
     hi = diff_high if diff_high is not None else 0.0
     return Ratio(
@@ -344,8 +367,11 @@ def _group_pairs(names: Sequence[str]) -> list[tuple[int, int]]:
     return [(a, b) for a in range(len(names)) for b in range(a, len(names))]
 
 
+PAIR_SEPARATOR = "|"  # no group name may contain it (group_report.clean_groups)
+
+
 def pair_label(names: Sequence[str], a: int, b: int) -> str:
-    return names[a] if a == b else f"{names[a]}|{names[b]}"
+    return names[a] if a == b else f"{names[a]}{PAIR_SEPARATOR}{names[b]}"
 
 
 def rates_at_threshold(

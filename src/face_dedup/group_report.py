@@ -55,6 +55,15 @@ def clean_groups(values: Sequence[str], column: str) -> list[str]:
     too_long = [v for v in values if len(v) > MAX_GROUP_LENGTH]
     if too_long:
         raise ValueError(f"column {column!r} has values longer than {MAX_GROUP_LENGTH} characters")
+    # Group names reach a terminal, an SVG and the keys of the report: control and format
+    # characters (terminal escapes, bidi overrides) are refused, and so is the separator that
+    # names a pair of groups ("A|B"), which a group of that name would overwrite.
+    odd = [i for i, v in enumerate(values) if not v.isprintable() or fx.PAIR_SEPARATOR in v]
+    if odd:
+        raise ValueError(
+            f"column {column!r} has a value with a control character or {fx.PAIR_SEPARATOR!r} "
+            f"on {len(odd)} rows (first: data row {odd[0] + 1})"
+        )
     distinct = set(values)
     if len(distinct) > MAX_GROUPS:
         raise ValueError(
@@ -190,7 +199,7 @@ def _comparisons(comparisons: list[dict[str, Any]]) -> list[str]:
     for c in comparisons:
         ratio = "-" if c["ratio"] is None else f"{c['ratio']:.2f}"
         low, high = c["ratio_ci"]
-        span = "" if low is None else f" [{low:.2f}, {high:.2f}]"
+        span = "" if low is None else f" [{low:.2f}, {'unbounded' if high is None else f'{high:.2f}'}]"
         verdict = "differs" if c["differs"] else "no difference shown"
         lines.append(f"  {c['metric']}: worst {c['worst']} / best {c['best']} = {ratio}{span}; {verdict}")
     return lines
@@ -206,6 +215,20 @@ def first_decision(case: Case) -> str | None:
         if entry.get("decision"):
             return str(entry["decision"])
     return None
+
+
+def applicant_groups(rows: Sequence[dict[str, str]], column: str) -> dict[str, str]:
+    """`application_id` -> group from a labels file's rows. An application listed twice with two
+    different groups is refused (which one would count is a guess), as is an empty id."""
+    groups = clean_groups([r[column] for r in rows], column)
+    mapping: dict[str, str] = {}
+    for index, (row, group) in enumerate(zip(rows, groups, strict=True)):
+        application = row["application_id"]
+        if not application:
+            raise ValueError(f"empty application_id on data row {index + 1}")
+        if mapping.setdefault(application, group) != group:
+            raise ValueError(f"data row {index + 1}: an application_id already given another {column!r}")
+    return mapping
 
 
 def case_groups_report(
