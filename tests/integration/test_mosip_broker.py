@@ -192,3 +192,48 @@ def test_broker_restart_mid_stream_loses_no_request(
     inserts = [replies[i][0] for i in sent[:-1]]
     assert all(r["returnValue"] == "1" for r in inserts), inserts
     assert replies[sent[-1]][0]["count"] == str(len(photos))
+
+
+def test_a_request_whose_reply_was_not_confirmed_is_served_again(
+    setup: tuple[Mosip, AbisConsumer, Datashare],
+    faces_root: Path,
+    broker: activemq.ActiveMQ,
+    service: DedupService,
+) -> None:
+    """The broker dies while a request is being processed: its reply cannot be sent, so it is
+    not acknowledged, and the broker delivers it again after the restart."""
+    mosip, consumer, share = setup
+    client = DatashareClient(DatashareConfig(allow_http=True))
+    trigger = share.share(cbeff_from_photo(faces_root / B1))
+    back = threading.Event()
+
+    def fetch(url: str) -> bytes:
+        body = client.fetch(url)
+        if url == trigger and not back.is_set():
+            broker.restart()  # mid-request: the work is done, the reply not yet sent
+            back.set()
+        return body
+
+    dying = AbisConsumer(consumer.config, AbisHandler(service, fetch))
+    sent = [
+        mosip.send(
+            request("insert", referenceId="a1", referenceURL=share.share(cbeff_from_photo(faces_root / A1)))
+        ),
+        mosip.send(request("insert", referenceId="b1", referenceURL=trigger)),
+        mosip.send(request("referenceCount")),
+    ]
+    mosip.close()
+    stop, thread = run(dying)
+    try:
+        assert back.wait(WAIT_S)
+        mosip = Mosip(broker, consumer.config)
+        replies = mosip.collect(sent)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        mosip.close()
+        client.close()
+    assert [replies[i][0]["returnValue"] for i in sent] == ["1", "1", "1"]
+    assert replies[sent[2]][0]["count"] == "2"
+    served = [e for e in service.store.audit_events() if e.details.get("request_id") == sent[1]]
+    assert len(served) == 2  # processed, lost with the broker, delivered and processed again
