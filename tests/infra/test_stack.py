@@ -231,3 +231,14 @@ def test_console_sign_in_has_no_implicit_flow_and_hides_user_existence(
     assert client["PreventUserExistenceErrors"] == "ENABLED"
     assert "implicit" not in client.get("AllowedOAuthFlows", [])
     assert not any("example.com" in url for url in client.get("CallbackURLs", []))
+
+
+def test_no_payload_in_traces_or_execution_logs(synthesized: tuple[Any, Template]) -> None:
+    _, template = synthesized
+    for function in resources(template, "AWS::Lambda::Function").values():
+        env = function["Properties"].get("Environment", {}).get("Variables", {})
+        if "FACE_DEDUP_FUNCTION" in env:
+            assert env["POWERTOOLS_TRACER_CAPTURE_RESPONSE"] == "false"
+            assert env["POWERTOOLS_TRACER_CAPTURE_ERROR"] == "false"
+    machine = next(iter(resources(template, "AWS::StepFunctions::StateMachine").values()))
+    assert machine["Properties"]["LoggingConfiguration"]["IncludeExecutionData"] is False

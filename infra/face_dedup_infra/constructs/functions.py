@@ -99,7 +99,13 @@ class Functions(Construct):
     ) -> lambda_.Function:
         name = camel(spec.name)
         log_group = logs.LogGroup(self, f"{name}Logs", retention=logs.RetentionDays.ONE_YEAR)
-        environment = {ENV_NAME: spec.name, "POWERTOOLS_SERVICE_NAME": f"face-dedup-{spec.name}"}
+        environment = {
+            ENV_NAME: spec.name,
+            "POWERTOOLS_SERVICE_NAME": f"face-dedup-{spec.name}",
+            # traces keep timings, never payloads: responses and errors carry ids and keys
+            "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",
+            "POWERTOOLS_TRACER_CAPTURE_ERROR": "false",
+        }
         for setting in wiring.settings_for(spec):
             if setting in self._settings:  # the rest are added once their resource exists
                 environment[PREFIX + setting.upper()] = self._settings[setting]
