@@ -19,6 +19,7 @@ import base64
 import json
 import shutil
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -329,7 +330,7 @@ def test_bad_stream_gets_its_guidance_and_cannot_be_captured(
     stream: str, server: str, registry: DedupService, faces_root: Path, tmp_path: Path
 ) -> None:
     frame = STREAMS[stream](faces_root)
-    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    _, jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     server_view = registry.analyze(jpeg.tobytes())
     assert isinstance(server_view, Rejection), f"{stream}: the server must refuse this frame"
     driver = chromium(tmp_path, write_y4m(tmp_path / "bad.y4m", frame))
@@ -414,7 +415,8 @@ def test_page_and_server_agree_on_shared_photos(
                 "  const m = await import('/capture/static/analysis.js');"
                 "  window.__det = window.__det || await m.loadDetector(await m.loadConfig());"
                 "  const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));"
-                "  const bitmap = await createImageBitmap(new Blob([bytes]), {imageOrientation: 'from-image'});"
+                "  const bitmap = await createImageBitmap(new Blob([bytes]),"
+                "    {imageOrientation: 'from-image'});"
                 "  const copy = m.workingCopy(bitmap, bitmap.width, bitmap.height, window.__det.config);"
                 "  const v = await m.analyze(window.__det, copy.canvas, copy.scale);"
                 "  done({reason: v.reason, faces: v.faces});"
@@ -437,6 +439,7 @@ def test_page_and_server_agree_on_shared_photos(
                 "photos": len(rows),
                 "same_reason": round(rate, 4),
                 "same_accept_or_reject": round(accept_rate, 4),
+                "server_verdicts": dict(Counter(str(r["server"] or "ACCEPTED") for r in rows)),
                 "disagreements": [r for r in rows if r["server"] != r["page"]],
             },
             indent=2,

@@ -117,14 +117,18 @@ function closeCamera() {
 async function liveLoop() {
   if (state.phase !== "live") return;
   const video = $("video");
-  if (video.readyState >= 2 && video.videoWidth) {
-    const frame = workingCopy(video, video.videoWidth, video.videoHeight, state.config);
-    const verdict = await analyze(state.detector, frame.canvas, frame.scale);
-    if (state.phase !== "live") return;
-    showChecks(verdict);
-    say(advice(verdict));
-    $("capture").disabled = verdict.reason !== null;
-    document.body.dataset.verdict = verdict.reason || "READY";
+  try {
+    if (video.readyState >= 2 && video.videoWidth) {
+      const frame = workingCopy(video, video.videoWidth, video.videoHeight, state.config);
+      const verdict = await analyze(state.detector, frame.canvas, frame.scale);
+      if (state.phase !== "live") return;
+      showChecks(verdict);
+      say(advice(verdict));
+      $("capture").disabled = verdict.reason !== null;
+      document.body.dataset.verdict = verdict.reason || "READY";
+    }
+  } catch (error) {
+    console.error("capture page: a frame could not be analysed:", error); // the next one may be
   }
   setTimeout(liveLoop, LIVE_INTERVAL_MS);
 }
