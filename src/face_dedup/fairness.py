@@ -34,6 +34,7 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
 DEFAULT_RESAMPLES = 1000
+MAX_RESAMPLES = 100_000  # the weights are resamples x people floats: bounded memory
 CONFIDENCE = 0.95
 _CHUNK = 1024  # rows of the score matrix computed at once (bounded memory)
 
@@ -98,6 +99,8 @@ class Resampler:
     """
 
     def __init__(self, person_group: Sequence[int] | IntArray, resamples: int, seed: int) -> None:
+        if not 10 <= resamples <= MAX_RESAMPLES:
+            raise ValueError(f"--resamples must be between 10 and {MAX_RESAMPLES:,}")
         strata = np.asarray(person_group, dtype=np.int64)
         rng = np.random.default_rng(seed)
         weights = np.zeros((resamples + 1, len(strata)), dtype=np.float64)

@@ -173,3 +173,10 @@ def test_cli_drift_refuses_a_min_count_of_zero(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [*args, "--recent", "2026-11-08:2026-11-09", "--min-count", "0"])
     assert result.exit_code == 1, result.output
     assert "--min-count must be at least 1" in result.output
+
+
+@pytest.mark.parametrize("resamples", [0, 9, fx.MAX_RESAMPLES + 1])
+def test_resamples_out_of_range_are_refused_before_any_memory_is_taken(resamples: int) -> None:
+    """10 million resamples of 2,000 people would have asked for 160 GB at once."""
+    with pytest.raises(ValueError, match="--resamples must be between 10 and"):
+        fx.Resampler([0, 1, 1], resamples, seed=0)
