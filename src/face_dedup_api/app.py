@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
@@ -86,10 +87,20 @@ class Dependencies:
             if origin is not None and not _ORIGIN.fullmatch(origin):
                 raise ValueError(f"not an https origin: {origin!r}")
 
+    def _presigned_origin(self) -> list[str]:
+        """Where presigned image links point (the bucket's endpoint), learned by presigning a
+        dummy key: signing is local, nothing is fetched. Empty where images are served here."""
+        url = self.service.blobs.presigned_url("csp-probe", 1)
+        if not url:
+            return []
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        return [origin] if _ORIGIN.fullmatch(origin) and origin not in self.image_origins else []
+
     def console_csp(self) -> str:
         """No inline script or style anywhere: the page's code and styles are files from 'self'."""
         connect = " ".join(["'self'", *([self.api_origin] if self.api_origin else [])])
-        images = " ".join(["'self'", "blob:", *self.image_origins])
+        images = " ".join(["'self'", "blob:", *self.image_origins, *self._presigned_origin()])
         return (
             "default-src 'none'; script-src 'self'; style-src 'self'; "
             f"img-src {images}; connect-src {connect}; "

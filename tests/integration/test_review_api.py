@@ -273,3 +273,21 @@ def test_denied_requests_are_audited(api: DedupService) -> None:
     assert ("anonymous", 401) in seen and ("al", 403) in seen and ("zed", 404) in seen
     zed = next(e for e in denied if e.actor == "zed")
     assert zed.tenant == "tenant-b"  # recorded where the caller lives, not in the tenant probed
+
+
+def test_console_csp_allows_the_presigned_image_origin(api: DedupService) -> None:
+    import boto3
+    from moto import mock_aws
+
+    from face_dedup.adapters.s3_blobs import S3BlobStore
+
+    with mock_aws():
+        cloudlike = api.for_tenant("tenant-a")
+        client = boto3.client("s3", region_name="eu-west-1")
+        cloudlike.blobs = S3BlobStore(client, "faces-bucket", prefix="")
+        configure(Dependencies(service=cloudlike, signer=ImageSigner(b"k")))
+        csp = headers_of("GET", "/", None)["Content-Security-Policy"]
+    image_sources = csp.split("img-src ")[1].split(";")[0].split()
+    assert image_sources[:2] == ["'self'", "blob:"] and len(image_sources) == 3
+    assert image_sources[2].startswith("https://") and "amazonaws.com" in image_sources[2]
+    assert "connect-src 'self';" in csp  # images need no fetch: connect-src stays 'self'
