@@ -10,16 +10,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from PIL import Image
 
 from face_dedup.domain import Actor, CaseDecision, Role
 from face_dedup.errors import InvalidState, TransientError
 from face_dedup.mosip.adjudication import adjudication_reply
+from face_dedup.mosip.app import build_abis
 from face_dedup.mosip.cbeff import build_cbeff
+from face_dedup.mosip.config import AbisConfig
+from face_dedup.mosip.crypto import encrypt_for
 from face_dedup.mosip.datashare import DatashareClient, DatashareConfig
 from face_dedup.mosip.handlers import AbisHandler
 from face_dedup.mosip.iso_face import JP2_LOSSLESS, write_face_record
 from face_dedup.service import DedupService
+from face_dedup.settings import Settings
 from tests.support.mosip import Datashare, assert_reply_shape, cbeff_from_photo, datashare_server, request
 
 pytestmark = pytest.mark.shared_data
@@ -239,3 +245,35 @@ def test_internal_errors_are_answered_and_transient_ones_are_not(service: DedupS
         AbisHandler(service, unavailable).handle(
             json.dumps(request("insert", referenceId="r1", referenceURL="https://mosip.example/x"))
         )
+
+
+def test_the_composed_abis_opens_mosip_1_2_encrypted_shares(
+    base_settings: Settings, tmp_path: Path, share: Datashare, faces_root: Path
+) -> None:
+    """The composition root (settings -> key file -> datashare -> handler) on an encrypted share."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_file = tmp_path / "partner.pem"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    config = AbisConfig.load(
+        {},
+        decrypt_key_file=str(key_file),
+        datashare_allow_http=True,
+        datashare_hosts="127.0.0.1",
+    )
+    abis = build_abis(base_settings.with_overrides(data_dir=tmp_path / "registry"), config)
+    try:
+        sealed = encrypt_for(key.public_key(), cbeff_from_photo(faces_root / A1))
+        assert insert_url(abis.handler, "a1", share.share(sealed))["returnValue"] == "1"
+        plain = share.share(cbeff_from_photo(faces_root / B1))
+        assert insert_url(abis.handler, "b1", plain)["failureReason"] == "7"  # not encrypted for us
+        assert abis.handler.service.tenant == "mosip" and count(abis.handler) == 1
+    finally:
+        abis.close()
+
+
+def insert_url(abis: AbisHandler, ref: str, url: str) -> dict[str, Any]:
+    return call(abis, request("insert", referenceId=ref, referenceURL=url))
