@@ -13,7 +13,12 @@ from constructs import Construct
 class SearchDomain(Construct):
     """The OpenSearch domain holding the k-NN index: inside the VPC (no public endpoint),
     encrypted at rest with the KMS key and node to node, HTTPS only (TLS 1.2+), fine-grained
-    access control with IAM, audit/application/slow logs to CloudWatch, two AZs."""
+    access control with IAM, audit/application/slow logs to CloudWatch, two AZs.
+
+    Its size (instance type, data nodes, volume) comes from DeploymentConfig, which takes it
+    from face_dedup.capacity.plan for the declared `registry-size` (the formulas behind
+    `face-dedup plan-capacity`) and refuses at synth a size the index method was not measured
+    to serve; the index method itself is capacity.DEFAULT_METHOD (the adapter's defaults)."""
 
     def __init__(
         self,
