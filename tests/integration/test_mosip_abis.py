@@ -112,11 +112,13 @@ def test_target_fpir_sets_the_threshold_for_the_searched_size(
         insert(abis, share, faces_root, ref, photo)
     identify(abis, referenceId="a2", flags={"targetFPIR": "20"})
     identify(abis, referenceId="a2", flags={"targetFPIR": "60"})
+    assert identify(abis, referenceId="a2", flags={"targetFPIR": "9999"}) == []  # absurd, still answered
     identify(
         abis, referenceId="a2", flags={"targetFPIR": "60"}, gallery={"referenceIds": [{"referenceId": "a1"}]}
     )
     events = [e.details["identify"] for e in service.store.audit_events() if e.action == "mosip.identify"]
-    loose, strict, one = events
+    loose, strict, absurd, one = events
+    assert absurd["threshold"] >= strict["threshold"]
     assert loose["searched"] == strict["searched"] == 2 and one["searched"] == 1
     assert loose["target_fpir"] == pytest.approx(1e-2) and strict["target_fpir"] == pytest.approx(1e-6)
     assert strict["threshold"] > loose["threshold"]

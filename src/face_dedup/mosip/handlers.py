@@ -269,7 +269,8 @@ class AbisHandler:
         encoded = int(flags.get("targetFPIR", self._target_fpir) or 0)
         if encoded <= 0:
             return self.service.settings.target_fpir
-        return min(0.5, 10 ** (-encoded / 10))  # MOSIP: targetFPIR = round(-10 log10 FPIR)
+        # MOSIP: targetFPIR = round(-10 log10 FPIR); kept within what a threshold can express
+        return min(0.5, max(1e-20, 10 ** (-encoded / 10)))
 
     def _candidate(self, c: Scored, review: float, duplicate: float) -> dict[str, Any]:
         fmr = self.service.tail.fmr_at(c.score)
