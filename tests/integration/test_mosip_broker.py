@@ -154,7 +154,8 @@ def test_every_operation_over_the_broker_identify_after_queued_inserts(
     )
     assert ident["candidateList"]["count"] == "1"
     assert ident["candidateList"]["candidates"][0]["referenceId"] == "a1"
-    assert int(pending["jobscount"]) >= 0 and count["count"] == "3"
+    assert 1 <= int(pending["jobscount"]) <= 5  # requests taken from the broker, not yet answered
+    assert count["count"] == "3"
     assert dup["failureReason"] == "10"  # the referenceId check comes before the fetch
     assert delete["returnValue"] == "1" and delete_again["failureReason"] == "12"
     assert count_after["count"] == "2"
