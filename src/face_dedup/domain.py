@@ -227,6 +227,8 @@ def batch_notifications(notifications: list[Notification], queue_link: str) -> l
 # A claim lapses this long after it was taken, so a case never stays with an officer who left;
 # a supervisor (or the holder) can release it sooner.
 CLAIM_MINUTES = 30
+# The person who decided may take a decision back this long after, while it is not final.
+UNDO_MINUTES = 5
 
 
 def claimed_at(case: Case) -> str | None:

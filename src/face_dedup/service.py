@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import cv2
@@ -23,6 +24,7 @@ from numpy.typing import NDArray
 from face_dedup.calibration import DedupThresholds, ImpostorTail, dedup_thresholds
 from face_dedup.decision import decide
 from face_dedup.domain import (
+    UNDO_MINUTES,
     Actor,
     AuditEvent,
     Candidate,
@@ -806,6 +808,38 @@ class DedupService:
                 f"case {case_id} is claimed by {case.claimed_by}: they or a supervisor release it"
             )
         return self._transition(case, actor, "released", "", {"claimed_by": None})
+
+    def undo_decision(self, case_id: str, actor: Actor, now: datetime | None = None) -> Case:
+        """The person who decided takes it back within UNDO_MINUTES, while it is not final: "same
+        person" before a supervisor confirms, "cannot tell" before a supervisor claims the case.
+        "Different people" is final at once (it enrolls the application); the console says so
+        before it is sent. The case returns to the queue claimed by the same person."""
+        _require_role(actor, Role.OFFICER, Role.SUPERVISOR)
+        case = self._open_case_for(case_id)
+        if case.decided_by != actor.name or case.decided_at is None:
+            raise PermissionDenied("only the person who decided can undo the decision")
+        elapsed = (now or datetime.now(UTC)) - datetime.fromisoformat(case.decided_at)
+        if elapsed.total_seconds() > UNDO_MINUTES * 60:
+            raise InvalidState(f"the {UNDO_MINUTES}-minute undo window for case {case_id} has passed")
+        pending_same = case.status is CaseStatus.AWAITING_CONFIRMATION
+        pending_unsure = (
+            case.status is CaseStatus.OPEN
+            and case.escalated
+            and case.decision is CaseDecision.CANNOT_TELL
+            and case.claimed_by is None
+        )
+        if not (pending_same or pending_unsure):
+            raise InvalidState(f"case {case_id}'s decision is final: nothing to undo")
+        changes = {
+            "status": CaseStatus.OPEN,
+            "escalated": False,
+            "decision": None,
+            "decided_by": None,
+            "decided_at": None,
+            "matched_record_id": None,
+            "claimed_by": actor.name,
+        }
+        return self._transition(case, actor, "undone", "", changes)
 
     def decide_case(
         self,

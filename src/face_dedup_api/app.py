@@ -21,7 +21,16 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import BaseModel, Field, model_validator
 
-from face_dedup.domain import CLAIM_MINUTES, Case, CaseDecision, CaseStatus, Role, claim_holder, claimed_at
+from face_dedup.domain import (
+    CLAIM_MINUTES,
+    UNDO_MINUTES,
+    Case,
+    CaseDecision,
+    CaseStatus,
+    Role,
+    claim_holder,
+    claimed_at,
+)
 from face_dedup.errors import ErasureIncomplete, InvalidState, NotFound, PermissionDenied, StorageError
 from face_dedup.identifiers import APPLICATION_ID_PATTERN
 from face_dedup.ports import BlobStore
@@ -388,6 +397,7 @@ def _detail(service: DedupService, case: Case) -> dict[str, Any]:
         "matched_record_id": case.matched_record_id,
         "confirmed_by": case.confirmed_by,
         "claim_minutes": CLAIM_MINUTES,
+        "undo_minutes": UNDO_MINUTES,
         "history": list(case.history),
         "version": case.version,
     }
@@ -498,6 +508,18 @@ def decide_case(case_id: str, body: DecisionBody) -> dict[str, Any]:
         case_id, CaseDecision(body.decision), caller.actor, body.comment, body.matched_record_id
     )
     return _detail(service, case)
+
+
+@app.post(
+    "/cases/<case_id>/undo",
+    summary="Take back your own decision within the undo window, while it is not final",
+    tags=["cases"],
+)
+def undo_decision(case_id: str) -> dict[str, Any]:
+    caller = _caller()
+    _require(caller, *DECIDERS)
+    service = _service(caller)
+    return _detail(service, service.undo_decision(case_id, caller.actor))
 
 
 @app.post(

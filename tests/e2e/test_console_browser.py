@@ -363,6 +363,14 @@ def test_officer_supervisor_auditor_by_keyboard(console: str, browser: Any) -> N
     assert "scar on the left cheek" in history
     assert not browser.find_elements(By.CSS_SELECTOR, '.actions button[data-key="y"]')  # never her own
     shoot(browser, "04-decided-same-person")
+    press(browser, "u")  # undo within the window: back to open, still hers
+    go_ahead(browser)
+    wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#case-body p").text.startswith("open"))
+    press(browser, "s")
+    go_ahead(browser)
+    wait_for(
+        browser, lambda d: "waiting for a supervisor" in d.find_element(By.CSS_SELECTOR, "#case-body p").text
+    )
 
     sign_in(browser, "sue")
     assert "supervisor" in by_id(browser, "who").text
@@ -418,6 +426,15 @@ def test_officer_supervisor_auditor_by_keyboard(console: str, browser: Any) -> N
     )  # no sideways scroll
     run_axe(browser, "case 390")
     shoot(browser, "09-case-390")
+
+    # 200% zoom on a 1366x768 screen: 683x384 CSS px at two device pixels each.
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 683, "height": 384, "deviceScaleFactor": 2, "mobile": False},
+    )
+    wait_for(browser, lambda d: d.execute_script("return innerWidth") == 683)
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= 685
+    shoot(browser, "12-case-at-200-percent-zoom")
 
 
 def test_session_and_server_errors_are_clear(registry: DedupService, browser: Any, tmp_path: Path) -> None:

@@ -291,3 +291,32 @@ def test_console_csp_allows_the_presigned_image_origin(api: DedupService) -> Non
     assert image_sources[:2] == ["'self'", "blob:"] and len(image_sources) == 3
     assert image_sources[2].startswith("https://") and "amazonaws.com" in image_sources[2]
     assert "connect-src 'self';" in csp  # images need no fetch: connect-src stays 'self'
+
+
+def test_undo_within_the_window_while_not_final(api: DedupService) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from face_dedup.domain import UNDO_MINUTES, Actor, Role
+    from face_dedup.errors import InvalidState
+
+    case_id = only_case(OFFICER)
+    candidate = call("GET", f"/cases/{case_id}", OFFICER)[1]["candidates"][0]["record_id"]
+    same = {"decision": "same_person", "matched_record_id": candidate}
+    assert call("POST", f"/cases/{case_id}/decision", OFFICER, same)[0] == 200
+    assert call("POST", f"/cases/{case_id}/undo", OFFICER_2)[0] == 403  # only who decided
+    status, case = call("POST", f"/cases/{case_id}/undo", OFFICER)
+    assert status == 200 and case["status"] == "open" and case["decision"] is None
+    assert case["claimed_by"] == "ann" and case["history"][-1]["action"] == "undone"
+    # "cannot tell", then undone: back from the supervisors' queue
+    assert call("POST", f"/cases/{case_id}/decision", OFFICER, {"decision": "cannot_tell"})[1]["escalated"]
+    status, case = call("POST", f"/cases/{case_id}/undo", OFFICER)
+    assert status == 200 and case["escalated"] is False
+    # past the window, nothing is taken back
+    assert call("POST", f"/cases/{case_id}/decision", OFFICER, same)[0] == 200
+    later = datetime.now(UTC) + timedelta(minutes=UNDO_MINUTES, seconds=1)
+    with pytest.raises(InvalidState, match="undo window"):
+        api.undo_decision(case_id, Actor("ann", Role.OFFICER), now=later)
+    # once confirmed it is final
+    assert call("POST", f"/cases/{case_id}/confirmation", SUPERVISOR, {"confirm": True})[0] == 200
+    status, body = call("POST", f"/cases/{case_id}/undo", OFFICER)
+    assert status == 409 and "final" in body["error"]

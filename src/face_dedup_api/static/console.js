@@ -73,15 +73,17 @@ const T = {
   goAhead: "Go ahead", cancel: "Cancel", close: "Close",
   done: { same_person: "Decided: same person. Waiting for a supervisor.", different_people: "Decided: different people. Case closed.",
           cannot_tell: "Escalated to a supervisor.", confirmed: "Confirmed. Case closed.", overturned: "Overturned. Case reopened.",
-          claimed: "Claimed.", released: "Claim released." },
+          claimed: "Claimed.", released: "Claim released.", undone: "Decision taken back." },
   ownDecision: "You made this decision: a different supervisor confirms it.",
+  undo: (minutes) => `Undo my decision (within ${minutes} minutes)`,
+  whatUndo: "Your decision is taken back; the case returns to the queue, claimed by you.",
   notYours: "Only a supervisor confirms or overturns.",
   readOnly: "Auditors see cases and the audit log; they decide nothing.",
   history: "History", historyCols: ["When", "Who", "Role", "What", "Comment"],
   audit: "Audit log", auditFilter: "Filter (action, person, case)", export: "Export (JSON Lines)",
   auditCols: ["When", "Who", "Action", "Details"], auditCount: (n, total) => `${n} of ${total} events shown (newest first)`,
   tabCases: "Cases", tabAudit: "Audit log",
-  keys: "Keys: j / k next / previous case, Enter open, 1–9 choose candidate, s same person, d different people, c cannot tell, y confirm, o overturn, Esc close a dialog.",
+  keys: "Keys: j / k next / previous case, Enter open, 1–9 choose candidate, s same person, d different people, c cannot tell, y confirm, o overturn, u undo, Esc close a dialog.",
   noCase: "No case open",
 };
 
@@ -312,6 +314,14 @@ function canConfirm() {
   return me && me.role === "supervisor" && current && current.status === "awaiting_confirmation" && current.decided_by !== me.name;
 }
 
+function canUndo() {
+  if (!me || !current || current.decided_by !== me.name || !current.decided_at) return false;
+  const minutes = (Date.now() - Date.parse(current.decided_at)) / 60000;
+  const pending = current.status === "awaiting_confirmation" ||
+                  (current.status === "open" && current.escalated && current.decision === "cannot_tell" && !current.claimed_by);
+  return pending && minutes < current.undo_minutes;
+}
+
 function choose(index) {
   if (!current || index < 0 || index >= current.candidates.length || current.candidates[index].erased) return;
   chosen = index;
@@ -378,6 +388,11 @@ function actions() {
     box.append(button(T.confirm, "y", () => confirmCase(true)), button(T.overturn, "o", () => confirmCase(false)));
   } else if (current.status === "awaiting_confirmation") {
     box.append(el("p", {}, me.name === current.decided_by ? T.ownDecision : T.notYours));
+  }
+  if (canUndo()) {
+    box.append(button(T.undo(current.undo_minutes), "u", async () => {
+      if (await ask(T.undo(current.undo_minutes), T.whatUndo)) await act("undo", {}, "undone");
+    }));
   }
   return box;
 }
@@ -501,7 +516,7 @@ function onKey(event) {
     buttons[cursor].focus();
   } else if (/^[1-9]$/.test(key) && current && canDecide()) {
     choose(Number(key) - 1);
-  } else if (["s", "d", "c", "y", "o"].includes(key)) {
+  } else if (["s", "d", "c", "y", "o", "u"].includes(key)) {
     const action = document.querySelector(`.actions button[data-key="${key}"]`);
     if (action && !action.disabled) { event.preventDefault(); action.click(); }
   }
