@@ -1,0 +1,98 @@
+"""Real storage failures, each ending in one line that names the file and the fix: a full disk
+(a small tmpfs) and read-only media (a read-only bind mount), in a private mount namespace
+(`unshare -m`; skipped where the tests may not mount). After the disk-full failure, more space
+and a re-run resume with nothing lost."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+REGISTER = """
+import json, sys
+from face_dedup.bootstrap import build_service
+from face_dedup.errors import FaceDedupError
+from face_dedup.service import InputRef, content_digest
+from face_dedup.settings import Settings
+from tests.unit.registry_worker import template
+data_dir, first, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+try:
+    service, adapters = build_service(Settings.load(data_dir=data_dir), with_engine=False)
+except FaceDedupError as exc:
+    print(json.dumps({"error": str(exc)})); sys.exit(0)
+outcomes = []
+try:
+    for n in range(first, first + count):
+        photo = f"photo {n} ".encode() * 3000
+        face = template(service.settings, 300 + n, 0, 0.0)
+        item = service.register(InputRef(f"{n}.jpg", f"APP-{n}"), content_digest(photo), face, photo)
+        outcomes.append(item.outcome.value)
+except FaceDedupError as exc:
+    print(json.dumps({"error": str(exc), "outcomes": outcomes})); sys.exit(0)
+finally:
+    adapters.close()
+print(json.dumps({"outcomes": outcomes, "gallery": None}))
+"""
+
+
+def _in_namespace(script: str) -> str:
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is not available")
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip("this user may not create a mount namespace (needs root or CAP_SYS_ADMIN)")
+    result = subprocess.run(
+        ["unshare", "-m", "sh", "-ec", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_a_full_disk_names_the_file_and_a_rerun_with_space_loses_nothing(tmp_path: Path) -> None:
+    data_dir = tmp_path / "registry"
+    data_dir.mkdir(mode=0o700)
+    py = f"{sys.executable} -c '{REGISTER}'"
+    out = _in_namespace(
+        f"mount -t tmpfs -o size=400k,mode=0700 tmpfs {data_dir}\n"
+        f"{py} {data_dir} 0 200\n"
+        f"mount -o remount,size=64m {data_dir}\n"
+        f"{py} {data_dir} 0 200\n"
+    )
+    full, resumed = (json.loads(line) for line in out.strip().splitlines())
+    message = full["error"]
+    assert "\n" not in message and str(data_dir) in message
+    assert "the disk is full" in message or "writing failed" in message
+    assert "nothing was lost" in message
+    assert 0 < len(full["outcomes"]) < 200  # some went in before the disk filled up
+    # with space again, the same inputs: the ones already in are recognised, the rest enrolled
+    assert resumed.get("error") is None and resumed["outcomes"] == ["enrolled"] * 200
+
+
+def test_read_only_media_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    data_dir = tmp_path / "registry"
+    first = subprocess.run(
+        [sys.executable, "-c", REGISTER, str(data_dir), "0", "2"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert json.loads(first.stdout)["outcomes"] == ["enrolled", "enrolled"], first.stderr
+    out = _in_namespace(
+        f"mount --bind {data_dir} {data_dir}\nmount -o remount,bind,ro {data_dir}\n"
+        f"{sys.executable} -c '{REGISTER}' {data_dir} 2 1\n"
+    )
+    message = json.loads(out.strip().splitlines()[-1])["error"]
+    assert "\n" not in message and str(data_dir) in message and "read-only" in message
