@@ -834,6 +834,23 @@ def abis(data_dir: DataDir = None, models_dir: ModelsDir = None) -> None:
     err.print(f"ABIS stopped after {handled} request(s)")
 
 
+@app.command("abis-reply")
+def abis_reply(
+    case_id: Annotated[str, typer.Argument(help="A case opened by an ABIS identify.")],
+    request_id: Annotated[str, typer.Option(help="The requestId of MOSIP's adjudication request.")],
+    data_dir: DataDir = None,
+    models_dir: ModelsDir = None,
+) -> None:
+    """Print the officers' final decision on a case as MOSIP's manual-adjudication reply (JSON)."""
+    from face_dedup.mosip.adjudication import adjudication_reply
+    from face_dedup.mosip.config import AbisConfig
+
+    config = _run(AbisConfig.load)
+    with _opened(_settings(data_dir, models_dir, config.tenant)) as service:
+        reply = _run(lambda: adjudication_reply(service, case_id, request_id))
+    sys.stdout.write(json.dumps(reply, indent=2) + "\n")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with suppress(BrokenPipeError):
