@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from face_dedup import calibration as cal
+from face_dedup.adapters.private_files import open_private
 from face_dedup.bootstrap import build_engine, calibration_path, load_tail
 from face_dedup.group_report import clean_groups, group_report
 from face_dedup.models.registry import get_pack
@@ -67,20 +70,30 @@ def check_labels(rows: list[dict[str, str]], path: Path) -> None:
 def _load_cache(cache: Path | None, pack_id: str) -> tuple[dict[str, Vector], dict[str, str]]:
     if cache is None or not cache.exists():
         return {}, {}
-    with np.load(cache, allow_pickle=False) as saved:
-        if str(saved["model_pack"]) != pack_id:
-            raise ValueError(f"--cache {cache} holds templates of {saved['model_pack']}, not of {pack_id}")
-        vectors = {
-            str(n): v.astype(np.float32) for n, v in zip(saved["names"], saved["vectors"], strict=True)
-        }
-        failed = {str(n): str(r) for n, r in zip(saved["failed"], saved["reasons"], strict=True)}
+    try:
+        with cache.open("rb") as handle, np.load(handle, allow_pickle=False) as saved:
+            if str(saved["model_pack"]) != pack_id:
+                raise ValueError(
+                    f"--cache {cache} holds templates of {saved['model_pack']}, not of {pack_id}"
+                )
+            vectors = {
+                str(n): v.astype(np.float32) for n, v in zip(saved["names"], saved["vectors"], strict=True)
+            }
+            failed = {str(n): str(r) for n, r in zip(saved["failed"], saved["reasons"], strict=True)}
+    except (OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # not ours, or cut short
+        raise ValueError(
+            f"--cache {cache} is not a template cache ({type(exc).__name__}): delete it"
+        ) from None
     return vectors, failed
 
 
 def _save_cache(cache: Path, pack_id: str, vectors: dict[str, Vector], failed: dict[str, str]) -> None:
+    """Templates are biometric data: the file is the owner's only (0600 whatever the umask), and
+    written whole to a temporary name first, so an interrupted run leaves the old cache intact."""
     names = sorted(vectors)
     dim = len(next(iter(vectors.values()))) if vectors else 0
-    with cache.open("wb") as handle:
+    partial = cache.with_name(cache.name + ".partial")
+    with os.fdopen(open_private(partial), "wb") as handle:
         np.savez(
             handle,
             model_pack=np.array(pack_id),
@@ -89,6 +102,7 @@ def _save_cache(cache: Path, pack_id: str, vectors: dict[str, Vector], failed: d
             failed=np.array(sorted(failed), dtype=str),
             reasons=np.array([failed[n] for n in sorted(failed)], dtype=str),
         )
+    partial.replace(cache)
 
 
 def _embed_all(

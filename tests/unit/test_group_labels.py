@@ -4,6 +4,8 @@ interval when the best group's errors can vanish in a resample (found in review 
 from __future__ import annotations
 
 import csv
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ from typer.testing import CliRunner
 
 from face_dedup import fairness as fx
 from face_dedup.adapters.sqlite_metrics import SqliteDriftStore
-from face_dedup.calibrate import check_labels, read_csv
+from face_dedup.calibrate import _load_cache, _save_cache, check_labels, read_csv
 from face_dedup.cli import app
 from face_dedup.drift import DayKey
 from face_dedup.group_report import applicant_groups, clean_groups, render_text
@@ -180,3 +182,26 @@ def test_resamples_out_of_range_are_refused_before_any_memory_is_taken(resamples
     """10 million resamples of 2,000 people would have asked for 160 GB at once."""
     with pytest.raises(ValueError, match="--resamples must be between 10 and"):
         fx.Resampler([0, 1, 1], resamples, seed=0)
+
+
+def test_the_template_cache_is_private_and_replaced_whole(tmp_path: Path) -> None:
+    """The cache holds templates (biometric data): it was written with the umask's mode (0644:
+    readable by every user of the machine)."""
+    cache = tmp_path / "templates.npz"
+    old = os.umask(0o022)
+    try:
+        _save_cache(cache, "pack", {"a.jpg": np.ones(4, np.float32)}, {"b.jpg": "TOO_DARK"})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+    assert not list(tmp_path.glob("*.partial"))
+    vectors, failed = _load_cache(cache, "pack")
+    assert list(vectors) == ["a.jpg"] and failed == {"b.jpg": "TOO_DARK"}
+
+
+def test_a_damaged_template_cache_is_one_clear_error(tmp_path: Path) -> None:
+    cache = tmp_path / "templates.npz"
+    _save_cache(cache, "pack", {"a.jpg": np.ones(4, np.float32)}, {})
+    cache.write_bytes(cache.read_bytes()[:100])  # cut short (a run killed while writing it)
+    with pytest.raises(ValueError, match="is not a template cache"):
+        _load_cache(cache, "pack")
