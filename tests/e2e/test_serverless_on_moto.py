@@ -221,7 +221,7 @@ def cloud(
         ingest_module.ingestor.cache_clear()
         workflow_module._service.cache_clear()
         digest_module._sns.cache_clear()
-        calls = record_calls(monkeypatch, workflow_module, digest_module, reconcile_module)
+        calls = record_calls(monkeypatch, template, workflow_module, digest_module, reconcile_module)
 
         def invoke(
             self: Any,
@@ -271,21 +271,40 @@ def cloud(
         assert not_allowed(template, calls) == []
 
 
-def record_calls(monkeypatch: pytest.MonkeyPatch, *handler_modules: Any) -> set[tuple[str, str, str]]:
+# Settings only the emulation needs (moto's names and endpoints, scratch and model folders here).
+EMULATION_ONLY = {"FACE_DEDUP_DYNAMODB_TABLE_PREFIX", "FACE_DEDUP_MODELS_DIR", "FACE_DEDUP_DATA_DIR"}
+
+
+def record_calls(
+    monkeypatch: pytest.MonkeyPatch, template: dict[str, Any], *handler_modules: Any
+) -> set[tuple[str, str, str]]:
     """(function, service, operation) of every AWS call made by clients that a function's own
-    bootstrap built (the test's own clients are not counted)."""
+    bootstrap built (the test's own clients are not counted). Each function is built from the
+    FACE_DEDUP_* settings its environment in the template has, and no others: a setting its
+    code reads but the stack does not give it fails here."""
     from botocore import xform_name
 
     import face_dedup.bootstrap as bootstrap
+    from tests.infra.test_deployability import functions_by_name
 
     calls: set[tuple[str, str, str]] = set()
     building: list[str] = []
     real_build, real_client = bootstrap.build_function, bootstrap.client_for
 
+    given = {
+        name: set(fn["Properties"]["Environment"]["Variables"])
+        for name, (_, fn) in functions_by_name(template).items()
+    }
+
     def build_function(settings: Settings, name: str) -> Any:
         building.append(name)
+        own = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("FACE_DEDUP_") or k in given[name] or k in EMULATION_ONLY
+        }
         try:
-            return real_build(settings, name)
+            return real_build(Settings.load(own), name)
         finally:
             building.pop()
 
