@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import stomp
 
+from face_dedup.errors import TransientError
 from face_dedup.mosip.broker import AbisConsumer
 from face_dedup.mosip.config import AbisConfig
 from face_dedup.mosip.datashare import DatashareClient, DatashareConfig
@@ -238,3 +239,32 @@ def test_a_request_whose_reply_was_not_confirmed_is_served_again(
     assert replies[sent[2]][0]["count"] == "2"
     served = [e for e in service.store.audit_events() if e.details.get("request_id") == sent[1]]
     assert len(served) == 2  # processed, lost with the broker, delivered and processed again
+
+
+class FakeFlakyHandler(AbisHandler):
+    """The real handler, whose first request meets a dependency that is briefly down."""
+
+    calls = 0
+
+    def handle(self, body: bytes | str) -> dict[str, Any]:
+        self.calls += 1
+        if self.calls == 1:
+            raise TransientError("the index is briefly unavailable")
+        return super().handle(body)
+
+
+def test_a_transient_failure_is_retried_not_dead_lettered(
+    setup: tuple[Mosip, AbisConsumer, Datashare], service: DedupService
+) -> None:
+    mosip, consumer, _ = setup
+    handler = FakeFlakyHandler(service, lambda url: b"")
+    flaky = AbisConsumer(consumer.config, handler)
+    sent = [mosip.send(request("referenceCount"))]
+    stop, thread = run(flaky)
+    try:
+        replies = mosip.collect(sent)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert replies[sent[0]][0]["returnValue"] == "1"
+    assert handler.calls == 2  # refused once, delivered again, answered

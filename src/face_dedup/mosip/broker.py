@@ -120,6 +120,9 @@ class AbisConsumer:
         while not stop.is_set():
             if not self._connected.is_set():
                 self._drop_stale()
+                if self._conn is not None:  # lost, or let go after a transient failure: pause
+                    self.close()
+                    stop.wait(retry_s)
                 try:
                     self.connect()
                 except (stomp.exception.StompException, OSError) as exc:
@@ -150,7 +153,13 @@ class AbisConsumer:
         try:
             reply = self.handler.handle(body)
         except TransientError as exc:
-            log.warning("transient failure (%s): the request will be delivered again", exc)
+            # Not NACK: ActiveMQ dead-letters a STOMP NACK at once. Letting go of the connection
+            # hands every unacknowledged request back to the broker, to be delivered again.
+            log.warning("transient failure (%s): reconnecting; the request will be delivered again", exc)
+            self._connected.clear()
+            return
+        except Exception:  # even the failure reply failed (e.g. the store is gone): keep serving
+            log.exception("request not answered: sent to the broker's dead-letter queue")
             self._safe(lambda: conn.nack(frame.headers["ack"]))
             return
         payload = json.dumps(reply, separators=(",", ":")).encode()
