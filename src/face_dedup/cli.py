@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from face_dedup.adapters.private_files import write_private
+from face_dedup.adapters.sqlite_files import storage_error
 from face_dedup.bootstrap import build_service
 from face_dedup.domain import Actor, Case, CaseDecision, Role
 from face_dedup.errors import ConfigError, FaceDedupError, InvalidState, ModelError, NotFound
@@ -106,7 +107,11 @@ def _run(action: Callable[[], T]) -> T:
     except FaceDedupError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
-    except (sqlite3.Error, OSError) as exc:  # not named by an adapter: still one line, never a traceback
+    except OSError as exc:  # not named by an adapter: still one line naming the file and the fix
+        where = Path(os.fsdecode(exc.filename)) if exc.filename else Path()
+        err.print(f"[red]error:[/red] {escape(str(storage_error(where, exc)))}", highlight=False)
+        raise typer.Exit(1) from None
+    except sqlite3.Error as exc:
         err.print(
             f"[red]error:[/red] {escape(str(exc))}; run `face-dedup doctor` to check the registry",
             highlight=False,

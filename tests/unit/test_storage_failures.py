@@ -96,3 +96,24 @@ def test_read_only_media_names_the_file_and_the_fix(tmp_path: Path) -> None:
     )
     message = json.loads(out.strip().splitlines()[-1])["error"]
     assert "\n" not in message and str(data_dir) in message and "read-only" in message
+
+
+def test_another_users_registry_is_permission_denied_with_the_fix(tmp_path: Path) -> None:
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv is not available")
+    data_dir = tmp_path / "registry"
+    subprocess.run(
+        [sys.executable, "-c", REGISTER, str(data_dir), "0", "1"], cwd=ROOT, check=True, capture_output=True
+    )
+    tmp_path.chmod(0o755)  # the folder above may be entered; the registry itself is 0700, root's
+    result = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "face_dedup",
+         "doctor", "--data-dir", str(data_dir)],
+        capture_output=True, text=True, cwd=ROOT, check=False, timeout=120,
+    )  # fmt: skip
+    if "Operation not permitted" in result.stderr and "setpriv" in result.stderr:
+        pytest.skip("this user may not switch to another user")
+    assert result.returncode == 1, result.stderr
+    message = result.stderr.strip()
+    assert "\n" not in message and "Traceback" not in message
+    assert str(data_dir) in message and "permission denied" in message and "owner" in message

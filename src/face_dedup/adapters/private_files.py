@@ -39,12 +39,17 @@ def private_dir(path: Path) -> None:
 
 def prepare_data_dir(path: Path, *, allow_open: bool = False) -> None:
     """Create the data dir 0700, or check that an existing one is not open to others."""
-    if not path.exists():
-        private_dir(path)
-        return
-    if not path.is_dir():
-        raise ConfigError(f"{path}: the data dir is not a folder")
-    mode = stat.S_IMODE(path.stat().st_mode)
+    try:
+        if not path.exists():
+            private_dir(path)
+            return
+        if not path.is_dir():
+            raise ConfigError(f"{path}: the data dir is not a folder")
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if not os.access(path, os.R_OK | os.X_OK):  # (writing is tried, and named, later)
+            raise PermissionError(13, "Permission denied", str(path))
+    except OSError as exc:  # e.g. another user's registry: one line naming it and the fix
+        raise storage_error(path, exc) from None
     if mode & 0o077 and not allow_open:
         raise ConfigError(
             f"{path}: the data dir is open to group or others (mode {mode:04o}) and holds biometric "
