@@ -36,6 +36,7 @@ IntArray = NDArray[np.int64]
 DEFAULT_RESAMPLES = 1000
 MAX_RESAMPLES = 100_000  # the weights are resamples x people floats: bounded memory
 CONFIDENCE = 0.95
+MIN_PEOPLE_FOR_VERDICT = 20  # people (cases, for officers' outcomes) per group for a verdict
 _CHUNK = 1024  # rows of the score matrix computed at once (bounded memory)
 
 
@@ -64,7 +65,8 @@ class Estimate:
 @dataclass(frozen=True)
 class Ratio:
     """Worst group over best group, with the interval of the ratio and of the difference (same
-    resamples). `differs` is True when the difference's interval excludes zero."""
+    resamples). `differs` is True when the difference's interval excludes zero and both groups
+    have at least MIN_PEOPLE_FOR_VERDICT people (see `compare`)."""
 
     metric: str
     worst: str
@@ -76,6 +78,7 @@ class Ratio:
     difference_low: float
     difference_high: float
     differs: bool
+    too_few: bool = False  # a group below MIN_PEOPLE_FOR_VERDICT: no verdict either way
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +90,7 @@ class Ratio:
             "difference": self.difference,
             "difference_ci": [self.difference_low, self.difference_high],
             "differs": self.differs,
+            "too_few_to_tell": self.too_few,
         }
 
 
@@ -166,9 +170,17 @@ def _ratio_interval(
 
 
 def compare(
-    metric: str, rates: Mapping[str, FloatArray], estimates: Mapping[str, Estimate], confidence: float
+    metric: str,
+    rates: Mapping[str, FloatArray],
+    estimates: Mapping[str, Estimate],
+    confidence: float,
+    people: Mapping[str, int] | None = None,
 ) -> Ratio | None:
-    """Worst and best group by the observed rate; ratio and difference on the same resamples."""
+    """Worst and best group by the observed rate; ratio and difference on the same resamples.
+    `people`: independent units per group (default: each estimate's units). Below
+    MIN_PEOPLE_FOR_VERDICT in either group there is no verdict: resampling a handful of people
+    gives intervals far too narrow (with no real difference, groups of 2-10 people were
+    "differing" in half the runs or more), so `differs` stays False and `too_few` says why."""
     measured = {g: e.value for g, e in estimates.items() if e.value is not None}
     if len(measured) < 2:
         return None
@@ -185,6 +197,8 @@ def compare(
         ratio_low, ratio_high = _ratio_interval(rates[worst][1:], rates[best][1:], confidence)
     lo = diff_low if diff_low is not None else 0.0
     hi = diff_high if diff_high is not None else 0.0
+    sizes = people if people is not None else {g: e.units for g, e in estimates.items()}
+    too_few = min(sizes.get(worst, 0), sizes.get(best, 0)) < MIN_PEOPLE_FOR_VERDICT
     return Ratio(
         metric,
         worst,
@@ -195,7 +209,8 @@ def compare(
         float(difference[0]),
         lo,
         hi,
-        differs=lo > 0 or hi < 0,
+        differs=not too_few and (lo > 0 or hi < 0),
+        too_few=too_few,
     )
 
 
@@ -428,7 +443,13 @@ def rates_at_threshold(
             within_rates[names[a]], within_estimates[names[a]] = rate, estimate
     comparisons = [
         compare("fnmr", fnmr_rates, fnmr_estimates, confidence),
-        compare("fmr_within", within_rates, within_estimates, confidence),
+        compare(
+            "fmr_within",
+            within_rates,
+            within_estimates,
+            confidence,
+            people={names[g]: int(group_people[g]) for g in range(len(names))},
+        ),
     ]
     return {
         "threshold": threshold,

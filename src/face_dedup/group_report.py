@@ -194,13 +194,15 @@ def render_text(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _comparisons(comparisons: list[dict[str, Any]]) -> list[str]:
+def _comparisons(comparisons: list[dict[str, Any]], unit: str = "people") -> list[str]:
     lines = []
     for c in comparisons:
         ratio = "-" if c["ratio"] is None else f"{c['ratio']:.2f}"
         low, high = c["ratio_ci"]
         span = "" if low is None else f" [{low:.2f}, {'unbounded' if high is None else f'{high:.2f}'}]"
         verdict = "differs" if c["differs"] else "no difference shown"
+        if c.get("too_few_to_tell"):
+            verdict = f"too few {unit} to tell (fewer than {fx.MIN_PEOPLE_FOR_VERDICT} in a group)"
         lines.append(f"  {c['metric']}: worst {c['worst']} / best {c['best']} = {ratio}{span}; {verdict}")
     return lines
 
@@ -285,5 +287,5 @@ def render_cases_text(report: dict[str, Any]) -> str:
             f"  {group:<24} {entry['cases']:>6} {entry['decided']:>8}  {shares}; "
             f"overturned {_cell(entry['overturned'])}"
         )
-    lines.extend(_comparisons(report["worst_vs_best"]))
+    lines.extend(_comparisons(report["worst_vs_best"], unit="cases"))
     return "\n".join(lines) + "\n"

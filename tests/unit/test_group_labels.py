@@ -18,6 +18,7 @@ from face_dedup.calibrate import _load_cache, _save_cache, check_labels, read_cs
 from face_dedup.cli import app
 from face_dedup.drift import DayKey
 from face_dedup.group_report import applicant_groups, clean_groups, render_text
+from tests.unit.test_fairness import THRESHOLD, _population
 
 
 def _estimate(value: float) -> fx.Estimate:
@@ -205,3 +206,37 @@ def test_a_damaged_template_cache_is_one_clear_error(tmp_path: Path) -> None:
     cache.write_bytes(cache.read_bytes()[:100])  # cut short (a run killed while writing it)
     with pytest.raises(ValueError, match="is not a template cache"):
         _load_cache(cache, "pack")
+
+
+def test_a_handful_of_people_gives_no_verdict_either_way() -> None:
+    """No difference planted, group B of 3 people: resampling 3 people gave intervals so narrow
+    that B "differed" in most runs (FMR within: 9 in 10). Now: no verdict, and the reason."""
+    for seed in range(4):
+        embeddings, data = _population({"A": 100, "B": 3}, seed=200 + seed)
+        resampler = fx.Resampler(data.person_strata(), 300, seed)
+        counts = fx.pair_counts(embeddings, data, THRESHOLD)
+        report = fx.rates_at_threshold(counts, data, resampler, THRESHOLD)
+        for comparison in report["worst_vs_best"]:
+            assert comparison["too_few_to_tell"] and not comparison["differs"], comparison
+    text = render_text(
+        {
+            "group_by": "site",
+            "calibration": {"model_pack": "p"},
+            "confidence": 0.95,
+            "resamples": 10,
+            "groups": {},
+            "gallery_size": 10,
+            "thresholds": {},
+            "failure_to_enroll": {"groups": {}, "worst_vs_best": report["worst_vs_best"][0]},
+            "dedup": {"groups": {}, "worst_vs_best": []},
+        }
+    )
+    assert "too few people to tell (fewer than 20 in a group)" in text
+
+
+def test_groups_of_twenty_people_or_more_still_get_a_verdict() -> None:
+    embeddings, data = _population({"A": 150, "B": 150}, noise={"A": 1.0, "B": 1.4}, seed=0)
+    resampler = fx.Resampler(data.person_strata(), 300, 1)
+    report = fx.rates_at_threshold(fx.pair_counts(embeddings, data, THRESHOLD), data, resampler, THRESHOLD)
+    fnmr = next(c for c in report["worst_vs_best"] if c["metric"] == "fnmr")
+    assert fnmr["differs"] and not fnmr["too_few_to_tell"]
