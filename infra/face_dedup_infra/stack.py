@@ -92,6 +92,7 @@ class FaceDedupStack(Stack):
             vpc=network.vpc,
             security_group=network.functions_sg,
             reserved={"search": index_concurrency, "complete": index_concurrency, "reconcile": 1},
+            key=key,
         )
         queue = IngestQueue(
             self, "Ingest", uploads=storage.uploads, function_timeout=functions.ingest.timeout

@@ -6,6 +6,7 @@ from pathlib import Path
 from aws_cdk import Duration
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
@@ -42,9 +43,11 @@ class Functions(Construct):
         vpc: ec2.IVpc,
         security_group: ec2.ISecurityGroup,
         reserved: dict[str, int],
+        key: kms.IKey,
     ) -> None:
         super().__init__(scope, construct_id)
         self._settings = settings
+        self._key = key
         self.runtime_layer = lambda_.LayerVersion(
             self,
             "RuntimeLayer",
@@ -122,6 +125,7 @@ class Functions(Construct):
             memory_size=spec.memory,
             timeout=Duration.seconds(spec.timeout_s),
             environment=environment,
+            environment_encryption=self._key,
             tracing=lambda_.Tracing.ACTIVE,
             log_group=log_group,
             role=role,

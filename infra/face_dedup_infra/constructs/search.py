@@ -36,7 +36,7 @@ class SearchDomain(Construct):
         zones: int = 2,
     ) -> None:
         super().__init__(scope, construct_id)
-        self._vpc = vpc
+        self._vpc, self._key = vpc, key
         # The master user is the deployment's index-setup function, nothing else: it creates the
         # index and maps the functions' roles (provision_index); no person holds this role.
         self.master_role = iam.Role(
@@ -124,6 +124,7 @@ class SearchDomain(Construct):
             memory_size=256,
             timeout=Duration.minutes(2),
             environment=env,
+            environment_encryption=self._key,
             role=self.master_role,
             vpc=self._vpc,
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),

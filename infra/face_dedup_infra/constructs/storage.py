@@ -20,7 +20,12 @@ class Storage(Construct):
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             enforce_ssl=True,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
-            lifecycle_rules=[s3.LifecycleRule(expiration=Duration.days(365))],
+            versioned=True,  # an overwritten or deleted log stays readable for a day
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    expiration=Duration.days(365), noncurrent_version_expiration=Duration.days(1)
+                )
+            ],
             removal_policy=RemovalPolicy.RETAIN,
         )
         common = {
