@@ -19,7 +19,7 @@ import math
 import os
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -53,12 +53,23 @@ def read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
 
 
 def check_labels(rows: list[dict[str, str]], path: Path) -> None:
-    """Every photo once, with a person: an empty identity would make one "person" of all the
-    unlabelled photos, and a photo listed twice a perfect genuine pair; both skew every rate."""
+    """Every photo once, with a person, under --root: an empty identity would make one "person"
+    of all the unlabelled photos, and a photo listed twice a perfect genuine pair (both skew
+    every rate); a path out of --root would read files the photos' folder does not hold."""
     blank = [i for i, r in enumerate(rows) if not r["file"] or not r["identity"]]
     if blank:
         raise ValueError(
             f"{path}: empty file or identity on {len(blank)} rows (first: data row {blank[0] + 1})"
+        )
+    outside = [
+        i
+        for i, r in enumerate(rows)
+        if PurePath(r["file"]).is_absolute() or ".." in PurePath(r["file"]).parts
+    ]
+    if outside:
+        raise ValueError(
+            f"{path}: a file outside --root (absolute, or with '..') on {len(outside)} rows "
+            f"(first: data row {outside[0] + 1}): name photos relative to --root"
         )
     seen: set[str] = set()
     for index, row in enumerate(rows):

@@ -240,3 +240,10 @@ def test_groups_of_twenty_people_or_more_still_get_a_verdict() -> None:
     report = fx.rates_at_threshold(fx.pair_counts(embeddings, data, THRESHOLD), data, resampler, THRESHOLD)
     fnmr = next(c for c in report["worst_vs_best"] if c["metric"] == "fnmr")
     assert fnmr["differs"] and not fnmr["too_few_to_tell"]
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../outside.jpg", "lfw/../../outside.jpg"])
+def test_labels_naming_files_outside_the_root_are_refused(tmp_path: Path, name: str) -> None:
+    path = _write(tmp_path / "l.csv", ["file", "identity"], [["a.jpg", "p1"], [name, "p2"]])
+    with pytest.raises(ValueError, match=r"a file outside --root .* data row 2"):
+        check_labels(read_csv(path, ("file", "identity")), path)
