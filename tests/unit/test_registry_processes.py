@@ -191,6 +191,14 @@ def test_erase_leaves_no_copy_while_another_process_holds_the_registry(tmp_path:
         adapters.close()
 
 
+@pytest.fixture
+def short_checkpoint_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    from face_dedup.adapters import sqlite_files
+
+    monkeypatch.setattr(sqlite_files, "CHECKPOINT_WAIT_S", 0.5)
+
+
+@pytest.mark.usefixtures("short_checkpoint_wait")
 def test_erase_reports_a_copy_it_could_not_remove(tmp_path: Path) -> None:
     """A reader stuck inside an old snapshot blocks the checkpoint: the erase says so (with
     the file and the fix) instead of reporting success."""
@@ -233,6 +241,7 @@ def test_erase_finds_a_copy_left_anywhere_else_in_the_data_dir(tmp_path: Path) -
         adapters.close()
 
 
+@pytest.mark.usefixtures("short_checkpoint_wait")
 def test_the_api_erase_reports_a_remaining_copy_as_a_failure_never_as_success(tmp_path: Path) -> None:
     import sqlite3
 

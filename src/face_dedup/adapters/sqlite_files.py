@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
-import time
 from pathlib import Path
 
 from face_dedup.errors import StorageError
@@ -57,21 +56,22 @@ def connect(path: Path | None) -> sqlite3.Connection:
     return db
 
 
-def checkpoint_truncate(db: sqlite3.Connection, timeout_s: float = 10.0) -> bool:
+CHECKPOINT_WAIT_S = 10.0  # how long an erasure waits for readers inside an older snapshot
+
+
+def checkpoint_truncate(db: sqlite3.Connection, timeout_s: float | None = None) -> bool:
     """Copy every page of the write-ahead log into the main file and truncate the log to zero
-    bytes. Retries while another connection's read transaction holds an older snapshot.
-    True when it finished (False: in-memory database or still busy after `timeout_s`)."""
-    deadline = time.monotonic() + timeout_s
-    delay = 0.01
-    while True:
+    bytes. SQLite's busy handler waits while another connection's read transaction holds an
+    older snapshot; here for at most the checkpoint wait, not the statements' 30 s. True when
+    it finished (False: in-memory database, or still busy after the wait)."""
+    wait = CHECKPOINT_WAIT_S if timeout_s is None else timeout_s
+    db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+    try:
         row = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        busy, log_frames, _checkpointed = (int(v) for v in row)
-        if busy == 0 and log_frames in (0, -1):
-            return log_frames == 0
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
+    finally:
+        db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    busy, log_frames, _checkpointed = (int(v) for v in row)
+    return busy == 0 and log_frames == 0
 
 
 _FIXES = {
