@@ -689,12 +689,13 @@ def report_drift(
     store = SqliteDriftStore(path)
 
     def build() -> dict[str, Any]:
-        windows = drift.default_windows(store.days(tenant=settings.tenant))
+        asked = drift.parse_window(recent) if recent else None  # the baseline defaults to before it
+        windows = drift.default_windows(store.days(tenant=settings.tenant), recent_window=asked)
         return drift.drift_report(
             store,
             tenant=settings.tenant,
             baseline=drift.parse_window(baseline) if baseline else windows[0],
-            recent=drift.parse_window(recent) if recent else windows[1],
+            recent=windows[1],
             channel=channel,
             min_count=min_count,
             alpha=alpha,

@@ -329,13 +329,19 @@ def parse_window(text: str) -> tuple[str, str]:
 
 
 def default_windows(
-    days: list[str], recent_days: int = 7, baseline_days: int = 28
+    days: list[str],
+    recent_days: int = 7,
+    baseline_days: int = 28,
+    recent_window: tuple[str, str] | None = None,
 ) -> tuple[tuple[str, str], ...]:
-    """The last `recent_days` up to the latest day with counts, and the `baseline_days` before."""
+    """The last `recent_days` up to the latest day with counts (or `recent_window` when given),
+    and the `baseline_days` before it."""
     if not days:
         raise ValueError("no drift counts recorded yet for this tenant")
     last = date.fromisoformat(max(days))
     recent = (last - timedelta(days=recent_days - 1), last)
+    if recent_window is not None:
+        recent = (date.fromisoformat(recent_window[0]), date.fromisoformat(recent_window[1]))
     baseline = (recent[0] - timedelta(days=baseline_days), recent[0] - timedelta(days=1))
     return (baseline[0].isoformat(), baseline[1].isoformat()), (recent[0].isoformat(), recent[1].isoformat())
 

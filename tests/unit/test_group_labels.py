@@ -4,6 +4,7 @@ interval when the best group's errors can vanish in a resample (found in review 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import stat
 from pathlib import Path
@@ -247,3 +248,18 @@ def test_labels_naming_files_outside_the_root_are_refused(tmp_path: Path, name: 
     path = _write(tmp_path / "l.csv", ["file", "identity"], [["a.jpg", "p1"], [name, "p2"]])
     with pytest.raises(ValueError, match=r"a file outside --root .* data row 2"):
         check_labels(read_csv(path, ("file", "identity")), path)
+
+
+def test_cli_drift_baseline_defaults_to_the_28_days_before_the_recent_window_given(tmp_path: Path) -> None:
+    """`--recent` alone: the baseline was the 28 days before the *latest* week with counts, so
+    a recent window earlier than that ended in "the baseline must end before ..."."""
+    data_dir = tmp_path / "registry"
+    store = SqliteDriftStore(data_dir / "drift.sqlite3")
+    for day in ("2026-10-20", "2026-11-10", "2026-11-25", "2026-12-20"):
+        store.add(DayKey("default", "cli", day), {("outcome", "enrolled"): 1})
+    args = ["report", "drift", "--data-dir", str(data_dir), "--recent", "2026-11-20:2026-11-26", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["recent"] == {"from": "2026-11-20", "to": "2026-11-26", "inputs": 1}
+    assert report["baseline"] == {"from": "2026-10-23", "to": "2026-11-19", "inputs": 1}
