@@ -27,7 +27,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
-from cheroot import wsgi
+from cheroot import connections, wsgi
 
 from face_dedup_api import capture
 from face_dedup_api.app import SECURITY_HEADERS, app, audit_denied
@@ -235,6 +235,19 @@ class _ClosingGateway(wsgi.Gateway_10):
         return super().start_response(status, headers, exc_info)
 
 
+class _WaitForFirstBytes(connections.ConnectionManager):
+    """cheroot hands a new connection to a worker thread at once, so connections that send
+    nothing (300 of them in the review) hold every thread until they time out. Here a new
+    connection waits in the selector, like an idle keep-alive one, until its first bytes arrive;
+    one that never sends any is closed after the timeout by the manager's expiry."""
+
+    def _from_server_socket(self, server_socket: Any) -> Any:
+        conn = super()._from_server_socket(server_socket)  # type: ignore[misc]  # cheroot internal
+        if conn is not None:
+            self.put(conn)  # registered with the selector until readable, then processed
+        return None
+
+
 class LocalServer:
     """cheroot's server with the small interface `face-dedup serve` and the tests use."""
 
@@ -289,4 +302,8 @@ def serve(
     server.max_request_body_size = 0
     server.gateway = _ClosingGateway
     server.prepare()  # binds now, so the caller knows the port and a bad address fails here
+    # cheroot >= 8.5 internals (pinned in pyproject): swap in the manager that waits for data.
+    plain = server._connections  # type: ignore[attr-defined]
+    server._connections = _WaitForFirstBytes(server)  # type: ignore[attr-defined]
+    plain._selector.close()  # its selector only: the listening socket stays open
     return LocalServer(server)
