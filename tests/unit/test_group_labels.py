@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +17,14 @@ from typer.testing import CliRunner
 
 from face_dedup import fairness as fx
 from face_dedup.adapters.sqlite_metrics import SqliteDriftStore
+from face_dedup.bootstrap import build_service, drift_path
 from face_dedup.calibrate import _load_cache, _save_cache, check_labels, read_csv
 from face_dedup.cli import app
+from face_dedup.domain import Outcome
 from face_dedup.drift import DayKey
 from face_dedup.group_report import applicant_groups, clean_groups, render_text
+from face_dedup.service import InputRef
+from face_dedup.settings import Settings
 from tests.unit.test_fairness import THRESHOLD, _population
 
 
@@ -263,3 +269,25 @@ def test_cli_drift_baseline_defaults_to_the_28_days_before_the_recent_window_giv
     report = json.loads(result.stdout)
     assert report["recent"] == {"from": "2026-11-20", "to": "2026-11-26", "inputs": 1}
     assert report["baseline"] == {"from": "2026-10-23", "to": "2026-11-19", "inputs": 1}
+
+
+def test_a_broken_drift_store_never_fails_an_enrollment(
+    base_settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The drift database made unusable under a running service (a folder where its file was):
+    the input is still decided and kept, and the log names the failure's kind, not the input."""
+    settings = replace(base_settings, data_dir=tmp_path / "registry")
+    service, adapters = build_service(settings, reconcile=False)
+    try:
+        path = drift_path(settings)
+        for leftover in path.parent.glob(path.name + "*"):
+            leftover.unlink()
+        path.mkdir()
+        with caplog.at_level(logging.WARNING):
+            item = service.enroll(b"", InputRef("secret-name.jpg", "APP-SECRET"), actor="cli:tester")
+        assert item.outcome is Outcome.REJECTED
+        assert service.store.get_import_item(item.key) is not None
+    finally:
+        adapters.close()
+    assert "drift counts not recorded" in caplog.text
+    assert "secret-name" not in caplog.text and "APP-SECRET" not in caplog.text
