@@ -46,6 +46,11 @@ def reason_of(body: dict[str, Any] | str | bytes) -> FailureReason:
         ),
         (request("insert", referenceId="../etc", referenceURL="https://x"), R.INVALID_REQUEST_STRUCTURE),
         (request("insert", referenceId=7, referenceURL="https://x"), R.INVALID_REQUEST_STRUCTURE),
+        # never trimmed into another reference's id (" r1" would have erased r1)
+        (request("delete", referenceId=" r1 "), R.INVALID_REQUEST_STRUCTURE),
+        (request("insert", referenceId="r1\n", referenceURL="https://x"), R.INVALID_REQUEST_STRUCTURE),
+        (request("identify", referenceId="\tr1"), R.INVALID_REQUEST_STRUCTURE),
+        (request("delete", referenceId="   "), R.MISSING_REFERENCE_ID),
         (request("delete"), R.MISSING_REFERENCE_ID),
         (request("identify", referenceId="", referenceURL=""), R.MISSING_REFERENCE_ID),
         (request("identify", referenceId="r1", gallery={"referenceIds": "r2"}), R.INVALID_REQUEST_STRUCTURE),

@@ -122,7 +122,7 @@ def parse_request(body: bytes | str) -> AbisRequest:
     if extra:
         raise fail(FailureReason.INVALID_REQUEST_STRUCTURE, f"{len(extra)} unexpected key(s)")
     reference_id = _optional_text(msg, "referenceId", fail)
-    reference_url = _optional_text(msg, "referenceURL", fail)
+    reference_url = _optional_text(msg, "referenceURL", fail).strip()  # a URL, not an id
     if op_id in (INSERT, DELETE) and not reference_id:
         raise fail(FailureReason.MISSING_REFERENCE_ID, "no referenceId")
     if op_id == INSERT and not reference_url:
@@ -161,7 +161,11 @@ def _optional_text(msg: dict[str, Any], key: str, fail: Any) -> str:
         return ""
     if not isinstance(value, str):
         raise fail(FailureReason.INVALID_REQUEST_STRUCTURE, f"{key} is not a string")
-    return value.strip()
+    if not value.strip():
+        return ""  # blank is missing (MOSIP sends referenceURL "" with an identify by referenceId)
+    # Never trimmed: " r1" or "r1\n" is refused by the identifier rule, not read as "r1" (a
+    # cleaned referenceId would insert, match or erase a different reference than the one named).
+    return value
 
 
 def _gallery(value: object, fail: Any) -> tuple[str, ...] | None:
