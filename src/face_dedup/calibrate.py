@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import tempfile
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePath
@@ -26,7 +27,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from face_dedup import calibration as cal
-from face_dedup.adapters.private_files import open_private
 from face_dedup.bootstrap import build_engine, calibration_path, load_tail
 from face_dedup.group_report import clean_groups, group_report
 from face_dedup.models.registry import get_pack
@@ -103,17 +103,22 @@ def _save_cache(cache: Path, pack_id: str, vectors: dict[str, Vector], failed: d
     written whole to a temporary name first, so an interrupted run leaves the old cache intact."""
     names = sorted(vectors)
     dim = len(next(iter(vectors.values()))) if vectors else 0
-    partial = cache.with_name(cache.name + ".partial")
-    with os.fdopen(open_private(partial), "wb") as handle:
-        np.savez(
-            handle,
-            model_pack=np.array(pack_id),
-            names=np.array(names, dtype=str),
-            vectors=np.stack([vectors[n] for n in names]) if names else np.zeros((0, dim), np.float32),
-            failed=np.array(sorted(failed), dtype=str),
-            reasons=np.array([failed[n] for n in sorted(failed)], dtype=str),
-        )
-    partial.replace(cache)
+    fd, name = tempfile.mkstemp(dir=cache.parent, prefix=cache.name + ".", suffix=".partial")  # 0600
+    partial = Path(name)  # a name of its own: two runs sharing a cache do not write into one file
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(
+                handle,
+                model_pack=np.array(pack_id),
+                names=np.array(names, dtype=str),
+                vectors=np.stack([vectors[n] for n in names]) if names else np.zeros((0, dim), np.float32),
+                failed=np.array(sorted(failed), dtype=str),
+                reasons=np.array([failed[n] for n in sorted(failed)], dtype=str),
+            )
+        partial.replace(cache)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # no stray copy of the templates (a full disk, Ctrl-C)
+        raise
 
 
 def _embed_all(

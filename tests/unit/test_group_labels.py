@@ -291,3 +291,20 @@ def test_a_broken_drift_store_never_fails_an_enrollment(
         adapters.close()
     assert "drift counts not recorded" in caplog.text
     assert "secret-name" not in caplog.text and "APP-SECRET" not in caplog.text
+
+
+def test_a_failed_cache_write_keeps_the_old_cache_and_leaves_no_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "templates.npz"
+    _save_cache(cache, "pack", {"a.jpg": np.ones(4, np.float32)}, {})
+    before = cache.read_bytes()
+
+    def full_disk(*_: object, **__: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        _save_cache(cache, "pack", {"b.jpg": np.ones(4, np.float32)}, {})
+    assert cache.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["templates.npz"]
