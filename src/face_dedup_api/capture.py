@@ -167,6 +167,7 @@ def capture_config(settings: Settings, pack: ModelPack, *, upload: str) -> dict[
         "template_size": list(pack.contract.input_size),
         "template_pitch": _TEMPLATE_PITCH,
         "max_side": settings.decode.working_long_side,
+        "decode": asdict(settings.decode),
         "reasons": [reason.value for reason in Reason],
         "upload": upload,
         "max_upload_bytes": MAX_UPLOAD,

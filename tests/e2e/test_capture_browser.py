@@ -60,7 +60,7 @@ PAGE_PATHS = ("/capture", "/capture/static/", "/capture/ort/", "/capture/model.o
 def read_rgb(path: Path) -> NDArray[np.uint8]:
     bgr = cv2.imread(str(path))
     assert bgr is not None, path
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
 
 
 def on_background(face: NDArray[np.uint8], height: int, x: int, y: int) -> NDArray[np.uint8]:
@@ -159,7 +159,7 @@ def capture_link(base: str, application_id: str) -> str:
         method="POST",
     )
     with urllib.request.urlopen(request, timeout=10) as response:
-        return base + json.loads(response.read())["path"]
+        return base + str(json.loads(response.read())["path"])
 
 
 def chromium(tmp_path: Path, video: Path | None, *, allow_camera: bool = True) -> Any:
@@ -381,6 +381,7 @@ def test_a_bad_token_is_refused_and_nothing_enrolled(server: str, registry: Dedu
     )
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
+    refused.value.close()
     assert refused.value.code == 401
     assert uploads_seen(registry) == 0
 
@@ -388,25 +389,68 @@ def test_a_bad_token_is_refused_and_nothing_enrolled(server: str, registry: Dedu
 # -- the page's verdict and the server's, on shared photos ----------------------------------------
 
 
-def consistency_set(faces_root: Path, lfw: int, photos: int) -> list[Path]:
+def every(paths: list[Path], count: int) -> list[Path]:
+    return paths[:: max(1, len(paths) // count)][:count]
+
+
+def consistency_set(
+    faces_root: Path, lfw: int, photos: int, yale: int, variants: int
+) -> list[tuple[str, bytes]]:
+    """Shared photos as they are (LFW, web photos with several faces, Yale's lighting variants),
+    plus darkened, blurred and shrunken copies of LFW photos, so that rejections are compared too."""
     people = sorted(p for p in (faces_root / "lfw").iterdir() if p.is_dir())
-    chosen = [sorted(p.iterdir())[0] for p in people[:: max(1, len(people) // lfw)][:lfw]]
-    others = sorted(p for p in (faces_root / "photos").rglob("*") if p.is_file() and "yale" not in p.parts)
-    return chosen + others[:: max(1, len(others) // photos)][:photos]
+    chosen = [sorted(p.iterdir())[0] for p in every(people, lfw)]
+    web = sorted(p for p in (faces_root / "photos").rglob("*") if p.is_file() and "yale" not in p.parts)
+    faces = sorted(p for p in (faces_root / "photos" / "yale").rglob("*") if p.is_file())
+    out = [
+        (str(p.relative_to(faces_root)), p.read_bytes())
+        for p in chosen + every(web, photos) + every(faces, yale)
+    ]
+    changes: dict[str, Callable[[NDArray[np.uint8]], NDArray[np.uint8]]] = {
+        "dark": lambda im: (im * 0.12).astype(np.uint8),
+        "blurred": lambda im: np.asarray(cv2.GaussianBlur(im, (0, 0), 3.0), dtype=np.uint8),
+        "small": lambda im: np.asarray(
+            cv2.resize(im, (40, 40), interpolation=cv2.INTER_AREA), dtype=np.uint8
+        ),
+        "far": lambda im: np.pad(
+            np.asarray(cv2.resize(im, (48, 48), interpolation=cv2.INTER_AREA), dtype=np.uint8),
+            ((76, 76), (76, 76), (0, 0)),
+            constant_values=128,
+        ),
+    }
+    for index, path in enumerate(every([sorted(p.iterdir())[-1] for p in people[1::7]], variants)):
+        name = list(changes)[index % len(changes)]
+        bgr = cv2.cvtColor(changes[name](read_rgb(path)), cv2.COLOR_RGB2BGR)
+        out.append((f"{path.relative_to(faces_root)} ({name})", cv2.imencode(".png", bgr)[1].tobytes()))
+    return out
 
 
 def test_page_and_server_agree_on_shared_photos(
     server: str, registry: DedupService, faces_root: Path, tmp_path: Path
 ) -> None:
-    photos = consistency_set(faces_root, lfw=60, photos=40)
+    photos = consistency_set(faces_root, lfw=40, photos=30, yale=30, variants=40)
+    agreement(server, registry, photos, tmp_path, "capture_consistency.json")
+
+
+@pytest.mark.slow
+def test_page_and_server_agree_on_more_shared_photos(
+    server: str, registry: DedupService, faces_root: Path, tmp_path: Path
+) -> None:
+    """Every web photo and Yale face, 300 LFW photos and 120 altered copies (minutes)."""
+    photos = consistency_set(faces_root, lfw=300, photos=1000, yale=1000, variants=120)
+    agreement(server, registry, photos, tmp_path, "capture_consistency_slow.json")
+
+
+def agreement(
+    server: str, registry: DedupService, photos: list[tuple[str, bytes]], tmp_path: Path, artifact: str
+) -> None:
     driver = chromium(tmp_path, None)
     try:
         driver.get(capture_link(server, "APP-C4"))
         wait_for(driver, lambda d: phase(d) in ("live", "picker"))
         driver.set_script_timeout(120)
         rows = []
-        for path in photos:
-            data = path.read_bytes()
+        for name, data in photos:
             server_view = registry.analyze(data)
             server_reason = server_view.reason.value if isinstance(server_view, Rejection) else None
             page = driver.execute_async_script(
@@ -423,17 +467,15 @@ def test_page_and_server_agree_on_shared_photos(
                 "})().catch(e => done({error: String(e)}));",
                 base64.b64encode(data).decode(),
             )
-            assert "error" not in page, (path, page)
-            rows.append(
-                {"photo": str(path.relative_to(faces_root)), "server": server_reason, "page": page["reason"]}
-            )
+            assert "error" not in page, (name, page)
+            rows.append({"photo": name, "server": server_reason, "page": page["reason"]})
     finally:
         driver.quit()
     agree = [r for r in rows if r["server"] == r["page"]]
     same_accept = [r for r in rows if (r["server"] is None) == (r["page"] is None)]
     rate, accept_rate = len(agree) / len(rows), len(same_accept) / len(rows)
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "capture_consistency.json").write_text(
+    (ARTIFACTS / artifact).write_text(
         json.dumps(
             {
                 "photos": len(rows),
@@ -447,5 +489,5 @@ def test_page_and_server_agree_on_shared_photos(
     )
     print(f"capture consistency: same reason {rate:.1%}, same accept/reject {accept_rate:.1%} on {len(rows)}")
     # Stated tolerance: decoders, resampling and the detector's fixed 640 px input differ (README).
-    assert accept_rate >= 0.9, rows
-    assert rate >= 0.85, rows
+    assert accept_rate >= 0.95, rows
+    assert rate >= 0.9, rows

@@ -101,6 +101,7 @@ def test_the_page_reads_the_servers_own_thresholds() -> None:
     config = capture_config(settings, pack, upload="direct")
     assert config["quality"] == asdict(settings.quality) and config["quality"]["min_brightness"] == 50
     assert config["detector"] == asdict(DetectorConfig())
+    assert config["decode"] == asdict(settings.decode)  # TOO_SMALL / TOO_LARGE on the page too
     assert config["template"] == [list(p) for p in pack.contract.template]
     assert config["model"]["sha256"] == BROWSER_DETECTOR.sha256
     assert "TOO_DARK" in config["reasons"] and config["upload"] == "direct"

@@ -264,8 +264,17 @@ export async function analyze(detector, image, scale = 1) {
   const config = detector.config;
   const t = config.quality;
   const { width, height } = image;
+  const result = { reason: null, issues: [], faces: 0, subject: null, centre: null };
+  // decode.py's size limits, on the photo as it was before any reduction.
+  const [ow, oh] = [Math.round(width / scale), Math.round(height / scale)];
+  const size = ow * oh > config.decode.max_pixels ? "TOO_LARGE" : Math.min(ow, oh) < config.decode.min_side ? "TOO_SMALL" : null;
+  if (size) {
+    result.reason = size;
+    result.issues = [size];
+    return result;
+  }
   const faces = await detect(detector, image);
-  const result = { reason: null, issues: [], faces: faces.length, subject: null, centre: null };
+  result.faces = faces.length;
   const plausible = [];
   for (const face of faces) {
     const fit = fitSimilarity(face.landmarks, config.template);

@@ -8,7 +8,7 @@ const $ = (id) => document.getElementById(id);
 const CHECKS = {
   found: ["NO_FACE", "LOW_CONFIDENCE", "IMPLAUSIBLE_LANDMARKS"],
   one: ["MULTIPLE_FACES"],
-  big: ["FACE_TOO_SMALL"],
+  big: ["FACE_TOO_SMALL", "TOO_SMALL"],
   centred: [],
   frontal: ["EXTREME_POSE"],
   bright: ["TOO_DARK", "TOO_BRIGHT"],
@@ -75,7 +75,7 @@ function setup() {
 
 function showChecks(verdict) {
   const issues = new Set(verdict ? verdict.issues : []);
-  const early = verdict && ["NO_FACE", "IMPLAUSIBLE_LANDMARKS", "MULTIPLE_FACES"].includes(verdict.reason);
+  const early = verdict && ["NO_FACE", "IMPLAUSIBLE_LANDMARKS", "MULTIPLE_FACES", "TOO_SMALL", "TOO_LARGE"].includes(verdict.reason);
   for (const [name, reasons] of Object.entries(CHECKS)) {
     const item = document.querySelector(`#checks li[data-check="${name}"]`);
     let value = "unknown";
@@ -83,7 +83,7 @@ function showChecks(verdict) {
       value = verdict.centre === null ? "unknown" : verdict.centre <= CENTRE_ADVICE ? "ok" : "fail";
     } else if (verdict && reasons.some((r) => issues.has(r))) {
       value = "fail";
-    } else if (verdict && (!early || name === "found")) {
+    } else if (verdict && (!early || (name === "found" && verdict.faces > 0))) {
       value = "ok";
     }
     item.dataset.state = value;
