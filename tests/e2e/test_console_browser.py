@@ -309,7 +309,7 @@ def test_hostile_data_is_shown_as_text(
         by_id(browser, "tab-audit").click()
         wait_for(browser, lambda d: "events shown" in status(d))
         audit = by_id(browser, "case-body").text
-        assert hostile("reason").replace('"', '\\"') in audit and hostile("actor") in audit
+        assert hostile("reason") in audit and hostile("actor") in audit
         not_pwned(browser)
         assert not browser.find_elements(By.CSS_SELECTOR, "#case-body img, #case-body svg, #queue img")
         shoot(browser, "11-hostile-audit")

@@ -48,6 +48,7 @@ const T = {
   candidate: (i) => `Candidate ${i}`,
   application: (p) => `application ${p.application_id || "—"}`,
   channel: (p) => `${p.channel || ""}${p.source_name ? ", file " + p.source_name : ""}`,
+  channelShort: { "registry import": "import", selfie: "selfie" },
   recordStatus: {
     enrolled: "enrolled", pending_review: "pending review", linked_duplicate: "held as a possible duplicate",
     confirmed_duplicate: "confirmed duplicate",
@@ -110,6 +111,9 @@ function el(tag, props, ...children) {
   }
   return node;
 }
+
+// "2026-12-01 22:15:22" from an ISO time: short enough for a table cell.
+function when(iso) { return typeof iso === "string" ? iso.slice(0, 19).replace("T", " ") : ""; }
 
 function say(text, isError) {
   $("status").textContent = text;
@@ -228,7 +232,7 @@ async function loadQueue(offset, keepCursor) {
                     c.application_id || c.case_id);
     open.addEventListener("click", () => { cursor = i; markCursor(); openCase(c.case_id).catch(fail); });
     const state = c.outcome ? (T.outcome[c.outcome] || c.outcome) : (T.status[c.status] || c.status);
-    const cells = [open, c.channel || "", T.age(hours), c.best_band ? `${T.bandShort[c.best_band]} (${c.best_score})` : "—",
+    const cells = [open, T.channelShort[c.channel] || c.channel || "", T.age(hours), c.best_band ? `${T.bandShort[c.best_band]} (${c.best_score})` : "—",
                    state + (c.escalated ? ` · ${T.escalated}` : ""), c.claimed_by || "—"];
     const row = el("tr", { "aria-selected": "false" });
     cells.forEach((cell, j) => row.append(el("td", { className: T.wideColumns.includes(j) ? "wide" : "" }, cell)));
@@ -401,8 +405,9 @@ function historyTable() {
   const table = el("table", {}, el("caption", {}, T.history));
   const head = el("tr", {}, ...T.historyCols.map((h) => el("th", { scope: "col" }, h)));
   table.append(el("thead", {}, head));
-  const rows = current.history.map((e) => el("tr", {}, ...[e.at, e.actor, e.role,
-    [e.action, e.decision, e.matched_record_id].filter(Boolean).join(" "), e.comment].map((v) => el("td", {}, v || ""))));
+  const rows = current.history.map((e) => el("tr", {}, el("td", { className: "nowrap" }, when(e.at)),
+    ...[e.actor, e.role, [e.action, e.decision, e.matched_record_id].filter(Boolean).join(" "), e.comment]
+      .map((v) => el("td", { className: "anywhere" }, v || ""))));
   table.append(el("tbody", {}, ...rows));
   return table;
 }
@@ -468,7 +473,11 @@ async function loadAudit() {
 function renderAudit() {
   const needle = ($("audit-filter") ? $("audit-filter").value : "").toLowerCase();
   const shown = auditEvents.filter((e) => !needle || JSON.stringify(e).toLowerCase().includes(needle)).slice(0, 200);
-  const rows = shown.map((e) => el("tr", {}, ...[e.at, e.actor, e.action, JSON.stringify(e.details || {})].map((v) => el("td", {}, v || ""))));
+  const details = (d) => Object.entries(d || {}).filter(([, v]) => v !== null && v !== "")
+    .map(([k, v]) => `${k}: ${typeof v === "string" ? v : JSON.stringify(v)}`).join("; ");
+  const rows = shown.map((e) => el("tr", {}, el("td", { className: "nowrap" }, when(e.at)),
+    el("td", { className: "anywhere" }, e.actor || ""), el("td", { className: "nowrap" }, e.action || ""),
+    el("td", { className: "anywhere" }, details(e.details))));
   $("audit-rows").replaceChildren(...rows);
   say(T.auditCount(shown.length, auditEvents.length));
 }
