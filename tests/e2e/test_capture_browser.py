@@ -6,7 +6,8 @@ test makes from shared photos (`--use-file-for-fake-video-capture`):
   and ends enrolled, shown in plain words;
 - a dark, a tiny, a two-face and a face-less stream each show the server's reason and the
   capture button stays disabled; nothing is sent;
-- without camera permission the page falls back to a file picker, which works end to end;
+- without camera permission the page falls back to a file picker, which works end to end (a
+  photo for an application that already holds the person's face ends "verified");
 - axe-core finds no critical or serious violation at 390x844;
 - the page's on-device verdict and the server's reason agree on shared photos (rate measured,
   written to artifacts/capture_consistency.json).
@@ -31,7 +32,7 @@ from numpy.typing import NDArray
 
 from face_dedup.bootstrap import build_service
 from face_dedup.models.registry import BROWSER_DETECTOR, get_pack
-from face_dedup.service import DedupService
+from face_dedup.service import DedupService, InputRef
 from face_dedup.settings import Settings
 from face_dedup.vision.pipeline import Rejection
 from face_dedup_api.app import Dependencies, configure
@@ -49,6 +50,7 @@ TENANT = "registry-north"
 OFFICER_TOKEN = "t-ann-0123456789"
 GOOD = "photos/deepface/id00/img1.jpg"
 OTHER = "photos/deepface/id01/img12.jpg"
+OTHER_BEFORE = "photos/deepface/id01/img3.jpg"  # the same person as OTHER
 FRAME = (640, 480)
 # The page's own files: the only requests it may make before "Use this photo".
 PAGE_PATHS = ("/capture", "/capture/static/", "/capture/ort/", "/capture/model.onnx", "/capture/config.json")
@@ -356,6 +358,9 @@ def test_bad_stream_gets_its_guidance_and_cannot_be_captured(
 def test_without_camera_permission_the_file_picker_works(
     server: str, registry: DedupService, faces_root: Path, tmp_path: Path
 ) -> None:
+    """The application already has this person's face (another photo): the selfie verifies it."""
+    enrolled = registry.enroll((faces_root / OTHER_BEFORE).read_bytes(), InputRef(OTHER_BEFORE, "APP-C3"))
+    assert enrolled.outcome.value == "enrolled"
     driver = chromium(tmp_path, None, allow_camera=False)
     try:
         driver.get(capture_link(server, "APP-C3"))
@@ -367,7 +372,8 @@ def test_without_camera_permission_the_file_picker_works(
         assert verdict(driver) == "READY"
         driver.find_element("id", "use").click()
         wait_for(driver, lambda d: phase(d) == "done")
-        assert driver.execute_script("return document.getElementById('result').dataset.outcome") == "enrolled"
+        assert driver.execute_script("return document.getElementById('result').dataset.outcome") == "verified"
+        assert "matches" in text(driver, "result")
     finally:
         driver.quit()
 
