@@ -41,6 +41,7 @@ class Datashare:
     delay_s: float = 0.0
     port: int = 0
     required_token: str = ""  # when set, files need `Authorization=<it>` (else HTTP 401)
+    refuse_with_200: bool = False  # refuse a token as MOSIP's functional failures: HTTP 200, errors
     issued: list[str] = field(default_factory=list)  # tokens the auth manager handed out
 
     def url(self, name: str) -> str:
@@ -67,7 +68,7 @@ def datashare_server() -> Iterator[Datashare]:
                 and self.headers.get("Cookie", "") != "Authorization=" + share.required_token
             ):
                 status, body = (
-                    401,
+                    200 if share.refuse_with_200 else 401,
                     b'{"errors":[{"errorCode":"KER-ATH-401","message":"Authentication Failed"}]}',
                 )
             self.send_response(status)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -92,3 +96,58 @@ def test_token_from_the_auth_manager_renewed_once_refused(share: Datashare) -> N
     wrong = client(client_id="abis", secret_key="guess", **auth)
     with pytest.raises(DatashareError, match="auth manager refused"):
         wrong.fetch(url)
+
+
+def test_token_refused_in_a_200_body_is_renewed_too(share: Datashare) -> None:
+    """MOSIP sends functional failures with HTTP 200: an expired token as KER-ATH-401 in the body
+    must be renewed like an HTTP 401, or every insert fails (7) once the first token expires."""
+    share.required_token, share.refuse_with_200 = "tok-1", True
+    auth = {"authmanager_url": f"http://127.0.0.1:{share.port}/v1/authmanager/authenticate/clientidsecretkey"}
+    c = client(client_id="abis", secret_key="s3cret", **auth)
+    url = share.share(b"<BIR/>")
+    assert c.fetch(url) == b"<BIR/>" and share.issued == ["tok-1"]
+    share.required_token = "tok-2"  # expired
+    assert c.fetch(url) == b"<BIR/>" and share.issued == ["tok-1", "tok-2"]
+    share.required_token = "tok-3"
+    stuck = client(token="tok-2")  # a static token cannot be renewed: failure 7, not a loop
+    assert reason(stuck, url) is FailureReason.UNABLE_TO_FETCH_BIOMETRICS
+
+
+@contextmanager
+def trickling_share(total: int, every_s: float) -> Iterator[tuple[str, list[int]]]:
+    """A datashare that sends its body one byte per `every_s`: each read is quick, the whole slow."""
+    sent = [0]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(total))
+            self.end_headers()
+            with suppress(OSError):
+                for _ in range(total):
+                    self.wfile.write(b"<")
+                    self.wfile.flush()
+                    sent[0] += 1
+                    threading.Event().wait(every_s)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/share", sent
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_trickling_share_is_cut_off_by_the_deadline_on_the_whole_body() -> None:
+    """Each byte arrives well within the read timeout; the body as a whole would take 100 s and
+    hold every request queued behind it. The fetch gives up with failure 7 long before."""
+    with trickling_share(total=1000, every_s=0.1) as (url, sent):
+        with pytest.raises(DatashareError, match="timed out") as caught:
+            client(timeout_s=1.0).fetch(url)
+        assert caught.value.reason is FailureReason.UNABLE_TO_FETCH_BIOMETRICS
+        assert sent[0] < 1000  # cut off, not read to the end

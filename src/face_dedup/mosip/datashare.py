@@ -1,11 +1,13 @@
 """MOSIP's datashare: fetch a person's CBEFF from a referenceURL.
 
 The URL comes from the request, so it is hostile: only https (http only where the operator
-allows it, e.g. a datashare on loopback), a timeout on every phase, a size limit enforced while
-reading (not trusted from Content-Length), and MOSIP's in-body errors (it answers 200 with an
-`errors` list) turned into failure reasons: an expired share is 17, anything else 7. The token
-MOSIP's auth manager issues travels as the `Authorization` cookie. Payloads of MOSIP 1.2 and
-later are encrypted for us; `crypto.decrypt_datashare` opens them when a key is configured.
+allows it, e.g. a datashare on loopback), a timeout on every phase and a deadline on the whole
+body, a size limit enforced while reading (not trusted from Content-Length), and MOSIP's in-body
+errors (it answers 200 with an `errors` list) turned into failure reasons: an expired share is
+17, anything else 7. The token MOSIP's auth manager issues travels as the `Authorization`
+cookie, renewed once when the datashare refuses it (HTTP 401/403 or KER-ATH-401/403 in a body).
+Payloads of MOSIP 1.2 and later are encrypted for us; `crypto.decrypt_datashare` opens them
+when a key is configured.
 Nothing is written anywhere: a failed fetch leaves no trace but the typed error.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +27,9 @@ from face_dedup.mosip.messages import FailureReason
 
 # MOSIP uses one code for "Data share not found" and "Data share usage expired": the message tells.
 EXPIRED_CODES = {"DAT-SER-006"}
+# A refused token, which MOSIP may send as HTTP 200 with these codes in the body (its docs: "for
+# all the functional failures MOSIP sends a response code 200"), as well as HTTP 401/403.
+AUTH_CODES = {"KER-ATH-401", "KER-ATH-403"}
 
 
 class DatashareError(Exception):
@@ -111,7 +117,7 @@ class DatashareClient:
         """The CBEFF document behind `url`, decrypted when a key is configured."""
         self._check_url(url)
         body, status = self._get(url, self._tokens.get())
-        if status in (401, 403) and self.config.authmanager_url:
+        if self.config.authmanager_url and (status in (401, 403) or _error_codes(body) & AUTH_CODES):
             body, status = self._get(url, self._tokens.get(renew=True))
         if status == 410:
             raise DatashareError(FailureReason.DATASHARE_URL_EXPIRED, "the datashare URL has expired")
@@ -150,6 +156,9 @@ class DatashareClient:
         headers = {"Cookie": "Authorization=" + token} if token else None
         self._client.cookies.clear()
         limit = self.config.max_bytes
+        # The timeout bounds each read; the deadline bounds the whole body, or a share trickling a
+        # byte per read would hold the queue (every request waits behind this one) for days.
+        deadline = time.monotonic() + self.config.timeout_s
         try:
             with self._client.stream("GET", url, headers=headers, timeout=self.config.timeout_s) as response:
                 declared = response.headers.get("content-length", "")
@@ -160,6 +169,10 @@ class DatashareClient:
                     size += len(chunk)
                     if size > limit:
                         raise _too_large(limit)
+                    if time.monotonic() > deadline:
+                        raise DatashareError(
+                            FailureReason.UNABLE_TO_FETCH_BIOMETRICS, "datashare: timed out (whole body)"
+                        )
                     chunks.append(chunk)
                 return b"".join(chunks), response.status_code
         except httpx.HTTPError as exc:
@@ -176,19 +189,31 @@ def _kind(exc: Exception) -> str:
     return "timed out" if isinstance(exc, httpx.TimeoutException) else type(exc).__name__
 
 
-def _raise_in_body_error(body: bytes) -> None:
-    """MOSIP answers functional failures with HTTP 200 and a JSON body with `errors`."""
+def _errors(body: bytes) -> list[dict[str, Any]]:
+    """MOSIP's in-body `errors` list (functional failures come with HTTP 200), or []."""
     if not body.lstrip().startswith(b"{"):
-        return
+        return []
     try:
         doc: Any = json.loads(body)
     except (ValueError, RecursionError):
-        return
+        return []
     errors = doc.get("errors") if isinstance(doc, dict) else None
     if not errors or not isinstance(errors, list):
+        return []
+    return [e for e in errors if isinstance(e, dict)]
+
+
+def _error_codes(body: bytes) -> set[str]:
+    return {str(e.get("errorCode", "")) for e in _errors(body)}
+
+
+def _raise_in_body_error(body: bytes) -> None:
+    """MOSIP answers functional failures with HTTP 200 and a JSON body with `errors`."""
+    errors = _errors(body)
+    if not errors:
         return
-    codes = {str(e.get("errorCode", "")) for e in errors if isinstance(e, dict)}
-    messages = " ".join(str(e.get("message", "")) for e in errors if isinstance(e, dict)).lower()
+    codes = {str(e.get("errorCode", "")) for e in errors}
+    messages = " ".join(str(e.get("message", "")) for e in errors).lower()
     if codes & EXPIRED_CODES and "expired" in messages:
         raise DatashareError(FailureReason.DATASHARE_URL_EXPIRED, "the datashare URL has expired")
     shown = ",".join(sorted(c for c in codes if c.replace("-", "").isalnum())[:3])
