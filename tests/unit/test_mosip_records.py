@@ -108,3 +108,11 @@ def test_cbeff_without_face_data_is_empty() -> None:
         face_records(b"<BIR><BIR><BDBInfo><Type>Face</Type></BDBInfo><BDB></BDB></BIR></BIR>")
     with pytest.raises(CbeffEmpty):
         face_records(b"<BIR><BIR><BDBInfo><Type>Iris</Type></BDBInfo><BDB>SUlS</BDB></BIR></BIR>")
+
+
+@pytest.mark.parametrize("score", ["²", "٣", "9" * 5000, "-1", "80.5"])
+def test_a_quality_score_that_is_not_a_small_ascii_number_is_no_score(score: str) -> None:
+    """Not an internal error (failure 1): "²".isdigit() is true and int("²") raises."""
+    document = build_cbeff(b"FAC\x00").replace(b"<Score>80</Score>", f"<Score>{score}</Score>".encode())
+    assert face_records(document)[0].quality is None
+    assert face_records(build_cbeff(b"FAC\x00", quality=80))[0].quality == 80

@@ -20,6 +20,7 @@ from defusedxml.ElementTree import fromstring
 
 MAX_CBEFF_BYTES = 20 << 20
 _BASE64 = re.compile(r"^[A-Za-z0-9+/_-]*={0,2}$")
+_QUALITY = re.compile(r"[0-9]{1,3}")  # a CBEFF quality score is 0-100
 
 
 class CbeffError(ValueError):
@@ -85,7 +86,8 @@ def face_records(document: bytes) -> list[FaceBdb]:
                 format_owner=_text(info, "Format", "Organization"),
                 format_type=_text(info, "Format", "Type"),
                 purpose=_text(info, "Purpose"),
-                quality=int(quality) if quality.isdigit() else None,
+                # ASCII digits only: str.isdigit() also passes "²", which int() refuses (was failure 1)
+                quality=int(quality) if _QUALITY.fullmatch(quality) else None,
             )
         )
     if not faces:

@@ -152,7 +152,7 @@ class AbisHandler:
     def _delete(self, request: AbisRequest) -> dict[str, Any]:
         records = self._records(request.reference_id)
         if not records:
-            if self._already_done(m.DELETE, request.request_id):
+            if self._already_done(m.DELETE, request.request_id, request.reference_id):
                 return m.success(request)
             raise AbisFailure(FailureReason.REFERENCE_ID_NOT_FOUND, "referenceId not in the ABIS")
         for record in records:
@@ -291,11 +291,16 @@ class AbisHandler:
 
     # -- audit ------------------------------------------------------------------------------------
 
-    def _already_done(self, op_id: str, request_id: str) -> bool:
-        """This request succeeded before (a redelivery after a crash between work and ack)."""
+    def _already_done(self, op_id: str, request_id: str, reference_id: str) -> bool:
+        """This request succeeded before (a redelivery after a crash between work and ack). The
+        referenceId must match too: a requestId reused for another reference is not a redelivery."""
         for event in reversed(self.service.store.audit_events(tenant=self.service.tenant)):
             d = event.details
-            if event.action == "mosip." + op_id.rsplit(".", 1)[-1] and d.get("request_id") == request_id:
+            if (
+                event.action == "mosip." + op_id.rsplit(".", 1)[-1]
+                and d.get("request_id") == request_id
+                and d.get("reference_id") == reference_id
+            ):
                 return d.get("return_value") == m.SUCCESS
         return False
 
