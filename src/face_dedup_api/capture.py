@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from pydantic import BaseModel, Field
@@ -52,6 +53,7 @@ from face_dedup_api.auth import Unauthorized
 TOKEN_SECONDS = 15 * 60  # long enough to take a photo and read the outcome, short enough to be useless later
 MAX_UPLOAD = 10 * 1024 * 1024  # a phone camera's JPEG; the server's own decode limits apply after
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_HTTPS_ORIGIN = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 ROOT = Path(__file__).resolve().parents[2]
 # The installed onnxruntime-web package (`make capture`); FACE_DEDUP_CAPTURE_ORT_DIR overrides.
 ORT_DIR_DEFAULT = ROOT / "build" / "capture" / "node_modules" / "onnxruntime-web" / "dist"
@@ -219,16 +221,27 @@ def _page_text(name: str) -> str:
 
 @app.get("/capture", include_in_schema=False)
 def capture_page() -> Response[str]:
-    deps = _dependencies()
     return Response(
         status_code=200,
         content_type="text/html; charset=utf-8",
         body=_page_text("capture.html"),
         headers={
-            "Content-Security-Policy": capture_csp(deps.image_origins if deps.uploads is not None else ()),
+            "Content-Security-Policy": capture_csp(_upload_origin()),
             "Permissions-Policy": "camera=(self), microphone=(), geolocation=()",
         },
     )
+
+
+def _upload_origin() -> tuple[str, ...]:
+    """Where the page PUTs the photo in the cloud (the uploads bucket's endpoint), learned by
+    presigning a dummy key: signing is local, nothing is fetched. Empty on one machine."""
+    uploads = _dependencies().uploads
+    url = uploads.presigned_upload("csp-probe", "image/jpeg", 1) if uploads is not None else None
+    if not url:
+        return ()
+    parts = urlsplit(url)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    return (origin,) if _HTTPS_ORIGIN.fullmatch(origin) else ()
 
 
 @app.get("/capture/static/<name>", include_in_schema=False)
