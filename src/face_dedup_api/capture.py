@@ -150,6 +150,11 @@ def _tokens() -> CaptureTokens:
     return CaptureTokens(signer._secret)  # a derived key: see CaptureTokens
 
 
+def check_token(token: str | None) -> CaptureGrant:
+    """For the local gate: refuse an upload without a valid token before reading its body."""
+    return _tokens().verify(token)
+
+
 def _grant() -> CaptureGrant:
     return _tokens().verify(app.current_event.headers.get("X-Capture-Token"))
 

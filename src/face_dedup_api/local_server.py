@@ -141,6 +141,11 @@ class ReviewGate:
                     claims = self.users.authenticate(environ.get("HTTP_AUTHORIZATION"))
                 except Unauthorized as exc:
                     raise Refusal(401, str(exc)) from None
+            elif method == "POST":  # a photo upload: its capture token, before a byte of the body
+                try:
+                    capture.check_token(environ.get("HTTP_X_CAPTURE_TOKEN"))
+                except Unauthorized as exc:
+                    raise Refusal(401, str(exc)) from None
             body = self._body(environ, path)
             if body and "json" in str(environ.get("CONTENT_TYPE", "")):
                 self._check_json(body)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import socket
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -389,6 +390,15 @@ def test_a_bad_token_is_refused_and_nothing_enrolled(server: str, registry: Dedu
         urllib.request.urlopen(request, timeout=10)
     refused.value.close()
     assert refused.value.code == 401
+    # A forged token is refused from the headers alone: a 9 MB body that is never sent still
+    # gets its 401 at once (the gate reads no byte of it).
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(
+            b"POST /capture/upload HTTP/1.1\r\nHost: x\r\nX-Capture-Token: forged.00\r\n"
+            b"Content-Type: image/jpeg\r\nContent-Length: 9000000\r\n\r\n"
+        )
+        assert raw.recv(200).startswith(b"HTTP/1.1 401")
     assert uploads_seen(registry) == 0
 
 
