@@ -32,7 +32,7 @@ class DeploymentConfig:
     # Faces the index must serve (issue 15): the data nodes are sized for it by the capacity
     # planner's formulas, and a size the index method has not been measured to serve with
     # >= 99.5% duplicate recall is refused here, at synth.
-    registry_size: int = 1_000_000
+    registry_size: int = 100_000
     opensearch_replicas: int = 1  # OpenSearch's default number_of_replicas (index_body keeps it)
 
     def __post_init__(self) -> None:
@@ -53,7 +53,7 @@ class DeploymentConfig:
             raw = value(name, default)
             return tuple(str(v) for v in (raw.split(",") if isinstance(raw, str) else raw) if str(v))
 
-        registry_size = int(value("registry-size", 1_000_000))
+        registry_size = int(value("registry-size", 100_000))
         replicas = cls.opensearch_replicas
         zones = int(value("opensearch-zones", 2))
         # Unset node type, count or volume: what `face-dedup plan-capacity` says for this size.

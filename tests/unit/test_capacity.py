@@ -44,23 +44,31 @@ def test_rekognition_is_priced_by_tier() -> None:
 
 
 def test_methods_are_refused_beyond_what_was_measured() -> None:
-    capacity.check_method(capacity.DEFAULT_METHOD, 1_000_000)
+    capacity.check_method(capacity.DEFAULT_METHOD, 100_000)
+    with pytest.raises(CapacityError, match="1,000,000 faces"):
+        capacity.check_method(capacity.DEFAULT_METHOD, 1_000_000)
     with pytest.raises(CapacityError, match="15,000,000 faces"):
         capacity.check_method(capacity.DEFAULT_METHOD, 15_000_000)
     with pytest.raises(CapacityError, match="not shown"):
         capacity.check_method(IndexMethod(m=8), 100_000)
-    with pytest.raises(CapacityError, match="not shown"):
+    with pytest.raises(CapacityError, match="not measured to"):
         capacity.check_method(IndexMethod(oversample=1), 100_000)
+    with pytest.raises(CapacityError, match="not measured to"):
+        capacity.check_method(IndexMethod("ivf", "sq8"), 100_000)
     with pytest.raises(CapacityError):
         IndexMethod("lsh")
     with pytest.raises(CapacityError):
         IndexMethod(encoding="int4")
 
 
-def test_a_domain_too_small_for_the_index_is_refused_naming_what_fits() -> None:
-    capacity.check_deployment(1_000_000, instance_type="r7g.large.search", data_nodes=2)
+def test_a_domain_too_small_for_the_index_is_refused_naming_what_fits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    capacity.check_deployment(100_000, instance_type="r7g.large.search", data_nodes=2)
+    monkeypatch.setitem(capacity.VALIDATED, ("hnsw", "fp32"), 15_000_000)
+    capacity.check_deployment(15_000_000, instance_type="r7g.xlarge.search", data_nodes=4)
     with pytest.raises(CapacityError, match=r"need .* GiB.*Use \d+ x r7g"):
-        capacity.check_deployment(1_000_000, instance_type="r7g.large.search", data_nodes=1, replicas=5)
+        capacity.check_deployment(15_000_000, instance_type="r7g.large.search", data_nodes=2)
     with pytest.raises(CapacityError, match="not known"):
         capacity.check_deployment(1_000, instance_type="t3.small.search", data_nodes=2)
 
