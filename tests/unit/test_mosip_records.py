@@ -116,3 +116,18 @@ def test_a_quality_score_that_is_not_a_small_ascii_number_is_no_score(score: str
     document = build_cbeff(b"FAC\x00").replace(b"<Score>80</Score>", f"<Score>{score}</Score>".encode())
     assert face_records(document)[0].quality is None
     assert face_records(build_cbeff(b"FAC\x00", quality=80))[0].quality == 80
+
+
+def test_a_large_jpeg2000_is_decoded_at_a_reduced_level_not_whole() -> None:
+    """A few hundred bytes declaring 4000x3000 pixels: decoded at the engine's working size
+    (a quarter of each side here), not whole, then again as a 12 MP PNG."""
+    big = io.BytesIO()
+    Image.new("L", (4000, 3000), 128).save(big, "JPEG2000", irreversible=False)
+    face = read_face_image(write_face_record(big.getvalue(), JP2_LOSSLESS, 4000, 3000))
+    with Image.open(io.BytesIO(face.data)) as png:
+        assert png.size == (1000, 750)
+    # a codestream without the resolution levels to reduce it is refused, not decoded whole
+    flat = io.BytesIO()
+    Image.new("L", (4000, 3000), 128).save(flat, "JPEG2000", irreversible=False, num_resolutions=1)
+    with pytest.raises(FaceRecordError, match="undecodable"):
+        read_face_image(write_face_record(flat.getvalue(), JP2_LOSSLESS, 4000, 3000))

@@ -6,7 +6,7 @@ field sizes as in MOSIP's bio-utils) and 2005 (version "010"). Every length is c
 the bytes actually present before it is used; the image must start with the signature its
 declared type says (JPEG, JPEG 2000 or PNG). A JPEG 2000 image is converted losslessly to PNG for
 the face engine, after checking its declared size against the decode limits (no decompression
-bombs).
+bombs); one larger than the engine's working size is decoded at a reduced resolution level.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import io
 import struct
 from dataclasses import dataclass
 
-from PIL import Image
+from PIL import Image, Jpeg2KImagePlugin
 
 from face_dedup.vision.decode import DecodeLimits
 
@@ -138,6 +138,12 @@ def _jp2_to_png(data: bytes, limits: DecodeLimits) -> bytes:
             width, height = image.size  # from the header, nothing decoded yet
             if width * height > limits.max_pixels:
                 raise FaceRecordError(f"JPEG 2000 image of {width}x{height} pixels is too large")
+            # Decoded at a reduced resolution level when larger than the face engine works on
+            # anyway (as JPEGs are, by DCT scaling): a 1 KB record declaring 6300x6300 pixels
+            # took 6 s and 1.5 GB to decode whole, then was decoded again as a 40 MP PNG.
+            # A codestream without enough resolution levels for that is refused (`load` fails).
+            if isinstance(image, Jpeg2KImagePlugin.Jpeg2KImageFile):  # what formats= opened
+                image.reduce = _reduction(max(width, height), limits.working_long_side)
             image.load()
             out = io.BytesIO()
             image.convert("RGB").save(out, "PNG")
@@ -146,6 +152,15 @@ def _jp2_to_png(data: bytes, limits: DecodeLimits) -> bytes:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise FaceRecordError(f"undecodable JPEG 2000 image ({type(exc).__name__})") from None
     return out.getvalue()
+
+
+def _reduction(long_side: int, target: int) -> int:
+    """The JPEG 2000 resolution level (each halves the sides) that brings `long_side` to `target`
+    or below."""
+    level = 0
+    while (long_side >> level) > target:
+        level += 1
+    return level
 
 
 def write_face_record(image: bytes, image_type: int, width: int, height: int) -> bytes:
