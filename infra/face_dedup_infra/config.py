@@ -63,7 +63,7 @@ class DeploymentConfig:
             retention_days=int(value("retention-days", 3650)),
             opensearch_instance_type=str(value("opensearch-instance-type", planned.instance.name)),
             opensearch_data_nodes=int(value("opensearch-data-nodes", planned.data_nodes)),
-            opensearch_volume_gb=int(value("opensearch-volume-gb", max(100, planned.volume_gb))),
+            opensearch_volume_gb=int(value("opensearch-volume-gb", planned.volume_gb)),
             opensearch_dedicated_masters=int(value("opensearch-dedicated-masters", 0)),
             opensearch_master_type=str(value("opensearch-master-type", "m7g.large.search")),
             opensearch_zones=zones,

@@ -53,6 +53,9 @@ STACK_WIDE = {
     ),
     "IAM5[Resource::<StorageFaces73E824C2.Arn>/*]": "Objects of the faces bucket only.",
     "IAM5[Resource::<StorageUploadsBDC5E374.Arn>/*]": "Objects of the uploads bucket only.",
+    "IAM5[Resource::<StorageAuditArchiveB1A82667.Arn>/audit/*]": (
+        "PutObject under audit/ in the Object Lock archive only (entries are named by tenant and event)."
+    ),
     "IAM5[Resource::<TablesImports9922BEF2.Arn>/index/*]": "The imports table's own secondary indexes.",
     "IAM5[Resource::<TablesRecords353FBC94.Arn>/index/*]": "The records table's own secondary indexes.",
     "IAM5[Resource::<TablesCases698FA840.Arn>/index/*]": "The cases table's own secondary indexes.",

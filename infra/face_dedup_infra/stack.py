@@ -64,6 +64,7 @@ class FaceDedupStack(Stack):
             "s3_bucket": storage.faces.bucket_name,
             "kms_key_id": key.key_arn,
             "uploads_bucket": storage.uploads.bucket_name,
+            "audit_archive_bucket": storage.audit_archive.bucket_name,
             "notification_queue_url": case_notes.queue.queue_url,
             "sns_topic_arn": notifications.topic.topic_arn,
             **{f"table_{role}": t.table_name for role, t in tables.tables.items()},
@@ -72,6 +73,10 @@ class FaceDedupStack(Stack):
             wiring.INDEX: [search.domain.domain_arn, f"{search.domain.domain_arn}/*"],
             wiring.BLOBS: [storage.faces.bucket_arn, storage.faces.arn_for_objects("*")],
             wiring.UPLOADS: [storage.uploads.bucket_arn, storage.uploads.arn_for_objects("*")],
+            wiring.ARCHIVE: [
+                storage.audit_archive.bucket_arn,
+                storage.audit_archive.arn_for_objects("audit/*"),
+            ],
             wiring.NOTIFIER: [case_notes.queue.queue_arn],
             wiring.OFFICERS: [notifications.topic.topic_arn],
             permissions.KEY: [key.key_arn],
@@ -125,6 +130,7 @@ class FaceDedupStack(Stack):
 
         self.review = ReviewApi(self, "Review", function=functions.api, callback_urls=config.callback_urls)
         functions.digest_notifications(case_notes.queue)
+        functions.archive_audit(tables.tables["audit"])
         functions.set_setting("review_link_base", f"{self.review.api.url}#case=")
         reconcile = Reconcile(self, "Reconcile", function=functions.reconcile, tenants=config.tenants)
 

@@ -225,6 +225,7 @@ class FunctionParts:
     uploads: BlobStore
     workflow: WorkflowStarter
     officers: Notifier
+    archive: BlobStore
 
 
 def build_function(settings: Settings, name: str) -> FunctionParts:
@@ -241,6 +242,7 @@ def build_function(settings: Settings, name: str) -> FunctionParts:
         wiring.NOTIFIER: lambda: _sqs_notifier(settings),
         wiring.OFFICERS: lambda: _sns_notifier(settings),
         wiring.WORKFLOW: lambda: _starter(settings),
+        wiring.ARCHIVE: lambda: _s3_store(settings, settings.audit_archive_bucket, "audit/", kms=True),
     }
     ports = {
         port: _Declared(name, port, build() if port in spec.uses else None, spec.methods(port))
@@ -261,6 +263,7 @@ def build_function(settings: Settings, name: str) -> FunctionParts:
         cast(BlobStore, ports[wiring.UPLOADS]),
         cast(WorkflowStarter, ports[wiring.WORKFLOW]),
         cast(Notifier, ports[wiring.OFFICERS]),
+        cast(BlobStore, ports[wiring.ARCHIVE]),
     )
 
 

@@ -37,6 +37,7 @@ ADAPTERS: dict[str, Adapter] = {
     wiring.NOTIFIER: Adapter("adapters/sqs_notifier.py", "SqsNotifier", "sqs"),
     wiring.OFFICERS: Adapter("adapters/sns_notifier.py", "SnsNotifier", "sns"),
     wiring.WORKFLOW: Adapter("ingest.py", "StepFunctionsStarter", "stepfunctions"),
+    wiring.ARCHIVE: Adapter("adapters/s3_blobs.py", "S3BlobStore", "s3"),
 }
 # IAM names where they differ from the API operation (IAM's "Actions defined by" tables).
 IAM_OVERRIDES = {
@@ -247,7 +248,7 @@ def needs(spec: wiring.FunctionSpec) -> set[Need]:
 
 # Every resource but the index and the workflow is encrypted with the stack's key: using them
 # needs the key too (CDK's grant pattern: reads decrypt; writes also generate data keys).
-ENCRYPTED = (wiring.STORE, wiring.BLOBS, wiring.UPLOADS, wiring.NOTIFIER, wiring.OFFICERS)
+ENCRYPTED = (wiring.STORE, wiring.BLOBS, wiring.UPLOADS, wiring.NOTIFIER, wiring.OFFICERS, wiring.ARCHIVE)
 KEY = "key"
 
 

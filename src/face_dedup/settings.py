@@ -81,6 +81,7 @@ class Settings:
     opensearch_auth: str = "sigv4"  # sigv4 (managed domain) | sigv4-serverless | none (local)
     uploads_bucket: str = ""  # where selfies and registry batches arrive
     state_machine_arn: str = ""  # the de-duplication workflow the ingest function starts
+    audit_archive_bucket: str = ""  # the cloud's write-once (Object Lock) copy of the audit trail
     quality: QualityThresholds = field(default_factory=QualityThresholds)
     decode: DecodeLimits = field(default_factory=DecodeLimits)
 

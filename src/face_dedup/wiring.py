@@ -21,6 +21,7 @@ UPLOADS = "uploads"  # the uploads bucket (read by ingest; presigned puts by the
 NOTIFIER = "notifier"  # the case-notification queue (SQS)
 OFFICERS = "officers"  # the officers' case topic (SNS), written by the digest only
 WORKFLOW = "workflow"  # the Step Functions state machine, started by ingest only
+ARCHIVE = "archive"  # the audit archive bucket (S3 Object Lock, compliance mode)
 
 # Every method of a port, for functions that serve every use case (the review API).
 ALL = ("*",)
@@ -65,6 +66,7 @@ PORT_SETTINGS: dict[str, tuple[str, ...]] = {
     NOTIFIER: ("notifier_backend", "notification_queue_url", "aws_region"),
     OFFICERS: ("sns_topic_arn", "aws_region"),
     WORKFLOW: ("state_machine_arn", "aws_region"),
+    ARCHIVE: ("audit_archive_bucket", "kms_key_id", "aws_region"),
 }
 # Read by every function that builds the service (thresholds, model pack, scratch space).
 SERVICE_SETTINGS = ("model_pack", "target_fpir", "data_dir", "models_dir")
@@ -166,6 +168,16 @@ FUNCTIONS: dict[str, FunctionSpec] = {
             memory=1024,
             timeout_s=900,
             description="scheduled: the index holds exactly the store's templates",
+        ),
+        FunctionSpec(
+            name="audit_archive",
+            handler="handler.handler",
+            code_dir="audit_archive",
+            # fed by the audit table's stream: it reads no table itself, it only writes once
+            uses={ARCHIVE: ("put",)},
+            memory=256,
+            timeout_s=60,
+            description="every audit entry, write-once, to the Object Lock archive",
         ),
         FunctionSpec(
             name="api",

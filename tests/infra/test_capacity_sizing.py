@@ -27,7 +27,7 @@ def test_unset_nodes_come_from_the_plan(faces: int) -> None:
         planned.instance.name,
         planned.data_nodes,
     )
-    assert chosen.opensearch_volume_gb >= planned.volume_gb
+    assert chosen.opensearch_volume_gb == planned.volume_gb
 
 
 def test_a_registry_beyond_the_measured_recall_is_refused_at_synth() -> None:

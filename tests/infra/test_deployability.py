@@ -32,6 +32,7 @@ RESOURCE_PREFIX = {
     wiring.NOTIFIER: "CaseNotificationsQueue",
     wiring.OFFICERS: "NotificationsCases",
     wiring.WORKFLOW: "WorkflowStateMachine",
+    wiring.ARCHIVE: "StorageAuditArchive",
     permissions.KEY: "EncryptionKey",
     **{
         f"store:{role}": f"Tables{role.capitalize()}"

@@ -4,6 +4,7 @@ creates the index and maps the functions' roles; the reconcile function repairs 
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -38,6 +39,7 @@ def cloud_settings(base: Settings, url: str) -> Settings:
         aws_endpoint_url=url,
         s3_bucket="faces",
         uploads_bucket="uploads",
+        audit_archive_bucket="audit-archive",
         notification_queue_url=f"{url}/queue/cases",
         sns_topic_arn="arn:aws:sns:eu-west-1:123456789012:cases",
         state_machine_arn="arn:aws:states:eu-west-1:123456789012:stateMachine:dedup",
@@ -181,3 +183,63 @@ def test_workflow_tasks_classify_errors_for_the_state_machine() -> None:
         failing(TransientError("index unavailable"))({}, None)
     with pytest.raises(PermanentError, match=r"^ValueError$"):  # the failure path: only the type
         failing(ValueError("APP-123 is not staged"))({}, None)
+
+
+def test_audit_entries_are_archived_write_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import boto3
+    from functions.audit_archive import handler as archive_handler
+    from moto import mock_aws
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "FACE_DEDUP_AWS_REGION": "eu-west-1",
+        "FACE_DEDUP_AUDIT_ARCHIVE_BUCKET": "audit-archive",
+        "POWERTOOLS_METRICS_NAMESPACE": "FaceDedupTest",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="eu-west-1")
+        s3.create_bucket(
+            Bucket="audit-archive",
+            CreateBucketConfiguration={"LocationConstraint": "eu-west-1"},
+            ObjectLockEnabledForBucket=True,
+        )
+        s3.put_object_lock_configuration(
+            Bucket="audit-archive",
+            ObjectLockConfiguration={
+                "ObjectLockEnabled": "Enabled",
+                "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 30}},
+            },
+        )
+        archive_handler.archive.cache_clear()
+        image = {
+            "tenant": {"S": "north"},
+            "event": {"S": "2026-12-01T10:00:00Z#abc"},
+            "action": {"S": "record.erased"},
+            "actor": {"S": "officer-1"},
+        }
+        event = {
+            "Records": [
+                {
+                    "eventID": "1",
+                    "eventName": "INSERT",
+                    "dynamodb": {"NewImage": image, "SequenceNumber": "1"},
+                },
+                {
+                    "eventID": "2",
+                    "eventName": "MODIFY",
+                    "dynamodb": {"NewImage": image, "SequenceNumber": "2"},
+                },
+            ]
+        }
+        assert archive_handler.handler(event, _Context()) == {"batchItemFailures": []}
+        (stored,) = s3.list_object_versions(Bucket="audit-archive", Prefix="audit/")["Versions"]
+        assert stored["Key"] == "audit/north/2026-12-01T10-00-00Z_abc.json"
+        body = json.loads(s3.get_object(Bucket="audit-archive", Key=stored["Key"])["Body"].read())
+        assert body["action"] == "record.erased"
+        head = s3.head_object(Bucket="audit-archive", Key=stored["Key"])
+        assert head["ObjectLockMode"] == "COMPLIANCE"  # nobody can delete or rewrite it before then
+        with pytest.raises(s3.exceptions.ClientError):
+            s3.delete_object(Bucket="audit-archive", Key=stored["Key"], VersionId=stored["VersionId"])
+        archive_handler.archive.cache_clear()

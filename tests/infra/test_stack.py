@@ -46,7 +46,9 @@ def test_functions_are_arm64_python312_traced(synthesized: tuple[Any, Template])
     _, template = synthesized
     functions = resources(template, "AWS::Lambda::Function")
     ours = {k: v for k, v in functions.items() if v["Properties"].get("Runtime") == "python3.12"}
-    assert len(ours) == 9  # eight declared in face_dedup.wiring, and the deploy-time index setup
+    from face_dedup import wiring
+
+    assert len(ours) == len(wiring.FUNCTIONS) + 1  # the declared ones, and the deploy-time index setup
     for function in ours.values():
         props = function["Properties"]
         assert props["Architectures"] == ["arm64"]
@@ -70,7 +72,12 @@ def test_buckets_are_private_encrypted_versioned_tls_only(synthesized: tuple[Any
         ]["SSEAlgorithm"]
         == "aws:kms"
     ]
-    assert len(kms_buckets) == 2  # uploads and faces
+    assert len(kms_buckets) == 3  # uploads, faces, the audit archive (Object Lock)
+    locked = [b for b in kms_buckets if b["Properties"].get("ObjectLockEnabled")]
+    assert len(locked) == 1
+    assert (
+        locked[0]["Properties"]["ObjectLockConfiguration"]["Rule"]["DefaultRetention"]["Mode"] == "COMPLIANCE"
+    )
     for bucket in buckets.values():
         block = bucket["Properties"]["PublicAccessBlockConfiguration"]
         assert all(
@@ -79,6 +86,8 @@ def test_buckets_are_private_encrypted_versioned_tls_only(synthesized: tuple[Any
         )
     for bucket in kms_buckets:
         assert bucket["Properties"]["VersioningConfiguration"] == {"Status": "Enabled"}
+        if bucket in locked:
+            continue  # the audit archive: nothing expires before its retention ends
         rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
         assert any(r.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays") == 1 for r in rules)
     policies = json.dumps(resources(template, "AWS::S3::BucketPolicy"))

@@ -157,6 +157,21 @@ class Functions(Construct):
             sources.SqsEventSource(queue, batch_size=100, max_batching_window=Duration.minutes(5))  # type: ignore[arg-type]
         )
 
+    def archive_audit(self, table: object) -> None:
+        # Every new audit entry, in order per tenant partition; a failing batch is retried
+        # (split in halves to isolate a bad record) for up to a day, then alarmed as an error.
+        self.by_name["audit_archive"].add_event_source(
+            sources.DynamoEventSource(
+                table,  # type: ignore[arg-type]
+                starting_position=lambda_.StartingPosition.TRIM_HORIZON,
+                batch_size=100,
+                bisect_batch_on_error=True,
+                retry_attempts=100,
+                max_record_age=Duration.days(1),
+                report_batch_item_failures=True,
+            )
+        )
+
     def consume(self, queue: object, max_concurrency: int) -> None:
         self.by_name["ingest"].add_event_source(
             sources.SqsEventSource(

@@ -60,3 +60,13 @@ class Storage(Construct):
             ],
             **common,
         )
+        # The audit trail's write-once copy: Object Lock in compliance mode, for as long as the
+        # registry keeps its records. No principal can shorten it or delete an entry before then.
+        self.audit_archive = s3.Bucket(
+            self,
+            "AuditArchive",
+            server_access_logs_prefix="audit-archive/",
+            object_lock_enabled=True,
+            object_lock_default_retention=s3.ObjectLockRetention.compliance(Duration.days(retention_days)),
+            **common,
+        )

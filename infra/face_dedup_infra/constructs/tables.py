@@ -31,6 +31,8 @@ class Tables(Construct):
                 deletion_protection=True,
                 removal_policy=RemovalPolicy.RETAIN,
                 time_to_live_attribute=STAGED_TTL_ATTRIBUTE if role == "staged" else None,
+                # the audit trail's new entries flow to the write-once archive (audit_archive)
+                stream=dynamodb.StreamViewType.NEW_IMAGE if role == "audit" else None,
             )
             for index, (ipk, isk) in indexes.items():
                 table.add_global_secondary_index(
