@@ -154,6 +154,7 @@ INSTANCE_TYPES = (
     InstanceType("r7g.12xlarge.search", 384, 4.016),
 )
 GP3_USD_PER_GB_MONTH = 0.122
+MIN_VOLUME_GB = 100  # the stack's smallest data-node volume (room for snapshots and merges)
 HOURS_PER_MONTH = 730
 # Per enrollment (one photo): what the serverless pipeline calls, from the stack's design.
 LAMBDA_USD_PER_GB_S = 0.0000133334  # arm64
@@ -264,7 +265,7 @@ def plan(
     _, instance, nodes = best
     # Disk: the stored vectors (_source, fp32 JSON-ish ~2x), the engine's files, per copy, x2 for merges.
     per_node_gb = (faces * dim * 4 * 3 * (1 + replicas) * 2) / nodes / 1e9
-    volume_gb = max(20, math.ceil(per_node_gb / 10) * 10)
+    volume_gb = max(MIN_VOLUME_GB, math.ceil(per_node_gb / 10) * 10)
     monthly = {
         "data nodes": nodes * instance.usd_per_hour * HOURS_PER_MONTH,
         "storage": nodes * volume_gb * GP3_USD_PER_GB_MONTH,
