@@ -16,7 +16,7 @@ import pytest
 import stomp
 
 from face_dedup.errors import TransientError
-from face_dedup.mosip.broker import AbisConsumer
+from face_dedup.mosip.broker import MAX_DEATHS, AbisConsumer
 from face_dedup.mosip.config import AbisConfig
 from face_dedup.mosip.datashare import DatashareClient, DatashareConfig
 from face_dedup.mosip.handlers import AbisHandler
@@ -268,3 +268,54 @@ def test_a_transient_failure_is_retried_not_dead_lettered(
         thread.join(timeout=30)
     assert replies[sent[0]][0]["returnValue"] == "1"
     assert handler.calls == 2  # refused once, delivered again, answered
+
+
+class Died(BaseException):
+    """The process dying mid-request (a decoder crash, the OOM killer): no handler runs."""
+
+
+class FakeDyingHandler(AbisHandler):
+    """The real handler, in a process that dies on every delivery of the reference `poison`."""
+
+    deaths = 0
+
+    def handle(self, body: bytes | str) -> dict[str, Any]:
+        if b'"poison"' in (body if isinstance(body, bytes) else body.encode()):
+            self.deaths += 1
+            raise Died
+        return super().handle(body)
+
+
+def test_a_request_that_kills_the_abis_is_refused_and_does_not_block_the_queue(
+    setup: tuple[Mosip, AbisConsumer, Datashare], service: DedupService, tmp_path: Path
+) -> None:
+    """Without the note on disk the poison request came back after every restart, forever, and
+    nothing queued behind it was ever answered."""
+    mosip, consumer, _ = setup
+    handler = FakeDyingHandler(service, lambda url: b"")
+    note = tmp_path / "abis-inflight.json"
+    sent = [
+        mosip.send(request("insert", referenceId="poison", referenceURL="https://datashare.example/x")),
+        mosip.send(request("referenceCount")),
+    ]
+    for _ in range(MAX_DEATHS):
+        dying = AbisConsumer(consumer.config, handler, inflight=note)
+        with pytest.raises(Died):
+            dying.serve(threading.Event(), retry_s=0.5)
+        dying.close()  # the process is gone, its connection with it: the request goes back
+    survivor = AbisConsumer(consumer.config, handler, inflight=note)
+    stop, thread = run(survivor)
+    try:
+        replies = mosip.collect(sent)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        survivor.close()
+    poison, count = (replies[i][0] for i in sent)
+    assert handler.deaths == MAX_DEATHS
+    assert poison["returnValue"] == "2" and poison["failureReason"] == "1"
+    assert count["returnValue"] == "1"  # the request behind it is served
+    audited = [e for e in service.store.audit_events() if e.details.get("request_id") == sent[0]]
+    assert [e.details["failure_reason"] for e in audited] == ["1"]
+    assert f"stopped {MAX_DEATHS} times" in audited[0].details["detail"]
+    assert not note.exists()  # answered: nothing in flight

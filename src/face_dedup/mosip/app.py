@@ -71,6 +71,6 @@ def serve(settings: Settings, config: AbisConfig, stop: threading.Event | None =
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
     with opened(settings, config) as abis:
-        consumer = AbisConsumer(config, abis.handler)
+        consumer = AbisConsumer(config, abis.handler, inflight=settings.data_dir / "abis-inflight.json")
         consumer.serve(stop)
         return consumer.handled

@@ -7,6 +7,11 @@ restart at any point means the request is delivered again, never lost. The handl
 idempotent for exactly that case (an insert or delete seen before answers as it did).
 Replies mirror the request's message type: a JMS bytes request (STOMP frame with
 content-length) gets a bytes reply, a text request a text reply.
+
+A poison request, one that kills the process (a decoder crash, the OOM killer), would come back
+after every restart and block every request queued behind it: the request being processed is
+noted on disk, and one the ABIS has already died on `MAX_DEATHS` times is answered with failure
+1 (and audited) instead of being processed again.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import threading
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,6 +36,36 @@ from face_dedup.mosip.handlers import AbisHandler
 
 log = logging.getLogger(__name__)
 RECEIPT_TIMEOUT_S = 30.0
+MAX_DEATHS = 2  # deliveries of one request that ended with the process gone, before it is refused
+
+
+class InFlight:
+    """The request being processed, noted on disk (its broker message-id, and how many earlier
+    deliveries of it ended with the process gone). One file per ABIS; without a path, nothing
+    is noted (and a poison request is not recognised)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def begin(self, message_id: str) -> int:
+        """Note that `message_id` is being processed; how many deliveries of it died before."""
+        if self.path is None or not message_id:
+            return 0
+        died = 0
+        try:
+            previous = json.loads(self.path.read_text(encoding="utf-8"))
+            if isinstance(previous, dict) and previous.get("message_id") == message_id:
+                died = int(previous.get("died", 0)) + 1  # the last delivery never reached end()
+        except (OSError, ValueError, TypeError):
+            pass  # none noted, or a note we cannot read: count from zero
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps({"message_id": message_id, "died": died}), encoding="utf-8")
+        tmp.replace(self.path)  # whole or not at all, even if we die right here
+        return died
+
+    def end(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -56,9 +92,10 @@ class _Listener(stomp.ConnectionListener):  # type: ignore[misc]
 
 
 class AbisConsumer:
-    def __init__(self, config: AbisConfig, handler: AbisHandler) -> None:
+    def __init__(self, config: AbisConfig, handler: AbisHandler, *, inflight: Path | None = None) -> None:
         self.config = config
         self.handler = handler
+        self.inflight = InFlight(inflight)
         self.inbox: queue.Queue[_Delivery] = queue.Queue()
         self.handled = 0
         self._generation = 0
@@ -150,18 +187,26 @@ class AbisConsumer:
         if conn is None:
             return
         body = frame.body if isinstance(frame.body, bytes) else str(frame.body).encode()
+        died = self.inflight.begin(frame.headers.get("message-id", ""))
         try:
-            reply = self.handler.handle(body)
+            if died >= MAX_DEATHS:
+                log.error("a request stopped the ABIS %d times: answered as an internal error", died)
+                reply = self.handler.refuse_poison(body, died)
+            else:
+                reply = self.handler.handle(body)
         except TransientError as exc:
+            self.inflight.end()
             # Not NACK: ActiveMQ dead-letters a STOMP NACK at once. Letting go of the connection
             # hands every unacknowledged request back to the broker, to be delivered again.
             log.warning("transient failure (%s): reconnecting; the request will be delivered again", exc)
             self._connected.clear()
             return
         except Exception:  # even the failure reply failed (e.g. the store is gone): keep serving
+            self.inflight.end()
             log.exception("request not answered: sent to the broker's dead-letter queue")
             self._safe(lambda: conn.nack(frame.headers["ack"]))
             return
+        self.inflight.end()  # an outcome, whatever it is: only a death leaves the note (no finally)
         payload = json.dumps(reply, separators=(",", ":")).encode()
         headers: dict[str, Any] = {"persistent": "true"}
         if "correlation-id" in frame.headers:

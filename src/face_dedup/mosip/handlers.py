@@ -87,6 +87,18 @@ class AbisHandler:
             self._audit(op_id, request_id, "", reply, type(exc).__name__)
             return reply
 
+    def refuse_poison(self, body: bytes | str, deaths: int) -> dict[str, Any]:
+        """The reply to a request the ABIS died on `deaths` times: failure 1, not processed."""
+        try:
+            request = m.parse_request(body)
+            op_id, request_id, reference_id = request.op_id, request.request_id, request.reference_id
+        except AbisFailure as failure:
+            op_id, request_id, reference_id = failure.op_id, failure.request_id, ""
+        reply = m.failure(op_id, request_id, FailureReason.INTERNAL_ERROR)
+        detail = f"not processed: the ABIS stopped {deaths} times while processing this request"
+        self._audit(op_id, request_id, reference_id, reply, detail)
+        return reply
+
     def _dispatch(self, request: AbisRequest) -> dict[str, Any]:
         op = request.op_id
         if op == m.PING:
