@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from face_dedup.errors import ConfigError
+from face_dedup.mosip.config import AbisConfig
 from face_dedup.mosip.crypto import PayloadKey, encrypt_for
 from face_dedup.mosip.datashare import DatashareClient, DatashareConfig, DatashareError
 from face_dedup.mosip.messages import FailureReason
@@ -151,3 +153,15 @@ def test_a_trickling_share_is_cut_off_by_the_deadline_on_the_whole_body() -> Non
             client(timeout_s=1.0).fetch(url)
         assert caught.value.reason is FailureReason.UNABLE_TO_FETCH_BIOMETRICS
         assert sent[0] < 1000  # cut off, not read to the end
+
+
+def test_a_token_is_only_configured_with_the_hosts_it_may_go_to() -> None:
+    """The token is sent to whatever host a referenceURL (from the message) names: without
+    DATASHARE_HOSTS, anyone able to queue an insert naming their own host would receive it."""
+    auth = {"FACE_DEDUP_ABIS_AUTHMANAGER_URL": "https://mosip.example/v1/authmanager/authenticate"}
+    for env in (auth, {"FACE_DEDUP_ABIS_DATASHARE_TOKEN": "eyJ.token"}):
+        with pytest.raises(ConfigError, match="DATASHARE_HOSTS"):
+            AbisConfig.load(env)
+        hosts = {"FACE_DEDUP_ABIS_DATASHARE_HOSTS": "datashare.mosip.example"}
+        assert AbisConfig.load(env | hosts).datashare.allowed_hosts == ("datashare.mosip.example",)
+    assert AbisConfig.load({}).datashare.allowed_hosts == ()  # no token: nothing to leak

@@ -71,6 +71,13 @@ class AbisConfig:
             raise ConfigError("FACE_DEDUP_ABIS_BROKER_URL must be stomp://host:port or stomp+ssl://host:port")
         if self.prefetch < 1 or self.max_results < 1 or not 0 <= self.target_fpir <= 200:
             raise ConfigError("prefetch and max_results must be at least 1, target_fpir 0-200")
+        if (self.datashare_token or self.authmanager_url) and not self.datashare.allowed_hosts:
+            # The token (MOSIP's regproc client's) goes as a cookie to the host a referenceURL
+            # names, and the URL comes from the message: anyone who can queue one would get it.
+            raise ConfigError(
+                "FACE_DEDUP_ABIS_DATASHARE_HOSTS must name the datashare host(s) when a datashare "
+                "token or auth manager is set: the token is sent to the host a referenceURL names"
+            )
         if self.decrypt_key_file and not Path(self.decrypt_key_file).is_file():
             raise ConfigError(f"FACE_DEDUP_ABIS_DECRYPT_KEY_FILE: no file {self.decrypt_key_file}")
 
