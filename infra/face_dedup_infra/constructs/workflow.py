@@ -14,6 +14,7 @@ TRANSIENT = [
     "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException",
     "Lambda.Unknown",
+    "Sandbox.Timedout",  # the function ran past its own timeout
     "States.Timeout",
 ]
 PERMANENT = "PermanentError"  # raised by functions/workflow/handler.py for non-transient errors
