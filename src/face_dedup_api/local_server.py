@@ -51,6 +51,13 @@ PUBLIC = (
 )  # the page and its files carry no data; everything else needs a token
 
 
+# Powertools' resolver is one module-level object that holds the request being resolved
+# (current_event, route context): two threads resolving at once could each read the other's
+# event, i.e. the other caller's identity. Lambda runs one request per process; here the gate
+# resolves one at a time (reading bodies, authentication and sending stay concurrent).
+_ONE_AT_A_TIME = threading.Lock()
+
+
 class LocalContext:
     function_name = "face-dedup-serve"
     memory_limit_in_mb = 0
@@ -155,7 +162,8 @@ class ReviewGate:
             return self._reply(start_response, refusal.status, str(refusal))
         target = path + (f"?{environ['QUERY_STRING']}" if environ.get("QUERY_STRING") else "")
         event = to_event(method, target, self._headers(environ), body, claims)
-        response = app.resolve(event, cast("LambdaContext", LocalContext()))
+        with _ONE_AT_A_TIME:  # the resolver keeps the current request in shared state
+            response = app.resolve(event, cast("LambdaContext", LocalContext()))
         payload = response.get("body") or ""
         data = base64.b64decode(payload) if response.get("isBase64Encoded") else payload.encode()
         headers: list[tuple[str, str]] = []

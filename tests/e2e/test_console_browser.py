@@ -290,6 +290,16 @@ def test_hostile_data_is_shown_as_text(
         Select(by_id(browser, "f-status")).select_by_value("")
         wait_for(browser, lambda d: "Cases" in status(d))
         rows = browser.find_elements(By.CSS_SELECTOR, "#queue tbody button.open")
+        assert len(rows) == 3
+        # j lands on the first row, then each j or k moves exactly one
+        focused = (
+            "const rows = [...document.querySelectorAll('#queue tbody button.open')];"
+            "return rows.indexOf(document.activeElement)"
+        )
+        by_id(browser, "case-title").click()
+        for key, expected in (("j", 0), ("j", 1), ("j", 2), ("j", 2), ("k", 1), ("k", 0), ("k", 0)):
+            press(browser, key)
+            assert browser.execute_script(focused) == expected, (key, expected)
         seen = []
         for index in range(len(rows)):
             browser.find_elements(By.CSS_SELECTOR, "#queue tbody button.open")[index].click()
@@ -340,9 +350,14 @@ def test_officer_supervisor_auditor_by_keyboard(console: str, browser: Any) -> N
     # Modified keys and keys typed into the comment never decide.
     comment = by_id(browser, "comment")
     comment.send_keys("d s c scar on the left cheek")
-    press(browser, Keys.CONTROL, "d", Keys.CONTROL)
-    browser.find_element(By.TAG_NAME, "body").send_keys(Keys.CONTROL + "s")
-    assert "open" in browser.find_element(By.CSS_SELECTOR, "#case-body p").text
+    assert not browser.execute_script("return document.getElementById('confirm').open")
+    by_id(browser, "case-title").click()  # out of the field: now only modifiers hold the keys back
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    for modifier in (Keys.CONTROL, Keys.ALT, Keys.META):
+        for key in ("s", "d", "c"):
+            ActionChains(browser).key_down(modifier).send_keys(key).key_up(modifier).perform()
+    assert browser.find_element(By.CSS_SELECTOR, "#case-body p").text.startswith("open")
     assert not browser.execute_script("return document.getElementById('confirm').open")
 
     by_id(browser, "case-title").click()

@@ -239,3 +239,18 @@ def test_non_loopback_bind_needs_tls_in_front(users_file: Path) -> None:
     for host in ("127.0.0.1", "localhost", "::1"):
         with contextlib.suppress(OSError):  # e.g. no IPv6 here: not what this test is about
             serve(users, host, 0).shutdown()
+
+
+def test_concurrent_callers_never_see_each_others_identity(server: LocalServer) -> None:
+    """The resolver is shared: requests from two users at once must each get their own answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(index: int) -> tuple[str, str]:
+        token, name = (ANN, "ann") if index % 2 else (AL, "al")
+        status, _, body = request(server, "GET", "/me", token)
+        return name, json.loads(body)["name"] if status == 200 else f"status {status}"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(ask, range(400)))
+    wrong = [(asked, got) for asked, got in answers if asked != got]
+    assert not wrong, wrong[:5]
