@@ -26,6 +26,9 @@ HANDLERS = {
     "workflow.record_failure": ("functions.workflow.handler", "record_failure"),
     "digest": ("functions.digest.handler", "handler"),
     "api": ("functions.api.handler", "handler"),
+    "reconcile": ("functions.reconcile.handler", "handler"),
+    "index_setup": ("functions.index_setup.handler", "handler"),
+    "audit_archive": ("functions.audit_archive.handler", "handler"),
 }
 
 

@@ -243,3 +243,21 @@ def test_audit_entries_are_archived_write_once(monkeypatch: pytest.MonkeyPatch) 
         with pytest.raises(s3.exceptions.ClientError):
             s3.delete_object(Bucket="audit-archive", Key=stored["Key"], VersionId=stored["VersionId"])
         archive_handler.archive.cache_clear()
+
+
+def test_every_declared_function_has_a_handler_and_a_sample_event() -> None:
+    import importlib
+    from pathlib import Path
+
+    from functions.invoke import HANDLERS
+
+    root = Path(__file__).resolve().parents[2]
+    for spec in wiring.FUNCTIONS.values():
+        module, attribute = spec.handler.split(".")
+        handler = getattr(importlib.import_module(f"functions.{spec.code_dir}.{module}"), attribute)
+        assert callable(handler)
+        assert any(
+            target == (f"functions.{spec.code_dir}.{module}", attribute) for target in HANDLERS.values()
+        )
+        folder = "workflow" if spec.code_dir == "workflow" else spec.code_dir
+        assert list((root / "events" / folder).glob("*.json")), spec.name
