@@ -301,6 +301,12 @@ def test_good_face_is_guided_captured_and_enrolled_only_on_use(
         driver.find_element("id", "capture").click()
         wait_for(driver, lambda d: phase(d) == "still")
         assert driver.find_element("id", "use").is_enabled()
+        driver.find_element("id", "retake").click()  # the camera comes back, guidance resumes
+        driver.execute_script("document.body.dataset.verdict = ''")
+        wait_for(driver, lambda d: phase(d) == "live" and verdict(d) == "READY")
+        driver.find_element("id", "capture").click()
+        wait_for(driver, lambda d: phase(d) == "still")
+        assert driver.find_element("id", "use").is_enabled()
         # Guided, captured, still on the device: nothing but the page's own files was fetched.
         assert only_page_files(requested_paths(driver)), str(requested_paths(driver))
         assert uploads_seen(registry) == 0
