@@ -319,3 +319,26 @@ def test_a_request_that_kills_the_abis_is_refused_and_does_not_block_the_queue(
     assert [e.details["failure_reason"] for e in audited] == ["1"]
     assert f"stopped {MAX_DEATHS} times" in audited[0].details["detail"]
     assert not note.exists()  # answered: nothing in flight
+
+
+def test_a_second_abis_on_the_queue_stands_by(
+    setup: tuple[Mosip, AbisConsumer, Datashare], service: DedupService
+) -> None:
+    """Two ABIS processes on one queue would split the requests between them, and an Identify
+    could be served before the Inserts queued ahead of it: the subscription is exclusive."""
+    mosip, consumer, _ = setup
+    second = AbisConsumer(consumer.config, AbisHandler(service, lambda url: b""))
+    runs = [run(consumer), run(second)]
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while not all(c._conn is not None for c in (consumer, second)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sent = [mosip.send(request("referenceCount")) for _ in range(8)]
+        replies = mosip.collect(sent)
+    finally:
+        for stop, thread in runs:
+            stop.set()
+            thread.join(timeout=30)
+        second.close()
+    assert all(replies[i][0]["returnValue"] == "1" for i in sent)
+    assert sorted([consumer.handled, second.handled]) == [0, 8]

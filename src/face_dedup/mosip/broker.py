@@ -133,7 +133,9 @@ class AbisConsumer:
             "/queue/" + self.config.request_queue,
             id="abis",
             ack="client-individual",
-            headers={"activemq.prefetchSize": str(self.config.prefetch)},
+            # Exclusive: a second `face-dedup abis` on the queue stands by instead of taking every
+            # other request (an Identify could then run before the Inserts queued ahead of it).
+            headers={"activemq.prefetchSize": str(self.config.prefetch), "activemq.exclusive": "true"},
         )
         self._conn = conn
         self._connected.set()
