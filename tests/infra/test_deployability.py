@@ -11,6 +11,7 @@ import copy
 import fnmatch
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -402,3 +403,21 @@ def test_a_call_outside_a_functions_role_is_refused(template: dict[str, Any]) ->
     broken = copy.deepcopy(template)
     _drop_action("complete", "sqs:SendMessage")(broken)
     assert not_allowed(broken, calls) == ["complete: sqs:SendMessage"]
+
+
+def test_cfn_lint_finds_nothing_but_cdks_redundant_depends_on(
+    template: dict[str, Any], tmp_path: Path
+) -> None:
+    import shutil
+    import subprocess
+
+    cfn_lint = shutil.which("cfn-lint", path=str(Path(sys.executable).parent))
+    if cfn_lint is None:
+        pytest.skip("cfn-lint is not installed (a dev extra)")
+    path = tmp_path / "template.json"
+    path.write_text(json.dumps(template))
+    result = subprocess.run(
+        [cfn_lint, "--format", "parseable", str(path)], capture_output=True, text=True, check=False
+    )
+    rules = set(re.findall(r":([EWI]\d{4}):", result.stdout))
+    assert rules <= {"W3005"}, result.stdout
