@@ -12,6 +12,7 @@ import csv
 import json
 import logging
 import os
+import stat
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -39,6 +40,10 @@ class InputSpec:
     metadata: dict[str, str] = field(default_factory=dict)
     problem: InputRejected | None = None  # known to be unusable before reading
     note: str | None = None  # said in the report (e.g. a link out of the folder was followed)
+    # The folder (resolved) that the file actually read must lie in; None: no such rule (a file
+    # named directly, or --follow-links-out). Checked again on the opened file, because a
+    # regular file can be swapped for a link out of the folder after it was listed.
+    within: Path | None = None
 
 
 class ManifestError(ValueError):
@@ -114,6 +119,7 @@ def collect_inputs(
                 metadata={k: v for k, v in (row or {}).items() if k not in ("file", "application_id")},
                 problem=problem,
                 note=note,
+                within=inside if target.is_dir() and not follow_links_out else None,
             )
         )
     for name, row in rows.items():
@@ -311,30 +317,87 @@ def _prepare(
 def _read(service: DedupService, pending: _Pending, pool: ThreadPoolExecutor) -> None:
     path = pending.spec.path
     assert path is not None
-    if not path.is_file():
+    if not path.is_file():  # special files are not even opened (a device may act on open)
         pending.problem = InputRejected(Reason.NOT_A_FILE, "not a regular file")
         return
-    limit = service.settings.decode.max_bytes
-    try:
-        size = path.stat().st_size
-        if size > limit:
-            # Do not read a huge file into memory to find out it is too large.
-            pending.problem = InputRejected(
-                Reason.TOO_LARGE,
-                f"the file has {size} bytes; the limit is {limit}",
-                measured=size,
-                limit=limit,
-            )
-            return
-        data = path.read_bytes()
-    except OSError as exc:
-        pending.problem = InputRejected(Reason.UNREADABLE, f"could not read the file: {exc.strerror or exc}")
+    read = read_input(path, service.settings.decode.max_bytes, within=pending.spec.within)
+    if isinstance(read, InputRejected):
+        pending.problem = read
         return
+    data = read
     pending.digest = content_digest(data)
     pending.done = service.store.get_import_item(service.idempotency_key(pending.ref, pending.digest))
     if pending.done is None:
         pending.data = data
         pending.analysis = pool.submit(service.analyze, data)
+
+
+def read_input(path: Path, limit: int, *, within: Path | None = None) -> bytes | InputRejected:
+    """The bytes of one input, judged on the file actually opened, not on an earlier look at its
+    name: between listing a folder and reading it, someone who can write there can swap a file
+    for a link to a file elsewhere (a photo the importing user can read and they cannot), a pipe
+    or a growing file. So: open once, then check that descriptor (a regular file; inside
+    `within`, where given) and read at most `limit` + 1 bytes from it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        return InputRejected(Reason.UNREADABLE, f"could not read the file: {exc.strerror or exc}")
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return InputRejected(Reason.NOT_A_FILE, "not a regular file (it changed while the import ran)")
+        if within is not None:
+            opened = _opened_path(fd, path, info)
+            if opened is None or not opened.is_relative_to(within):
+                return InputRejected(
+                    Reason.LINK_OUTSIDE_FOLDER,
+                    "the file read would have been outside the imported folder (it was replaced by a "
+                    "symbolic link while the import ran): refused",
+                )
+        if info.st_size > limit:
+            # Do not read a huge file into memory to find out it is too large.
+            return InputRejected(
+                Reason.TOO_LARGE,
+                f"the file has {info.st_size} bytes; the limit is {limit}",
+                measured=info.st_size,
+                limit=limit,
+            )
+        chunks = []
+        left = limit + 1  # a file growing while it is read stops here, not at the end of memory
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    except OSError as exc:
+        return InputRejected(Reason.UNREADABLE, f"could not read the file: {exc.strerror or exc}")
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > limit:
+        return InputRejected(
+            Reason.TOO_LARGE,
+            f"the file has over {limit} bytes (it grew while it was read); the limit is {limit}",
+            measured=len(data),
+            limit=limit,
+        )
+    return data
+
+
+def _opened_path(fd: int, path: Path, info: os.stat_result) -> Path | None:
+    """Where the open file `fd` really is: the kernel's own answer on Linux (no race), else the
+    resolved name, trusted only if it is still the very file that was opened."""
+    try:
+        return Path(f"/proc/self/fd/{fd}").readlink()
+    except OSError:
+        pass
+    try:
+        resolved = path.resolve(strict=True)
+        now = resolved.stat()
+    except (OSError, RuntimeError):
+        return None
+    return resolved if (now.st_dev, now.st_ino) == (info.st_dev, info.st_ino) else None
 
 
 def _register(service: DedupService, pending: _Pending, actor: str) -> ReportLine:

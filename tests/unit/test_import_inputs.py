@@ -8,7 +8,8 @@ import json
 import os
 from pathlib import Path
 
-from face_dedup.importer import collect_inputs, run_import
+from face_dedup.errors import InputRejected, Reason
+from face_dedup.importer import collect_inputs, read_input, run_import
 from face_dedup.service import DedupService
 
 
@@ -69,6 +70,58 @@ def test_links_out_are_followed_only_when_allowed_and_the_report_says_so(
     lines = _report(service, folder, tmp_path, follow_links_out=True)
     assert lines["a.jpg"]["outcome"] == "enrolled"
     assert "symbolic link out of the imported folder" in str(lines["a.jpg"]["note"])
+
+
+def test_a_file_swapped_for_a_link_out_after_listing_is_refused_when_read(
+    service: DedupService, faces_root: Path, tmp_path: Path
+) -> None:
+    """The folder is listed first and read later (seconds later in a large batch): someone who
+    can write there swaps a listed photo for a link to a file only the importer can read. The
+    check at listing time saw a regular file; the file actually opened must be checked too."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    secret = outside / "private.jpg"
+    secret.write_bytes((faces_root / "lfw/Akhmed_Zakayev/Akhmed_Zakayev_0001.jpg").read_bytes())
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes((faces_root / "lfw/Abel_Pacheco/Abel_Pacheco_0001.jpg").read_bytes())
+    (folder / "inside.jpg").symlink_to(folder / "a.jpg")  # a link within the folder stays fine
+    inputs = collect_inputs(folder)
+    assert all(spec.problem is None for spec in inputs)
+    swapped = folder / "swap.tmp"
+    swapped.symlink_to(secret)
+    swapped.replace(folder / "a.jpg")  # atomic, as an attacker would do it
+
+    report = tmp_path / "report.jsonl"
+    run_import(service, inputs, report=report)
+    lines = {
+        Path(str(line["source"])).name: line
+        for line in map(json.loads, report.read_text(encoding="utf-8").splitlines())
+    }
+    assert lines["a.jpg"]["outcome"] == "rejected"
+    assert lines["a.jpg"]["reason"] == "LINK_OUTSIDE_FOLDER"
+    assert "replaced by a symbolic link" in str(lines["a.jpg"]["message"])
+    assert lines["inside.jpg"]["reason"] == "LINK_OUTSIDE_FOLDER"  # it now leads out too
+    assert service.store.count_templates(tenant=service.tenant, model_pack=service.model_pack) == 0
+
+
+def test_read_input_checks_the_opened_file_not_the_name(tmp_path: Path) -> None:
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"x" * 10)
+    (folder / "big.jpg").write_bytes(b"x" * 11)
+    os.mkfifo(folder / "pipe")
+    (tmp_path / "out.jpg").write_bytes(b"y")
+    (folder / "out.jpg").symlink_to(tmp_path / "out.jpg")
+    inside = folder.resolve()
+    assert read_input(folder / "a.jpg", 10, within=inside) == b"x" * 10
+    big = read_input(folder / "big.jpg", 10, within=inside)
+    assert isinstance(big, InputRejected) and big.reason is Reason.TOO_LARGE
+    pipe = read_input(folder / "pipe", 10, within=inside)  # opened without blocking, then refused
+    assert isinstance(pipe, InputRejected) and pipe.reason is Reason.NOT_A_FILE
+    out = read_input(folder / "out.jpg", 10, within=inside)
+    assert isinstance(out, InputRejected) and out.reason is Reason.LINK_OUTSIDE_FOLDER
+    assert read_input(folder / "out.jpg", 10) == b"y"  # no folder rule: a file named directly
 
 
 def test_a_bad_application_id_rejects_that_input_only(
