@@ -59,13 +59,17 @@ class InFlight:
         except (OSError, ValueError, TypeError):
             pass  # none noted, or a note we cannot read: count from zero
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"message_id": message_id, "died": died}), encoding="utf-8")
-        tmp.replace(self.path)  # whole or not at all, even if we die right here
+        try:
+            tmp.write_text(json.dumps({"message_id": message_id, "died": died}), encoding="utf-8")
+            tmp.replace(self.path)  # whole or not at all, even if we die right here
+        except OSError as exc:  # no writable data dir (a cloud backend): serve, unguarded
+            log.warning("cannot note the request in flight (%s): poison requests not recognised", exc)
         return died
 
     def end(self) -> None:
         if self.path is not None:
-            self.path.unlink(missing_ok=True)
+            with suppress(OSError):
+                self.path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""stomp+ssl:// verifies the broker's certificate: the broker password is sent over it. stomp.py
+"""The ABIS consumer without a broker: TLS to the broker, and the note of the request in flight.
+
+stomp+ssl:// verifies the broker's certificate: the broker password is sent over it. stomp.py
 before 9.0 did not verify at all unless given a CA file (jasonrbriggs/stomp.py#451), so this
 runs the real consumer against a TLS listener on loopback with a self-signed certificate that
 answers STOMP's CONNECTED: a client that does not verify would connect."""
@@ -20,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from face_dedup.mosip.broker import AbisConsumer
+from face_dedup.mosip.broker import AbisConsumer, InFlight
 from face_dedup.mosip.config import AbisConfig
 from face_dedup.mosip.handlers import AbisHandler
 
@@ -91,3 +93,17 @@ def test_stomp_ssl_refuses_a_broker_whose_certificate_it_cannot_verify(
     finally:
         consumer.close()
     assert not any(b"s3cret" in frame for frame in received)  # the password never went out
+
+
+def test_the_in_flight_note_counts_deaths_and_never_stops_serving(tmp_path: Path) -> None:
+    note = InFlight(tmp_path / "abis-inflight.json")
+    assert note.begin("ID:1") == 0  # first delivery
+    assert note.begin("ID:1") == 1  # delivered again without end(): the process died on it
+    assert note.begin("ID:1") == 2
+    note.end()
+    assert note.begin("ID:1") == 0 and note.begin("ID:2") == 0  # answered, or another request
+    (tmp_path / "abis-inflight.json").write_text('{"message_id": "ID:2", "died": "x"}')
+    assert note.begin("ID:2") == 0  # an unreadable note counts from zero
+    nowhere = InFlight(tmp_path / "missing" / "abis-inflight.json")
+    assert nowhere.begin("ID:3") == 0 and nowhere.begin("ID:3") == 0  # unwritable: serves on
+    nowhere.end()
