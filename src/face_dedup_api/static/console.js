@@ -4,6 +4,8 @@
 
 // -- every string the page shows, in one place (translate here) ---------------------------------
 const T = {
+  title: "face-dedup case review", tokenLabel: "Access token", signIn: "Sign in", signOut: "Sign out",
+  signInForm: "Sign in",
   signedOut: "Signed out. Enter your access token to sign in.",
   signedIn: (me) => `${me.name} · ${T.roles[me.role] || me.role} · ${me.tenant}`,
   roles: { officer: "case officer", supervisor: "supervisor", auditor: "auditor", admin: "administrator" },
@@ -533,7 +535,14 @@ function onKey(event) {
 
 // -- wiring --------------------------------------------------------------------------------------
 function start() {
-  $("token-label").textContent = "Access token";
+  document.title = T.title;
+  $("title").textContent = T.title;
+  $("token-label").textContent = T.tokenLabel;
+  $("sign-in").textContent = T.signIn;
+  $("sign-out").textContent = T.signOut;
+  $("login").setAttribute("aria-label", T.signInForm);
+  $("queue-title").textContent = T.tabCases;
+  $("case-title").textContent = T.noCase;
   $("keys").textContent = T.keys;
   $("prev").textContent = T.prev;
   $("next").textContent = T.next;
