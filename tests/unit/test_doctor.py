@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -107,6 +108,36 @@ def test_doctor_detects_a_corrupted_store_page_and_says_it_cannot_repair_it(tmp_
     with pytest.raises(StorageError, match=r"registry\.sqlite.*damaged.*backup") as caught:
         build_service(Settings.load(data_dir=data_dir), with_engine=False)
     assert "\n" not in str(caught.value)
+
+
+def test_doctor_says_so_when_a_reader_keeps_the_store_log_from_being_checkpointed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An erasure blocked by a reader tells the operator to run doctor; doctor must not then
+    report the store's log as flushed while the erased rows are still in it."""
+    from face_dedup.adapters import sqlite_files
+    from face_dedup.doctor import run_doctor
+
+    monkeypatch.setattr(sqlite_files, "CHECKPOINT_WAIT_S", 0.5)
+    data_dir = tmp_path / "registry"
+    _registry(data_dir)
+    reader = sqlite3.connect(data_dir / "registry.sqlite", isolation_level=None)
+    writer = sqlite3.connect(data_dir / "registry.sqlite", isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM records").fetchone()  # a snapshot, held open
+        writer.execute("PRAGMA user_version = 7")  # a frame newer than that snapshot
+        report = run_doctor(Settings.load(data_dir=data_dir))
+    finally:
+        reader.close()
+        writer.close()
+    assert not report.healthy
+    assert "registry.sqlite: write-ahead log checkpointed" not in report.checked
+    assert any(
+        line.startswith("registry.sqlite: its write-ahead log could not be checkpointed")
+        for line in report.unrepaired
+    ), report.unrepaired
+    assert run_doctor(Settings.load(data_dir=data_dir)).healthy  # the reader gone, it is done
 
 
 def test_a_write_that_fails_names_the_file_and_loses_nothing(tmp_path: Path) -> None:
