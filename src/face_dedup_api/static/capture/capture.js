@@ -20,7 +20,7 @@ const LIVE_INTERVAL_MS = 250;
 const POLL_MS = 2000;
 const POLL_LIMIT = 60;
 
-const state = { token: null, config: null, detector: null, stream: null, still: null, phase: "loading", said: "", pickerOnly: false };
+const state = { token: null, config: null, detector: null, stream: null, still: null, phase: "loading", said: "", pickerOnly: false, candidate: "", seen: 0 };
 
 function phase(name) {
   state.phase = name;
@@ -33,6 +33,14 @@ function say(text) {
     state.said = text;
     $("status").textContent = text;
   }
+}
+
+// Live advice is announced once it has held for two analysed frames: camera noise flipping
+// between two reasons must not make a screen reader chatter.
+function advise(text) {
+  if (text === state.candidate) state.seen += 1;
+  else [state.candidate, state.seen] = [text, 1];
+  if (state.seen >= 2) say(text);
 }
 
 function setup() {
@@ -123,7 +131,7 @@ async function liveLoop() {
       const verdict = await analyze(state.detector, frame.canvas, frame.scale);
       if (state.phase !== "live") return;
       showChecks(verdict);
-      say(advice(verdict));
+      advise(advice(verdict));
       $("capture").disabled = verdict.reason !== null;
       document.body.dataset.verdict = verdict.reason || "READY";
     }
