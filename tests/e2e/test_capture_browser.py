@@ -389,6 +389,30 @@ def test_without_camera_permission_the_file_picker_works(
         driver.quit()
 
 
+def test_the_page_refuses_a_detector_that_fails_its_digest(server: str, tmp_path: Path) -> None:
+    """The model's bytes are checked in the browser (SubtleCrypto) against the pinned SHA-256
+    before onnxruntime sees them: a config naming another digest makes loading fail."""
+    driver = chromium(tmp_path, None)
+    try:
+        driver.get(capture_link(server, "APP-C5"))
+        wait_for(driver, lambda d: phase(d) in ("live", "picker"))
+        outcome = driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "(async () => {"
+            "  const m = await import('/capture/static/analysis.js');"
+            "  const config = await m.loadConfig();"
+            "  const good = await m.loadDetector(config).then(() => 'loaded');"
+            "  const forged = {...config, model: {...config.model, sha256: '0'.repeat(64)}};"
+            "  const bad = await m.loadDetector(forged)"
+            "    .then(() => 'loaded', e => e.message);"
+            "  done([config.model.sha256, good, bad]);"
+            "})().catch(e => done(['error', String(e)]));"
+        )
+        assert outcome == [BROWSER_DETECTOR.sha256, "loaded", "model-digest"]
+    finally:
+        driver.quit()
+
+
 def test_a_bad_token_is_refused_and_nothing_enrolled(server: str, registry: DedupService) -> None:
     request = urllib.request.Request(
         f"{server}/capture/upload",
