@@ -53,6 +53,13 @@ STACK_WIDE = {
     ),
     "IAM5[Resource::<StorageFaces73E824C2.Arn>/*]": "Objects of the faces bucket only.",
     "IAM5[Resource::<StorageUploadsBDC5E374.Arn>/*]": "Objects of the uploads bucket only.",
+    "IAM5[Resource::<ReviewConsoleFilesB4EDE12B.Arn>/*]": (
+        "The console's static files (HTML, script, style; no data): read by API Gateway, written by "
+        "CDK's deployment of them."
+    ),
+    "IAM5[Resource::arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-<AWS::Region>/*]": (
+        "CDK's bootstrap asset bucket, read by CDK's BucketDeployment to copy the console's files."
+    ),
     "IAM5[Resource::<StorageAuditArchiveB1A82667.Arn>/audit/*]": (
         "PutObject under audit/ in the Object Lock archive only (entries are named by tenant and event)."
     ),
@@ -112,14 +119,23 @@ def apply_nag(app: cdk.App, stack: cdk.Stack) -> None:
         "(set opensearch-data-nodes and enable them for large registries). The index can be rebuilt from "
         "the DynamoDB templates at any time.",
     )
-    for rule in ("APIG4", "COG4"):
-        _ack(
-            stack,
-            "Review/Api/Default/GET",
-            rule,
-            "Only the console page (GET /) is public: static HTML and script with no data. Every data route "
-            "({proxy+}) requires a Cognito user pool token.",
-        )
+    for path in ("Review/Api/Default/GET", "Review/Api/Default/static/{name}/GET"):
+        for rule in ("APIG4", "COG4"):
+            _ack(
+                stack,
+                path,
+                rule,
+                "Only the console's static files (GET /, GET /static/{name}) are public: HTML, script and "
+                "style from a bucket, no data, no function. Every data route ({proxy+}) requires a Cognito "
+                "user pool token.",
+            )
+    _ack(
+        stack,
+        "Review/ConsoleFiles",
+        "S1",
+        "The console's static files (no data) are read only by API Gateway, whose access log records "
+        "every request for them.",
+    )
     _ack(
         stack,
         "Review/Api",

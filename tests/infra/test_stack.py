@@ -150,7 +150,10 @@ def test_review_api_has_a_cognito_authorizer_on_every_data_route(synthesized: tu
     assert [a["Properties"]["Type"] for a in authorizers.values()] == ["COGNITO_USER_POOLS"]
     methods = [m["Properties"] for m in resources(template, "AWS::ApiGateway::Method").values()]
     public = [m for m in methods if m["AuthorizationType"] == "NONE"]
-    assert len(public) == 1 and public[0]["HttpMethod"] == "GET"  # the console page only
+    # the console page and its static files only, served from a bucket (no function, no data)
+    assert len(public) == 2 and all(
+        m["HttpMethod"] == "GET" and m["Integration"]["Type"] == "AWS" for m in public
+    )
     protected = [m for m in methods if m["AuthorizationType"] == "COGNITO_USER_POOLS"]
     assert protected and all("AuthorizerId" in m for m in protected)
     template.has_resource_properties(
@@ -251,3 +254,18 @@ def test_no_payload_in_traces_or_execution_logs(synthesized: tuple[Any, Template
             assert env["POWERTOOLS_TRACER_CAPTURE_ERROR"] == "false"
     machine = next(iter(resources(template, "AWS::StepFunctions::StateMachine").values()))
     assert machine["Properties"]["LoggingConfiguration"]["IncludeExecutionData"] is False
+
+
+def test_console_page_and_assets_come_from_a_bucket_without_a_function(
+    synthesized: tuple[Any, Template],
+) -> None:
+    _, template = synthesized
+    public = [
+        m["Properties"]
+        for m in resources(template, "AWS::ApiGateway::Method").values()
+        if m["Properties"]["AuthorizationType"] == "NONE" and m["Properties"]["HttpMethod"] == "GET"
+    ]
+    assert len(public) == 2  # GET / and GET /static/{name}
+    for method in public:
+        assert method["Integration"]["Type"] == "AWS"  # S3, not a Lambda proxy
+        assert ":s3:path/" in json.dumps(method["Integration"]["Uri"])

@@ -1,14 +1,20 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_cognito as cognito
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_deployment as s3deploy
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
 ROLES = ("officer", "supervisor", "auditor", "admin")
+STATIC_DIR = Path(__file__).resolve().parents[3] / "src" / "face_dedup_api" / "static"
 
 
 class ReviewApi(Construct):
@@ -108,7 +114,7 @@ class ReviewApi(Construct):
             self, "Authorizer", cognito_user_pools=[self.user_pool]
         )
         integration = apigateway.LambdaIntegration(function)
-        self.api.root.add_method("GET", integration)  # the console page: static, no data
+        self._serve_console_statically()
         proxy = self.api.root.add_resource("{proxy+}")
         proxy.add_method(
             "ANY",
@@ -174,6 +180,58 @@ class ReviewApi(Construct):
             "FirewallAssociation",
             resource_arn=self.api.deployment_stage.stage_arn,
             web_acl_arn=acl.attr_arn,
+        )
+
+    def _serve_console_statically(self) -> None:
+        """`GET /` and `GET /static/{name}` straight from a private bucket through API Gateway:
+        no function wakes (none in the VPC), no token needed for a page that holds no data, and
+        the page's own script and style load (behind the authorizer they could not)."""
+        bucket = s3.Bucket(
+            self,
+            "ConsoleFiles",
+            encryption=s3.BucketEncryption.S3_MANAGED,  # public assets of the console, no data
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            removal_policy=RemovalPolicy.DESTROY,
+            auto_delete_objects=False,
+        )
+        s3deploy.BucketDeployment(
+            self,
+            "ConsoleDeployment",
+            sources=[s3deploy.Source.asset(str(STATIC_DIR), exclude=["capture", "capture/*"])],
+            destination_bucket=bucket,
+        )
+        role = iam.Role(self, "ConsoleReader", assumed_by=iam.ServicePrincipal("apigateway.amazonaws.com"))
+        bucket.grant_read(role)
+        content_type = {"method.response.header.Content-Type": "integration.response.header.Content-Type"}
+
+        def from_bucket(key: str, parameters: dict[str, str] | None = None) -> apigateway.AwsIntegration:
+            return apigateway.AwsIntegration(
+                service="s3",
+                integration_http_method="GET",
+                path=f"{bucket.bucket_name}/{key}",
+                options=apigateway.IntegrationOptions(
+                    credentials_role=role,
+                    request_parameters=parameters,
+                    integration_responses=[
+                        apigateway.IntegrationResponse(status_code="200", response_parameters=content_type),
+                        apigateway.IntegrationResponse(status_code="404", selection_pattern="4\\d{2}"),
+                    ],
+                ),
+            )
+
+        responses = [
+            apigateway.MethodResponse(
+                status_code="200", response_parameters={"method.response.header.Content-Type": True}
+            ),
+            apigateway.MethodResponse(status_code="404"),
+        ]
+        self.api.root.add_method("GET", from_bucket("console.html"), method_responses=responses)
+        self.api.root.add_resource("static").add_resource("{name}").add_method(
+            "GET",
+            from_bucket("{name}", {"integration.request.path.name": "method.request.path.name"}),
+            request_parameters={"method.request.path.name": True},
+            method_responses=responses,
         )
 
     @staticmethod
