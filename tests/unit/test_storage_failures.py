@@ -80,6 +80,31 @@ def test_a_full_disk_names_the_file_and_a_rerun_with_space_loses_nothing(tmp_pat
     assert resumed.get("error") is None and resumed["outcomes"] == ["enrolled"] * 200
 
 
+def test_commands_on_a_full_disk_name_the_file_and_the_fix(tmp_path: Path) -> None:
+    """Not only the write that filled the disk: every command after it (opening the drift
+    counts, doctor's checkpoint) ends in one line naming the file and saying the disk is full,
+    not a bare "database or disk is full; run doctor" (doctor itself failed that way)."""
+    data_dir = tmp_path / "registry"
+    data_dir.mkdir(mode=0o700)
+    cli = f"{sys.executable} -m face_dedup"
+    # a process killed with its writes still in the logs, then the disk filled up by something else
+    killed = REGISTER.replace("finally:\n    adapters.close()", "finally:\n    os.kill(os.getpid(), 9)")
+    killed = killed.replace("import json, sys", "import json, os, sys")
+    out = _in_namespace(
+        f"mount -t tmpfs -o size=2m,mode=0700 tmpfs {data_dir}\n"
+        f"{sys.executable} -c '{killed}' {data_dir} 0 20 >/dev/null || true\n"
+        f"dd if=/dev/zero of={data_dir}/filler bs=4k 2>/dev/null || true\n"
+        f"echo '== doctor'; {cli} doctor --data-dir {data_dir} 2>&1 || true\n"
+        f"echo '== cases'; {cli} cases list --data-dir {data_dir} 2>&1 || true\n"
+    )
+    for name, shown in zip(("doctor", "cases"), out.split("== ")[1:], strict=True):
+        lines = [line for line in shown.splitlines()[1:] if line.strip()]
+        errors = [line for line in lines if line.startswith("error:")]
+        assert len(errors) == 1, (name, shown)
+        assert str(data_dir) in errors[0], (name, shown)
+        assert "disk is full" in errors[0] or "check free space" in errors[0], (name, shown)
+
+
 def test_read_only_media_names_the_file_and_the_fix(tmp_path: Path) -> None:
     data_dir = tmp_path / "registry"
     first = subprocess.run(

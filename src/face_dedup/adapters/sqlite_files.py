@@ -65,13 +65,26 @@ def checkpoint_truncate(db: sqlite3.Connection, timeout_s: float | None = None) 
     older snapshot; here for at most the checkpoint wait, not the statements' 30 s. True when
     it finished (False: in-memory database, or still busy after the wait)."""
     wait = CHECKPOINT_WAIT_S if timeout_s is None else timeout_s
-    db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
     try:
-        row = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    finally:
-        db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+        try:
+            row = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    except sqlite3.Error as exc:  # copying the log into the main file grows it: a full disk fails here
+        raise storage_error(_main_file(db), exc) from None
     busy, log_frames, _checkpointed = (int(v) for v in row)
     return busy == 0 and log_frames == 0
+
+
+def _main_file(db: sqlite3.Connection) -> Path:
+    try:
+        for _seq, name, file in db.execute("PRAGMA database_list").fetchall():
+            if name == "main" and file:
+                return Path(file)
+    except sqlite3.Error:
+        pass
+    return Path(":memory:")
 
 
 _FIXES = {

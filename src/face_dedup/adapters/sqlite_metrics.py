@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from face_dedup.adapters.private_files import private_dir
-from face_dedup.adapters.sqlite_files import private_file
+from face_dedup.adapters.sqlite_files import private_file, storage_error
 from face_dedup.drift import DayKey, DriftStore
 
 _SCHEMA = """
@@ -36,9 +36,12 @@ class SqliteDriftStore(DriftStore):
         self.path = path
         private_dir(path.parent)
         private_file(path)  # 0600 whatever the umask (its -wal and -shm inherit the mode)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+        try:
+            with self._connect() as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:  # every command opens it: a full disk, read-only media ...
+            raise storage_error(path, exc) from None
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
