@@ -104,6 +104,8 @@ STREAMS: dict[str, Callable[[Path], NDArray[np.uint8]]] = {
         np.linspace(40, 200, FRAME[0], dtype=np.uint8)[None, :, None], (480, 1, 3)
     ),
 }
+# The check the page must mark as failed for each stream.
+FAILING_CHECK = {"dark": "bright", "tiny": "big", "two faces": "one", "no face": "found"}
 # What the page must say for each stream (the server's reason codes).
 EXPECTED = {
     "dark": {"TOO_DARK"},
@@ -359,6 +361,10 @@ def test_bad_stream_gets_its_guidance_and_cannot_be_captured(
             "return import('/capture/static/strings.js').then(m => m.STRINGS.reasons)"
         )
         wait_for(driver, lambda d: text(d, "status") in {words[code] for code in EXPECTED[stream]})
+        failing = driver.execute_script(
+            "return [...document.querySelectorAll('#checks li[data-state=fail]')].map(li => li.dataset.check)"
+        )
+        assert FAILING_CHECK[stream] in failing, failing
         assert only_page_files(requested_paths(driver))
         assert uploads_seen(registry) == 0
         shot(driver, stream.replace(" ", "-"))
