@@ -30,6 +30,7 @@ from face_dedup import calibration as cal
 from face_dedup.bootstrap import build_engine, calibration_path, load_tail
 from face_dedup.group_report import clean_groups, group_report
 from face_dedup.models.registry import get_pack
+from face_dedup.planner import GenuineCurve, genuine_path
 from face_dedup.settings import Settings
 from face_dedup.vision.pipeline import FaceTemplate
 
@@ -284,6 +285,11 @@ def calibrate(
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(tail.to_json() + "\n", encoding="utf-8")
                 report["saved_calibration"] = str(target)
+                # The genuine side too, for `face-dedup plan` (recall at each threshold).
+                curve = GenuineCurve.from_scores(genuine, pack.id, tail.source, "pairs")
+                curve_path = genuine_path(settings.data_dir, pack.id)
+                curve_path.write_text(curve.to_json() + "\n", encoding="utf-8")
+                report["saved_genuine_curve"] = str(curve_path)
         elif save:
             raise ValueError(
                 f"only {len(impostor)} impostor pairs: too few to save a calibration (need 1000)"

@@ -755,6 +755,76 @@ def plan_capacity(
     _emit(as_json, result.as_dict(), lambda: out.print("\n".join(capacity.render(result)), highlight=False))
 
 
+@app.command("plan")
+def plan_operating_point(
+    gallery: Annotated[list[int], typer.Argument(help="Gallery sizes (faces): now and projected.")],
+    daily: Annotated[int, typer.Option(help="Applications (searches) a day.")] = 1000,
+    duplicate_share: Annotated[float, typer.Option(help="Share of applications that are duplicates.")] = 0.01,
+    minutes_per_case: Annotated[float, typer.Option(help="Officer minutes per case.")] = 5.0,
+    officer_hours: Annotated[float, typer.Option(help="Case-review hours per officer-day.")] = 6.0,
+    target_fpir: Annotated[
+        float | None, typer.Option(help="Target false alarms per search (default: FACE_DEDUP_TARGET_FPIR).")
+    ] = None,
+    min_recall: Annotated[float | None, typer.Option(help="Duplicate recall the registry needs.")] = None,
+    threshold: Annotated[
+        list[float] | None, typer.Option(help="Also evaluate this threshold (repeat).")
+    ] = None,
+    genuine: Annotated[
+        Path | None,
+        typer.Option(help="A genuine-score curve file (default: the registry's, else the pack's)."),
+    ] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write recall vs false alarms per search as SVG.")] = None,
+    data_dir: DataDir = None,
+    as_json: Json = False,
+) -> None:
+    """Operating points: per gallery size and candidate threshold, expected duplicate recall,
+    false alarms per search and per day, and officer workload; figures resting on the
+    extrapolated impostor tail are marked. Costs of the cloud index: plan-capacity."""
+    from face_dedup import planner
+    from face_dedup.bootstrap import load_tail
+    from face_dedup.models.registry import get_pack
+
+    def make() -> tuple[planner.OperatingPlan, str | None]:
+        settings = _settings(data_dir)
+        pack = get_pack(settings.model_pack)
+        tail = load_tail(settings, pack)
+        curve = (
+            planner.GenuineCurve.load(genuine)
+            if genuine
+            else planner.load_genuine(settings.data_dir, pack.id)
+        )
+        target = settings.target_fpir if target_fpir is None else target_fpir
+        work = planner.Workload(daily, duplicate_share, minutes_per_case, officer_hours)
+        forced = planner.in_force_thresholds(
+            tail, gallery, settings.target_fpir, settings.duplicate_fpir, settings.review_floor_fmr
+        )
+        result = planner.plan(
+            tail,
+            curve,
+            gallery,
+            work,
+            target_fpir=target,
+            min_recall=min_recall,
+            in_force=forced,
+            thresholds=threshold or (),
+        )
+        svg = (
+            planner.render_svg(result, planner.det_curves(tail, curve, sorted(set(gallery))))
+            if plot
+            else None
+        )
+        return result, svg
+
+    result, svg = _run(make)
+    if plot is not None and svg is not None:
+        _run(lambda: plot.write_text(svg, encoding="utf-8"))
+    _emit(
+        as_json,
+        result.as_dict(),
+        lambda: out.print("\n".join(planner.render(result)), markup=False, highlight=False),
+    )
+
+
 @app.command("demo")
 def demo(
     data_dir: DataDir = None,
