@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -165,3 +166,31 @@ def test_a_token_is_only_configured_with_the_hosts_it_may_go_to() -> None:
         hosts = {"FACE_DEDUP_ABIS_DATASHARE_HOSTS": "datashare.mosip.example"}
         assert AbisConfig.load(env | hosts).datashare.allowed_hosts == ("datashare.mosip.example",)
     assert AbisConfig.load({}).datashare.allowed_hosts == ()  # no token: nothing to leak
+
+
+def test_a_share_trickling_its_headers_is_cut_off_too() -> None:
+    """The headers come before any body, so a deadline checked while reading the body does not
+    see them: the connection itself is shut when the time is up."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    sent = [0]
+
+    def trickle() -> None:
+        with suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                while sent[0] < 1000:  # 100 s of one header line that never ends
+                    conn.sendall(b"X")
+                    sent[0] += 1
+                    threading.Event().wait(0.1)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/share"
+        with pytest.raises(DatashareError, match="timed out") as caught:
+            client(timeout_s=1.0).fetch(url)
+        assert caught.value.reason is FailureReason.UNABLE_TO_FETCH_BIOMETRICS
+        assert sent[0] < 1000
+    finally:
+        listener.close()

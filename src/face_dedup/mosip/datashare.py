@@ -14,9 +14,11 @@ Nothing is written anywhere: a failed fetch leaves no trace but the typed error.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -106,7 +108,13 @@ class DatashareClient:
         decrypt: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self.config = config
-        self._client = httpx.Client(transport=transport, follow_redirects=False, trust_env=False)
+        # No kept-alive connections: each fetch opens its own, which the deadline can cut.
+        self._client = httpx.Client(
+            transport=transport,
+            follow_redirects=False,
+            trust_env=False,
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
         self._tokens = TokenSource(config, self._client)
         self._decrypt = decrypt
 
@@ -156,11 +164,15 @@ class DatashareClient:
         headers = {"Cookie": "Authorization=" + token} if token else None
         self._client.cookies.clear()
         limit = self.config.max_bytes
-        # The timeout bounds each read; the deadline bounds the whole body, or a share trickling a
-        # byte per read would hold the queue (every request waits behind this one) for days.
+        # The timeout bounds each read; the deadline bounds the whole exchange, or a share
+        # trickling its headers or body a byte per read would hold the queue (every request waits
+        # behind this one) for days.
         deadline = time.monotonic() + self.config.timeout_s
+        cutoff = _Cutoff(self.config.timeout_s)
         try:
-            with self._client.stream("GET", url, headers=headers, timeout=self.config.timeout_s) as response:
+            with self._client.stream(
+                "GET", url, headers=headers, timeout=self.config.timeout_s, extensions={"trace": cutoff.trace}
+            ) as response:
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > limit:
                     raise _too_large(limit)
@@ -176,9 +188,48 @@ class DatashareClient:
                     chunks.append(chunk)
                 return b"".join(chunks), response.status_code
         except httpx.HTTPError as exc:
-            raise DatashareError(
-                FailureReason.UNABLE_TO_FETCH_BIOMETRICS, f"datashare: {_kind(exc)}"
-            ) from None
+            kind = "timed out (whole exchange)" if cutoff.expired else _kind(exc)
+            raise DatashareError(FailureReason.UNABLE_TO_FETCH_BIOMETRICS, f"datashare: {kind}") from None
+        finally:
+            cutoff.cancel()
+
+
+class _Cutoff:
+    """Shuts the fetch's connection down when its time is up, wherever it is blocked (httpx has
+    no deadline on a whole exchange, only timeouts per read). The socket comes from httpcore's
+    documented `trace` extension, when the connection is made."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        # TLS wraps (detaches) the TCP socket: the TLS stream's socket is the one to shut then.
+        if event not in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            return
+        stream = info.get("return_value")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        with self._lock:
+            self._sock = sock if isinstance(sock, socket.socket) else None
+            if self.expired:
+                self._shut()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            self._shut()
+
+    def _shut(self) -> None:
+        if self._sock is not None:
+            with suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked read, unlike close()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 def _too_large(limit: int) -> DatashareError:
