@@ -13,16 +13,25 @@ Runs under the registry lock, so imports and `serve` wait while it repairs."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from face_dedup.adapters.embedded_index import ExactVectorIndex, check_file, rebuild_from, remove_database
+import numpy as np
+
+from face_dedup.adapters.embedded_index import (
+    ExactVectorIndex,
+    check_file,
+    rebuild_from,
+    remove_database,
+)
 from face_dedup.adapters.local_blobs import LocalBlobStore
 from face_dedup.adapters.registry_lock import RegistryLock
 from face_dedup.adapters.sqlite_files import integrity_problems
 from face_dedup.adapters.sqlite_store import SqliteRecordStore
+from face_dedup.domain import Record, template_problem
 from face_dedup.errors import ConfigError, StorageError
 from face_dedup.ports import IndexEntry
 from face_dedup.settings import Settings
@@ -104,8 +113,6 @@ def _check_store(path: Path, report: DoctorReport) -> SqliteRecordStore | None:
     if not path.exists():
         report.unrepaired.append(f"{path.name} is missing: restore it from your backup")
         return None
-    import sqlite3
-
     raw = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         problems = integrity_problems(raw, quick=False)
@@ -148,7 +155,8 @@ def _check_index(path: Path, store: SqliteRecordStore, report: DoctorReport) -> 
         indexed: set[str] = set()
         for tenant, pack in partitions:
             indexed |= index.record_ids(tenant=tenant, model_pack=pack)
-        missing = [stored[i] for i in stored.keys() - indexed]
+        # a rotted store template cannot be indexed (it is reported below, by _compare_templates)
+        missing = [stored[i] for i in stored.keys() - indexed if not template_problem(stored[i].embedding)]
         orphans = indexed - stored.keys()
         if missing:
             index.add([IndexEntry(r.record_id, r.tenant, r.model_pack, r.embedding) for r in missing])
@@ -161,6 +169,7 @@ def _check_index(path: Path, store: SqliteRecordStore, report: DoctorReport) -> 
             )
         else:
             report.checked.append(f"{path.name}: holds exactly the store's {len(stored)} templates")
+        _compare_templates(path, index, stored, report)
         if index.flush():
             report.checked.append(f"{path.name}: write-ahead log checkpointed")
         else:
@@ -170,6 +179,40 @@ def _check_index(path: Path, store: SqliteRecordStore, report: DoctorReport) -> 
             )
     finally:
         index.close()
+
+
+def _compare_templates(
+    path: Path, index: ExactVectorIndex, stored: dict[str, Record], report: DoctorReport
+) -> None:
+    """Page checks cannot see bytes that rotted inside a template (SQLite keeps no checksums),
+    but each template is held twice: in the store and in the index. A store template that is not
+    a template any more is named (the store is the truth: it cannot be repaired here); an index
+    copy that differs from a sound store template is replaced."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        copies = {rid: bytes(blob) for rid, blob in db.execute("SELECT record_id, vector FROM vectors")}
+    finally:
+        db.close()
+    damaged, differing = [], []
+    for record_id, record in stored.items():
+        problem = template_problem(record.embedding)
+        if problem:
+            damaged.append(f"{record_id} ({problem})")
+        elif copies.get(record_id) != np.asarray(record.embedding, dtype=np.float32).tobytes():
+            differing.append(record)
+    if damaged:
+        report.unrepaired.append(
+            f"registry.sqlite: {len(damaged)} template(s) damaged: {', '.join(damaged[:5])}: restore "
+            "registry.sqlite from your backup, or erase those records and import their photos again"
+        )
+    if differing:
+        index.add([IndexEntry(r.record_id, r.tenant, r.model_pack, r.embedding) for r in differing])
+        report.repaired.append(
+            f"{path.name}: {len(differing)} template(s) differed from the store's, replaced: "
+            + ", ".join(r.record_id for r in differing[:5])
+        )
+    if not damaged and not differing:
+        report.checked.append(f"{path.name}: every template equal to the store's")
 
 
 def _check_blobs(root: Path, store: SqliteRecordStore, report: DoctorReport) -> None:

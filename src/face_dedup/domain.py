@@ -126,6 +126,18 @@ class Record:
     quality: dict[str, Any] = field(default_factory=dict)
 
 
+def template_problem(vector: Iterable[float] | NDArray[np.float32]) -> str | None:
+    """Why stored bytes cannot be a template any more (they rotted: SQLite keeps no checksums),
+    or None. Templates are finite and unit length."""
+    values = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if not np.all(np.isfinite(values)):
+        return "it holds values that are not numbers"
+    norm = float(np.linalg.norm(values))
+    if abs(norm - 1.0) > 1e-3:
+        return f"it is not unit length (norm {norm:.4f})"
+    return None
+
+
 @dataclass(frozen=True)
 class Case:
     case_id: str

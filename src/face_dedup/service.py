@@ -42,6 +42,7 @@ from face_dedup.domain import (
     candidates_to_json,
     claim_holder,
     stable_id,
+    template_problem,
     utc_now,
 )
 from face_dedup.drift import DriftRecorder
@@ -1019,6 +1020,10 @@ class DedupService:
         }
         indexed = self.index.record_ids(tenant=self.tenant, model_pack=self.model_pack)
         missing = [r for rid, r in stored.items() if rid not in indexed]
+        damaged = {r.record_id: problem for r in missing if (problem := template_problem(r.embedding))}
+        if damaged:  # rotted bytes in the store: never indexed, never fatal (`doctor` reports them)
+            log.error("stored templates damaged, not searchable: %s; run `face-dedup doctor`", damaged)
+            missing = [r for r in missing if r.record_id not in damaged]
         orphans = [rid for rid in indexed if rid not in stored]
         if missing:
             self.index.add([IndexEntry(r.record_id, r.tenant, r.model_pack, r.embedding) for r in missing])

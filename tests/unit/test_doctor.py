@@ -110,6 +110,62 @@ def test_doctor_detects_a_corrupted_store_page_and_says_it_cannot_repair_it(tmp_
     assert "\n" not in str(caught.value)
 
 
+def _stored_template(data_dir: Path, record_id: str) -> bytes:
+    db = sqlite3.connect(data_dir / "registry.sqlite")
+    try:
+        return bytes(
+            db.execute("SELECT embedding FROM records WHERE record_id = ?", (record_id,)).fetchone()[0]
+        )
+    finally:
+        db.close()
+
+
+def _rewrite_in_file(path: Path, old: bytes, new: bytes) -> None:
+    data = path.read_bytes()
+    assert data.count(old) == 1
+    path.write_bytes(data.replace(old, new))
+
+
+def test_a_template_rotted_inside_the_store_is_named_and_never_stops_the_registry(tmp_path: Path) -> None:
+    """Bytes that rot inside a template pass every SQLite page check. Rebuilding the index then
+    died in every command with "vector ... is not L2-normalised" (so the record could not even be
+    erased), and doctor said all was well."""
+    data_dir = tmp_path / "registry"
+    ids = _registry(data_dir)
+    good = _stored_template(data_dir, ids[1])
+    _rewrite_in_file(data_dir / "registry.sqlite", good, good[:40] + bytes(40) + good[80:])
+    (data_dir / "index.sqlite").write_bytes(b"\x00" * 4096)  # and the index must be rebuilt
+
+    assert _gallery(data_dir) == 2  # opens; the damaged one is left out, not fatal
+    code, report, stderr = _doctor(data_dir)
+    assert code == 1, stderr
+    (problem,) = report["unrepaired"]
+    assert ids[1] in problem and "damaged" in problem and "backup" in problem
+    service, adapters = build_service(Settings.load(data_dir=data_dir), with_engine=False)
+    try:
+        service.erase(ids[1], "dpo", "its template is damaged")
+    finally:
+        adapters.close()
+    code, report, stderr = _doctor(data_dir)
+    assert code == 0 and report["unrepaired"] == [], (report, stderr)
+
+
+def test_doctor_replaces_an_index_copy_that_differs_from_the_store(tmp_path: Path) -> None:
+    data_dir = tmp_path / "registry"
+    ids = _registry(data_dir)
+    good = _stored_template(data_dir, ids[0])
+    rotted = bytearray(good)
+    rotted[0] ^= 0x01  # the lowest mantissa bit: still unit length, so loading does not notice
+    _rewrite_in_file(data_dir / "index.sqlite", good, bytes(rotted))
+    code, report, stderr = _doctor(data_dir)
+    assert code == 0, stderr
+    assert any(
+        "differed from the store's, replaced" in line and ids[0] in line for line in report["repaired"]
+    )
+    code, report, _ = _doctor(data_dir)
+    assert "index.sqlite: every template equal to the store's" in report["checked"]
+
+
 def test_doctor_says_so_when_a_reader_keeps_the_store_log_from_being_checkpointed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

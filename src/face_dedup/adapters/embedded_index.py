@@ -34,6 +34,7 @@ from face_dedup.adapters.sqlite_files import (
     integrity_problems,
     storage_error,
 )
+from face_dedup.domain import template_problem
 from face_dedup.errors import StorageError
 from face_dedup.ports import Hit, IndexEntry, RecordStore, VectorIndex
 
@@ -355,10 +356,20 @@ def remove_database(path: Path) -> None:
 
 
 def rebuild_from(index: VectorIndex, store: RecordStore, batch: int = 5000) -> int:
-    """Add every template the store holds (all tenants and packs). Returns how many."""
+    """Add every template the store holds (all tenants and packs). Returns how many. A template
+    whose bytes rotted in the store is left out and named in the log (`doctor` reports it): it
+    must not stop the rebuild, or the registry could not even be opened to erase that record."""
     entries: list[IndexEntry] = []
     total = 0
     for record in store.iter_templates():
+        problem = template_problem(record.embedding)
+        if problem:
+            log.error(
+                "the stored template of %s is damaged (%s); it is not searchable: run `face-dedup doctor`",
+                record.record_id,
+                problem,
+            )
+            continue
         entries.append(IndexEntry(record.record_id, record.tenant, record.model_pack, record.embedding))
         if len(entries) >= batch:
             index.add(entries)
