@@ -19,6 +19,7 @@ from face_dedup.calibration import ImpostorTail
 from face_dedup.drift import DriftRecorder
 from face_dedup.errors import ConfigError, ModelError
 from face_dedup.ingest import Ingestor, StepFunctionsStarter, WorkflowStarter
+from face_dedup.models.custom import find_pack
 from face_dedup.models.registry import ModelPack, get_pack, verified_path
 from face_dedup.ports import BlobStore, Notifier, RecordStore, VectorIndex
 from face_dedup.service import DedupService
@@ -29,7 +30,7 @@ from face_dedup.vision.pipeline import FaceEngine
 
 
 def build_engine(settings: Settings, pack: ModelPack | None = None, threads: int = 1) -> FaceEngine:
-    pack = pack or get_pack(settings.model_pack)
+    pack = pack or find_pack(settings.model_pack, settings.models_dir)
     detector = YuNetDetector(verified_path(settings.models_dir, pack, pack.detector))
     session = create_session(verified_path(settings.models_dir, pack, pack.embedder), threads=threads)
     embedder = SFaceEmbedder(session, pack.contract)
@@ -50,6 +51,12 @@ def load_tail(settings: Settings, pack: ModelPack) -> ImpostorTail:
     own = calibration_path(settings, pack.id)
     if own.is_file():
         tail = ImpostorTail.load(own)
+    elif not pack.calibration:  # an added pack: no decision before it is measured on labelled photos
+        raise ModelError(
+            f"model pack {pack.id} has no calibration yet, so it cannot serve decisions: run "
+            "`face-dedup calibrate --root PHOTOS --labels LABELS.csv --save` with "
+            f"FACE_DEDUP_MODEL_PACK={pack.id}"
+        )
     else:
         packaged = resources.files("face_dedup.models").joinpath(pack.calibration)
         if not packaged.is_file():
@@ -319,7 +326,7 @@ def build_service(
     settings: Settings, *, threads: int = 1, with_engine: bool = True, reconcile: bool = True
 ) -> tuple[DedupService, Adapters]:
     """`reconcile=False` where a separate job keeps the index in step (the cloud functions)."""
-    pack = get_pack(settings.model_pack)
+    pack = find_pack(settings.model_pack, settings.models_dir)
     engine = build_engine(settings, pack, threads=threads) if with_engine else None
     tail = load_tail(settings, pack)
     adapters = build_adapters(settings)

@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from face_dedup import calibration as cal
 from face_dedup.bootstrap import build_engine, calibration_path, load_tail
 from face_dedup.group_report import clean_groups, group_report
-from face_dedup.models.registry import get_pack
+from face_dedup.models.custom import find_pack
 from face_dedup.planner import GenuineCurve, genuine_path
 from face_dedup.settings import Settings
 from face_dedup.vision.pipeline import FaceTemplate
@@ -125,7 +125,7 @@ def _save_cache(cache: Path, pack_id: str, vectors: dict[str, Vector], failed: d
 def _embed_all(
     settings: Settings, root: Path, files: list[str], cache: Path | None = None
 ) -> tuple[dict[str, Vector], dict[str, str]]:
-    pack_id = get_pack(settings.model_pack).id
+    pack_id = find_pack(settings.model_pack, settings.models_dir).id
     cached, cached_failures = _load_cache(cache, pack_id)
     todo = [f for f in files if f not in cached and f not in cached_failures]
     if not todo:
@@ -147,7 +147,7 @@ def _embed_all(
 def _embed_files(
     settings: Settings, root: Path, files: list[str]
 ) -> tuple[dict[str, Vector], dict[str, str]]:
-    engine = build_engine(settings, get_pack(settings.model_pack))
+    engine = build_engine(settings, find_pack(settings.model_pack, settings.models_dir))
 
     def one(name: str) -> tuple[str, Vector | None, str | None]:
         path = root / name
@@ -198,7 +198,7 @@ def calibrate(
 ) -> dict[str, Any]:
     if not root.is_dir():
         raise FileNotFoundError(f"--root {root} is not a folder")
-    pack = get_pack(settings.model_pack)
+    pack = find_pack(settings.model_pack, settings.models_dir)
     report: dict[str, Any] = {"model_pack": pack.id, "mode": "pairs" if pairs else "labels"}
     if group_by is not None and labels is None:
         raise ValueError("--group-by needs --labels (a group per photo)")
@@ -282,7 +282,9 @@ def calibrate(
             report["calibration_points"] = tail.points
             if save:
                 target = calibration_path(settings, pack.id)
-                target.parent.mkdir(parents=True, exist_ok=True)
+                from face_dedup.adapters.private_files import private_dir
+
+                private_dir(target.parent)  # a new data dir is the owner's only, as bootstrap makes it
                 target.write_text(tail.to_json() + "\n", encoding="utf-8")
                 report["saved_calibration"] = str(target)
                 # The genuine side too, for `face-dedup plan` (recall at each threshold).

@@ -189,6 +189,31 @@ def models_verify(models_dir: ModelsDir = None, as_json: Json = False) -> None:
         raise typer.Exit(1)
 
 
+@models_app.command("add")
+def models_add(
+    manifest: Annotated[Path, typer.Argument(help="The pack's manifest (pack.json), or its folder.")],
+    replace: Annotated[bool, typer.Option(help="Replace an added pack with the same id.")] = False,
+    models_dir: ModelsDir = None,
+    as_json: Json = False,
+) -> None:
+    """Register an ONNX embedder (and optionally a YuNet-format detector) from local files: checked
+    (hashes, shapes, determinism, sample faces); it serves decisions only after `calibrate --save`."""
+    from face_dedup.models.custom import add_pack
+
+    settings = _settings(None, models_dir)
+    result = _run(lambda: add_pack(manifest, settings.models_dir, replace=replace))
+    _emit(
+        as_json,
+        result,
+        lambda: out.print(
+            f"added {result['pack']} in {result['path']}: checks {result['checks']}; next: "
+            f"FACE_DEDUP_MODEL_PACK={result['pack']} "
+            "face-dedup calibrate --root PHOTOS --labels LABELS --save",
+            highlight=False,
+        ),
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # import, verify, search
 

@@ -47,7 +47,7 @@ from face_dedup.domain import (
 )
 from face_dedup.drift import DriftRecorder
 from face_dedup.errors import ErasureIncomplete, InvalidState, NotFound, PermissionDenied, Reason
-from face_dedup.models.registry import get_pack
+from face_dedup.models.custom import find_pack
 from face_dedup.ports import BlobStore, EnrollmentCommit, Hit, IndexEntry, Notifier, RecordStore, VectorIndex
 from face_dedup.settings import Settings
 from face_dedup.vision.pipeline import FaceEngine, FaceTemplate, Rejection
@@ -162,7 +162,8 @@ class DedupService:
     ) -> None:
         """`engine=None` for steps that never look at a photo (the workflow's search, enroll and
         notify functions): they need no model files."""
-        pack_id = engine.pack.id if engine is not None else get_pack(settings.model_pack).id
+        pack = engine.pack if engine is not None else find_pack(settings.model_pack, settings.models_dir)
+        pack_id = pack.id
         if tail.model_pack != pack_id:
             raise ValueError(f"calibration is for {tail.model_pack}, the service runs {pack_id}")
         self._pack_id = pack_id

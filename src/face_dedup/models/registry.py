@@ -50,6 +50,9 @@ class EmbedderContract:
     # Average the embeddings of the crop and its mirror image. Part of the contract, not a
     # setting: embeddings made with and without it are different templates.
     flip_average: bool = False
+    # Pixels fed to the model are (value - pixel_mean) / pixel_std; SFace takes raw 0..255.
+    pixel_mean: float = 0.0
+    pixel_std: float = 1.0
 
 
 @dataclass(frozen=True)

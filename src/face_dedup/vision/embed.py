@@ -64,8 +64,10 @@ class SFaceEmbedder:
 
     def _run(self, aligned_rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
         pixels = aligned_rgb if self._contract.channel_order == "RGB" else aligned_rgb[:, :, ::-1]
-        # The model normalises internally: raw 0..255 values, NCHW.
+        # NCHW; SFace normalises internally (raw 0..255), other packs say their mean and std.
         blob = np.ascontiguousarray(pixels.transpose(2, 0, 1)[None], dtype=np.float32)
+        if self._contract.pixel_mean != 0.0 or self._contract.pixel_std != 1.0:
+            blob = (blob - np.float32(self._contract.pixel_mean)) / np.float32(self._contract.pixel_std)
         (output,) = self._session.run(None, {self._input: blob})
         vector = np.asarray(output, dtype=np.float32).reshape(-1)
         norm = float(np.linalg.norm(vector))
