@@ -375,6 +375,11 @@ def test_calibrate_with_pairs_and_labels(base_settings: Settings, faces_root: Pa
     assert report["tar_at_far"]["1e-2"] > 0.9
     assert report["dedup"]["recall"] > 0.8
     assert Path(report["saved_calibration"]).is_file()
+    # the genuine side is saved too, and `plan` then reads the registry's own curves
+    curve = json.loads(Path(report["saved_genuine_curve"]).read_text(encoding="utf-8"))
+    assert curve["scores"] == report["genuine_pairs"]
+    plan = json.loads(cli(base_settings, "plan", "1000", "--data-dir", str(tmp_path), "--json").stdout)
+    assert plan["genuine_scores"] == report["genuine_pairs"] != 4414  # not the shipped curve
 
 
 def test_demo_runs_on_embedded_defaults(base_settings: Settings, tmp_path: Path) -> None:
