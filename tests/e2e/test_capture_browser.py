@@ -325,6 +325,11 @@ def test_good_face_is_guided_captured_and_enrolled_only_on_use(
         assert outcome == "enrolled", driver.get_log("browser")
         shown = text(driver, "result")
         assert "accepted" in shown and not any(ch.isdigit() for ch in shown)  # plain words, no score
+        # The outcome is on screen at 390x844, not below an empty camera frame.
+        assert driver.execute_script(
+            "const r = document.getElementById('result').getBoundingClientRect();"
+            "return r.top >= 0 && r.bottom <= window.innerHeight"
+        ), driver.execute_script("return document.getElementById('result').getBoundingClientRect().toJSON()")
         assert "/capture/upload" in requested_paths(driver)
         records = registry.store.find_application_records(
             tenant=TENANT, application_id="APP-C1", model_pack=registry.model_pack
