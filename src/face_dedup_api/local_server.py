@@ -19,9 +19,13 @@ operator to say TLS terminates in front of it (`behind_tls_proxy`)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
 import json
+import re
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, cast
@@ -191,6 +195,9 @@ class ReviewGate:
         limit = MAX_VERIFY_BODY if path == "/verify" else capture.body_limit(path) or MAX_BODY
         declared = environ.get("CONTENT_LENGTH") or ""
         stream = environ["wsgi.input"]
+        if declared and environ.get("HTTP_TRANSFER_ENCODING"):
+            # Two framings at once is how requests are smuggled past a proxy (RFC 9112 6.3).
+            raise Refusal(400, "Content-Length and Transfer-Encoding together: send one")
         if declared:
             if not declared.isdigit():
                 raise Refusal(400, "Content-Length is not a number")
@@ -261,10 +268,113 @@ class _WaitForFirstBytes(connections.ConnectionManager):
         return None
 
 
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+def headers_complete(data: bytes) -> bool:
+    """Whether a worker can parse this without waiting for more: the blank line that ends the
+    headers has arrived, or cheroot will refuse what it has at once (a bare LF, or more than
+    MAX_HEADERS bytes)."""
+    return b"\r\n\r\n" in data or bool(_BARE_LF.search(data)) or len(data) >= MAX_HEADERS
+
+
+class _HeaderWaitingRoom:
+    """Slowloris. cheroot hands a connection to a worker thread as soon as any byte arrives, and
+    its timeout is per read: a client that sends one header line every few seconds holds a thread
+    for as long as it likes. In the review, 20 such connections starved the 8 threads (a real
+    `GET /me` timed out after 30 s). Here a connection whose headers are incomplete waits, holding
+    no thread, and is looked at (peeked, never read) every POLL seconds; it goes to a worker once
+    the whole header block is there, and is closed with 408 if that takes longer than the deadline
+    (counted from its first bytes), however slowly it keeps sending."""
+
+    POLL = 0.05
+
+    def __init__(self, dispatch: Callable[[Any], None], deadline: float, timeout: float) -> None:
+        self._dispatch = dispatch
+        self._deadline = deadline
+        self._timeout = timeout
+        self._waiting: dict[Any, float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def admit(self, conn: Any) -> None:
+        ready = self._ready(conn)
+        if ready is None:
+            conn.close()
+        elif ready:
+            self._dispatch(conn)
+        else:
+            with self._lock:
+                self._waiting[conn] = time.monotonic() + self._deadline
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._watch, name="header-wait", daemon=True)
+                    self._thread.start()
+
+    def _ready(self, conn: Any) -> bool | None:
+        """True: dispatch; False: keep waiting; None: the client has gone."""
+        rfile = getattr(conn, "rfile", None)
+        buffered = bytes(rfile.peek(0)) if rfile is not None and rfile.has_data() else b""
+        if headers_complete(buffered):
+            return True
+        sock = conn.socket
+        try:
+            sock.settimeout(0.0)  # look without waiting
+            try:
+                peeked = sock.recv(MAX_HEADERS + 4, socket.MSG_PEEK)
+            except BlockingIOError:
+                return False
+            finally:
+                sock.settimeout(self._timeout)
+        except OSError:
+            return None
+        if not peeked:
+            return None if not buffered else False
+        return headers_complete(buffered + peeked)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.POLL):
+            with self._lock:
+                waiting = list(self._waiting.items())
+            now = time.monotonic()
+            for conn, deadline in waiting:
+                ready = self._ready(conn)
+                if ready is False and now < deadline:
+                    continue
+                with self._lock:
+                    self._waiting.pop(conn, None)
+                if ready:
+                    self._dispatch(conn)
+                    continue
+                if ready is False:  # too slow: say so, then close
+                    with contextlib.suppress(OSError):
+                        conn.socket.sendall(
+                            b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        )
+                conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            waiting, self._waiting = list(self._waiting), {}
+        for conn in waiting:
+            conn.close()
+
+
+class _Server(wsgi.Server):
+    """cheroot's WSGI server; every connection about to be given to a worker goes through the
+    waiting room first (new ones from the selector, kept-alive ones with more to read)."""
+
+    waiting_room: _HeaderWaitingRoom
+
+    def process_conn(self, conn: Any) -> None:
+        self.waiting_room.admit(conn)
+
+
 class LocalServer:
     """cheroot's server with the small interface `face-dedup serve` and the tests use."""
 
-    def __init__(self, server: wsgi.Server) -> None:
+    def __init__(self, server: _Server) -> None:
         self._server = server
         self._thread: threading.Thread | None = None
 
@@ -281,6 +391,7 @@ class LocalServer:
         self._thread.start()
 
     def shutdown(self) -> None:
+        self._server.waiting_room.stop()
         self._server.stop()
 
     def server_close(self) -> None:
@@ -299,7 +410,7 @@ def serve(
 ) -> LocalServer:
     """A bound, ready server (port 0 picks a free one); call serve_forever()."""
     check_bind(host, behind_tls_proxy)
-    server = wsgi.Server(
+    server = _Server(
         (host, port),
         ReviewGate(users),
         numthreads=threads,
@@ -310,6 +421,9 @@ def serve(
         server_name="face-dedup-local",
     )
     server.max_request_header_size = MAX_HEADERS
+    server.waiting_room = _HeaderWaitingRoom(
+        lambda conn: wsgi.Server.process_conn(server, conn), deadline=timeout, timeout=timeout
+    )
     # Body limits are the gate's, per route and after authentication (cheroot's own would answer
     # 413 to a stranger before anyone knew who was asking, and unaudited).
     server.max_request_body_size = 0

@@ -9,6 +9,7 @@ import hashlib
 import http.client
 import json
 import socket
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +21,14 @@ from face_dedup.service import DedupService
 from face_dedup_api.app import Dependencies, configure
 from face_dedup_api.auth import InvalidUsersFile, LocalUsers, Unauthorized, parse_users
 from face_dedup_api.images import ImageSigner
-from face_dedup_api.local_server import MAX_BODY, LocalServer, RefusedBind, json_depth, serve
+from face_dedup_api.local_server import (
+    MAX_BODY,
+    LocalServer,
+    RefusedBind,
+    headers_complete,
+    json_depth,
+    serve,
+)
 
 ANN = "t-ann-0123456789"
 AL = "t-al-0123456789"
@@ -254,3 +262,82 @@ def test_concurrent_callers_never_see_each_others_identity(server: LocalServer) 
         answers = list(pool.map(ask, range(400)))
     wrong = [(asked, got) for asked, got in answers if asked != got]
     assert not wrong, wrong[:5]
+
+
+def test_slowly_sent_headers_hold_no_thread(users_file: Path) -> None:
+    # Slowloris: connections that send one header line at a time, never finishing, against 2
+    # threads and a 30 s timeout. cheroot gave each a thread at its first byte (the review: 20 of
+    # them starved 8 threads); here they wait without one, and a real request is answered while
+    # every one of them is still sending.
+    patient = serve(LocalUsers.load(users_file), "127.0.0.1", 0, timeout=30, threads=2)
+    patient.start_background()
+    port = patient.server_address[1]
+    slow = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(6)]
+    for sock in slow:
+        sock.sendall(b"GET /me HTTP/1.1\r\nHost: local\r\n")
+    stop = threading.Event()
+    answered: list[bytes] = []
+
+    def drip() -> None:
+        while not stop.wait(0.2):
+            for sock in slow:
+                sock.sendall(b"X-Slow: 1\r\n")  # raises if the server gave up on it
+
+    dripper = threading.Thread(target=drip, daemon=True)
+    dripper.start()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        connection.request("GET", "/me", headers={"Authorization": f"Bearer {ANN}"})
+        assert connection.getresponse().status == 200
+        connection.close()
+        assert dripper.is_alive()  # still sending: none was closed to make room
+        for sock in slow:
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                answered.append(sock.recv(1024))
+        assert answered == []  # and none was answered: they are still waiting for their headers
+    finally:
+        stop.set()
+        dripper.join()
+        for sock in slow:
+            sock.close()
+        patient.shutdown()
+        patient.server_close()
+
+
+def test_headers_that_never_finish_are_closed_at_the_deadline(server: LocalServer) -> None:
+    # The fixture's timeout is 2 s: a client that keeps sending header lines faster than that
+    # (so no single read ever times out) is still answered 408 and closed.
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=30) as sock:
+        sock.sendall(b"GET /me HTTP/1.1\r\nHost: local\r\n")
+        sock.settimeout(0.25)
+        answer: bytes | None = None  # stays None if the server never gives up on it
+        for _ in range(400):
+            try:
+                sock.sendall(b"X-Slow: 1\r\n")
+                answer = sock.recv(1024)
+                break
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                answer = b""
+                break
+    assert answer is not None and (answer == b"" or answer.startswith(b"HTTP/1.1 408")), answer
+
+
+def test_headers_complete() -> None:
+    assert not headers_complete(b"GET / HTTP/1.1\r\nHost: a\r\n")
+    assert headers_complete(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert headers_complete(b"GET / HTTP/1.1\nHost: a")  # a bare LF: cheroot refuses it at once
+    assert headers_complete(b"X" * (16 * 1024))  # too long: cheroot answers 413 at once
+
+
+def test_two_framings_at_once_are_refused(server: LocalServer) -> None:
+    answer = raw(
+        server,
+        b"POST /cases/x/decision HTTP/1.1\r\nHost: local\r\nAuthorization: Bearer "
+        + ANN.encode()
+        + b"\r\nContent-Type: application/json\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"2\r\n{}\r\n0\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 400") and b"Transfer-Encoding together" in answer, answer[:200]
