@@ -342,9 +342,34 @@ def build_service(
     )
     if settings.store_backend == "sqlite":  # one machine: drift counts next to the registry
         service.drift = DriftRecorder(SqliteDriftStore(drift_path(settings)))
+    if settings.shadow_pack:  # a migration between packs is under way (migration.py)
+        _shadow(settings, service, adapters, threads=threads, with_engine=with_engine, reconcile=reconcile)
     if reconcile:
         service.reconcile()
     return service, adapters
+
+
+def _shadow(
+    settings: Settings,
+    service: DedupService,
+    adapters: Adapters,
+    *,
+    threads: int,
+    with_engine: bool,
+    reconcile: bool,
+) -> None:
+    from face_dedup import migration
+
+    if reconcile and migration.interrupted(adapters.store, settings):
+        adapters.close()  # reconciling now would empty the index of the records' real pack
+        raise ConfigError(
+            f"this registry's templates are in {settings.shadow_pack}, not {settings.model_pack}: a "
+            "cut-over or rollback was interrupted; run `face-dedup migrate cutover` (or `rollback`) again"
+        )
+    if with_engine:
+        pack = find_pack(settings.shadow_pack, settings.models_dir)
+        engine = build_engine(settings, pack, threads=threads)
+        service.shadow = migration.ShadowPack(engine, load_tail(settings, pack), adapters.store, settings)
 
 
 def _local_registry(settings: Settings) -> dict[str, Any]:

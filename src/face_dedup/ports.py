@@ -186,6 +186,30 @@ class RecordStore(ABC):
     @abstractmethod
     def outcome_counts(self, *, tenant: str) -> dict[str, int]: ...
 
+    # -- migration between model packs (face_dedup.migration): templates of a pack that is not
+    # the records' own yet (or any more). Optional: a store without them cannot migrate.
+
+    def put_pack_template(
+        self, *, record_id: str, tenant: str, model_pack: str, embedding: NDArray[np.float32]
+    ) -> bool:
+        """Keep the record's template in another pack; False when the record no longer exists
+        (erased meanwhile: nothing is kept)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot hold a second pack's templates")
+
+    def pack_templates(self, *, tenant: str, model_pack: str) -> dict[str, NDArray[np.float32]]:
+        """Record id -> template, of the templates kept in `model_pack` beside the records' own."""
+        raise NotImplementedError(f"{type(self).__name__} cannot hold a second pack's templates")
+
+    def switch_pack(self, *, tenant: str, source: str, target: str, audit: AuditEvent) -> int:
+        """Atomically make every `source` record's `target` template its own, keeping the
+        `source` one beside it (for a rollback). Raises InvalidState, changing nothing, when a
+        record has no `target` template. Returns how many records switched."""
+        raise NotImplementedError(f"{type(self).__name__} cannot switch packs")
+
+    def drop_pack_templates(self, *, tenant: str, model_pack: str) -> int:
+        """Erase every template kept in `model_pack` beside the records' own."""
+        raise NotImplementedError(f"{type(self).__name__} cannot hold a second pack's templates")
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources."""
 

@@ -6,6 +6,7 @@ decode limits `FACE_DEDUP_DECODE_<NAME>` (names as in `QualityThresholds` / `Dec
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -37,6 +38,10 @@ class Settings:
     data_dir: Path
     models_dir: Path
     model_pack: str = DEFAULT_PACK_ID
+    # Migration between packs (face_dedup.migration): every new input is also embedded and
+    # searched in this pack, decisions still come from `model_pack`. Empty: none. Both come
+    # from the data dir's packs.json (written by `face-dedup migrate`) unless set here.
+    shadow_pack: str = ""
     tenant: str = "default"
     # 1:N: target share of new people who get a false alarm (a case) against the current
     # gallery; the review threshold follows it as the registry grows.
@@ -106,6 +111,7 @@ class Settings:
         values["decode"] = _nested(DecodeLimits(), env, PREFIX + "DECODE_")
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["data_dir"] = Path(values["data_dir"]).expanduser()
+        _registry_packs(values)
         values["models_dir"] = Path(values["models_dir"]).expanduser()
         settings = cls(**values)
         settings.validate()
@@ -135,6 +141,36 @@ class Settings:
             raise ConfigError(str(exc)) from None
         if self.max_candidates < 1:
             raise ConfigError("max_candidates must be at least 1")
+        if self.shadow_pack == self.model_pack:
+            raise ConfigError(f"the shadow pack must differ from the active pack ({self.model_pack})")
+
+
+PACKS_FILE = "packs.json"
+
+
+def _registry_packs(values: dict[str, Any]) -> None:
+    """The packs a registry's templates are in, as `face-dedup migrate` recorded them. A pack
+    set explicitly must agree: a service searching another pack's (empty) partition would
+    enroll everyone as new."""
+    path = values["data_dir"] / PACKS_FILE
+    tenant = values.get("tenant", "default")
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8")).get("tenants", {}).get(tenant)
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"{path} is unreadable ({exc}): restore it from your backup") from None
+    if not isinstance(recorded, dict):
+        return
+    active, shadow = recorded.get("active"), recorded.get("shadow") or ""
+    if "model_pack" not in values:
+        values["model_pack"] = active
+    elif values["model_pack"] != active:
+        raise ConfigError(
+            f"this registry's templates are in model pack {active} (see {path}), not "
+            f"{values['model_pack']}: unset FACE_DEDUP_MODEL_PACK, or migrate with `face-dedup migrate`"
+        )
+    values.setdefault("shadow_pack", shadow)
 
 
 def _coerce(name: str, raw: str, default: Any) -> Any:

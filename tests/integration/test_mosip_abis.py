@@ -166,6 +166,8 @@ def test_delete_is_erasure_with_a_receipt(
     assert call(abis, delete)["returnValue"] == "1"  # delivered again: answered as before
     # the same requestId naming a reference never inserted is not a redelivery: not found
     assert call(abis, delete | {"referenceId": "never-inserted"})["failureReason"] == "12"
+    # a first delivery is never a redelivery: no audit scan, the reference is simply not found
+    assert abis.handle(json.dumps(delete).encode(), redelivered=False)["failureReason"] == "12"
     assert call(abis, request("delete", referenceId="a1"))["failureReason"] == "12"
     assert call(abis, request("identify", referenceId="a1", referenceURL=""))["failureReason"] == "12"
     assert identify(abis, referenceId="a2") == []

@@ -246,11 +246,16 @@ class FakeFlakyHandler(AbisHandler):
 
     calls = 0
 
-    def handle(self, body: bytes | str) -> dict[str, Any]:
+    def __init__(self, service: DedupService, fetch: Any) -> None:
+        super().__init__(service, fetch)
+        self.redelivered: list[bool] = []
+
+    def handle(self, body: bytes | str, *, redelivered: bool = True) -> dict[str, Any]:
         self.calls += 1
+        self.redelivered.append(redelivered)
         if self.calls == 1:
             raise TransientError("the index is briefly unavailable")
-        return super().handle(body)
+        return super().handle(body, redelivered=redelivered)
 
 
 def test_a_transient_failure_is_retried_not_dead_lettered(
@@ -268,6 +273,7 @@ def test_a_transient_failure_is_retried_not_dead_lettered(
         thread.join(timeout=30)
     assert replies[sent[0]][0]["returnValue"] == "1"
     assert handler.calls == 2  # refused once, delivered again, answered
+    assert handler.redelivered == [False, True]  # ActiveMQ's header, passed on by the consumer
 
 
 class Died(BaseException):
@@ -279,11 +285,11 @@ class FakeDyingHandler(AbisHandler):
 
     deaths = 0
 
-    def handle(self, body: bytes | str) -> dict[str, Any]:
+    def handle(self, body: bytes | str, *, redelivered: bool = True) -> dict[str, Any]:
         if b'"poison"' in (body if isinstance(body, bytes) else body.encode()):
             self.deaths += 1
             raise Died
-        return super().handle(body)
+        return super().handle(body, redelivered=redelivered)
 
 
 def test_a_request_that_kills_the_abis_is_refused_and_does_not_block_the_queue(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
 
 from face_dedup.adapters.sqlite_files import checkpoint_truncate, connect, integrity_problems, storage_error
 from face_dedup.domain import (
@@ -108,6 +109,16 @@ CREATE TABLE IF NOT EXISTS distinct_pairs (
     case_id TEXT NOT NULL,
     PRIMARY KEY (tenant, record_a, record_b)
 );
+-- Migration between model packs: a record's template in a pack other than its own (erased
+-- with the record by the cascade).
+CREATE TABLE IF NOT EXISTS pack_templates (
+    record_id TEXT NOT NULL REFERENCES records(record_id) ON DELETE CASCADE,
+    tenant TEXT NOT NULL,
+    model_pack TEXT NOT NULL,
+    embedding BLOB NOT NULL,
+    PRIMARY KEY (record_id, model_pack)
+);
+CREATE INDEX IF NOT EXISTS pack_templates_pack ON pack_templates(tenant, model_pack);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     at TEXT NOT NULL,
@@ -351,6 +362,69 @@ class SqliteRecordStore(RecordStore):
                 "SELECT COUNT(*) FROM records WHERE tenant = ? AND model_pack = ?", (tenant, model_pack)
             ).fetchone()
         return int(row[0])
+
+    # -- templates of another model pack (migration) ------------------------------------------
+
+    @_names_the_file
+    def put_pack_template(
+        self, *, record_id: str, tenant: str, model_pack: str, embedding: NDArray[np.float32]
+    ) -> bool:
+        blob = np.asarray(embedding, dtype=np.float32).tobytes()
+        with self._lock, self._db:
+            # Only while the record exists: an erasure that got there first wins.
+            cursor = self._db.execute(
+                "INSERT OR REPLACE INTO pack_templates(record_id, tenant, model_pack, embedding) "
+                "SELECT record_id, tenant, ?, ? FROM records WHERE record_id = ? AND tenant = ? "
+                "AND model_pack != ?",
+                (model_pack, blob, record_id, tenant, model_pack),
+            )
+            return cursor.rowcount == 1
+
+    def pack_templates(self, *, tenant: str, model_pack: str) -> dict[str, NDArray[np.float32]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT record_id, embedding FROM pack_templates WHERE tenant = ? AND model_pack = ?",
+                (tenant, model_pack),
+            ).fetchall()
+        return {row[0]: np.frombuffer(row[1], dtype=np.float32) for row in rows}
+
+    @_names_the_file
+    def switch_pack(self, *, tenant: str, source: str, target: str, audit: AuditEvent) -> int:
+        with self._lock, self._db:
+            missing = self._db.execute(
+                "SELECT COUNT(*) FROM records r WHERE r.tenant = ? AND r.model_pack = ? AND NOT EXISTS "
+                "(SELECT 1 FROM pack_templates p WHERE p.record_id = r.record_id AND p.model_pack = ?)",
+                (tenant, source, target),
+            ).fetchone()[0]
+            if missing:
+                raise InvalidState(f"{missing} record(s) of {source} have no {target} template yet")
+            # The record's own template goes beside it (rollback), the target's becomes its own.
+            self._db.execute(
+                "INSERT OR REPLACE INTO pack_templates(record_id, tenant, model_pack, embedding) "
+                "SELECT record_id, tenant, model_pack, embedding FROM records "
+                "WHERE tenant = ? AND model_pack = ?",
+                (tenant, source),
+            )
+            switched = self._db.execute(
+                "UPDATE records SET model_pack = ?, embedding = (SELECT p.embedding FROM pack_templates p "
+                "WHERE p.record_id = records.record_id AND p.model_pack = ?) "
+                "WHERE tenant = ? AND model_pack = ?",
+                (target, target, tenant, source),
+            ).rowcount
+            self._db.execute(
+                "DELETE FROM pack_templates WHERE tenant = ? AND model_pack = ?", (tenant, target)
+            )
+            self._insert_audit(audit)
+        return int(switched)
+
+    @_names_the_file
+    def drop_pack_templates(self, *, tenant: str, model_pack: str) -> int:
+        with self._lock, self._db:
+            dropped = self._db.execute(
+                "DELETE FROM pack_templates WHERE tenant = ? AND model_pack = ?", (tenant, model_pack)
+            ).rowcount
+        self.flush()  # erased templates out of the write-ahead log too
+        return int(dropped)
 
     # -- cases ----------------------------------------------------------------------------
 

@@ -199,7 +199,8 @@ class AbisConsumer:
                 log.error("a request stopped the ABIS %d times: answered as an internal error", died)
                 reply = self.handler.refuse_poison(body, died)
             else:
-                reply = self.handler.handle(body)
+                # ActiveMQ marks a delivery that may have been seen before (after a lost connection)
+                reply = self.handler.handle(body, redelivered=frame.headers.get("redelivered") == "true")
         except TransientError as exc:
             self.inflight.end()
             # Not NACK: ActiveMQ dead-letters a STOMP NACK at once. Letting go of the connection
