@@ -952,6 +952,12 @@ def abis_reply(
     sys.stdout.write(json.dumps(reply, indent=2) + "\n")
 
 
+# `face-dedup migrate` lives in its own module, which uses the helpers above.
+from face_dedup.migration_cli import migrate_app  # noqa: E402
+
+app.add_typer(migrate_app, name="migrate")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with suppress(BrokenPipeError):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -51,6 +51,9 @@ from face_dedup.models.custom import find_pack
 from face_dedup.ports import BlobStore, EnrollmentCommit, Hit, IndexEntry, Notifier, RecordStore, VectorIndex
 from face_dedup.settings import Settings
 from face_dedup.vision.pipeline import FaceEngine, FaceTemplate, Rejection
+
+if TYPE_CHECKING:
+    from face_dedup.migration import ShadowPack
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +149,8 @@ def crop_key(tenant: str, record_id: str) -> str:
 class DedupService:
     # Daily counts of what is decided (drift.py): set by bootstrap where a registry keeps them.
     drift: DriftRecorder | None = None
+    # A migration's second pack (migration.py): searched on each new input, deciding nothing.
+    shadow: ShadowPack | None = None
 
     def __init__(
         self,
@@ -288,6 +293,15 @@ class DedupService:
                 return done
             decision = self.decide_staged(staged)
             item, case = self._commit(staged, decision, actor)
+            if self.shadow is not None:  # in the lock: its index sees every earlier input too
+                self.shadow.observe(
+                    self.engine.pack,
+                    staged,
+                    analysis,
+                    data,
+                    item,
+                    lambda a, **d: self.record_event(a, actor, **d),
+                )
         if case is not None:
             self.notify_case(case.case_id)
         return item
@@ -953,6 +967,8 @@ class DedupService:
             # Index and photos first: if this stops midway the record still exists and erase can
             # be run again; the store's row goes last, with the receipt.
             removed_vectors = self.index.delete([record_id])
+            if self.shadow is not None:
+                self.shadow.forget(record_id)
             removed_blobs = self.blobs.delete_prefix(f"{self.tenant}/{record_id}/")
             receipt = self._event(
                 "record.erased",
