@@ -107,11 +107,15 @@ def test_a_reviewer_deciding_meanwhile_does_not_break_exactly_once(tmp_path: Pat
     assert all(first in line["candidates"] for line in lines if line["outcome"] != "enrolled")
 
 
-def test_a_search_and_its_commit_have_no_other_enrollment_in_between(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lock_file_removed", [False, True], ids=["plain", "lock-file-removed"])
+def test_a_search_and_its_commit_have_no_other_enrollment_in_between(
+    tmp_path: Path, lock_file_removed: bool
+) -> None:
     """Deterministic interleaving: two registries opened on one data dir (as two processes would,
     each with its own index snapshot and lock handle); the first is slowed down between its
     search and its commit, and the second registers the same face meanwhile. Without the
-    registry lock both would enroll."""
+    registry lock both would enroll. `lock-file-removed`: meanwhile an operator deletes a
+    "stale" registry.lock (with a lock on that file, the second locked a new one and enrolled)."""
     import threading
 
     from face_dedup.ports import EnrollmentCommit
@@ -125,6 +129,8 @@ def test_a_search_and_its_commit_have_no_other_enrollment_in_between(tmp_path: P
     original = first.store.commit
 
     def slow_commit(commit: EnrollmentCommit) -> None:
+        if lock_file_removed:
+            (data_dir / "registry.lock").unlink(missing_ok=True)
         searched.set()  # the first has decided "new person" and is about to commit
         time.sleep(0.5)
         original(commit)

@@ -8,8 +8,11 @@ the right candidate"), instead of enrolling both and raising the pair afterwards
 that decisions are serial across processes: the lock is held for the search and the commit of
 one input (milliseconds at registry scale; analysis, the slow part, runs outside it).
 
-`fcntl.flock` on a file in the data dir: the kernel releases it when the process dies
-(kill -9 included), so a crashed import never leaves the registry locked."""
+`fcntl.flock` on the data dir itself: the kernel releases it when the process dies (kill -9
+included), so a crashed import never leaves the registry locked. Not on a lock file inside it:
+an operator who removes a "stale" `registry.lock` while a process holds it would let the next
+process lock a new file, and two writers in (the data dir cannot be removed while in use). The
+`path` given names that historical file; only its folder is used."""
 
 from __future__ import annotations
 
@@ -45,10 +48,11 @@ class RegistryLock:
                     self._release()
 
     def _acquire(self) -> None:
+        folder = self._path.parent
         try:
-            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
-            raise storage_error(self._path, exc) from None
+            raise storage_error(folder, exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # waits for the other process's one input
         except BaseException:
