@@ -166,6 +166,7 @@ class SizePlan:
     rows: tuple[Row, ...]
     recommended: int | None  # index into rows: the highest recall within the target FPIR
     meets_min_recall: bool | None
+    cheapest_at_min_recall: int | None = None  # the fewest false alarms with the minimum recall
 
 
 @dataclass(frozen=True)
@@ -252,7 +253,9 @@ def plan(
         allowed = [i for i, r in enumerate(rows) if r.false_alarms_per_search <= target_fpir * (1 + 1e-9)]
         best = max(allowed, key=lambda i: rows[i].recall) if allowed else None
         meets = None if min_recall is None or best is None else rows[best].recall >= min_recall
-        sizes.append(SizePlan(n, rows, best, meets))
+        enough = [i for i, r in enumerate(rows) if min_recall is not None and r.recall >= min_recall]
+        cheapest = max(enough, key=lambda i: rows[i].threshold) if enough else None
+        sizes.append(SizePlan(n, rows, best, meets, cheapest))
     notes = (
         f"FMR measured down to {tail.measured_min_fmr:.1e} (threshold {tail.points[-1][1]:.3f}); "
         "rows above that threshold are extrapolated (marked *)",
@@ -336,6 +339,17 @@ def render(result: OperatingPlan) -> list[str]:
             lines.append("  no candidate keeps false alarms within the target")
         elif size.meets_min_recall is False:
             lines.append("  the minimum recall cannot be met within the target false-alarm rate")
+        if result.min_recall is not None and size.meets_min_recall is not True:
+            if size.cheapest_at_min_recall is None:
+                lines.append("  no candidate threshold reaches the minimum recall")
+            else:
+                r = size.rows[size.cheapest_at_min_recall]
+                lines.append(
+                    f"  the minimum recall needs threshold {r.threshold:.3f} or lower: "
+                    f"{_pct(r.false_alarms_per_search)} false alarms per search, "
+                    f"{r.officer_hours_per_day:.1f} officer hours a day"
+                    + (" (extrapolated)" if r.extrapolated else "")
+                )
     lines += ["", *(f"* {n}" if i == 0 else f"  {n}" for i, n in enumerate(result.notes))]
     lines.append("  cost of the cloud index for these sizes: face-dedup plan-capacity N")
     return lines

@@ -79,6 +79,11 @@ def test_the_recommendation_is_the_best_recall_within_the_target() -> None:
         within = [r for r in size.rows if r.false_alarms_per_search <= 0.01 * (1 + 1e-6)]
         assert chosen.recall == max(r.recall for r in within)
         assert size.meets_min_recall is False  # 99% recall needs a threshold near 0.306
+        assert size.cheapest_at_min_recall is None  # and no candidate is that low
+    looser = planner.plan(TAIL, GENUINE, [1000], WORK, target_fpir=0.01, min_recall=0.5)
+    cheapest = looser.sizes[0].rows[looser.sizes[0].cheapest_at_min_recall or 0]
+    assert cheapest.recall >= 0.5
+    assert all(r.recall < 0.5 for r in looser.sizes[0].rows if r.threshold > cheapest.threshold)
     # the threshold rises with the gallery, so the recall falls
     small, large = (s.rows[s.recommended or 0] for s in result.sizes)
     assert large.recall < small.recall
