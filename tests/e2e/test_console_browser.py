@@ -435,6 +435,11 @@ def test_officer_supervisor_auditor_by_keyboard(console: str, browser: Any) -> N
     run_axe(browser, "queue 390")
     shoot(browser, "08-queue-390")
     open_by_keyboard(browser)
+    # Stacked, the case is below the queue: opening one shows it (it used to open off screen).
+    title_top = browser.execute_script(
+        "return document.getElementById('case-title').getBoundingClientRect().top"
+    )
+    assert 0 <= title_top < browser.execute_script("return innerHeight") / 2, title_top
     width = browser.execute_script(
         "return document.querySelector('.faces figure').getBoundingClientRect().width"
     )

@@ -359,6 +359,11 @@ async function openCase(caseId, keepChoice) {
   if (chosen !== null) choose(chosen);
   $("case-title").focus({ preventScroll: true });
   window.scrollTo({ top: scroll });
+  // Stacked in one column (phone, 200% zoom) the case is below the queue: opening one from the
+  // queue must show it, or nothing seems to happen. Side by side, the scroll position stays.
+  if (!keepChoice && $("case").offsetTop > $("queue-pane").offsetTop + $("queue-pane").offsetHeight / 2) {
+    $("case-title").scrollIntoView({ block: "start" });
+  }
 }
 
 function claimButtons() {
