@@ -30,7 +30,7 @@ from face_dedup import calibration as cal
 from face_dedup.bootstrap import build_engine, calibration_path, load_tail
 from face_dedup.group_report import clean_groups, group_report
 from face_dedup.models.custom import find_pack
-from face_dedup.planner import GenuineCurve, genuine_path
+from face_dedup.planner import GenuineCurve, Workload, genuine_path, in_force_thresholds, plan
 from face_dedup.settings import Settings
 from face_dedup.vision.pipeline import FaceTemplate
 
@@ -280,6 +280,18 @@ def calibrate(
                 "review_threshold_at_this_size": review(int(ok.sum())),
             }
             report["calibration_points"] = tail.points
+            # What `face-dedup plan` would say from these photos' own curves, at --gallery-size
+            # (1,000 applications a day, 1% duplicates, 5 minutes a case: see `plan` to vary them).
+            curve = GenuineCurve.from_scores(genuine, pack.id, tail.source, "pairs")
+            work = Workload(
+                daily_searches=1000, duplicate_share=0.01, minutes_per_case=5, officer_hours_per_day=6
+            )
+            forced = in_force_thresholds(
+                tail, [gallery_size], settings.target_fpir, settings.duplicate_fpir, settings.review_floor_fmr
+            )
+            report["operating_points"] = plan(
+                tail, curve, [gallery_size], work, target_fpir=settings.target_fpir, in_force=forced
+            ).as_dict()
             if save:
                 target = calibration_path(settings, pack.id)
                 from face_dedup.adapters.private_files import private_dir
@@ -288,7 +300,6 @@ def calibrate(
                 target.write_text(tail.to_json() + "\n", encoding="utf-8")
                 report["saved_calibration"] = str(target)
                 # The genuine side too, for `face-dedup plan` (recall at each threshold).
-                curve = GenuineCurve.from_scores(genuine, pack.id, tail.source, "pairs")
                 curve_path = genuine_path(settings.data_dir, pack.id)
                 curve_path.write_text(curve.to_json() + "\n", encoding="utf-8")
                 report["saved_genuine_curve"] = str(curve_path)

@@ -380,6 +380,8 @@ def test_calibrate_with_pairs_and_labels(base_settings: Settings, faces_root: Pa
     assert curve["scores"] == report["genuine_pairs"]
     plan = json.loads(cli(base_settings, "plan", "1000", "--data-dir", str(tmp_path), "--json").stdout)
     assert plan["genuine_scores"] == report["genuine_pairs"] != 4414  # not the shipped curve
+    [size] = report["operating_points"]["sizes"]  # the calibration report shows the plan too
+    assert size["gallery_size"] == 10_000 and any(r["label"] == "in force" for r in size["rows"])
 
 
 def test_demo_runs_on_embedded_defaults(base_settings: Settings, tmp_path: Path) -> None:
