@@ -153,6 +153,43 @@ def test_a_search_and_its_commit_have_no_other_enrollment_in_between(
     assert [c.record_id for c in results["b"].candidates] == [results["a"].record_id]
 
 
+def test_an_index_rebuilt_by_another_process_is_followed_by_those_already_open(tmp_path: Path) -> None:
+    """doctor (or a process that found index.sqlite damaged) replaces the file with a rebuilt
+    one while imports and `serve` have it open. They kept reading and writing the deleted file:
+    a face another process enrolled afterwards was never seen, and enrolled a second time."""
+    from face_dedup.adapters.embedded_index import ExactVectorIndex, rebuild_from, remove_database
+    from face_dedup.adapters.registry_lock import RegistryLock
+    from face_dedup.adapters.sqlite_store import SqliteRecordStore
+
+    data_dir = tmp_path / "registry"
+    settings = Settings.load(data_dir=data_dir)
+    running, running_adapters = build_service(settings, with_engine=False)
+    try:
+        known = running.register(InputRef("k.jpg", "APP-K"), "k" * 64, template(settings, 5, 0, 0.0), None)
+        assert known.outcome.value == "enrolled"
+        with RegistryLock(data_dir / "registry.lock")():  # what doctor does with a damaged index
+            remove_database(data_dir / "index.sqlite")
+            rebuilt, store = (
+                ExactVectorIndex(data_dir / "index.sqlite"),
+                SqliteRecordStore(data_dir / "registry.sqlite"),
+            )
+            assert rebuild_from(rebuilt, store) == 1
+            rebuilt.close()
+            store.close()
+        other, other_adapters = build_service(settings, with_engine=False)
+        try:
+            face = template(settings, 6, 0, 0.0)
+            first = other.register(InputRef("a.jpg", "APP-A"), "a" * 64, face, None)
+        finally:
+            other_adapters.close()
+        second = running.register(InputRef("b.jpg", "APP-B"), "b" * 64, face, None)
+    finally:
+        running_adapters.close()
+    assert first.outcome.value == "enrolled"
+    assert second.outcome.value == "duplicate"
+    assert [c.record_id for c in second.candidates] == [first.record_id]
+
+
 def _all_bytes(root: Path) -> list[tuple[Path, bytes]]:
     return [(p, p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()]
 

@@ -115,12 +115,33 @@ class ExactVectorIndex(VectorIndex):
         self.needs_rebuild = False  # set by open_index when it had to start from nothing
         self._seen = 0  # the last change-log entry applied
         self._version = -1  # PRAGMA data_version when the last refresh ran
+        self._identity = _identity(path)
         try:
             self._db.executescript(_SCHEMA)
             self._load()
         except sqlite3.Error as exc:
             self._db.close()
             raise storage_error(path or Path(":memory:"), exc) from None
+
+    def _reopen_if_replaced(self) -> None:
+        """`doctor` (or another process finding the file damaged) replaces index.sqlite with a
+        rebuilt one. A connection opened before keeps reading and writing the deleted file, and
+        this process would never see another's enrollment again: open the new file instead."""
+        if self._path is None:
+            return
+        now = _identity(self._path)
+        if now is None or now == self._identity:  # missing: being rebuilt under the lock
+            return
+        log.warning("%s was replaced (rebuilt by another process): reopening it", self._path)
+        self._db.close()
+        self._db = connect(self._path)
+        self._identity = now
+        try:
+            self._db.executescript(_SCHEMA)
+            self._load()
+        except sqlite3.Error as exc:
+            raise storage_error(self._path, exc) from None
+        self._version = self._data_version()
 
     def _load(self) -> None:
         """Rebuild the matrices from SQLite in one pass per partition (1M rows in seconds), in
@@ -155,6 +176,7 @@ class ExactVectorIndex(VectorIndex):
         """Apply what other processes added or deleted since the last refresh (nothing to read
         when no other connection committed: `data_version` is unchanged)."""
         with self._lock:
+            self._reopen_if_replaced()
             version = self._data_version()
             if version == self._version:
                 return
@@ -301,6 +323,7 @@ class ExactVectorIndex(VectorIndex):
     def flush(self) -> bool:
         """Checkpoint the write-ahead log into the main file (erasure, `doctor`)."""
         with self._lock:
+            self._reopen_if_replaced()
             return checkpoint_truncate(self._db)
 
     def count(self, *, tenant: str, model_pack: str) -> int:
@@ -324,6 +347,16 @@ class ExactVectorIndex(VectorIndex):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _identity(path: Path | None) -> tuple[int, int] | None:
+    if path is None:
+        return None
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def open_index(path: Path) -> ExactVectorIndex:
