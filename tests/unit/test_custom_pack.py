@@ -189,6 +189,7 @@ def test_custom_pack_calibrated_and_used_end_to_end(
         assert enrolled.outcome.value == "enrolled"
         assert again.outcome.value in ("review", "duplicate")
         assert again.candidates[0].record_id == enrolled.record_id
-        assert service.store.get_record(enrolled.record_id).model_pack == "my-sface"
+        stored = service.store.get_record(enrolled.record_id or "")
+        assert stored is not None and stored.model_pack == "my-sface"
     finally:
         adapters.close()
