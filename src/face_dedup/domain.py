@@ -248,15 +248,19 @@ def claimed_at(case: Case) -> str | None:
     if case.claimed_by is None:
         return None
     for entry in reversed(case.history):
-        if entry.get("action") == "claimed":
+        # An undo hands the case back to whoever decided: a claim taken then, which lapses like
+        # any other (without this, an undo by someone who never claimed held the case forever).
+        if entry.get("action") in ("claimed", "undone"):
             return str(entry.get("at"))
     return None
 
 
 def claim_holder(case: Case, now: datetime | None = None) -> str | None:
-    """Who holds the case now: None once the claim is older than CLAIM_MINUTES."""
+    """Who holds the case now: None once the claim is older than CLAIM_MINUTES, and None once
+    the case is no longer open (decided: a claim holds nothing; the console said "Claimed by
+    ann" on a closed case)."""
     taken = claimed_at(case)
-    if case.claimed_by is None:
+    if case.claimed_by is None or case.status is not CaseStatus.OPEN:
         return None
     if taken is not None:
         age = (now or datetime.now(UTC)) - datetime.fromisoformat(taken)

@@ -42,3 +42,27 @@ def test_the_latest_claim_counts_and_no_claim_holds_nothing() -> None:
     )
     assert claim_holder(reclaimed, TAKEN + timedelta(minutes=CLAIM_MINUTES + 5)) == "ann"
     assert claim_holder(case(None, ()), TAKEN) is None
+
+
+def test_a_claim_holds_only_an_open_case() -> None:
+    from dataclasses import replace
+
+    claimed = case("ann", ({"action": "claimed", "at": TAKEN.isoformat(), "actor": "ann"},))
+    soon = TAKEN + timedelta(minutes=1)
+    assert claim_holder(claimed, soon) == "ann"
+    for status in (CaseStatus.AWAITING_CONFIRMATION, CaseStatus.CLOSED):
+        assert claim_holder(replace(claimed, status=status), soon) is None, status
+
+
+def test_the_claim_an_undo_gives_back_lapses_too() -> None:
+    undone_at = TAKEN + timedelta(minutes=2)
+    undone = case(
+        "ann",
+        (
+            {"action": "decided", "at": TAKEN.isoformat(), "actor": "ann"},
+            {"action": "undone", "at": undone_at.isoformat(), "actor": "ann"},
+        ),
+    )
+    assert claimed_at(undone) == undone_at.isoformat()
+    assert claim_holder(undone, undone_at + timedelta(minutes=CLAIM_MINUTES - 1)) == "ann"
+    assert claim_holder(undone, undone_at + timedelta(minutes=CLAIM_MINUTES)) is None
