@@ -170,6 +170,7 @@ def _check_index(path: Path, store: SqliteRecordStore, report: DoctorReport) -> 
         else:
             report.checked.append(f"{path.name}: holds exactly the store's {len(stored)} templates")
         _compare_templates(path, index, stored, report)
+        index.set_rebuilding(False)  # a rebuild interrupted by a crash: the ids now agree
         if index.flush():
             report.checked.append(f"{path.name}: write-ahead log checkpointed")
         else:

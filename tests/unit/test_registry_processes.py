@@ -190,6 +190,38 @@ def test_an_index_rebuilt_by_another_process_is_followed_by_those_already_open(t
     assert [c.record_id for c in second.candidates] == [first.record_id]
 
 
+def test_an_index_still_being_refilled_by_another_process_is_not_searched(tmp_path: Path) -> None:
+    """A process that finds index.sqlite damaged at open replaces it, then refills it from the
+    store after releasing the lock. Meanwhile, the processes already running keep their own
+    complete copy instead of switching to the half-filled file (which would miss faces)."""
+    from face_dedup.adapters.embedded_index import ExactVectorIndex, rebuild_from, remove_database
+    from face_dedup.adapters.registry_lock import RegistryLock
+    from face_dedup.adapters.sqlite_store import SqliteRecordStore
+
+    data_dir = tmp_path / "registry"
+    settings = Settings.load(data_dir=data_dir)
+    running, running_adapters = build_service(settings, with_engine=False)
+    try:
+        face = template(settings, 5, 0, 0.0)
+        known = running.register(InputRef("k.jpg", "APP-K"), "k" * 64, face, None)
+        with RegistryLock(data_dir / "registry.lock")():  # as open_index does with a damaged file
+            remove_database(data_dir / "index.sqlite")
+            fresh = ExactVectorIndex(data_dir / "index.sqlite")
+            fresh.set_rebuilding(True)
+        again = running.register(InputRef("a.jpg", "APP-A"), "a" * 64, face, None)
+        store = SqliteRecordStore(data_dir / "registry.sqlite")
+        assert rebuild_from(fresh, store) == 2  # refilled: now the running process switches to it
+        fresh.close()
+        store.close()
+        third = running.register(InputRef("b.jpg", "APP-B"), "b" * 64, face, None)
+    finally:
+        running_adapters.close()
+    assert again.outcome.value == "duplicate"
+    assert [c.record_id for c in again.candidates] == [known.record_id]
+    assert third.outcome.value == "duplicate"
+    assert {c.record_id for c in third.candidates} == {known.record_id, again.record_id}
+
+
 def _all_bytes(root: Path) -> list[tuple[Path, bytes]]:
     return [(p, p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()]
 

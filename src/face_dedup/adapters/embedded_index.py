@@ -53,6 +53,11 @@ CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     record_id TEXT NOT NULL
 );
+-- 'rebuilding': this file replaced a damaged one and is still being refilled from the store.
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 _KEEP_CHANGES = 100_000  # older entries are pruned; a process further behind reloads everything
@@ -132,16 +137,31 @@ class ExactVectorIndex(VectorIndex):
         now = _identity(self._path)
         if now is None or now == self._identity:  # missing: being rebuilt under the lock
             return
+        fresh = connect(self._path)
+        try:
+            fresh.executescript(_SCHEMA)
+            if fresh.execute("SELECT 1 FROM meta WHERE key = 'rebuilding'").fetchone():
+                fresh.close()  # still being refilled: its searches would miss faces; look again later
+                return
+        except sqlite3.Error as exc:
+            fresh.close()
+            raise storage_error(self._path, exc) from None
         log.warning("%s was replaced (rebuilt by another process): reopening it", self._path)
         self._db.close()
-        self._db = connect(self._path)
+        self._db = fresh
         self._identity = now
         try:
-            self._db.executescript(_SCHEMA)
             self._load()
         except sqlite3.Error as exc:
             raise storage_error(self._path, exc) from None
-        self._version = self._data_version()
+
+    def set_rebuilding(self, rebuilding: bool) -> None:
+        """Mark this file as still being refilled (other processes keep their old one meanwhile)."""
+        with self._lock, self._db:
+            if rebuilding:
+                self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('rebuilding', '1')")
+            else:
+                self._db.execute("DELETE FROM meta WHERE key = 'rebuilding'")
 
     def _load(self) -> None:
         """Rebuild the matrices from SQLite in one pass per partition (1M rows in seconds), in
@@ -379,6 +399,7 @@ def open_index(path: Path) -> ExactVectorIndex:
         log.warning("%s is damaged: rebuilding it from the store", path)
         remove_database(path)
         index = ExactVectorIndex(path)
+        index.set_rebuilding(True)  # refilled after the lock is released (rebuild_from)
     index.needs_rebuild = True
     return index
 
@@ -411,6 +432,8 @@ def rebuild_from(index: VectorIndex, store: RecordStore, batch: int = 5000) -> i
     if entries:
         index.add(entries)
         total += len(entries)
+    if isinstance(index, ExactVectorIndex):
+        index.set_rebuilding(False)
     return total
 
 
