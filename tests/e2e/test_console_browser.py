@@ -270,6 +270,11 @@ def test_hostile_data_is_shown_as_text(
         (faces_root / "lfw/Akhmed_Zakayev/Akhmed_Zakayev_0002.jpg").read_bytes(),
         InputRef(f"incoming/{hostile('source')}.jpg", hostile("appid")[:64]),
     )
+    # A file name with a right-to-left override: "\u202egpj.exe" would read as "exe.jpg".
+    registry.enroll(
+        (faces_root / "lfw/Akhmed_Zakayev/Akhmed_Zakayev_0003.jpg").read_bytes(),
+        InputRef("incoming/\u202egpj.exe", "APP-RLO"),
+    )
     cases = registry.store.list_cases(tenant=registry.tenant, limit=50)
     assert cases
     # A hostile officer name and comment in the history, a hostile reason in the audit log.
@@ -298,16 +303,20 @@ def test_hostile_data_is_shown_as_text(
             "return rows.indexOf(document.activeElement)"
         )
         by_id(browser, "case-title").click()
-        last = len(rows) - 1
-        steps = [("j", min(i, last)) for i in range(last + 2)] + [
-            ("k", max(last - i, 0)) for i in range(1, last + 2)
+        last_row = len(rows) - 1
+        steps = [("j", min(i, last_row)) for i in range(last_row + 2)] + [
+            ("k", max(last_row - i, 0)) for i in range(1, last_row + 2)
         ]
         for key, expected in steps:
             press(browser, key)
             assert browser.execute_script(focused) == expected, (key, expected)
         seen = []
         for index in range(len(rows)):
-            browser.find_elements(By.CSS_SELECTOR, "#queue tbody button.open")[index].click()
+            row = browser.find_elements(By.CSS_SELECTOR, "#queue tbody button.open")[index]
+            case_id = row.get_attribute("data-case-id")
+            row.click()
+            # this row's case, not the one still shown from the previous click (the test was flaky)
+            wait_for(browser, lambda d, case_id=case_id: case_id in by_id(d, "case-title").text)
             wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".faces figure"))
             seen.append(browser.find_element(By.TAG_NAME, "main").text)
             not_pwned(browser)
@@ -319,6 +328,7 @@ def test_hostile_data_is_shown_as_text(
             or hostile("appid")[:40] in browser.find_element(By.ID, "queue").text
         )
         assert "<img src=x onerror" in text  # the file name, as text
+        assert "[U+202E]gpj.exe" in text and "\u202e" not in text  # bidi controls shown, not obeyed
         # The manifest's id: refused by the identifier rule, or else shown as text like the rest.
         assert manifest_refused or hostile("manifest")[:40] in text + by_id(browser, "queue").text
         shoot(browser, "10-hostile-case")

@@ -41,7 +41,7 @@ const T = {
   },
   prev: "Previous", next: "Next",
   caseTitle: (c) => `Case ${c.case_id}`,
-  caseState: (c) => [T.status[c.status] || c.status, c.escalated ? T.escalated : "",
+  caseState: (c) => [T.status[c.status] || c.status, c.escalated && c.status !== "closed" ? T.escalated : "",
                      c.outcome ? `outcome: ${T.outcome[c.outcome] || c.outcome}` : ""].filter(Boolean).join(" · "),
   claimedBy: (name) => `Claimed by ${name}`,
   unclaimed: "Not claimed",
@@ -99,6 +99,13 @@ let current = null;
 let chosen = null; // the candidate index (0-based) "same person" links to
 const $ = (id) => document.getElementById(id);
 
+// Bidirectional override and isolate controls in a value (a file named "\u202Egpj.exe" reads as
+// "exe.jpg") are shown as their code points, so text reads as it is stored.
+const BIDI_CONTROLS = /[\u202A-\u202E\u2066-\u2069]/g;
+function visible(text) {
+  return text.replace(BIDI_CONTROLS, (ch) => `[U+${ch.codePointAt(0).toString(16).toUpperCase()}]`);
+}
+
 // el("p", {className: "x"}, "text", child): strings become text nodes, never markup.
 function el(tag, props, ...children) {
   const node = document.createElement(tag);
@@ -109,7 +116,7 @@ function el(tag, props, ...children) {
   }
   for (const child of children) {
     if (child === null || child === undefined || child === false) continue;
-    node.append(typeof child === "string" || typeof child === "number" ? String(child) : child);
+    node.append(typeof child === "string" || typeof child === "number" ? visible(String(child)) : child);
   }
   return node;
 }
@@ -235,7 +242,7 @@ async function loadQueue(offset, keepCursor) {
     open.addEventListener("click", () => { cursor = i; markCursor(); openCase(c.case_id).catch(fail); });
     const state = c.outcome ? (T.outcome[c.outcome] || c.outcome) : (T.status[c.status] || c.status);
     const cells = [open, T.channelShort[c.channel] || c.channel || "", T.age(hours), c.best_band ? `${T.bandShort[c.best_band]} (${c.best_score})` : "—",
-                   state + (c.escalated ? ` · ${T.escalated}` : ""), c.claimed_by || "—"];
+                   state + (c.escalated && c.status !== "closed" ? ` · ${T.escalated}` : ""), c.claimed_by || "—"];
     const row = el("tr", { "aria-selected": "false" });
     cells.forEach((cell, j) => row.append(el("td", { className: T.wideColumns.includes(j) ? "wide" : "" }, cell)));
     return row;
