@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from face_dedup import migration
+from face_dedup.ports import RecordStore
 
 migrate_app = typer.Typer(
     help="Move a registry to another model pack: start, run, status, cutover, rollback, finish.",
@@ -30,6 +31,12 @@ def _service(data_dir: Path | None, models_dir: Path | None, tenant: str | None)
     # No engine (nothing is decided here) and no reconcile: an interrupted cut-over is finished
     # by running it again, which a reconcile in between would make harder.
     service, adapters = cli._run(lambda: build_service(settings, with_engine=False, reconcile=False))
+    if type(adapters.store).switch_pack is RecordStore.switch_pack:
+        adapters.close()
+        cli.err.print(
+            f"error: the {settings.store_backend} store cannot migrate between packs yet (local SQLite can)"
+        )
+        raise typer.Exit(1)
     return settings, service, adapters
 
 

@@ -156,8 +156,8 @@ def _registry_packs(values: dict[str, Any]) -> None:
     tenant = values.get("tenant", "default")
     try:
         recorded = json.loads(path.read_text(encoding="utf-8")).get("tenants", {}).get(tenant)
-    except FileNotFoundError:
-        return
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return  # no migration recorded, or a data dir the adapters will name with its fix
     except (OSError, ValueError, AttributeError) as exc:
         raise ConfigError(f"{path} is unreadable ({exc}): restore it from your backup") from None
     if not isinstance(recorded, dict):
