@@ -86,7 +86,8 @@ T = TypeVar("T")
 def _settings(
     data_dir: Path | None, models_dir: Path | None = None, tenant: str | None = None, **extra: Any
 ) -> Settings:
-    return Settings.load(data_dir=data_dir, models_dir=models_dir, tenant=tenant, **extra)
+    # through _run: a bad --tenant or data dir is one line, not a traceback
+    return _run(lambda: Settings.load(data_dir=data_dir, models_dir=models_dir, tenant=tenant, **extra))
 
 
 def _run(action: Callable[[], T]) -> T:

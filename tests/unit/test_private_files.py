@@ -73,6 +73,35 @@ def test_the_override_is_a_setting(tmp_path: Path) -> None:
     assert settings.allow_open_data_dir
 
 
+def test_a_bad_tenant_on_the_command_line_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "face_dedup",
+            "cases",
+            "list",
+            "--tenant",
+            "..",
+            "--data-dir",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: invalid tenant '..': use 1-63 characters from letters, digits, '_' and '-', "
+        "starting with a letter or digit"
+    ]
+
+
 @pytest.mark.parametrize("name", ["..", "a\\b", "a/b", ".hidden", "", "x" * 64, "a b"])
 def test_tenant_names_follow_the_one_rule(tmp_path: Path, name: str) -> None:
     with pytest.raises(ConfigError, match="invalid tenant"):
