@@ -129,6 +129,32 @@ def apply_nag(app: cdk.App, stack: cdk.Stack) -> None:
                 "style from a bucket, no data, no function. Every data route ({proxy+}) requires a Cognito "
                 "user pool token.",
             )
+    checked_in_function = (
+        "The selfie capture page's applicants hold no Cognito account: this route checks the capture "
+        "token (HMAC-signed, one tenant and application, 15 minutes) in the function, which refuses "
+        "without it (face_dedup_api/capture.py). Issuing a token (POST /capture/sessions) needs Cognito."
+    )
+    capture_files = (
+        "The selfie capture page's static files (script, style, onnxruntime-web, the public YuNet "
+        "detector) from the console's bucket: no data, no function."
+    )
+    capture_page = (
+        "The selfie capture page's HTML (its CSP names the uploads bucket) and config.json (the "
+        "server's quality thresholds): no data about anyone, for applicants without a Cognito account."
+    )
+    for path, reason in (
+        ("capture/GET", capture_page),
+        ("capture/config.json/GET", capture_page),
+        ("capture/outcome/GET", checked_in_function),
+        ("capture/upload-url/POST", checked_in_function),
+        ("capture/static/{name}/GET", capture_files),
+        ("capture/model.onnx/GET", capture_files),
+        ("capture/ort/ort.wasm.bundle.min.mjs/GET", capture_files),
+        ("capture/ort/ort-wasm-simd-threaded.mjs/GET", capture_files),
+        ("capture/ort/ort-wasm-simd-threaded.wasm/GET", capture_files),
+    ):
+        for rule in ("APIG4", "COG4"):
+            _ack(stack, f"Review/Api/Default/{path}", rule, reason)
     _ack(
         stack,
         "Review/ConsoleFiles",

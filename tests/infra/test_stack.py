@@ -42,6 +42,31 @@ def resources(template: Template, kind: str) -> dict[str, Any]:
     return dict(template.find_resources(kind))
 
 
+def method_paths(template: Template) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Each API method by logical id: (its path, e.g. "/capture/outcome", its properties)."""
+    parts = {k: r["Properties"] for k, r in resources(template, "AWS::ApiGateway::Resource").items()}
+
+    def path(resource: Any) -> str:
+        if not isinstance(resource, dict) or "Ref" not in resource:
+            return ""  # the API's root resource (Fn::GetAtt RootResourceId)
+        part = parts[resource["Ref"]]
+        return f"{path(part['ParentId'])}/{part['PathPart']}"
+
+    return {
+        k: (path(m["Properties"]["ResourceId"]) or "/", m["Properties"])
+        for k, m in resources(template, "AWS::ApiGateway::Method").items()
+    }
+
+
+# Capture routes applicants reach without a Cognito account (the function checks their capture token).
+CAPTURE_BY_FUNCTION = {
+    ("GET", "/capture"),
+    ("GET", "/capture/config.json"),
+    ("GET", "/capture/outcome"),
+    ("POST", "/capture/upload-url"),
+}
+
+
 def test_functions_are_arm64_python312_traced(synthesized: tuple[Any, Template]) -> None:
     _, template = synthesized
     functions = resources(template, "AWS::Lambda::Function")
@@ -149,11 +174,18 @@ def test_review_api_has_a_cognito_authorizer_on_every_data_route(synthesized: tu
     authorizers = resources(template, "AWS::ApiGateway::Authorizer")
     assert [a["Properties"]["Type"] for a in authorizers.values()] == ["COGNITO_USER_POOLS"]
     methods = [m["Properties"] for m in resources(template, "AWS::ApiGateway::Method").values()]
-    public = [m for m in methods if m["AuthorizationType"] == "NONE"]
-    # the console page and its static files only, served from a bucket (no function, no data)
-    assert len(public) == 2 and all(
-        m["HttpMethod"] == "GET" and m["Integration"]["Type"] == "AWS" for m in public
+    public = [(path, m) for path, m in method_paths(template).values() if m["AuthorizationType"] == "NONE"]
+    # the console's and capture page's static files, served from a bucket (no function, no data),
+    # and the capture routes that check the applicant's capture token in the function
+    by_function = {(m["HttpMethod"], path) for path, m in public if m["Integration"]["Type"] == "AWS_PROXY"}
+    assert by_function == CAPTURE_BY_FUNCTION
+    assert all(
+        m["HttpMethod"] == "GET" and m["Integration"]["Type"] == "AWS"
+        for path, m in public
+        if (m["HttpMethod"], path) not in CAPTURE_BY_FUNCTION
     )
+    sessions = [m for path, m in method_paths(template).values() if path == "/capture/sessions"]
+    assert [m["AuthorizationType"] for m in sessions] == ["COGNITO_USER_POOLS"]  # issuing a link: staff
     protected = [m for m in methods if m["AuthorizationType"] == "COGNITO_USER_POOLS"]
     assert protected and all("AuthorizerId" in m for m in protected)
     template.has_resource_properties(
@@ -261,11 +293,50 @@ def test_console_page_and_assets_come_from_a_bucket_without_a_function(
 ) -> None:
     _, template = synthesized
     public = [
-        m["Properties"]
-        for m in resources(template, "AWS::ApiGateway::Method").values()
-        if m["Properties"]["AuthorizationType"] == "NONE" and m["Properties"]["HttpMethod"] == "GET"
+        m
+        for path, m in method_paths(template).values()
+        if m["AuthorizationType"] == "NONE" and m["HttpMethod"] == "GET" and not path.startswith("/capture")
     ]
     assert len(public) == 2  # GET / and GET /static/{name}
     for method in public:
         assert method["Integration"]["Type"] == "AWS"  # S3, not a Lambda proxy
         assert ":s3:path/" in json.dumps(method["Integration"]["Uri"])
+
+
+def test_capture_page_files_come_from_the_bucket_as_bytes_and_fit_api_gateway(
+    synthesized: tuple[Any, Template],
+) -> None:
+    from face_dedup_api.capture import ORT_FILES
+
+    _, template = synthesized
+    files = {
+        path: m
+        for path, m in method_paths(template).values()
+        if path.startswith("/capture/") and m["Integration"]["Type"] == "AWS"
+    }
+    assert set(files) == {
+        "/capture/static/{name}",
+        "/capture/model.onnx",
+        *(f"/capture/ort/{n}" for n in ORT_FILES),
+    }
+    for path, method in files.items():
+        assert method["AuthorizationType"] == "NONE" and ":s3:path/" in json.dumps(
+            method["Integration"]["Uri"]
+        )
+        ok = next(r for r in method["Integration"]["IntegrationResponses"] if r["StatusCode"] == "200")
+        # the detector and the wasm stay bytes whatever the browser's Accept header says
+        assert (ok.get("ContentHandling") == "CONVERT_TO_BINARY") is path.endswith((".wasm", ".onnx"))
+        assert ok["ResponseParameters"]["method.response.header.Content-Encoding"] == (
+            "integration.response.header.Content-Encoding"
+        )
+    api = next(iter(resources(template, "AWS::ApiGateway::RestApi").values()))["Properties"]
+    assert {"application/wasm", "application/octet-stream"} <= set(api["BinaryMediaTypes"])
+    metadata = [
+        d["Properties"].get("SystemMetadata", {})
+        for d in resources(template, "Custom::CDKBucketDeployment").values()
+    ]
+    assert {"content-type": "application/wasm", "content-encoding": "gzip"} in metadata
+    assert not any(
+        path.startswith("/capture/upload") and path != "/capture/upload-url"
+        for path in dict(method_paths(template).values())
+    )  # one machine's direct upload route is not routed in the cloud

@@ -13,6 +13,9 @@ from aws_cdk import aws_s3_deployment as s3deploy
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
+from face_dedup_api.capture import ORT_FILES
+from face_dedup_infra.constructs.capture_assets import stage_capture_assets
+
 ROLES = ("officer", "supervisor", "auditor", "admin")
 STATIC_DIR = Path(__file__).resolve().parents[3] / "src" / "face_dedup_api" / "static"
 
@@ -108,13 +111,14 @@ class ReviewApi(Construct):
                 throttling_burst_limit=100,
             ),
             cloud_watch_role=True,
-            binary_media_types=["image/*"],
+            # image/* for photos; the capture page's detector and (gzip-encoded) wasm are bytes too
+            binary_media_types=["image/*", "application/wasm", "application/octet-stream"],
         )
         self.authorizer = apigateway.CognitoUserPoolsAuthorizer(
             self, "Authorizer", cognito_user_pools=[self.user_pool]
         )
         integration = apigateway.LambdaIntegration(function)
-        self._serve_console_statically()
+        files, reader = self._serve_console_statically()
         proxy = self.api.root.add_resource("{proxy+}")
         proxy.add_method(
             "ANY",
@@ -122,6 +126,7 @@ class ReviewApi(Construct):
             authorizer=self.authorizer,
             authorization_type=apigateway.AuthorizationType.COGNITO,
         )
+        self._serve_capture_page(integration, files, reader)
         acl = wafv2.CfnWebACL(
             self,
             "Firewall",
@@ -182,7 +187,7 @@ class ReviewApi(Construct):
             web_acl_arn=acl.attr_arn,
         )
 
-    def _serve_console_statically(self) -> None:
+    def _serve_console_statically(self) -> tuple[s3.Bucket, iam.Role]:
         """`GET /` and `GET /static/{name}` straight from a private bucket through API Gateway:
         no function wakes (none in the VPC), no token needed for a page that holds no data, and
         the page's own script and style load (behind the authorizer they could not)."""
@@ -200,6 +205,7 @@ class ReviewApi(Construct):
             "ConsoleDeployment",
             sources=[s3deploy.Source.asset(str(STATIC_DIR), exclude=["capture", "capture/*"])],
             destination_bucket=bucket,
+            exclude=["capture/*"],  # the capture page's files (below): neither uploaded nor pruned here
         )
         role = iam.Role(self, "ConsoleReader", assumed_by=iam.ServicePrincipal("apigateway.amazonaws.com"))
         bucket.grant_read(role)
@@ -233,6 +239,91 @@ class ReviewApi(Construct):
             request_parameters={"method.request.path.name": True},
             method_responses=responses,
         )
+        return bucket, role
+
+    def _serve_capture_page(
+        self, integration: apigateway.LambdaIntegration, bucket: s3.Bucket, role: iam.Role
+    ) -> None:
+        """The selfie capture page (`/capture`, see face_dedup_api/capture.py) for applicants, who
+        hold no Cognito account: the routes that check a capture token themselves skip the
+        authorizer, the page's files come from the console's bucket (the wasm is too big for a
+        function's answer), and `POST /capture/sessions` (issuing a token) stays staff-only.
+        `POST /capture/upload` is not routed: in the cloud the photo goes to a presigned URL."""
+        for folder in stage_capture_assets():
+            s3deploy.BucketDeployment(
+                self,
+                f"CaptureDeployment{folder.path.name}",
+                sources=[s3deploy.Source.asset(str(folder.path))],
+                destination_bucket=bucket,
+                content_type=folder.content_type,
+                content_encoding=folder.content_encoding,
+                prune=False,  # several deployments share the capture/ prefix
+            )
+        capture = self.api.root.add_resource("capture")
+        public = apigateway.AuthorizationType.NONE
+        # the page from the function: its CSP names the uploads bucket, known only at run time
+        capture.add_method("GET", integration, authorization_type=public)
+        capture.add_resource("config.json").add_method("GET", integration, authorization_type=public)
+        capture.add_resource("outcome").add_method("GET", integration, authorization_type=public)
+        capture.add_resource("upload-url").add_method("POST", integration, authorization_type=public)
+        capture.add_resource("sessions").add_method(
+            "POST",
+            integration,
+            authorizer=self.authorizer,
+            authorization_type=apigateway.AuthorizationType.COGNITO,
+        )
+        passed = {
+            f"method.response.header.{name}": f"integration.response.header.{name}"
+            for name in ("Content-Type", "Content-Encoding")
+        }
+        fixed = {
+            "method.response.header.Cache-Control": "'no-store'",
+            "method.response.header.X-Content-Type-Options": "'nosniff'",
+        }
+
+        def from_bucket(key: str, *, binary: bool, parameters: dict[str, str] | None = None) -> None:
+            resource: apigateway.IResource = capture
+            for part in key.split("/")[1:]:
+                resource = resource.get_resource(part) or resource.add_resource(part)
+            resource.add_method(
+                "GET",
+                apigateway.AwsIntegration(
+                    service="s3",
+                    integration_http_method="GET",
+                    path=f"{bucket.bucket_name}/{key}",
+                    options=apigateway.IntegrationOptions(
+                        credentials_role=role,
+                        request_parameters=parameters,
+                        integration_responses=[
+                            apigateway.IntegrationResponse(
+                                status_code="200",
+                                response_parameters={**passed, **fixed},
+                                # bytes stay bytes whatever the browser's Accept header says
+                                content_handling=apigateway.ContentHandling.CONVERT_TO_BINARY
+                                if binary
+                                else None,
+                            ),
+                            apigateway.IntegrationResponse(status_code="404", selection_pattern="4\\d{2}"),
+                        ],
+                    ),
+                ),
+                request_parameters={"method.request.path.name": True} if parameters else None,
+                method_responses=[
+                    apigateway.MethodResponse(
+                        status_code="200", response_parameters=dict.fromkeys([*passed, *fixed], True)
+                    ),
+                    apigateway.MethodResponse(status_code="404"),
+                ],
+            )
+
+        from_bucket(
+            "capture/static/{name}",
+            binary=False,
+            parameters={"integration.request.path.name": "method.request.path.name"},
+        )
+        from_bucket("capture/model.onnx", binary=True)
+        for name in ORT_FILES:
+            from_bucket(f"capture/ort/{name}", binary=name.endswith(".wasm"))
 
     @staticmethod
     def _managed_rule(name: str, priority: int) -> wafv2.CfnWebACL.RuleProperty:
