@@ -57,6 +57,15 @@ def read_packs(data_dir: Path) -> dict[str, dict[str, str]]:
     return {str(k): dict(v) for k, v in tenants.items()}
 
 
+def recorded_active(data_dir: Path, tenant: str) -> str | None:
+    """The tenant's active pack as packs.json records it; None when nothing is recorded."""
+    try:
+        entry = read_packs(data_dir).get(tenant)
+    except (OSError, ValueError, AttributeError):
+        return None  # Settings.load reports a damaged file; an absent data dir records nothing
+    return str(entry["active"]) if entry and entry.get("active") else None
+
+
 def write_packs(data_dir: Path, tenant: str, active: str, shadow: str) -> None:
     """Written whole to a temporary name, then renamed: a reader sees the old or the new."""
     tenants = read_packs(data_dir)

@@ -46,7 +46,7 @@ from face_dedup.domain import (
     utc_now,
 )
 from face_dedup.drift import DriftRecorder
-from face_dedup.errors import ErasureIncomplete, InvalidState, NotFound, PermissionDenied, Reason
+from face_dedup.errors import ConfigError, ErasureIncomplete, InvalidState, NotFound, PermissionDenied, Reason
 from face_dedup.models.custom import find_pack
 from face_dedup.ports import BlobStore, EnrollmentCommit, Hit, IndexEntry, Notifier, RecordStore, VectorIndex
 from face_dedup.settings import Settings
@@ -203,6 +203,14 @@ class DedupService:
         """The same service (same adapters, same engine) working for another tenant."""
         if tenant == self.tenant:
             return self
+        from face_dedup.migration import recorded_active
+
+        recorded = recorded_active(self.settings.data_dir, tenant)
+        if recorded not in (None, self.model_pack):  # migrated apart: this engine would search nothing
+            raise ConfigError(
+                f"tenant {tenant}'s templates are in model pack {recorded}, this process runs "
+                f"{self.model_pack}: serve that tenant from a process started for it"
+            )
         other = DedupService(
             self.settings.with_overrides(tenant=tenant),
             self._engine,

@@ -8,6 +8,7 @@ import pytest
 
 from face_dedup.errors import ConfigError
 from face_dedup.migration import write_packs
+from face_dedup.service import DedupService
 from face_dedup.settings import PACKS_FILE, Settings
 
 
@@ -29,3 +30,13 @@ def test_a_damaged_packs_file_is_a_config_error_and_shadow_must_differ(tmp_path:
         Settings.load(environ={}, data_dir=tmp_path)
     with pytest.raises(ConfigError, match="must differ"):
         Settings.load(environ={}, data_dir=tmp_path / "new", shadow_pack="yunet-sface-flip-v1")
+
+
+def test_a_process_does_not_serve_a_tenant_migrated_to_another_pack(service: DedupService) -> None:
+    assert service.model_pack == "yunet-sface-flip-v1"
+    write_packs(service.settings.data_dir, "moved", "yunet-sface-v1", "")
+    with pytest.raises(ConfigError, match="tenant moved's templates are in model pack yunet-sface-v1"):
+        service.for_tenant("moved")
+    assert service.for_tenant("untouched").tenant == "untouched"
+    write_packs(service.settings.data_dir, "same", "yunet-sface-flip-v1", "yunet-sface-v1")
+    assert service.for_tenant("same").model_pack == "yunet-sface-flip-v1"
