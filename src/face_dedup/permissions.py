@@ -86,7 +86,8 @@ class _Method:
 
 def _client_call(node: ast.Call) -> str | None:
     """`self._client.x(...)` -> "x"; `self._client.indices.x(...)` -> "indices.x"; the operation
-    named in `get_paginator("op")` / `generate_presigned_url("op", ...)`."""
+    named in `get_paginator("op")` / `generate_presigned_url("op", ...)`; `generate_presigned_post`
+    is a `put_object`."""
     func = node.func
     parts: list[str] = []
     while isinstance(func, ast.Attribute):
@@ -99,6 +100,8 @@ def _client_call(node: ast.Call) -> str | None:
         first = node.args[0]
         if isinstance(first, ast.Constant) and isinstance(first.value, str):
             return first.value
+    if path == ["generate_presigned_post"]:
+        return "put_object"  # a form upload is a PutObject signed by the caller's role
     if path and path[0] == "exceptions":
         return None
     return ".".join(path) if path else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -235,6 +236,13 @@ class BlobStore(ABC):
 
     def presigned_upload(self, key: str, content_type: str, expires_seconds: int) -> str | None:
         """A short-lived URL a client may PUT one object to; None where not supported."""
+        return None
+
+    def presigned_post(
+        self, key: str, content_type: str, max_bytes: int, expires_seconds: int
+    ) -> dict[str, Any] | None:
+        """A short-lived form upload (`url` and `fields`) of one object of this content type and
+        at most `max_bytes`, the store refusing anything else; None where not supported."""
         return None
 
 

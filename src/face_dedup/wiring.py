@@ -188,7 +188,8 @@ FUNCTIONS: dict[str, FunctionSpec] = {
                 INDEX: ALL,
                 STORE: ALL,
                 BLOBS: ALL,
-                UPLOADS: ("presigned_upload", "get", "keys"),
+                # 1:1 verify's photos arrive by presigned POST and are deleted after use
+                UPLOADS: ("presigned_upload", "presigned_post", "get", "keys", "delete_prefix"),
                 NOTIFIER: ALL,
             },
             engine=True,

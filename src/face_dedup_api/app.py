@@ -290,9 +290,32 @@ class ConfirmationBody(BaseModel):
         return self
 
 
+ImageType = Literal["image/jpeg", "image/png", "image/heic", "image/heif", "image/webp"]
+# 1:1 verify in the cloud: photos go to the uploads bucket by presigned POST (the firewall admits
+# request bodies up to 8 KB, API Gateway 10 MB, Lambda 6 MB), then `POST /verify` names the upload.
+VERIFY_PREFIX = "verify/"  # not an ingest trigger prefix (selfies/, imports/); expires in a day
+VERIFY_UPLOAD_TTL = 300
+UPLOAD_ID_PATTERN = r"^[0-9a-f]{32}$"
+
+
 class VerifyBody(BaseModel):
-    first_image_base64: str = Field(max_length=35_000_000)
-    second_image_base64: str = Field(max_length=35_000_000)
+    """Either both photos inline (the local server) or the id of a `POST /verify/uploads` pair."""
+
+    first_image_base64: str | None = Field(default=None, max_length=35_000_000)
+    second_image_base64: str | None = Field(default=None, max_length=35_000_000)
+    upload_id: str | None = Field(default=None, pattern=UPLOAD_ID_PATTERN)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> VerifyBody:
+        inline = self.first_image_base64 is not None and self.second_image_base64 is not None
+        if inline == (self.upload_id is not None):
+            raise ValueError("send either both photos (base64) or the upload_id of POST /verify/uploads")
+        return self
+
+
+class VerifyUploadsBody(BaseModel):
+    first_content_type: ImageType = "image/jpeg"
+    second_content_type: ImageType = "image/jpeg"
 
 
 class UploadBody(BaseModel):
@@ -538,11 +561,18 @@ def confirm_case(case_id: str, body: ConfirmationBody) -> dict[str, Any]:
 def verify(body: VerifyBody) -> dict[str, Any]:
     caller = _caller()
     _require(caller, Role.OFFICER, Role.SUPERVISOR, Role.ADMIN)
-    try:
-        first = base64.b64decode(body.first_image_base64, validate=True)
-        second = base64.b64decode(body.second_image_base64, validate=True)
-    except ValueError:
-        raise ValueError("images must be base64") from None
+    if body.upload_id is not None:
+        first, second = _uploaded_pair(caller, body.upload_id)
+    elif _dependencies().uploads is not None:
+        raise NotAvailableHere(
+            "here photos travel by upload: POST /verify/uploads, then POST /verify with its upload_id"
+        )
+    else:
+        try:
+            first = base64.b64decode(body.first_image_base64 or "", validate=True)
+            second = base64.b64decode(body.second_image_base64 or "", validate=True)
+        except ValueError:
+            raise ValueError("images must be base64") from None
     result = _service(caller).verify(first, second, actor=caller.actor.name)
     return {
         "match": result.match,
@@ -552,6 +582,54 @@ def verify(body: VerifyBody) -> dict[str, Any]:
         "model_pack": result.model_pack,
         "rejected": [{"which": w, "reason": r, "message": m} for w, r, m in result.rejected],
     }
+
+
+def _verify_prefix(caller: Caller, upload_id: str) -> str:
+    return f"{VERIFY_PREFIX}{caller.tenant}/{upload_id}/"
+
+
+@app.post(
+    "/verify/uploads",
+    summary="Two presigned uploads (form POST) for the photos of a 1:1 verification",
+    tags=["verification"],
+)
+def verify_uploads(body: VerifyUploadsBody) -> dict[str, Any]:
+    caller = _caller()
+    _require(caller, Role.OFFICER, Role.SUPERVISOR, Role.ADMIN)
+    uploads = _dependencies().uploads
+    limit = _service(caller).settings.decode.max_bytes  # the photo limit every channel has
+    upload_id = uuid.uuid4().hex
+    grants = []
+    for which, content_type in (("first", body.first_content_type), ("second", body.second_content_type)):
+        key = _verify_prefix(caller, upload_id) + which
+        post = uploads.presigned_post(key, content_type, limit, VERIFY_UPLOAD_TTL) if uploads else None
+        if post is None:
+            raise NotAvailableHere("uploads are not available here: send both photos in POST /verify's body")
+        grants.append({"which": which, "content_type": content_type, **post})
+    return {"upload_id": upload_id, "uploads": grants, "max_bytes": limit, "expires_in": VERIFY_UPLOAD_TTL}
+
+
+def _uploaded_pair(caller: Caller, upload_id: str) -> tuple[bytes, bytes]:
+    """The two photos of an upload, read once and deleted whatever the outcome (every version:
+    the bucket is versioned); a lifecycle rule removes pairs that are never verified."""
+    uploads = _dependencies().uploads
+    if uploads is None:
+        raise NotAvailableHere("uploads are not available here: send both photos in POST /verify's body")
+    prefix = _verify_prefix(caller, upload_id)
+    limit = _service(caller).settings.decode.max_bytes
+    try:
+        photos = []
+        for which in ("first", "second"):
+            try:
+                data = uploads.get(prefix + which)
+            except NotFound:
+                raise NotFound(f"no {which} photo uploaded for this upload_id (or it expired)") from None
+            if len(data) > limit:  # the presigned policy already refuses it; a second guard
+                raise ValueError(f"the {which} photo has {len(data)} bytes; the limit is {limit}")
+            photos.append(data)
+        return photos[0], photos[1]
+    finally:
+        uploads.delete_prefix(prefix)
 
 
 @app.post("/uploads", summary="A presigned upload URL for the mobile channel", tags=["verification"])

@@ -225,7 +225,80 @@ def problems(template: dict[str, Any]) -> list[str]:
         caught = {e for c in state.get("Catch", []) for e in c["ErrorEquals"]}
         if caught & (set(retry["ErrorEquals"]) | {"States.ALL", "States.TaskFailed"}):
             found.append(f"{state_name}: a transient error that outlasts the retries becomes a rejection")
+    found += verify_fits_the_platform(template)
     return found
+
+
+# AWS limits the cloud 1:1 verify must fit (AWS docs: the managed rule group's
+# SizeRestrictions_BODY blocks bodies over 8 KB; API Gateway REST payloads 10 MB; Lambda
+# synchronous invocation payloads 6 MB).
+WAF_BODY_LIMIT = 8 * 1024
+API_GATEWAY_LIMIT = 10 * 1024 * 1024
+LAMBDA_LIMIT = 6 * 1024 * 1024
+
+
+def largest_cloud_verify_bodies() -> dict[str, int]:
+    """The largest JSON body each cloud verify route accepts (an inline body is refused in the
+    cloud: tests/integration/test_verify_uploads_cloud.py), built from the routes' own models."""
+    from typing import get_args
+
+    from face_dedup_api.app import VerifyBody, VerifyUploadsBody
+
+    upload = VerifyBody.model_validate({"upload_id": "f" * 32})
+    widest = max(get_args(VerifyUploadsBody.model_fields["first_content_type"].annotation), key=len)
+    uploads = VerifyUploadsBody.model_validate({"first_content_type": widest, "second_content_type": widest})
+    return {
+        "POST /verify": len(upload.model_dump_json(exclude_none=True)),
+        "POST /verify/uploads": len(uploads.model_dump_json()),
+    }
+
+
+def verify_fits_the_platform(template: dict[str, Any]) -> list[str]:
+    from face_dedup.vision.decode import DecodeLimits
+    from face_dedup_api.app import VERIFY_PREFIX
+
+    found: list[str] = []
+    photo_limit = DecodeLimits().max_bytes
+    # The firewall's body rule is on for the API, so every route's body must fit 8 KB.
+    acl = next(iter(_of(template, "AWS::WAFv2::WebACL").values()))["Properties"]
+    common = [r for r in acl["Rules"] if "AWSManagedRulesCommonRuleSet" in json.dumps(r["Statement"])]
+    overridden = "SizeRestrictions_BODY" in json.dumps(common)
+    if not common or overridden:
+        found.append("the firewall's 8 KB body rule is off: the body limit is then API Gateway's alone")
+    for route, size in largest_cloud_verify_bodies().items():
+        if size > WAF_BODY_LIMIT:
+            found.append(f"{route}: accepts {size}-byte bodies, over the firewall's {WAF_BODY_LIMIT}")
+    if photo_limit <= WAF_BODY_LIMIT:
+        found.append("photos would fit a request body: the presigned detour is then needless")
+    # Photos go to the uploads bucket by presigned POST: no ingest trigger there, gone within a day.
+    uploads = _logical(RESOURCE_PREFIX[wiring.UPLOADS], template, ("AWS::S3::Bucket",))
+    rules = template["Resources"][uploads]["Properties"].get("LifecycleConfiguration", {}).get("Rules", [])
+    if not any(
+        r.get("Prefix") == VERIFY_PREFIX and r.get("ExpirationInDays", 99) <= 1 and r["Status"] == "Enabled"
+        for r in rules
+    ):
+        found.append(f"uploads bucket: {VERIFY_PREFIX} photos never verified are not expired within a day")
+    triggers = [
+        rule
+        for notifications in _of(template, "Custom::S3BucketNotifications").values()
+        for rule in re.findall(r'"Name": "prefix", "Value": "([^"]*)"', json.dumps(notifications))
+    ]
+    assert "selfies/" in triggers, triggers  # the pattern reads the template's form
+    for rule in triggers:
+        if VERIFY_PREFIX.startswith(rule) or rule.startswith(VERIFY_PREFIX):
+            found.append(f"uploads under {VERIFY_PREFIX} would start an enrollment (prefix {rule!r})")
+    # The API function holds both photos at once, well inside its memory.
+    _, api = functions_by_name(template)["api"]
+    if api["Properties"]["MemorySize"] * 1024 * 1024 < 4 * 2 * photo_limit:
+        found.append("api: too little memory for two photos at the upload limit (and their decoding)")
+    return found
+
+
+def test_verify_routes_fit_the_firewall_api_gateway_and_lambda() -> None:
+    """The numbers the README states: each cloud verify body is far below every limit."""
+    sizes = largest_cloud_verify_bodies()
+    assert all(size < 200 for size in sizes.values()), sizes
+    assert max(sizes.values()) < WAF_BODY_LIMIT < LAMBDA_LIMIT < API_GATEWAY_LIMIT
 
 
 def test_the_stack_as_synthesized_is_deployable(template: dict[str, Any]) -> None:
@@ -326,7 +399,26 @@ def _drop_index_setup(t: dict[str, Any]) -> None:
         del t["Resources"][k]
 
 
+def _waf_body_rule_counted(t: dict[str, Any]) -> None:
+    acl = next(iter(_of(t, "AWS::WAFv2::WebACL").values()))["Properties"]
+    for rule in acl["Rules"]:
+        group = rule["Statement"].get("ManagedRuleGroupStatement", {})
+        if group.get("Name") == "AWSManagedRulesCommonRuleSet":
+            group["RuleActionOverrides"] = [{"Name": "SizeRestrictions_BODY", "ActionToUse": {"Count": {}}}]
+
+
+def _verify_photos_kept(t: dict[str, Any]) -> None:
+    uploads = _logical(RESOURCE_PREFIX[wiring.UPLOADS], t, ("AWS::S3::Bucket",))
+    rules = t["Resources"][uploads]["Properties"]["LifecycleConfiguration"]["Rules"]
+    rules[:] = [r for r in rules if r.get("Prefix") != "verify/"]
+
+
 FAULTS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
+    "verify photos in a body (the firewall's body rule counted)": (
+        _waf_body_rule_counted,
+        "the firewall's 8 KB body rule is off",
+    ),
+    "verify photos never verified are kept": (_verify_photos_kept, "not expired within a day"),
     "search outside the VPC": (_drop_vpc("search"), "search: calls the index but runs outside the VPC"),
     "complete without an SQS endpoint": (
         _drop_endpoint("sqs"),

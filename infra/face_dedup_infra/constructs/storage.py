@@ -46,6 +46,8 @@ class Storage(Construct):
                 # Uploads are processed within minutes; keep them a week for investigations only.
                 s3.LifecycleRule(expiration=Duration.days(7), noncurrent_version_expiration=Duration.days(1)),
                 s3.LifecycleRule(abort_incomplete_multipart_upload_after=Duration.days(1)),
+                # 1:1 verify's photos are deleted once compared; a pair never compared goes in a day
+                s3.LifecycleRule(prefix="verify/", expiration=Duration.days(1)),
             ],
             **common,
         )

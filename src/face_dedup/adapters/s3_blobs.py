@@ -72,6 +72,28 @@ class S3BlobStore(BlobStore):
             self._client.generate_presigned_url("put_object", Params=params, ExpiresIn=expires_seconds)
         )
 
+    def presigned_post(
+        self, key: str, content_type: str, max_bytes: int, expires_seconds: int
+    ) -> dict[str, Any] | None:
+        # S3 itself enforces the policy: a larger body, another type or another key is refused.
+        fields: dict[str, str] = {"Content-Type": content_type}
+        conditions: list[Any] = [{"Content-Type": content_type}, ["content-length-range", 1, max_bytes]]
+        if self._kms_key_id:
+            extra = {
+                "x-amz-server-side-encryption": "aws:kms",
+                "x-amz-server-side-encryption-aws-kms-key-id": self._kms_key_id,
+            }
+            fields |= extra
+            conditions += [{k: v} for k, v in extra.items()]
+        post = self._client.generate_presigned_post(
+            Bucket=self._bucket,
+            Key=self._key(key),
+            Fields=fields,
+            Conditions=conditions,
+            ExpiresIn=expires_seconds,
+        )
+        return {"url": str(post["url"]), "fields": dict(post["fields"])}
+
     def keys(self, prefix: str = "") -> list[str]:
         paginator = self._client.get_paginator("list_objects_v2")
         found = []
