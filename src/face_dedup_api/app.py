@@ -10,7 +10,7 @@ import json
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -36,6 +36,7 @@ from face_dedup.identifiers import APPLICATION_ID_PATTERN
 from face_dedup.ports import BlobStore
 from face_dedup.service import DedupService, crop_key, photo_key
 from face_dedup_api.auth import Caller, Unauthorized, caller_from_claims
+from face_dedup_api.denials import PER_MINUTE, AnonymousDenials
 from face_dedup_api.images import ImageSigner
 
 if TYPE_CHECKING:
@@ -90,6 +91,8 @@ class Dependencies:
     # origin when the page is served elsewhere, the image bucket's origin for presigned links.
     api_origin: str | None = None
     image_origins: tuple[str, ...] = ()
+    # Refusals of callers without an identity audited one by one per minute (denials.py).
+    anonymous_denials: AnonymousDenials = field(default_factory=AnonymousDenials)
 
     def __post_init__(self) -> None:
         for origin in (self.api_origin, *self.image_origins):
@@ -172,6 +175,17 @@ def audit_denied(
             service = service.for_tenant(caller.tenant)
         except ValueError:
             caller = None
+    if caller is None:  # anyone can be refused: one by one up to a budget, then counted (denials.py)
+        record, unrecorded = deps.anonymous_denials.take()
+        if unrecorded:
+            service.record_event(
+                "request.denied.unrecorded",
+                "anonymous",
+                count=unrecorded,
+                reason=f"over {PER_MINUTE} refusals without a valid identity in a minute",
+            )
+        if not record:
+            return
     service.record_event(
         "request.denied",
         caller.actor.name if caller else "anonymous",

@@ -341,3 +341,17 @@ def test_two_framings_at_once_are_refused(server: LocalServer) -> None:
         + b"2\r\n{}\r\n0\r\n\r\n",
     )
     assert answer.startswith(b"HTTP/1.1 400") and b"Transfer-Encoding together" in answer, answer[:200]
+
+
+def test_a_flood_of_anonymous_refusals_cannot_flood_the_audit_log(
+    server: LocalServer, service: DedupService
+) -> None:
+    # The review: one client without a token wrote 2,073 audit entries in 5 s. Now anonymous
+    # refusals are recorded one by one up to a budget a minute (60), known callers' always.
+    for n in range(150):
+        assert request(server, "GET", "/cases", f"wrong-{n}")[0] == 401
+    assert request(server, "POST", "/cases/x/decision", AL, b'{"decision": "cannot_tell"}')[0] == 403
+    found = denials(service) + denials(service.for_tenant("tenant-a"))
+    anonymous = [d for d in found if d["actor"] == "anonymous"]
+    assert 60 <= len(anonymous) < 150  # 60 a minute: more only if the 150 took over a minute
+    assert any(d["actor"] == "al" and d["status"] == 403 for d in found)
