@@ -7,6 +7,7 @@ from constructs import Construct
 from face_dedup import permissions, wiring
 from face_dedup.adapters.dynamodb_store import TABLES
 from face_dedup_infra.config import DeploymentConfig
+from face_dedup_infra.constructs.abis_broker import AbisBroker, AbisOptions
 from face_dedup_infra.constructs.encryption import Encryption, EncryptLogs
 from face_dedup_infra.constructs.functions import Functions
 from face_dedup_infra.constructs.ingest_queue import CaseNotificationQueue, IngestQueue
@@ -123,6 +124,17 @@ class FaceDedupStack(Stack):
                 resources=[workflow.state_machine.state_machine_arn],
             )
         )
+        abis = AbisOptions.from_context(self.node.try_get_context)
+        if abis.enabled:  # MOSIP ABIS on Amazon MQ: off unless asked for (README)
+            AbisBroker(
+                self,
+                "Abis",
+                options=abis,
+                functions=functions,
+                vpc=network.vpc,
+                functions_sg=network.functions_sg,
+                key=key,
+            )
         search.provision_index(
             functions.roles, settings, layer=functions.runtime_layer, security_group=network.functions_sg
         )

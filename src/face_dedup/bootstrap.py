@@ -239,7 +239,7 @@ def build_function(settings: Settings, name: str) -> FunctionParts:
     """One cloud function's service and clients: only the ports `face_dedup.wiring` declares
     for it are built, and nothing connects at cold start (clients connect on first call; the
     index is created by the deployment, not here)."""
-    spec = wiring.FUNCTIONS[name]
+    spec = wiring.function_spec(name)
     builders: dict[str, Any] = {
         wiring.INDEX: lambda: _opensearch_index(settings),
         wiring.STORE: lambda: _dynamodb_store(settings),

@@ -202,6 +202,46 @@ FUNCTIONS: dict[str, FunctionSpec] = {
     )
 }
 
+# Functions the CDK app deploys only when a context flag asks for them (never in the default
+# stack): `face-dedup:mosip-abis=true` adds the MOSIP ABIS consumer on Amazon MQ.
+ABIS = "abis"
+OPTIONAL_FUNCTIONS: dict[str, FunctionSpec] = {
+    ABIS: FunctionSpec(
+        name=ABIS,
+        handler="handler.handler",
+        code_dir="abis",
+        # MOSIP's six operations on the core (face_dedup.mosip.handlers): insert enrolls without
+        # searching, identify searches, delete is the product's erasure; every request is audited.
+        uses={
+            INDEX: ("count", "search", "add", "delete"),
+            STORE: (
+                "get_import_item",
+                "find_application_records",
+                "count_templates",
+                "describe_records",
+                "audit_events",
+                "append_audit",
+                "commit",
+                "get_record",
+                "erase_record",
+            ),
+            # erasure reads the photo and crop first: identical copies elsewhere are kept
+            BLOBS: ("put", "get", "delete_prefix"),
+        },
+        engine=True,
+        settings=SERVICE_SETTINGS,
+        memory=3008,
+        timeout_s=120,
+        description="MOSIP ABIS: Amazon MQ request queue -> the six operations -> response queue",
+    ),
+}
+
+
+def function_spec(name: str) -> FunctionSpec:
+    """A function's declaration, whether the default stack deploys it or a flag adds it."""
+    return FUNCTIONS[name] if name in FUNCTIONS else OPTIONAL_FUNCTIONS[name]
+
+
 # The deploy-time step that creates the index and maps the functions' roles in the domain's
 # security plugin (a CloudFormation custom resource; it runs as the domain's master user).
 INDEX_SETUP = "index_setup"

@@ -66,31 +66,38 @@ class Functions(Construct):
         )
         self.by_name: dict[str, lambda_.Function] = {}
         self.roles: dict[str, iam.Role] = {}
+        self._resources, self._vpc, self._security_group = resources, vpc, security_group
         for spec, needs in permissions.iter_all():
-            role = iam.Role(
-                self,
-                f"{camel(spec.name)}Role",
-                assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-                description=f"face-dedup {spec.name}: {spec.description}",
-                managed_policies=[
-                    iam.ManagedPolicy.from_aws_managed_policy_name(
-                        "service-role/AWSLambdaVPCAccessExecutionRole"
-                        if spec.in_vpc
-                        else "service-role/AWSLambdaBasicExecutionRole"
-                    )
-                ],
-            )
-            grouped: dict[str, set[str]] = defaultdict(set)
-            for need in needs:
-                grouped[need.resource].add(need.action)
-            for resource, actions in sorted(grouped.items()):
-                if resource not in resources:
-                    continue  # created after the functions (the state machine): granted there
-                role.add_to_policy(
-                    iam.PolicyStatement(actions=sorted(actions), resources=resources[resource])
+            self.add(spec, needs, reserved.get(spec.name))
+
+    def add(
+        self, spec: wiring.FunctionSpec, needs: set[permissions.Need], reserved: int | None
+    ) -> lambda_.Function:
+        """One function and its role from its declaration (the optional ones too)."""
+        resources, vpc, security_group = self._resources, self._vpc, self._security_group
+        role = iam.Role(
+            self,
+            f"{camel(spec.name)}Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"face-dedup {spec.name}: {spec.description}",
+            managed_policies=[
+                iam.ManagedPolicy.from_aws_managed_policy_name(
+                    "service-role/AWSLambdaVPCAccessExecutionRole"
+                    if spec.in_vpc
+                    else "service-role/AWSLambdaBasicExecutionRole"
                 )
-            self.roles[spec.name] = role
-            self.by_name[spec.name] = self._function(spec, role, vpc, security_group, reserved.get(spec.name))
+            ],
+        )
+        grouped: dict[str, set[str]] = defaultdict(set)
+        for need in needs:
+            grouped[need.resource].add(need.action)
+        for resource, actions in sorted(grouped.items()):
+            if resource not in resources:
+                continue  # created after the functions (the state machine): granted there
+            role.add_to_policy(iam.PolicyStatement(actions=sorted(actions), resources=resources[resource]))
+        self.roles[spec.name] = role
+        self.by_name[spec.name] = self._function(spec, role, vpc, security_group, reserved)
+        return self.by_name[spec.name]
 
     def _function(
         self,

@@ -134,7 +134,7 @@ class SearchDomain(Construct):
         )
         provider = cr.Provider(self, "IndexSetupProvider", on_event_handler=self.setup_function)
         readers, writers = [], []
-        for spec in wiring.FUNCTIONS.values():
+        for spec in map(wiring.function_spec, roles):  # the optional functions deployed too
             if spec.in_vpc:
                 role = roles[spec.name]
                 (readers if wiring.index_role(spec) == "face_dedup_read" else writers).append(role.role_arn)
@@ -150,7 +150,7 @@ class SearchDomain(Construct):
         self.domain.add_access_policies(
             iam.PolicyStatement(
                 principals=[
-                    *(roles[s.name] for s in wiring.FUNCTIONS.values() if s.in_vpc),
+                    *(roles[s.name] for s in map(wiring.function_spec, roles) if s.in_vpc),
                     self.master_role,
                 ],
                 actions=["es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost", "es:ESHttpPut", "es:ESHttpDelete"],
