@@ -299,6 +299,7 @@ class DedupService:
             done = self.store.get_import_item(key)
             if done is not None:  # another process imported the same input meanwhile
                 return done
+            self._still_this_pack()
             decision = self.decide_staged(staged)
             item, case = self._commit(staged, decision, actor)
             if self.shadow is not None:  # in the lock: its index sees every earlier input too
@@ -313,6 +314,18 @@ class DedupService:
         if case is not None:
             self.notify_case(case.case_id)
         return item
+
+    def _still_this_pack(self) -> None:
+        """A process started before a cut-over (or rollback) would search a partition the index
+        no longer fills, and enroll everyone as new: it stops instead (a file read, in the lock)."""
+        from face_dedup.migration import recorded_active
+
+        recorded = recorded_active(self.settings.data_dir, self.tenant)
+        if recorded not in (None, self.model_pack):
+            raise ConfigError(
+                f"this registry was moved to model pack {recorded} while this process ran with "
+                f"{self.model_pack}: restart it, then submit this input again (nothing was decided)"
+            )
 
     # -- the same steps, one at a time (the serverless workflow runs each as a task) ---------
 

@@ -169,7 +169,14 @@ def test_migration_end_to_end(registry: tuple[Settings, Path, dict[str, str]]) -
     assert status["shadow_disagreements"] == sum(1 for d in compared if not d["agree"])
 
     # -- cut-over with one command --------------------------------------------------------------
+    stale, stale_adapters = build_service(_load(settings))  # a process started before the cut-over
     _cli(env, "cutover")
+    try:
+        portrait = (photos / "applicant-portrait.png").read_bytes()
+        with pytest.raises(ConfigError, match="restart it"):  # it stops instead of deciding blind
+            stale.enroll(portrait, InputRef("applicant-portrait.png", "APP-9000"))
+    finally:
+        stale_adapters.close()
     live = _load(settings)
     assert (live.model_pack, live.shadow_pack) == (NEW, OLD)
     service, adapters = build_service(live)
