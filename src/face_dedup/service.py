@@ -271,6 +271,7 @@ class DedupService:
         if isinstance(analysis, Rejection):
             return self._commit_rejection(key, ref, digest, analysis, actor)
         staged = self._staged(key, ref, digest, analysis)
+        self._still_this_pack()
         self._keep_photos(staged.record_id, data, analysis)
         info = {"model_pack": self.model_pack, "calibration": self.tail.source, "searched": False}
         item, _ = self._commit(staged, StagedDecision(key, Outcome.ENROLLED, (), info), actor)
