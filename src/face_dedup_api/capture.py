@@ -27,6 +27,7 @@ import hmac
 import json
 import os
 import re
+import secrets
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -39,7 +40,7 @@ from aws_lambda_powertools.event_handler import Response, content_types
 from pydantic import BaseModel, Field
 
 from face_dedup.domain import ImportItem, Outcome, Role
-from face_dedup.errors import ModelError, NotFound, Reason
+from face_dedup.errors import InvalidState, ModelError, NotFound, Reason
 from face_dedup.identifiers import APPLICATION_ID_PATTERN
 from face_dedup.models.convert import CONVERSIONS
 from face_dedup.models.registry import BROWSER_DETECTOR, ModelPack, get_pack, sha256_file, verified_path
@@ -53,6 +54,7 @@ from face_dedup_api.auth import Unauthorized
 TOKEN_SECONDS = 15 * 60  # long enough to take a photo and read the outcome, short enough to be useless later
 MAX_UPLOAD = 10 * 1024 * 1024  # a phone camera's JPEG; the server's own decode limits apply after
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
+LINK_ID = re.compile(r"^[0-9a-f]{16}$")
 _HTTPS_ORIGIN = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 ROOT = Path(__file__).resolve().parents[2]
 # The installed onnxruntime-web package (`make capture`); FACE_DEDUP_CAPTURE_ORT_DIR overrides.
@@ -110,6 +112,11 @@ class CaptureGrant:
     tenant: str
     application_id: str
     expires_at: int
+    link: str  # this link's own id: its photos' keys start with it (see `spent`)
+
+    @property
+    def key_prefix(self) -> str:
+        return f"selfies/{self.tenant}/{self.application_id}/{self.link}-"
 
 
 class CaptureTokens:
@@ -122,7 +129,12 @@ class CaptureTokens:
         self.ttl_seconds = ttl_seconds
 
     def issue(self, tenant: str, application_id: str) -> str:
-        claims = {"t": tenant, "a": application_id, "e": int(time.time()) + self.ttl_seconds}
+        claims = {
+            "t": tenant,
+            "a": application_id,
+            "e": int(time.time()) + self.ttl_seconds,
+            "n": secrets.token_hex(8),
+        }
         payload = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode()).decode()
         return f"{payload}.{self._sign(payload)}"
 
@@ -134,9 +146,11 @@ class CaptureTokens:
             raise Unauthorized("no valid capture token: open the link the registry gave you again")
         try:
             claims = json.loads(base64.urlsafe_b64decode(payload.encode()))
-            grant = CaptureGrant(str(claims["t"]), str(claims["a"]), int(claims["e"]))
+            grant = CaptureGrant(str(claims["t"]), str(claims["a"]), int(claims["e"]), str(claims["n"]))
         except (ValueError, KeyError, TypeError, binascii.Error):
             raise Unauthorized("no valid capture token") from None
+        if not LINK_ID.fullmatch(grant.link):
+            raise Unauthorized("no valid capture token")
         if grant.expires_at < time.time():
             raise Unauthorized("this capture link has expired: ask the registry for a new one")
         return grant
@@ -327,7 +341,8 @@ def capture_upload() -> dict[str, Any]:
     if len(data) > MAX_UPLOAD:
         raise ValueError(f"the photo is over {MAX_UPLOAD} bytes")
     service = deps.service.for_tenant(grant.tenant)
-    key = f"selfies/{grant.tenant}/{grant.application_id}/{uuid.uuid4().hex}.jpg"
+    refuse_if_spent(service, grant)
+    key = f"{grant.key_prefix}{uuid.uuid4().hex}.jpg"
     item = service.enroll(data, InputRef(key, grant.application_id), actor="upload:selfie")
     return plain_outcome(item)
 
@@ -336,8 +351,10 @@ def capture_upload() -> dict[str, Any]:
 def capture_upload_url() -> dict[str, Any]:
     """Cloud: a presigned PUT for this application's selfie, valid for five minutes."""
     grant = _grant()
-    uploads = _dependencies().uploads
-    key = f"selfies/{grant.tenant}/{grant.application_id}/{uuid.uuid4().hex}.jpg"
+    deps = _dependencies()
+    uploads = deps.uploads
+    refuse_if_spent(deps.service.for_tenant(grant.tenant), grant)
+    key = f"{grant.key_prefix}{uuid.uuid4().hex}.jpg"
     url = uploads.presigned_upload(key, "image/jpeg", 300) if uploads is not None else None
     if url is None:
         raise NotAvailableHere("upload through /capture/upload here")
@@ -354,6 +371,21 @@ def capture_outcome() -> dict[str, Any]:
     service = _dependencies().service.for_tenant(grant.tenant)
     key = service.idempotency_key(InputRef("", grant.application_id), digest)
     return plain_outcome(service.store.get_import_item(key))
+
+
+def refuse_if_spent(service: DedupService, grant: CaptureGrant) -> None:
+    """A link sends photos until one is decided (accepted, verified or sent to review); after a
+    "retake" the person tries again. Without this, one link could upload face after face: each
+    answer "accepted" or "under review" says whether that face is already registered, and each
+    duplicate opens a case for an officer. In the cloud the decision comes after the upload, so
+    a fast client can still hold a few URLs at once (each valid five minutes)."""
+    records = service.store.find_application_records(
+        tenant=grant.tenant, application_id=grant.application_id, model_pack=service.model_pack
+    )
+    if any(record.source.startswith(grant.key_prefix) for record in records):
+        raise InvalidState(
+            "this link has already sent a photo: ask the registry for a new link to send another"
+        )
 
 
 def plain_outcome(item: ImportItem | None) -> dict[str, Any]:

@@ -232,7 +232,8 @@ async function usePhoto() {
     const digest = await sha256Hex(await blob.arrayBuffer());
     outcome = state.config.upload === "direct" ? await uploadDirect(blob) : await uploadPresigned(blob, digest);
   } catch (error) {
-    outcome = { state: error && error.message === "expired" ? "expired" : "error" };
+    const known = error && ["expired", "used"].includes(error.message);
+    outcome = { state: known ? error.message : "error" };
   }
   forget();
   showOutcome(outcome);
@@ -244,6 +245,7 @@ function headers(extra) {
 
 async function reply(response) {
   if (response.status === 401) throw new Error("expired");
+  if (response.status === 409) throw new Error("used"); // this link has sent its photo already
   if (!response.ok) throw new Error("upload");
   return response.json();
 }

@@ -61,5 +61,6 @@ export const STRINGS = {
     pending: ["Received", "Your photo was received and is still being checked. You can close this page; the registry will contact you."],
     error: ["Not sent", "Your photo could not be sent. Check your connection and try again."],
     expired: ["Link expired", "This link has expired. Ask the registry for a new one."],
+    used: ["Already sent", "This link has already sent your photo. If you need to send another, ask the registry for a new link."],
   },
 };
