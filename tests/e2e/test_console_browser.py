@@ -489,6 +489,7 @@ def test_session_and_server_errors_are_clear(registry: DedupService, browser: An
     by_id(browser, "f-sort").send_keys(Keys.ARROW_DOWN)  # any request
     wait_for(browser, lambda d: "no longer valid" in status(d) and "revoked" in status(d))
     assert by_id(browser, "login").is_displayed() and not by_id(browser, "who").text
+    assert browser.switch_to.active_element == by_id(browser, "token")  # ready to sign in again
 
     sign_in(browser, "ann")
     server.shutdown()

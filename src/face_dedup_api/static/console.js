@@ -189,6 +189,7 @@ function signOut(message, isError) {
   $("page").textContent = "";
   clearCase();
   say(message || T.signedOut, isError);
+  $("token").focus(); // keyboard users start again where they sign in (focus was lost to the page)
 }
 
 // -- the queue -----------------------------------------------------------------------------------
