@@ -17,9 +17,12 @@ from face_dedup_infra.constructs.notifications import Notifications
 from face_dedup_infra.constructs.reconcile import Reconcile
 from face_dedup_infra.constructs.review_api import ReviewApi
 from face_dedup_infra.constructs.search import SearchDomain
-from face_dedup_infra.constructs.storage import Storage
-from face_dedup_infra.constructs.tables import Tables
+from face_dedup_infra.constructs.storage import UPLOADS_KEPT_DAYS, Storage
+from face_dedup_infra.constructs.tables import PITR_DAYS, Tables
 from face_dedup_infra.constructs.workflow import DedupWorkflow
+
+# OpenSearch Service keeps its automated (hourly) snapshots 14 days; the period is not settable.
+OPENSEARCH_SNAPSHOT_DAYS = 14
 
 
 class FaceDedupStack(Stack):
@@ -66,6 +69,14 @@ class FaceDedupStack(Stack):
             "kms_key_id": key.key_arn,
             "uploads_bucket": storage.uploads.bucket_name,
             "audit_archive_bucket": storage.audit_archive.bucket_name,
+            # what still holds an erased record, named on its receipt (days after the erasure)
+            "backup_retention": ",".join(
+                (
+                    f"dynamodb-point-in-time-recovery={PITR_DAYS}",
+                    f"opensearch-automated-snapshots={OPENSEARCH_SNAPSHOT_DAYS}",
+                    f"uploads-bucket-original-photo={UPLOADS_KEPT_DAYS}",
+                )
+            ),
             "notification_queue_url": case_notes.queue.queue_url,
             "sns_topic_arn": notifications.topic.topic_arn,
             **{f"table_{role}": t.table_name for role, t in tables.tables.items()},

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import cv2
@@ -992,17 +992,21 @@ class DedupService:
             if self.shadow is not None:
                 self.shadow.forget(record_id)
             removed_blobs = self.blobs.delete_prefix(f"{self.tenant}/{record_id}/")
+            erased_at = utc_now()
+            backups = self._backups_holding(erased_at)
             receipt = self._event(
                 "record.erased",
                 actor,
-                utc_now(),
+                erased_at,
                 record_id=record_id,
                 application_id=record.application_id,
                 reason=reason,
                 removed={"vectors": removed_vectors, "blobs": removed_blobs},
+                backups=backups,
             )
             counts = self.store.erase_record(record_id, receipt)
         result = {"record_id": record_id, "vectors": removed_vectors, "blobs": removed_blobs, **counts}
+        result["backups"] = backups
         if copies:
             # The same photo imported under other applications: their copies are theirs.
             result["identical_copies_in_other_records"] = copies
@@ -1015,6 +1019,19 @@ class DedupService:
                 )
             result["verified"] = sorted(needles)
         return result
+
+    def _backups_holding(self, erased_at: str) -> list[dict[str, str]]:
+        """What still holds the erased data, and until when: each configured backup (cloud) ages
+        out `days` after the erasure. None configured: face-dedup made no copy (copies of the
+        data directory made by other means are the operator's to erase)."""
+        at = datetime.fromisoformat(erased_at)
+        backups = self.settings.backups()
+        if not backups:
+            return [{"backup": "none kept by face-dedup", "until": erased_at}]
+        return [
+            {"backup": name, "until": (at + timedelta(days=days)).isoformat(timespec="seconds")}
+            for name, days in sorted(backups.items())
+        ]
 
     def _erased_bytes(self, record: Record) -> tuple[dict[str, bytes], int]:
         """What must be gone from every file after the erasure: the template, the photo and the

@@ -87,6 +87,10 @@ class Settings:
     uploads_bucket: str = ""  # where selfies and registry batches arrive
     state_machine_arn: str = ""  # the de-duplication workflow the ingest function starts
     audit_archive_bucket: str = ""  # the cloud's write-once (Object Lock) copy of the audit trail
+    # Backups that keep an erased record until they age out, as `name=days,...` (the CDK app
+    # passes the stack's own: point-in-time recovery, index snapshots, kept uploads); the erase
+    # receipt names each with its date. Empty: face-dedup itself keeps no backup (one machine).
+    backup_retention: str = ""
     quality: QualityThresholds = field(default_factory=QualityThresholds)
     decode: DecodeLimits = field(default_factory=DecodeLimits)
 
@@ -122,7 +126,18 @@ class Settings:
         updated.validate()
         return updated
 
+    def backups(self) -> dict[str, int]:
+        """`backup_retention` parsed: backup name -> days it keeps erased data."""
+        found: dict[str, int] = {}
+        for item in filter(None, (p.strip() for p in self.backup_retention.split(","))):
+            name, _, days = item.partition("=")
+            if not name.strip() or not days.strip().isdigit():
+                raise ConfigError(f"backup_retention: {item!r} is not name=days")
+            found[name.strip()] = int(days)
+        return found
+
     def validate(self) -> None:
+        self.backups()
         for name in (
             "target_fpir",
             "duplicate_fpir",

@@ -194,7 +194,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
             },
             engine=True,
             # no review_link_base: the API's own URL would make the function depend on itself
-            settings=SERVICE_SETTINGS,
+            settings=(*SERVICE_SETTINGS, "backup_retention"),  # erasure's receipt names backups
             memory=2048,
             timeout_s=29,
             description="review API and console",

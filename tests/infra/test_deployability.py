@@ -226,7 +226,27 @@ def problems(template: dict[str, Any]) -> list[str]:
         if caught & (set(retry["ErrorEquals"]) | {"States.ALL", "States.TaskFailed"}):
             found.append(f"{state_name}: a transient error that outlasts the retries becomes a rejection")
     found += verify_fits_the_platform(template)
+    found += receipt_names_the_backups(template)
     return found
+
+
+def receipt_names_the_backups(template: dict[str, Any]) -> list[str]:
+    """The erase receipt's backup windows (the API's environment) are the template's own."""
+    _, api = functions_by_name(template)["api"]
+    stated = dict(
+        item.split("=")
+        for item in api["Properties"]["Environment"]["Variables"]
+        .get(PREFIX + "BACKUP_RETENTION", "")
+        .split(",")
+        if item
+    )
+    windows = {
+        t["Properties"]["PointInTimeRecoverySpecification"].get("RecoveryPeriodInDays", 35)
+        for t in _of(template, "AWS::DynamoDB::Table").values()
+    }
+    if windows != {int(stated.get("dynamodb-point-in-time-recovery", -1))}:
+        return [f"erase receipt: point-in-time recovery stated {stated} but the tables keep {windows} days"]
+    return []
 
 
 # AWS limits the cloud 1:1 verify must fit (AWS docs: the managed rule group's
@@ -407,6 +427,11 @@ def _waf_body_rule_counted(t: dict[str, Any]) -> None:
             group["RuleActionOverrides"] = [{"Name": "SizeRestrictions_BODY", "ActionToUse": {"Count": {}}}]
 
 
+def _pitr_longer(t: dict[str, Any]) -> None:
+    for table in _of(t, "AWS::DynamoDB::Table").values():
+        table["Properties"]["PointInTimeRecoverySpecification"]["RecoveryPeriodInDays"] = 90
+
+
 def _verify_photos_kept(t: dict[str, Any]) -> None:
     uploads = _logical(RESOURCE_PREFIX[wiring.UPLOADS], t, ("AWS::S3::Bucket",))
     rules = t["Resources"][uploads]["Properties"]["LifecycleConfiguration"]["Rules"]
@@ -419,6 +444,10 @@ FAULTS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         "the firewall's 8 KB body rule is off",
     ),
     "verify photos never verified are kept": (_verify_photos_kept, "not expired within a day"),
+    "erase receipt understates the backup window": (
+        _pitr_longer,
+        "erase receipt: point-in-time recovery stated",
+    ),
     "search outside the VPC": (_drop_vpc("search"), "search: calls the index but runs outside the VPC"),
     "complete without an SQS endpoint": (
         _drop_endpoint("sqs"),

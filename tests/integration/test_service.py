@@ -195,6 +195,12 @@ def test_erase_really_erases_and_keeps_a_receipt(service: DedupService, faces_ro
     assert service.search(probe, top_k=5).candidates == ()
     (last,) = [e for e in service.store.audit_events() if e.action == "record.erased"]
     assert last.actor == "dpo" and last.details["reason"] == "request 42"
+    # One machine: face-dedup keeps no backup; the receipt says so (and the caller's copy too).
+    assert (
+        receipt["backups"]
+        == last.details["backups"]
+        == [{"backup": "none kept by face-dedup", "until": last.at}]
+    )
     assert "Abel" not in json.dumps(asdict(last))  # no file names (they are often people's names)
     with pytest.raises(NotFound):
         service.erase(record_id, "dpo", "again")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ def aws_service(aws: dict[str, Any], base_settings: Settings, osmem_clone: Any) 
         s3_bucket="faces",
         dynamodb_table_prefix="fd-",
         sns_topic_arn=aws["topic"],
+        backup_retention="dynamodb-point-in-time-recovery=35,opensearch-automated-snapshots=14",
     )
     adapters = build_adapters(settings)
     pack = get_pack(settings.model_pack)
@@ -114,6 +116,25 @@ def test_dedup_on_aws_adapters(aws_service: DedupService, aws: dict[str, Any], f
     assert aws_service.blobs.keys(f"{aws_service.tenant}/{record_id}/")
     receipt = aws_service.erase(record_id, "dpo", "request 9")
     assert receipt["vectors"] == 1 and receipt["blobs"] == 2
+    # The backups that still hold the record, each until its window ends after the erasure.
+    (erased,) = [
+        e for e in aws_service.store.audit_events(tenant=aws_service.tenant) if e.action == "record.erased"
+    ]
+    at = datetime.fromisoformat(erased.at)
+    assert (
+        receipt["backups"]
+        == erased.details["backups"]
+        == [
+            {
+                "backup": "dynamodb-point-in-time-recovery",
+                "until": (at + timedelta(days=35)).isoformat(timespec="seconds"),
+            },
+            {
+                "backup": "opensearch-automated-snapshots",
+                "until": (at + timedelta(days=14)).isoformat(timespec="seconds"),
+            },
+        ]
+    )
     versions = aws["s3"].list_object_versions(
         Bucket="faces", Prefix=f"faces/{aws_service.tenant}/{record_id}/"
     )

@@ -5,6 +5,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+UPLOADS_KEPT_DAYS = 7  # an upload stays this long after it was processed (erasure does not reach it)
+
 
 class Storage(Construct):
     """Buckets: `uploads` (selfies and registry batches arrive; transient), `faces` (the photos
@@ -44,7 +46,10 @@ class Storage(Construct):
             server_access_logs_prefix="uploads/",
             lifecycle_rules=[
                 # Uploads are processed within minutes; keep them a week for investigations only.
-                s3.LifecycleRule(expiration=Duration.days(7), noncurrent_version_expiration=Duration.days(1)),
+                s3.LifecycleRule(
+                    expiration=Duration.days(UPLOADS_KEPT_DAYS),
+                    noncurrent_version_expiration=Duration.days(1),
+                ),
                 s3.LifecycleRule(abort_incomplete_multipart_upload_after=Duration.days(1)),
                 # 1:1 verify's photos are deleted once compared; a pair never compared goes in a day
                 s3.LifecycleRule(prefix="verify/", expiration=Duration.days(1)),

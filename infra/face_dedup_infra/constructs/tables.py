@@ -7,6 +7,8 @@ from constructs import Construct
 
 from face_dedup.adapters.dynamodb_store import STAGED_TTL_ATTRIBUTE, TABLES
 
+PITR_DAYS = 35  # point-in-time recovery window: an erased item stays restorable this long
+
 
 class Tables(Construct):
     """The record/case/audit store's tables, from the same schema the adapter and its tests
@@ -26,7 +28,7 @@ class Tables(Construct):
                 encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
                 encryption_key=key,
                 point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                    point_in_time_recovery_enabled=True
+                    point_in_time_recovery_enabled=True, recovery_period_in_days=PITR_DAYS
                 ),
                 deletion_protection=True,
                 removal_policy=RemovalPolicy.RETAIN,
