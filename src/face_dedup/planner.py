@@ -82,6 +82,8 @@ class GenuineCurve:
             raise ConfigError(f"not a genuine-score curve ({type(exc).__name__}: {exc})") from None
         xs = [p[0] for p in points]
         ys = [p[1] for p in points]
+        if not all(math.isfinite(v) for v in (*xs, *ys)) or curve.scores < 1:
+            raise ConfigError("a genuine curve holds only finite numbers and at least one score")
         if len(points) < 2 or any(b <= a for a, b in itertools.pairwise(xs)):
             raise ConfigError("a genuine curve needs at least two points with rising thresholds")
         if any(not 0 <= y <= 1 for y in ys) or any(b > a for a, b in itertools.pairwise(ys)):

@@ -118,6 +118,7 @@ def test_curve_files_round_trip_and_bad_ones_are_typed_errors(tmp_path: Path) ->
     assert planner.GenuineCurve.from_json(GENUINE.to_json()) == GENUINE
     for bad in (
         "not json",
+        '{"model_pack": "p", "source": "s", "kind": "pairs", "scores": 5, "points": [[NaN, 1], [0.2, 0.9]]}',
         json.dumps({"model_pack": "p"}),
         json.dumps(
             {
