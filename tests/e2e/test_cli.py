@@ -254,7 +254,18 @@ def test_verify_and_errors(base_settings: Settings, faces_root: Path, tmp_path: 
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["import"], ["models"], ["cases", "decide"], ["cases", "confirm"], ["calibrate"], ["demo"]],
+    [
+        [],
+        ["import"],
+        ["models"],
+        ["models", "add"],
+        ["migrate"],
+        ["migrate", "run"],
+        ["cases", "decide"],
+        ["cases", "confirm"],
+        ["calibrate"],
+        ["demo"],
+    ],
 )
 def test_help_everywhere(base_settings: Settings, command: list[str]) -> None:
     result = cli(base_settings, *command, "--help")

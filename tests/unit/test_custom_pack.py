@@ -152,7 +152,7 @@ def test_shapes_that_do_not_match_the_model_are_refused(models_dir: Path, pack_f
     write_manifest(pack_folder, embedding_dim=512)
     with pytest.raises(ModelError, match="512"):
         add_pack(pack_folder, models_dir)
-    assert not any(p.name.startswith("custom") or ".partial" in p.name for p in models_dir.iterdir())
+    assert not any(p.name.startswith(("custom", ".custom")) for p in models_dir.iterdir())
 
 
 def test_a_wrong_normalisation_fails_the_sample_face_check(models_dir: Path, pack_folder: Path) -> None:
@@ -193,3 +193,13 @@ def test_custom_pack_calibrated_and_used_end_to_end(
         assert stored is not None and stored.model_pack == "my-sface"
     finally:
         adapters.close()
+
+
+def test_a_file_that_is_not_an_onnx_model_is_refused_and_leaves_nothing(
+    models_dir: Path, pack_folder: Path
+) -> None:
+    (pack_folder / "sface.onnx").write_bytes(b"\x08\x07 not a model" * 100)
+    write_manifest(pack_folder)  # its digest matches: the model itself is what is wrong
+    with pytest.raises(ModelError, match="onnxruntime could not load"):
+        add_pack(pack_folder, models_dir)
+    assert not any(p.name.startswith(("custom", ".custom")) for p in models_dir.iterdir())
