@@ -349,16 +349,19 @@ def capture_upload() -> dict[str, Any]:
 
 @app.post("/capture/upload-url", include_in_schema=False)
 def capture_upload_url() -> dict[str, Any]:
-    """Cloud: a presigned PUT for this application's selfie, valid for five minutes."""
+    """Cloud: a presigned form upload (POST) for this application's selfie, valid five minutes.
+    Not a presigned PUT: S3 enforces the form's policy (image/jpeg, at most MAX_UPLOAD bytes, this
+    key), and the bucket's KMS encryption travels as form fields, where a PUT would sign
+    x-amz-server-side-encryption headers the browser would have to send."""
     grant = _grant()
     deps = _dependencies()
     uploads = deps.uploads
     refuse_if_spent(deps.service.for_tenant(grant.tenant), grant)
     key = f"{grant.key_prefix}{uuid.uuid4().hex}.jpg"
-    url = uploads.presigned_upload(key, "image/jpeg", 300) if uploads is not None else None
-    if url is None:
+    post = uploads.presigned_post(key, "image/jpeg", MAX_UPLOAD, 300) if uploads is not None else None
+    if post is None:
         raise NotAvailableHere("upload through /capture/upload here")
-    return {"url": url, "method": "PUT", "content_type": "image/jpeg", "expires_in": 300}
+    return {"url": post["url"], "fields": post["fields"], "method": "POST", "expires_in": 300}
 
 
 @app.get("/capture/outcome", include_in_schema=False)

@@ -91,15 +91,22 @@ def test_presigned_upload_then_plain_outcome(cloud: tuple[DedupService, Any], fa
     )
     assert call("POST", "/capture/upload-url")[0] == 401  # no token, no URL
     status, grant, _ = call("POST", "/capture/upload-url", headers=token)
-    assert status == 200 and grant["method"] == "PUT" and grant["expires_in"] == 300
+    assert status == 200 and grant["method"] == "POST" and grant["expires_in"] == 300
 
     data = (faces_root / PHOTO).read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     outcome_path = f"/capture/outcome?digest={digest}"
     assert call("GET", outcome_path, headers=token)[1] == {"state": "pending"}
 
-    put = requests.put(grant["url"], data=data, headers={"Content-Type": "image/jpeg"}, timeout=10)
-    assert put.status_code == 200
+    # The policy S3 enforces (moto does not): this key, image/jpeg, 1 byte to 10 MB.
+    conditions = json.loads(base64.b64decode(grant["fields"]["policy"]))["conditions"]
+    assert ["content-length-range", 1, 10 * 1024 * 1024] in conditions
+    assert {"Content-Type": "image/jpeg"} in conditions
+    (key_rule,) = [c for c in conditions if isinstance(c, dict) and "key" in c]
+    assert key_rule["key"].startswith("selfies/tenant-a/APP-7/")
+    form = {**grant["fields"]}
+    sent = requests.post(grant["url"], data=form, files={"file": ("p.jpg", data, "image/jpeg")}, timeout=30)
+    assert sent.status_code < 300
     (key,) = [o["Key"] for o in client.list_objects_v2(Bucket="uploads")["Contents"]]
     assert key.startswith("selfies/tenant-a/APP-7/") and key.endswith(".jpg")  # bound to the token
 

@@ -265,14 +265,12 @@ async function uploadPresigned(blob, digest) {
   const grant = await reply(
     await fetch("/capture/upload-url", { method: "POST", headers: headers({}), credentials: "omit", cache: "no-store" }),
   );
-  const put = await fetch(grant.url, {
-    method: "PUT",
-    headers: { "Content-Type": "image/jpeg" },
-    body: blob,
-    credentials: "omit",
-    cache: "no-store",
-  });
-  if (!put.ok) throw new Error("upload");
+  const form = new FormData();
+  for (const [name, value] of Object.entries(grant.fields)) form.append(name, value);
+  form.append("file", blob, "photo.jpg"); // last: S3 reads the policy's fields before the file
+  // A form POST needs no CORS rule on the uploads bucket; its answer is opaque to the page (a
+  // refused policy is not seen here), so the outcome is what the page waits for.
+  await fetch(grant.url, { method: "POST", body: form, mode: "no-cors", credentials: "omit", cache: "no-store" });
   phase("waiting");
   say(S.waiting);
   for (let i = 0; i < POLL_LIMIT; i++) {
