@@ -722,7 +722,11 @@ def openapi() -> Response[str]:
     )
 
 
-STATIC = {"console.js": "text/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8"}
+STATIC = {
+    "console.js": "text/javascript; charset=utf-8",
+    "signin.js": "text/javascript; charset=utf-8",  # the cloud's hosted-UI sign-in (idle locally)
+    "console.css": "text/css; charset=utf-8",
+}
 
 
 def _static(name: str) -> str:

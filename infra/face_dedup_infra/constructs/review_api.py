@@ -85,6 +85,24 @@ class ReviewApi(Construct):
             else None,
             disable_o_auth=not callback_urls,
         )
+        # The hosted UI's domain and what the console needs to use it (code + PKCE, signin.js),
+        # published beside the page as /static/console-config.json: no inline script.
+        self.console_config: dict[str, str] = {"auth": "token"}
+        if callback_urls:
+            domain = self.user_pool.add_domain(
+                "HostedUi",
+                cognito_domain=cognito.CognitoDomainOptions(
+                    domain_prefix=f"face-dedup-{Stack.of(self).account}"
+                ),
+            )
+            self.console_config = {
+                "auth": "cognito",
+                "authorize_url": f"{domain.base_url()}/oauth2/authorize",
+                "token_url": f"{domain.base_url()}/oauth2/token",
+                "client_id": self.client.user_pool_client_id,
+                "redirect_uri": callback_urls[0],
+                "scope": "openid email",
+            }
         access_logs = logs.LogGroup(self, "AccessLogs", retention=logs.RetentionDays.ONE_YEAR)
         self.api = apigateway.RestApi(
             self,
@@ -203,7 +221,10 @@ class ReviewApi(Construct):
         s3deploy.BucketDeployment(
             self,
             "ConsoleDeployment",
-            sources=[s3deploy.Source.asset(str(STATIC_DIR), exclude=["capture", "capture/*"])],
+            sources=[
+                s3deploy.Source.asset(str(STATIC_DIR), exclude=["capture", "capture/*"]),
+                s3deploy.Source.json_data("console-config.json", self.console_config),
+            ],
             destination_bucket=bucket,
             exclude=["capture/*"],  # the capture page's files (below): neither uploaded nor pruned here
         )

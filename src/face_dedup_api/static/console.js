@@ -92,6 +92,7 @@ const T = {
 
 // -- state ---------------------------------------------------------------------------------------
 let token = "";
+let hosted = null; // the Cognito hosted-UI settings in the cloud (signin.js); null: a pasted token
 let me = null;
 let page = { cases: [], total: 0, offset: 0, limit: 20, next_offset: null };
 let cursor = 0;
@@ -563,7 +564,10 @@ function start() {
   $("tab-cases").textContent = T.tabCases;
   $("tab-audit").textContent = T.tabAudit;
   $("zoom-close").addEventListener("click", () => $("zoom").close());
-  $("login").addEventListener("submit", (event) => { event.preventDefault(); signIn($("token").value).catch(fail); });
+  $("login").addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (hosted) FaceDedupSignIn.begin(hosted).catch(fail); else signIn($("token").value).catch(fail);
+  });
   $("sign-out").addEventListener("click", () => signOut());
   $("prev").addEventListener("click", () => loadQueue(Math.max(0, page.offset - page.limit)).catch(fail));
   $("next").addEventListener("click", () => { if (page.next_offset !== null) loadQueue(page.next_offset).catch(fail); });
@@ -571,6 +575,20 @@ function start() {
   $("tab-audit").addEventListener("click", () => showView("audit"));
   document.addEventListener("keydown", onKey);
   say(T.signedOut);
+  useHostedSignIn().catch(fail);
+}
+
+// In the cloud the deployment publishes the hosted-UI settings: sign in there (code + PKCE) and
+// keep the ID token in memory only. Locally there are none and the pasted token stays.
+async function useHostedSignIn() {
+  if (typeof FaceDedupSignIn === "undefined") return;
+  hosted = await FaceDedupSignIn.config();
+  if (!hosted) return;
+  $("token").hidden = true;
+  $("token").required = false;
+  $("token-label").hidden = true;
+  const idToken = await FaceDedupSignIn.finish(hosted);
+  if (idToken) await signIn(idToken);
 }
 
 start();
