@@ -217,6 +217,26 @@ def test_insert_then_identify_through_the_function_replies_on_the_broker(
     assert reply["candidateList"]["count"] == "0"
 
 
+def test_an_identify_that_overtook_its_insert_is_handed_back_once(
+    cloud: dict[str, Any], faces_root: Path
+) -> None:
+    """Lambda redelivers a failed Insert after the requests behind it: the Identify waits for it."""
+    identify = request("identify", referenceId="late")
+    with pytest.raises(TransientError):
+        cloud["handler"](event_for(identify), FakeContext())
+    assert cloud["mosip"].replies.empty()  # unanswered: the broker delivers it again
+    url = cloud["share"].share(cbeff_from_photo(faces_root / A1))
+    assert call(cloud, request("insert", referenceId="late", referenceURL=url))[0]["returnValue"] == "1"
+    reply, _ = call(cloud, identify, redelivered=True)
+    assert reply["returnValue"] == "1", reply
+    # a reference that never comes: the redelivery is answered, failure 12
+    ghost = request("identify", referenceId="ghost")
+    with pytest.raises(TransientError):
+        cloud["handler"](event_for(ghost), FakeContext())
+    reply, _ = call(cloud, ghost, redelivered=True)
+    assert (reply["returnValue"], reply["failureReason"]) == ("2", "12"), reply
+
+
 def test_a_reply_the_broker_does_not_take_fails_the_invocation(
     cloud: dict[str, Any], broker: activemq.ActiveMQ
 ) -> None:

@@ -13,6 +13,9 @@ Delivery semantics, and why they are safe here:
   returns to the broker, and after the broker's redelivery limit ActiveMQ moves it to its
   dead-letter queue (DLQ.<request queue>), from where an operator can move it back. The reason is
   logged with the message id (no body: it names a person's reference).
+- An Identify by a referenceId not (yet) inserted, on its first delivery, is handed back
+  unanswered once: Lambda redelivers a failed request after the ones queued behind it, so its
+  Insert may still be coming. Delivered again, it is answered whatever it finds.
 - A poison request (one that kills the runtime) ends the same way: every death is a failed
   invocation, so the redelivery limit bounds it (the local consumer's on-disk guard is not
   needed, and Lambda has no disk that outlives the environment anyway).
@@ -208,6 +211,11 @@ def handle_event(event: Any, handler: AbisHandler, sender: ReplySender) -> dict[
     on a transient failure or when a request could not be answered at all."""
     answered = 0
     for message in parse_event(event):
+        if not message.redelivered and handler.awaits_insert(message.body):
+            # Handed back once, unanswered: an Insert that failed and is being redelivered comes
+            # back before it. Delivered again, it is answered whatever it finds (failure 12).
+            log.info("identify %s of an unknown reference: handed back once", message.message_id)
+            raise TransientError("identify before its reference's insert: delivered again")
         try:
             reply = handler.handle(message.body, redelivered=message.redelivered)
         except TransientError as exc:

@@ -91,6 +91,20 @@ class AbisHandler:
             self._audit(op_id, request_id, "", reply, type(exc).__name__)
             return reply
 
+    def awaits_insert(self, body: bytes | str) -> bool:
+        """An Identify by a referenceId that is not here (yet): where requests can overtake one
+        another (Lambda redelivers a failed Insert after the requests behind it), its Insert
+        may still be on its way. Read only; a request that does not parse is not one."""
+        try:
+            request = m.parse_request(body)
+        except AbisFailure:
+            return False
+        return (
+            request.op_id == m.IDENTIFY
+            and bool(request.reference_id)
+            and not self._records(request.reference_id)
+        )
+
     def refuse_poison(self, body: bytes | str, deaths: int) -> dict[str, Any]:
         """The reply to a request the ABIS died on `deaths` times: failure 1, not processed."""
         try:
