@@ -29,6 +29,7 @@ HANDLERS = {
     "reconcile": ("functions.reconcile.handler", "handler"),
     "index_setup": ("functions.index_setup.handler", "handler"),
     "audit_archive": ("functions.audit_archive.handler", "handler"),
+    "abis": ("functions.abis.handler", "handler"),  # deployed with face-dedup:mosip-abis=true
 }
 
 

@@ -46,7 +46,7 @@ def cloud_settings(base: Settings, url: str) -> Settings:
     )
 
 
-@pytest.mark.parametrize("name", sorted(wiring.FUNCTIONS))
+@pytest.mark.parametrize("name", sorted([*wiring.FUNCTIONS, *wiring.OPTIONAL_FUNCTIONS]))
 def test_cold_start_connects_to_nothing(
     name: str, base_settings: Settings, nowhere: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -62,7 +62,7 @@ def test_cold_start_connects_to_nothing(
     monkeypatch.setattr(socket.socket, "connect", connect)
     parts = build_function(cloud_settings(base_settings, nowhere), name)  # nothing listens: must not matter
     assert connections == []
-    spec = wiring.FUNCTIONS[name]
+    spec = wiring.function_spec(name)
     # Undeclared ports are not built at all: a call to one is refused, never attempted.
     for port, use in (
         (wiring.INDEX, lambda: parts.service.index.count(tenant="t", model_pack="p")),
@@ -252,7 +252,7 @@ def test_every_declared_function_has_a_handler_and_a_sample_event() -> None:
     from functions.invoke import HANDLERS
 
     root = Path(__file__).resolve().parents[2]
-    for spec in wiring.FUNCTIONS.values():
+    for spec in [*wiring.FUNCTIONS.values(), *wiring.OPTIONAL_FUNCTIONS.values()]:  # abis too
         module, attribute = spec.handler.split(".")
         handler = getattr(importlib.import_module(f"functions.{spec.code_dir}.{module}"), attribute)
         assert callable(handler)
