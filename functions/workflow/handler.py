@@ -23,6 +23,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from face_dedup.adapters.aws_errors import is_transient
 from face_dedup.bootstrap import build_function
 from face_dedup.errors import TransientError
 from face_dedup.service import DedupService, StagedDecision
@@ -55,6 +56,10 @@ def classified(task: Handler) -> Handler:
         except TransientError:
             raise
         except Exception as exc:
+            # an AWS throttle, 5xx or dropped connection that outlasted the SDK's own retries
+            # is retried by the state machine, never recorded as the applicant's rejection
+            if is_transient(exc):
+                raise TransientError(f"AWS unavailable: {type(exc).__name__}") from exc
             raise PermanentError(type(exc).__name__) from exc
 
     return run
