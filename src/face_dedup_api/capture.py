@@ -55,7 +55,9 @@ TOKEN_SECONDS = 15 * 60  # long enough to take a photo and read the outcome, sho
 MAX_UPLOAD = 10 * 1024 * 1024  # a phone camera's JPEG; the server's own decode limits apply after
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
 LINK_ID = re.compile(r"^[0-9a-f]{16}$")
-_HTTPS_ORIGIN = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+# The uploads bucket's origin in the page's CSP: https, or plain http on loopback only (an S3
+# stand-in on this machine, as the browser test's moto server).
+_HTTPS_ORIGIN = re.compile(r"^(https://[A-Za-z0-9.-]+|http://(127\.0\.0\.1|localhost))(:[0-9]{1,5})?$")
 ROOT = Path(__file__).resolve().parents[2]
 # The installed onnxruntime-web package (`make capture`); FACE_DEDUP_CAPTURE_ORT_DIR overrides.
 ORT_DIR_DEFAULT = ROOT / "build" / "capture" / "node_modules" / "onnxruntime-web" / "dist"
