@@ -25,7 +25,7 @@ from face_dedup.settings import Settings
 SECRET_ENV = "FACE_DEDUP_ABIS_BROKER_SECRET_ARN"  # noqa: S105 - the name of the variable holding the ARN
 
 logger = Logger(service="face-dedup-abis")
-tracer = Tracer(service="face-dedup-abis")
+tracer = Tracer(service="face-dedup-abis", auto_patch=False)  # see tests/infra/test_traces.py
 
 
 @lru_cache(maxsize=1)

@@ -16,7 +16,7 @@ from face_dedup_api.app import Dependencies, app, configure
 from face_dedup_api.images import ImageSigner
 
 logger = Logger(service="face-dedup-api")
-tracer = Tracer(service="face-dedup-api")
+tracer = Tracer(service="face-dedup-api", auto_patch=False)  # see tests/infra/test_traces.py
 
 
 @lru_cache(maxsize=1)

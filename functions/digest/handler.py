@@ -19,7 +19,7 @@ from face_dedup.ports import Notifier
 from face_dedup.settings import Settings
 
 logger = Logger(service="face-dedup-digest")
-tracer = Tracer(service="face-dedup-digest")
+tracer = Tracer(service="face-dedup-digest", auto_patch=False)  # see tests/infra/test_traces.py
 metrics = Metrics(namespace="FaceDedup", service="digest")
 
 

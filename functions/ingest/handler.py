@@ -24,7 +24,7 @@ from face_dedup.ingest import Ingestor
 from face_dedup.settings import Settings
 
 logger = Logger(service="face-dedup-ingest")
-tracer = Tracer(service="face-dedup-ingest")
+tracer = Tracer(service="face-dedup-ingest", auto_patch=False)  # see tests/infra/test_traces.py
 metrics = Metrics(namespace="FaceDedup", service="ingest")
 processor = BatchProcessor(event_type=EventType.SQS)
 

@@ -17,7 +17,7 @@ from face_dedup.service import DedupService
 from face_dedup.settings import Settings
 
 logger = Logger(service="face-dedup-reconcile")
-tracer = Tracer(service="face-dedup-reconcile")
+tracer = Tracer(service="face-dedup-reconcile", auto_patch=False)  # see tests/infra/test_traces.py
 metrics = Metrics(namespace="FaceDedup", service="reconcile")
 
 

@@ -30,7 +30,7 @@ from face_dedup.service import DedupService, StagedDecision
 from face_dedup.settings import Settings
 
 logger = Logger(service="face-dedup-workflow")
-tracer = Tracer(service="face-dedup-workflow")
+tracer = Tracer(service="face-dedup-workflow", auto_patch=False)  # see tests/infra/test_traces.py
 metrics = Metrics(namespace="FaceDedup", service="workflow")
 
 
