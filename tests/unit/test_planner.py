@@ -15,9 +15,12 @@ from typer.testing import CliRunner
 
 from face_dedup import calibration as cal
 from face_dedup import planner
+from face_dedup.bootstrap import load_tail
 from face_dedup.calibration import ImpostorTail
 from face_dedup.cli import app
 from face_dedup.errors import ConfigError
+from face_dedup.models.registry import PACKS, get_pack
+from face_dedup.settings import Settings
 
 TAIL = ImpostorTail("p", "test", 10_000_000, ((-2.0, 0.30), (-3.0, 0.36), (-4.0, 0.42), (-5.0, 0.47)))
 
@@ -236,3 +239,15 @@ def test_cli_plans_the_shipped_pack_with_json_and_plot(tmp_path: Path) -> None:
     assert bad.exit_code == 1 and "duplicate share" in bad.output
     human = runner.invoke(app, ["plan", "15000000", "--data-dir", str(tmp_path)])
     assert human.exit_code == 0 and "15,000,000 faces" in human.output and "<- recommended" in human.output
+
+
+@pytest.mark.parametrize("pack_id", sorted(PACKS))
+def test_every_shipped_pack_ships_a_genuine_curve_matching_its_calibration(
+    pack_id: str, tmp_path: Path
+) -> None:
+    settings = Settings.load(data_dir=tmp_path, model_pack=pack_id)
+    tail = load_tail(settings, get_pack(pack_id))
+    genuine = planner.load_genuine(tmp_path, pack_id)
+    assert genuine.kind == "pairs" and genuine.scores > 4000
+    # LFW's TAR at FMR 1e-3 (BENCHMARKS: 98.5% / 98.3%) read back from the two files
+    assert 0.97 < genuine.recall_at(tail.threshold_for_fmr(1e-3)) < 0.99
