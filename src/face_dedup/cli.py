@@ -795,6 +795,10 @@ def plan_operating_point(
     threshold: Annotated[
         list[float] | None, typer.Option(help="Also evaluate this threshold (repeat).")
     ] = None,
+    years: Annotated[
+        list[float] | None,
+        typer.Option(help="Also plan the first size grown by this many years of --daily (repeat)."),
+    ] = None,
     genuine: Annotated[
         Path | None,
         typer.Option(help="A genuine-score curve file (default: the registry's, else the pack's)."),
@@ -821,13 +825,14 @@ def plan_operating_point(
         )
         target = settings.target_fpir if target_fpir is None else target_fpir
         work = planner.Workload(daily, duplicate_share, minutes_per_case, officer_hours)
+        sizes = [*gallery, *(planner.projected_size(gallery[0], work, y) for y in years or ())]
         forced = planner.in_force_thresholds(
-            tail, gallery, settings.target_fpir, settings.duplicate_fpir, settings.review_floor_fmr
+            tail, sizes, settings.target_fpir, settings.duplicate_fpir, settings.review_floor_fmr
         )
         result = planner.plan(
             tail,
             curve,
-            gallery,
+            sizes,
             work,
             target_fpir=target,
             min_recall=min_recall,
@@ -835,9 +840,7 @@ def plan_operating_point(
             thresholds=threshold or (),
         )
         svg = (
-            planner.render_svg(result, planner.det_curves(tail, curve, sorted(set(gallery))))
-            if plot
-            else None
+            planner.render_svg(result, planner.det_curves(tail, curve, sorted(set(sizes)))) if plot else None
         )
         return result, svg
 

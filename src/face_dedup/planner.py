@@ -188,6 +188,14 @@ class OperatingPlan:
         return asdict(self)
 
 
+def projected_size(now: int, work: Workload, years: float) -> int:
+    """Faces enrolled after `years` of this workload: every application that is not a duplicate
+    becomes a new face (a slight overestimate: duplicates missed are enrolled too)."""
+    if years < 0:
+        raise ValueError("years must not be negative")
+    return now + round(work.daily_searches * (1 - work.duplicate_share) * 365 * years)
+
+
 def false_alarms_per_search(fmr: float, gallery_size: int) -> float:
     return -math.expm1(gallery_size * math.log1p(-min(fmr, 1 - 1e-16)))
 

@@ -61,6 +61,13 @@ def test_workload_is_cases_times_minutes() -> None:
     assert not row.extrapolated  # 0.45 lies inside the measured tail (up to 0.47)
 
 
+def test_projected_sizes_grow_by_the_new_people_a_day() -> None:
+    assert planner.projected_size(10_000, WORK, 2) == 10_000 + 980 * 730
+    assert planner.projected_size(10_000, WORK, 0) == 10_000
+    with pytest.raises(ValueError, match="years"):
+        planner.projected_size(10_000, WORK, -1)
+
+
 def test_every_figure_beyond_the_measured_tail_is_marked() -> None:
     result = planner.plan(TAIL, GENUINE, [100, 10_000_000], WORK, target_fpir=0.01)
     small, large = result.sizes
@@ -237,6 +244,8 @@ def test_cli_plans_the_shipped_pack_with_json_and_plot(tmp_path: Path) -> None:
     assert text.startswith("<svg") and text.count("<polyline") >= 2 and "1,000,000 faces" in text
     bad = runner.invoke(app, ["plan", "10", "--duplicate-share", "2", "--data-dir", str(tmp_path)])
     assert bad.exit_code == 1 and "duplicate share" in bad.output
+    grown = runner.invoke(app, ["plan", "10000", "--years", "1", "--data-dir", str(tmp_path), "--json"])
+    assert [s["gallery_size"] for s in json.loads(grown.output)["sizes"]] == [10_000, 10_000 + 990 * 365]
     human = runner.invoke(app, ["plan", "15000000", "--data-dir", str(tmp_path)])
     assert human.exit_code == 0 and "15,000,000 faces" in human.output and "<- recommended" in human.output
 
