@@ -315,3 +315,31 @@ def test_cfn_lint_finds_nothing_in_the_abis_resources(template: dict[str, Any], 
     )
     rules = set(re.findall(r":([EWI]\d{4}):", result.stdout))
     assert rules <= {"W3005"}, result.stdout  # W3005: CDK's redundant DependsOn, as in the default stack
+
+
+@pytest.mark.slow
+def test_active_standby_puts_two_brokers_in_two_zones(tmp_path: Path) -> None:
+    from aws_cdk.assertions import Template
+
+    from app import build_app
+
+    for name in ("runtime", "models"):
+        (tmp_path / "layers" / name).mkdir(parents=True)
+        (tmp_path / "layers" / name / "README").write_text("placeholder\n")
+    context = {
+        "face-dedup:layers-dir": str(tmp_path / "layers"),
+        "face-dedup:mosip-abis": "true",
+        "face-dedup:mosip-abis-deployment": "active-standby",
+    }
+    _, stack = build_app(str(tmp_path / "cdk.out"), context)
+    t = dict(Template.from_stack(stack).to_json())
+    props = _one(t, "AWS::AmazonMQ::Broker")[1]["Properties"]
+    assert props["DeploymentMode"] == "ACTIVE_STANDBY_MULTI_AZ"
+    assert len({json.dumps(s) for s in props["SubnetIds"]}) == 2
+    # the function gets every STOMP endpoint (both instances), comma-joined
+    env = _abis(t)["Environment"]["Variables"]
+    broker = _one(t, "AWS::AmazonMQ::Broker")[0]
+    assert env["FACE_DEDUP_ABIS_BROKER_URL"] == {
+        "Fn::Join": [",", {"Fn::GetAtt": [broker, "StompEndpoints"]}]
+    }
+    assert abis_problems(t) == []
