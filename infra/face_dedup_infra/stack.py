@@ -145,6 +145,7 @@ class FaceDedupStack(Stack):
                 vpc=network.vpc,
                 functions_sg=network.functions_sg,
                 key=key,
+                alarm_topic=notifications.operations,
             )
         search.provision_index(
             functions.roles, settings, layer=functions.runtime_layer, security_group=network.functions_sg

@@ -175,6 +175,18 @@ def abis_problems(template: dict[str, Any]) -> list[str]:
         found.append("broker: logs off")
     if any("{{resolve:secretsmanager:" not in json.dumps(u["Password"]) for u in bp.get("Users", [])):
         found.append("broker: a password in the template")
+    # 9. a request in the dead-letter queue tells the operators
+    broker_name = bp.get("BrokerName")
+    operations = _logical("NotificationsOperations", template, ("AWS::SNS::Topic",))
+    dlq = f"DLQ.{env.get('FACE_DEDUP_ABIS_REQUEST_QUEUE')}"
+    if not any(
+        a["Properties"].get("Namespace") == "AWS/AmazonMQ"
+        and {"Name": "Queue", "Value": dlq} in a["Properties"].get("Dimensions", [])
+        and {"Name": "Broker", "Value": broker_name} in a["Properties"].get("Dimensions", [])
+        and f'"{operations}"' in json.dumps(a["Properties"].get("AlarmActions", []))
+        for a in _of(template, "AWS::CloudWatch::Alarm").values()
+    ):
+        found.append("abis: no alarm to the operations topic on the dead-letter queue")
     return found
 
 
@@ -278,6 +290,11 @@ FAULTS: dict[str, Callable[[dict[str, Any]], None]] = {
     "public broker": lambda t: _one(t, "AWS::AmazonMQ::Broker")[1]["Properties"].update(
         PubliclyAccessible=True
     ),
+    "no dead-letter alarm": lambda t: [
+        t["Resources"].pop(k)
+        for k, v in list(_of(t, "AWS::CloudWatch::Alarm").items())
+        if v["Properties"].get("Namespace") == "AWS/AmazonMQ"
+    ],
     "plaintext password": lambda t: _one(t, "AWS::AmazonMQ::Broker")[1]["Properties"]["Users"][0].update(
         Password="hunter2hunter2"
     ),

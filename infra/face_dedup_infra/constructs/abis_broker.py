@@ -22,14 +22,17 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
-from aws_cdk import Acknowledgment, Fn, Stack, Validations
+from aws_cdk import Acknowledgment, Duration, Fn, Stack, Validations
 from aws_cdk import aws_amazonmq as mq
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
 from constructs import Construct, IConstruct
 
 from face_dedup import permissions, wiring
@@ -127,6 +130,7 @@ class AbisBroker(Construct):
         vpc: ec2.IVpc,
         functions_sg: ec2.ISecurityGroup,
         key: kms.IKey,
+        alarm_topic: sns.ITopic,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -181,7 +185,7 @@ class AbisBroker(Construct):
         self.broker = mq.CfnBroker(
             self,
             "Broker",
-            broker_name=f"{stack.stack_name}-abis"[:50],
+            broker_name=f"{stack.stack_name}-abis"[:50],  # the alarm's Broker dimension too
             engine_type="ACTIVEMQ",
             engine_version=options.engine_version,
             auto_minor_version_upgrade=True,
@@ -260,6 +264,26 @@ class AbisBroker(Construct):
                 "(a token CloudFormation resolves, which the rule cannot read); the subnets have no "
                 "internet route.",
             )
+        # A request that failed every delivery waits in DLQ.<queue>: operators are told at once.
+        broker_name = f"{stack.stack_name}-abis"[:50]
+        self.dead_letters_alarm = cloudwatch.Alarm(
+            self,
+            "DeadLetters",
+            metric=cloudwatch.Metric(
+                namespace="AWS/AmazonMQ",
+                metric_name="QueueSize",
+                dimensions_map={"Broker": broker_name, "Queue": f"DLQ.{options.request_queue}"},
+                statistic="Maximum",
+                period=Duration.minutes(5),
+            ),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            alarm_description="MOSIP requests the ABIS could not answer wait in the dead-letter queue",
+        )
+        self.dead_letters_alarm.add_alarm_action(actions.SnsAction(alarm_topic))
+        self.dead_letters_alarm.add_ok_action(actions.SnsAction(alarm_topic))
         _ack(
             self.secret,
             "SMG4",
