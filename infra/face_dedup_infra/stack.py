@@ -169,6 +169,7 @@ class FaceDedupStack(Stack):
             functions=list(functions.by_name.values()),
             reconcile=reconcile,
             domain=search.domain,
+            tenants=config.tenants,  # drift alarms per tenant (case and rejection rates)
         )
         self.functions = functions
         self.workflow = workflow

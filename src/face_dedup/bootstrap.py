@@ -16,7 +16,7 @@ from face_dedup.adapters.private_files import prepare_data_dir
 from face_dedup.adapters.sqlite_metrics import SqliteDriftStore
 from face_dedup.adapters.sqlite_store import SqliteRecordStore
 from face_dedup.calibration import ImpostorTail
-from face_dedup.drift import DriftRecorder
+from face_dedup.drift import DriftRecorder, DriftStore
 from face_dedup.errors import ConfigError, ModelError
 from face_dedup.ingest import Ingestor, StepFunctionsStarter, WorkflowStarter
 from face_dedup.models.custom import find_pack
@@ -250,6 +250,7 @@ def build_function(settings: Settings, name: str) -> FunctionParts:
         wiring.OFFICERS: lambda: _sns_notifier(settings),
         wiring.WORKFLOW: lambda: _starter(settings),
         wiring.ARCHIVE: lambda: _s3_store(settings, settings.audit_archive_bucket, "audit/", kms=True),
+        wiring.DRIFT: _emf_drift,
     }
     ports = {
         port: _Declared(name, port, build() if port in spec.uses else None, spec.methods(port))
@@ -265,6 +266,8 @@ def build_function(settings: Settings, name: str) -> FunctionParts:
         cast(Notifier, ports[wiring.NOTIFIER]),
         load_tail(settings, pack),
     )
+    if wiring.DRIFT in spec.uses:  # the drift aggregates as CloudWatch metrics (EMF)
+        service.drift = DriftRecorder(cast(DriftStore, ports[wiring.DRIFT]))
     return FunctionParts(
         service,
         cast(BlobStore, ports[wiring.UPLOADS]),
@@ -272,6 +275,12 @@ def build_function(settings: Settings, name: str) -> FunctionParts:
         cast(Notifier, ports[wiring.OFFICERS]),
         cast(BlobStore, ports[wiring.ARCHIVE]),
     )
+
+
+def _emf_drift() -> DriftStore:
+    from face_dedup.adapters.emf_drift import EmfDriftStore
+
+    return EmfDriftStore()
 
 
 def _dynamodb_store(settings: Settings) -> RecordStore:

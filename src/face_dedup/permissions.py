@@ -29,6 +29,7 @@ class Adapter:
     service: str  # botocore service name, or "es" for the OpenSearch REST client
 
 
+EMF = "emf"  # metrics written to the function's own log: no AWS API call, no endpoint
 ADAPTERS: dict[str, Adapter] = {
     wiring.INDEX: Adapter("adapters/opensearch_index.py", "OpenSearchVectorIndex", "es"),
     wiring.STORE: Adapter("adapters/dynamodb_store.py", "DynamoRecordStore", "dynamodb"),
@@ -38,6 +39,7 @@ ADAPTERS: dict[str, Adapter] = {
     wiring.OFFICERS: Adapter("adapters/sns_notifier.py", "SnsNotifier", "sns"),
     wiring.WORKFLOW: Adapter("ingest.py", "StepFunctionsStarter", "stepfunctions"),
     wiring.ARCHIVE: Adapter("adapters/s3_blobs.py", "S3BlobStore", "s3"),
+    wiring.DRIFT: Adapter("adapters/emf_drift.py", "EmfDriftStore", EMF),
 }
 # IAM names where they differ from the API operation (IAM's "Actions defined by" tables).
 IAM_OVERRIDES = {
@@ -267,7 +269,7 @@ def key_needs(found: set[Need]) -> set[Need]:
 
 def services(spec: wiring.FunctionSpec) -> set[str]:
     """The AWS services the function calls (botocore names; "es" for the domain)."""
-    return {ADAPTERS[port].service for port in spec.uses}
+    return {ADAPTERS[port].service for port in spec.uses} - {EMF}
 
 
 def iter_all() -> Iterator[tuple[wiring.FunctionSpec, set[Need]]]:

@@ -22,6 +22,9 @@ NOTIFIER = "notifier"  # the case-notification queue (SQS)
 OFFICERS = "officers"  # the officers' case topic (SNS), written by the digest only
 WORKFLOW = "workflow"  # the Step Functions state machine, started by ingest only
 ARCHIVE = "archive"  # the audit archive bucket (S3 Object Lock, compliance mode)
+# drift.py's aggregates as CloudWatch metrics: EMF lines in the function's own log (no API call,
+# so no IAM action and no endpoint), declared by every function that commits a decision.
+DRIFT = "drift"
 
 # Every method of a port, for functions that serve every use case (the review API).
 ALL = ("*",)
@@ -67,6 +70,7 @@ PORT_SETTINGS: dict[str, tuple[str, ...]] = {
     OFFICERS: ("sns_topic_arn", "aws_region"),
     WORKFLOW: ("state_machine_arn", "aws_region"),
     ARCHIVE: ("audit_archive_bucket", "kms_key_id", "aws_region"),
+    DRIFT: (),  # the namespace is fixed (adapters/emf_drift.py); nothing to configure
 }
 # Read by every function that builds the service (thresholds, model pack, scratch space).
 SERVICE_SETTINGS = ("model_pack", "target_fpir", "data_dir", "models_dir")
@@ -85,6 +89,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
                 BLOBS: ("put",),
                 UPLOADS: ("get",),
                 WORKFLOW: ("start",),
+                DRIFT: ("add",),  # rejections at ingest are final decisions
             },
             engine=True,
             settings=SERVICE_SETTINGS,
@@ -122,6 +127,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
                 ),
                 NOTIFIER: ("notify",),  # a concurrent-enrollment case
                 BLOBS: ("delete_prefix",),  # a verified selfie's photos are not kept
+                DRIFT: ("add",),  # enrolled, review, duplicate, verified
             },
             settings=(*SERVICE_SETTINGS, "review_link_base"),
             memory=1024,
@@ -141,7 +147,11 @@ FUNCTIONS: dict[str, FunctionSpec] = {
             name="record_failure",
             handler="handler.record_failure",
             code_dir="workflow",
-            uses={STORE: (*STAGED_READS, "commit", "drop_staged"), BLOBS: ("delete_prefix",)},
+            uses={
+                STORE: (*STAGED_READS, "commit", "drop_staged"),
+                BLOBS: ("delete_prefix",),
+                DRIFT: ("add",),  # a failed workflow's rejection
+            },
             settings=SERVICE_SETTINGS,
             memory=512,
             description="workflow: record the failure as a rejected item; drop the staged photos",

@@ -401,7 +401,9 @@ def upload(cloud: dict[str, Any], key: str, data: bytes) -> None:
     cloud["s3"].put_object(Bucket="uploads", Key=key, Body=data)
 
 
-def test_uploads_to_decisions_on_emulated_aws(cloud: dict[str, Any], faces_root: Path) -> None:
+def test_uploads_to_decisions_on_emulated_aws(
+    cloud: dict[str, Any], faces_root: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     upload(
         cloud,
         "imports/tenant-a/batch 1/manifest.csv",
@@ -432,6 +434,19 @@ def test_uploads_to_decisions_on_emulated_aws(cloud: dict[str, Any], faces_root:
     assert candidate is not None and candidate.application_id == "APP-001"
     rejected = [e for e in store.audit_events(tenant="tenant-a") if e.action == "import.rejected"]
     assert len(rejected) == 1 and rejected[0].details["reason"] == "UNDECODABLE"
+    # Drift in the cloud: each decision, by the function that made it (ingest's rejection,
+    # complete's enrollments and case), wrote one EMF line of tenant-a's metrics to its log.
+    emitted: dict[str, float] = {}
+    for line in capfd.readouterr().out.splitlines():
+        if line.startswith("{") and '"FaceDedup/Drift"' in line:
+            record = json.loads(line)
+            assert record["tenant"] == "tenant-a" and "APP-" not in line
+            for name in [m["Name"] for m in record["_aws"]["CloudWatchMetrics"][0]["Metrics"]]:
+                if name.startswith("outcome_"):
+                    values = record[name] if isinstance(record[name], list) else [record[name]]
+                    emitted[name] = emitted.get(name, 0) + sum(values)
+    assert emitted.get("outcome_enrolled") == 2 and emitted.get("outcome_rejected") == 1
+    assert emitted.get("outcome_review", 0) + emitted.get("outcome_duplicate", 0) == 1
 
     assert deliver_notifications(cloud) == {"notifications": 1, "messages": 1}
     notes = (

@@ -227,6 +227,28 @@ def problems(template: dict[str, Any]) -> list[str]:
             found.append(f"{state_name}: a transient error that outlasts the retries becomes a rejection")
     found += verify_fits_the_platform(template)
     found += receipt_names_the_backups(template)
+    found += drift_alarms_per_tenant(template)
+    return found
+
+
+def drift_alarms_per_tenant(template: dict[str, Any]) -> list[str]:
+    """Every tenant of the deployment (cdk.json's `tenants`) has its case-rate and rejection-rate
+    alarms on the drift metrics the deciding functions write (their action is checked above)."""
+    from face_dedup.adapters.emf_drift import NAMESPACE
+
+    context = json.loads((Path(__file__).resolve().parents[2] / "infra" / "cdk.json").read_text())["context"]
+    tenants = str(context.get("face-dedup:tenants", "default")).split(",")
+    found = []
+    for tenant in tenants:
+        watched = [
+            a
+            for a in _of(template, "AWS::CloudWatch::Alarm").values()
+            if NAMESPACE in json.dumps(a) and f'"Value": "{tenant}"' in json.dumps(a)
+        ]
+        names = json.dumps(watched)
+        for metric in ("outcome_review", "outcome_rejected"):
+            if metric not in names:
+                found.append(f"tenant {tenant}: no drift alarm on {metric}")
     return found
 
 
@@ -340,7 +362,9 @@ def test_what_each_function_needs_comes_from_the_adapter_code() -> None:
     assert not any(n.resource == wiring.INDEX for n in needs["ingest"])  # ingest stays out of the VPC
     for port in permissions.ADAPTERS:  # every public adapter method maps to known IAM actions
         spec = wiring.FunctionSpec("probe", "h", "d", {port: wiring.ALL})
-        assert permissions.needs(spec), port
+        # drift metrics go to the function's own log (EMF): no action, no endpoint
+        assert bool(permissions.needs(spec)) is (port != wiring.DRIFT), port
+    assert not permissions.services(wiring.FUNCTIONS["complete"]) & {permissions.EMF, "logs"}
 
 
 def _function(t: dict[str, Any], name: str) -> dict[str, Any]:
@@ -427,6 +451,12 @@ def _waf_body_rule_counted(t: dict[str, Any]) -> None:
             group["RuleActionOverrides"] = [{"Name": "SizeRestrictions_BODY", "ActionToUse": {"Count": {}}}]
 
 
+def _drop_drift_alarms(t: dict[str, Any]) -> None:
+    for k, alarm in list(_of(t, "AWS::CloudWatch::Alarm").items()):
+        if "FaceDedup/Drift" in json.dumps(alarm):
+            del t["Resources"][k]
+
+
 def _pitr_longer(t: dict[str, Any]) -> None:
     for table in _of(t, "AWS::DynamoDB::Table").values():
         table["Properties"]["PointInTimeRecoverySpecification"]["RecoveryPeriodInDays"] = 90
@@ -444,6 +474,7 @@ FAULTS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         "the firewall's 8 KB body rule is off",
     ),
     "verify photos never verified are kept": (_verify_photos_kept, "not expired within a day"),
+    "no drift alarms": (_drop_drift_alarms, "no drift alarm on outcome_review"),
     "erase receipt understates the backup window": (
         _pitr_longer,
         "erase receipt: point-in-time recovery stated",

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
@@ -11,6 +13,15 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 AT_LEAST = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+# Drift alarms, per tenant and UTC day, on the metrics adapters/emf_drift.py writes. Thresholds,
+# not anomaly bands: a band needs weeks of history and a new registry has none, while these
+# bounds say plainly what operations should look at. A day with fewer than DRIFT_MIN_DECIDED
+# decisions is not judged (drift.py's minimum count too).
+DRIFT_NAMESPACE = "FaceDedup/Drift"
+OUTCOMES = ("enrolled", "review", "duplicate", "verified", "rejected")
+CASE_RATE_PERCENT = 10  # cases (review + duplicate) per decision; ~1% expected at target FPIR 0.01
+REJECTION_RATE_PERCENT = 25  # rejected photos per decision (a dark camera, a new site)
+DRIFT_MIN_DECIDED = 100
 
 
 class Monitoring(Construct):
@@ -31,6 +42,7 @@ class Monitoring(Construct):
         domain: opensearch.Domain,
         topic: sns.ITopic,
         reconcile: object | None = None,
+        tenants: tuple[str, ...] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         self.alarms: list[cloudwatch.Alarm] = []
@@ -150,6 +162,7 @@ class Monitoring(Construct):
             "the nightly reconcile repaired the index (an interrupted write happened: look why)",
         )
 
+        rates = [self._drift_alarms(tenant, alarm) for tenant in tenants]
         dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=None)
         dashboard.add_widgets(
             cloudwatch.GraphWidget(
@@ -172,4 +185,47 @@ class Monitoring(Construct):
             ),
             cloudwatch.GraphWidget(title="function duration", left=[f.metric_duration() for f in functions]),
             cloudwatch.AlarmStatusWidget(title="alarms", alarms=self.alarms),
+            *(
+                cloudwatch.GraphWidget(title=f"drift: {tenant} (% of decisions per day)", left=list(pair))
+                for tenant, pair in zip(tenants, rates, strict=True)
+            ),
         )
+
+    @staticmethod
+    def _drift_alarms(tenant: str, alarm: Any) -> tuple[cloudwatch.MathExpression, cloudwatch.MathExpression]:
+        """Case rate and rejection rate of one tenant's day, each with its alarm."""
+        counts = {
+            outcome: cloudwatch.Metric(
+                namespace=DRIFT_NAMESPACE,
+                metric_name=f"outcome_{outcome}",
+                dimensions_map={"tenant": tenant},
+                statistic="Sum",
+                period=Duration.days(1),
+            )
+            for outcome in OUTCOMES
+        }
+        decided = " + ".join(f"FILL({o}, 0)" for o in OUTCOMES)
+
+        def rate(label: str, numerator: str) -> cloudwatch.MathExpression:
+            return cloudwatch.MathExpression(
+                expression=f"IF(({decided}) >= {DRIFT_MIN_DECIDED}, 100 * ({numerator}) / ({decided}), 0)",
+                using_metrics=dict(counts),
+                label=label,
+                period=Duration.days(1),
+            )
+
+        cases = rate("case rate", "FILL(review, 0) + FILL(duplicate, 0)")
+        rejections = rate("rejection rate", "FILL(rejected, 0)")
+        alarm(
+            f"DriftCaseRate-{tenant}",
+            cases,
+            f"tenant {tenant}: over {CASE_RATE_PERCENT}% of a day's decisions opened a case",
+            threshold=CASE_RATE_PERCENT,
+        )
+        alarm(
+            f"DriftRejectionRate-{tenant}",
+            rejections,
+            f"tenant {tenant}: over {REJECTION_RATE_PERCENT}% of a day's photos were rejected",
+            threshold=REJECTION_RATE_PERCENT,
+        )
+        return cases, rejections
