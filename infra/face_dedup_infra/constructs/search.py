@@ -145,15 +145,27 @@ class SearchDomain(Construct):
             properties={"ReadRoleArns": readers, "WriteRoleArns": writers},
         )
         self.index_setup.node.add_dependency(self.domain)
-        # The domain's resource policy admits exactly the roles that reach it; inside, the
+        # The domain's resource policy admits exactly the roles that reach it, each with only the
+        # HTTP verbs its own code sends (a same-account resource policy adds to the role's own
+        # policy: granting every verb here would undo the role's least privilege); inside, the
         # security plugin's role mapping (above) limits each to read or write.
-        self.domain.add_access_policies(
+        from face_dedup import permissions
+
+        statements = [
             iam.PolicyStatement(
-                principals=[
-                    *(roles[s.name] for s in map(wiring.function_spec, roles) if s.in_vpc),
-                    self.master_role,
-                ],
+                principals=[self.master_role],
                 actions=["es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost", "es:ESHttpPut", "es:ESHttpDelete"],
                 resources=[f"{self.domain.domain_arn}/*"],
             )
-        )
+        ]
+        for spec in map(wiring.function_spec, roles):
+            verbs = sorted(n.action for n in permissions.needs(spec) if n.resource == wiring.INDEX)
+            if spec.in_vpc and verbs:
+                statements.append(
+                    iam.PolicyStatement(
+                        principals=[roles[spec.name]],
+                        actions=verbs,
+                        resources=[f"{self.domain.domain_arn}/*"],
+                    )
+                )
+        self.domain.add_access_policies(*statements)

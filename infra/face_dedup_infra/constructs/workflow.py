@@ -123,5 +123,7 @@ class DedupWorkflow(Construct):
             tracing_enabled=True,
             # no execution data: inputs carry upload keys and application ids
             logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
-            timeout=Duration.minutes(15),
+            # longer than every task's full retry schedule together (5 tasks x ~18 min of
+            # retries + their attempts): the execution's own timeout must not cut retries short
+            timeout=Duration.hours(2),
         )
