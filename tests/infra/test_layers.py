@@ -73,6 +73,9 @@ def test_runtime_layer_is_the_arm64_closure_without_runtime_provided_packages(la
         "pillow_heif",
         "aws_lambda_powertools",
         "opensearchpy",
+        "stomp",  # the MOSIP ABIS function (replies over STOMP, datashare over httpx)
+        "httpx",
+        "defusedxml",
     ):
         assert (python / needed).is_dir(), needed
     for excluded in ("boto3", "botocore", "sympy", "grpc", "cv2/data"):
