@@ -7,6 +7,7 @@
 - The domain's resource policy: a same-account resource policy ADDS to a role's own policy,
   so it must name each function's role with only the verbs that function's code sends; and the
   deploy-time role mapping puts each role in the security-plugin role its declaration implies.
+- The firewall's log redacts every credential header the API reads.
 - The workflow's own timeout is longer than all of its tasks' retries (else a retried transient
   cause ends as a timed-out execution halfway through the backoff).
 
@@ -141,6 +142,19 @@ def workflow_span(t: dict[str, Any]) -> tuple[float, float]:
     return total, float(definition.get("TimeoutSeconds", 1e12))
 
 
+def credential_headers() -> set[str]:
+    """Request headers the API reads that carry a credential (read from its code, lower-case)."""
+    api = Path(__file__).resolve().parents[2] / "src" / "face_dedup_api"
+    names = {
+        m.lower()
+        for f in api.rglob("*.py")
+        for m in re.findall(r'headers\.get\(\s*"([A-Za-z0-9-]+)"', f.read_text(encoding="utf-8"))
+    }
+    found = {n for n in names if "token" in n or "auth" in n} | {"authorization"}
+    assert "x-capture-token" in found, names  # the pattern reads the code's form
+    return found
+
+
 def problems(t: dict[str, Any]) -> list[str]:
     found: list[str] = []
     functions = _functions(t)
@@ -217,7 +231,14 @@ def problems(t: dict[str, Any]) -> list[str]:
     for principal, actions in policy.items():
         if "*" in principal or "es:*" in actions:
             found.append(f"the domain's access policy grants {sorted(actions)} to {principal}")
-    # 5. retries fit the execution's own timeout
+    # 5. the firewall's log (kept a year) holds no credential the API reads from a header
+    logging = next(iter(_of(t, "AWS::WAFv2::LoggingConfiguration").values()))["Properties"]
+    redacted = {
+        f["SingleHeader"]["Name"].lower() for f in logging.get("RedactedFields", []) if "SingleHeader" in f
+    }
+    for header in sorted(credential_headers() - redacted):
+        found.append(f"firewall log: the {header} header is logged in clear")
+    # 6. retries fit the execution's own timeout
     span, timeout = workflow_span(t)
     if span > timeout:
         found.append(f"workflow: its tasks' retries take up to {span:.0f} s, its timeout is {timeout:.0f} s")
@@ -287,7 +308,13 @@ def _workflow_timeout(seconds: int) -> Callable[[dict[str, Any]], None]:
     return mutate
 
 
+def _capture_token_logged(t: dict[str, Any]) -> None:
+    logging = next(iter(_of(t, "AWS::WAFv2::LoggingConfiguration").values()))["Properties"]
+    logging["RedactedFields"] = [{"SingleHeader": {"Name": "authorization"}}]
+
+
 FAULTS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
+    "the capture token in the firewall's log": (_capture_token_logged, "x-capture-token header is logged"),
     "the domain's security group admits nobody": (_domain_sg_ingress_dropped, "does not admit it on 443"),
     "the SQS endpoint's security group closed": (_sqs_endpoint_closed, "sqs endpoint's security group"),
     "the SQS endpoint without private DNS": (_sqs_endpoint_no_dns, "sqs endpoint has no private DNS"),

@@ -264,7 +264,10 @@ def test_log_groups_encrypted_waf_rate_limited_and_logged(synthesized: tuple[Any
     rates = [r for r in acl["Properties"]["Rules"] if "RateBasedStatement" in r["Statement"]]
     assert rates and rates[0]["Action"] == {"Block": {}}
     logging = next(iter(resources(template, "AWS::WAFv2::LoggingConfiguration").values()))
-    assert logging["Properties"]["RedactedFields"] == [{"SingleHeader": {"Name": "authorization"}}]
+    assert logging["Properties"]["RedactedFields"] == [
+        {"SingleHeader": {"Name": "authorization"}},
+        {"SingleHeader": {"Name": "x-capture-token"}},
+    ]
 
 
 def test_console_sign_in_has_no_implicit_flow_and_hides_user_existence(

@@ -194,8 +194,11 @@ class ReviewApi(Construct):
                     arn_format=ArnFormat.COLON_RESOURCE_NAME,
                 )
             ],
+            # credentials never reach the firewall's log: the officers' token and the capture
+            # link's token (its payload names the tenant and the application, in base64)
             redacted_fields=[
-                wafv2.CfnLoggingConfiguration.FieldToMatchProperty(single_header={"Name": "authorization"})
+                wafv2.CfnLoggingConfiguration.FieldToMatchProperty(single_header={"Name": name})
+                for name in ("authorization", "x-capture-token")
             ],
         )
         wafv2.CfnWebACLAssociation(
