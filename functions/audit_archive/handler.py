@@ -1,8 +1,9 @@
 """The audit trail, write-once: the audit table's stream delivers every new entry, and this
 function copies it to the archive bucket, whose Object Lock (compliance mode) keeps any
 principal, the account's root included, from changing or deleting it before its retention
-ends. The table is append-only for the service's roles; the archive is append-only for
-everyone, so a rewritten table entry is told apart from the archived original."""
+ends. The service only appends to the table (conditional puts), but IAM cannot make a role's
+PutItem conditional: an entry rewritten or removed in the table is counted here and alarmed;
+the archive is append-only for everyone, so it is told apart from the archived original."""
 
 from __future__ import annotations
 
@@ -40,8 +41,16 @@ def archive_key(entry: dict[str, Any]) -> str:
 
 
 def record_handler(record: DynamoDBRecord) -> None:
-    if record.event_name is None or record.event_name.name != "INSERT" or record.dynamodb is None:
-        return  # the service's roles cannot modify or remove entries; nothing else to copy
+    kind = record.event_name.name if record.event_name is not None else ""
+    if kind in ("MODIFY", "REMOVE"):
+        # The service never rewrites or deletes an entry (conditional puts, no TTL on the table),
+        # but IAM cannot make a role's PutItem conditional: an entry rewritten or removed anyway
+        # is counted and alarmed (the archive keeps the original; nothing of the entry is logged).
+        metrics.add_metric(name="AuditEntriesRewritten", unit=MetricUnit.Count, value=1)
+        logger.warning("audit entry rewritten or removed in the table", change=kind)
+        return
+    if kind != "INSERT" or record.dynamodb is None:
+        return
     entry = record.dynamodb.new_image
     body = json.dumps(entry, sort_keys=True, default=str).encode("utf-8")
     archive().put(archive_key(entry), body, "application/json")

@@ -7,7 +7,8 @@
 - The domain's resource policy: a same-account resource policy ADDS to a role's own policy,
   so it must name each function's role with only the verbs that function's code sends; and the
   deploy-time role mapping puts each role in the security-plugin role its declaration implies.
-- The firewall's log redacts every credential header the API reads.
+- The firewall's log redacts every credential header the API reads; an audit entry rewritten
+  in the table is alarmed.
 - The workflow's own timeout is longer than all of its tasks' retries (else a retried transient
   cause ends as a timed-out execution halfway through the backoff).
 
@@ -238,7 +239,13 @@ def problems(t: dict[str, Any]) -> list[str]:
     }
     for header in sorted(credential_headers() - redacted):
         found.append(f"firewall log: the {header} header is logged in clear")
-    # 6. retries fit the execution's own timeout
+    # 6. an audit entry rewritten or removed in the table (the archive function counts it) is alarmed
+    if not any(
+        a["Properties"].get("MetricName") == "AuditEntriesRewritten"
+        for a in _of(t, "AWS::CloudWatch::Alarm").values()
+    ):
+        found.append("no alarm on audit entries rewritten or removed in the table")
+    # 7. retries fit the execution's own timeout
     span, timeout = workflow_span(t)
     if span > timeout:
         found.append(f"workflow: its tasks' retries take up to {span:.0f} s, its timeout is {timeout:.0f} s")
@@ -313,7 +320,14 @@ def _capture_token_logged(t: dict[str, Any]) -> None:
     logging["RedactedFields"] = [{"SingleHeader": {"Name": "authorization"}}]
 
 
+def _no_audit_rewrite_alarm(t: dict[str, Any]) -> None:
+    for k, a in list(_of(t, "AWS::CloudWatch::Alarm").items()):
+        if a["Properties"].get("MetricName") == "AuditEntriesRewritten":
+            del t["Resources"][k]
+
+
 FAULTS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
+    "audit rewrites not alarmed": (_no_audit_rewrite_alarm, "no alarm on audit entries rewritten"),
     "the capture token in the firewall's log": (_capture_token_logged, "x-capture-token header is logged"),
     "the domain's security group admits nobody": (_domain_sg_ingress_dropped, "does not admit it on 443"),
     "the SQS endpoint's security group closed": (_sqs_endpoint_closed, "sqs endpoint's security group"),

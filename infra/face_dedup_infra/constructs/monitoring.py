@@ -144,6 +144,17 @@ class Monitoring(Construct):
             "the index blocks writes",
         )
         alarm(
+            "AuditRewritten",
+            cloudwatch.Metric(
+                namespace="FaceDedup",
+                metric_name="AuditEntriesRewritten",
+                dimensions_map={"service": "audit-archive"},
+                statistic="Sum",
+                period=Duration.minutes(5),
+            ),
+            "an audit entry was rewritten or removed in the table (compare it with the archive)",
+        )
+        alarm(
             "IndexRepaired",
             cloudwatch.MathExpression(
                 expression="added + removed",
