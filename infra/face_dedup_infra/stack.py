@@ -152,7 +152,13 @@ class FaceDedupStack(Stack):
         )
         network.add_endpoints_for(functions.roles)
 
-        self.review = ReviewApi(self, "Review", function=functions.api, callback_urls=config.callback_urls)
+        self.review = ReviewApi(
+            self,
+            "Review",
+            function=functions.api,
+            callback_urls=config.callback_urls,
+            image_bucket=storage.faces,
+        )
         functions.digest_notifications(case_notes.queue)
         functions.archive_audit(tables.tables["audit"])
         functions.set_setting("review_link_base", f"{self.review.api.url}#case=")

@@ -20,7 +20,7 @@ CALLBACKS = "https://console.registry.example/v1/,https://backup.registry.exampl
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def synthesized(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, Any]]:
     from aws_cdk.assertions import Template
 
     from app import build_app
@@ -34,7 +34,12 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         {"face-dedup:layers-dir": str(tmp / "layers"), "face-dedup:callback-urls": CALLBACKS},
     )
     app.synth()  # cdk-nag: any unacknowledged finding raises here
-    return dict(Template.from_stack(stack).to_json())
+    return stack, dict(Template.from_stack(stack).to_json())
+
+
+@pytest.fixture(scope="module")
+def template(synthesized: tuple[Any, dict[str, Any]]) -> dict[str, Any]:
+    return synthesized[1]
 
 
 def _of(template: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -59,3 +64,16 @@ def test_console_config_names_the_deployed_domain_and_client(template: dict[str,
     ]
     markers = json.dumps([d["Properties"]["SourceMarkers"] for d in deployments])
     assert f'"Ref": "{client_id}"' in markers and f'"Ref": "{domain_id}"' in markers
+
+
+def test_console_policy_lets_the_page_reach_the_hosted_ui_token_endpoint(
+    synthesized: tuple[Any, dict[str, Any]],
+) -> None:
+    """signin.js exchanges the code at the hosted UI's token endpoint: the deployed page's CSP
+    must allow that one origin for connect-src, and nothing broader."""
+    stack, template = synthesized
+    (domain_id,) = _of(template, "AWS::Cognito::UserPoolDomain")
+    page = json.dumps(stack.resolve(stack.review.console_page()))
+    connect = page[page.index("connect-src") :].split(";")[0]
+    assert "'self'" in connect and domain_id in connect
+    assert "https:" not in connect.replace("https://", "")

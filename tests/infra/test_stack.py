@@ -306,6 +306,32 @@ def test_console_page_and_assets_come_from_a_bucket_without_a_function(
         assert ":s3:path/" in json.dumps(method["Integration"]["Uri"])
 
 
+def test_console_from_the_bucket_carries_its_security_policy_and_headers(
+    synthesized: tuple[Any, Template],
+) -> None:
+    """S3 sends no security headers: the deployed page holds its CSP (no inline code, calls only
+    to its own origin, faces only from the faces bucket) and API Gateway adds the rest."""
+    stack, template = synthesized
+    page = json.dumps(stack.resolve(stack.review.console_page()))
+    csp = page[page.index("Content-Security-Policy") :]
+    assert "script-src 'self';" in csp and "style-src 'self';" in csp
+    assert "unsafe-inline" not in csp and "https:;" not in csp and "https: " not in csp
+    assert "connect-src 'self';" in csp  # no hosted UI without callback URLs
+    faces = next(k for k in resources(template, "AWS::S3::Bucket") if k.startswith("StorageFaces"))
+    assert faces in csp.split("connect-src")[0]  # img-src names the faces bucket
+    public = [
+        m
+        for path, m in method_paths(template).values()
+        if m["AuthorizationType"] == "NONE" and m["HttpMethod"] == "GET" and not path.startswith("/capture")
+    ]
+    for method in public:
+        (ok,) = [r for r in method["Integration"]["IntegrationResponses"] if r["StatusCode"] == "200"]
+        headers = ok["ResponseParameters"]
+        assert headers["method.response.header.X-Frame-Options"] == "'DENY'"
+        assert headers["method.response.header.X-Content-Type-Options"] == "'nosniff'"
+        assert headers["method.response.header.Cache-Control"] == "'no-store'"
+
+
 def test_capture_page_files_come_from_the_bucket_as_bytes_and_fit_api_gateway(
     synthesized: tuple[Any, Template],
 ) -> None:

@@ -35,8 +35,11 @@ function page(search, stored) {
   const storage = new Map(Object.entries(stored || {}));
   const record = { assigned: null, replaced: null, fetched: [] };
   const context = {
-    crypto: globalThis.crypto, TextEncoder, btoa, URLSearchParams, JSON, Uint8Array, String, Error,
-    location: { search, pathname: "/v1/", assign: (url) => { record.assigned = url; } },
+    crypto: globalThis.crypto, TextEncoder, btoa, URLSearchParams, URL, JSON, Uint8Array, String, Error,
+    location: {
+      search, pathname: "/v1/", href: "https://console.registry.example/v1/" + search,
+      assign: (url) => { record.assigned = url; },
+    },
     history: { replaceState: (a, b, url) => { record.replaced = url; } },
     sessionStorage: {
       getItem: (k) => (storage.has(k) ? storage.get(k) : null),
@@ -45,7 +48,8 @@ function page(search, stored) {
     },
     fetch: async (url, options) => {
       record.fetched.push({ url, options });
-      if (url === "/static/console-config.json") return { ok: true, json: async () => settings };
+      // under the API stage's path, where the cloud serves the page (not the host's root)
+      if (url === "https://console.registry.example/v1/static/console-config.json") return { ok: true, json: async () => settings };
       return { ok: true, json: async () => ({ id_token: "id.token.jwt", access_token: "a" }) };
     },
   };

@@ -18,6 +18,14 @@ from face_dedup_infra.constructs.capture_assets import stage_capture_assets
 
 ROLES = ("officer", "supervisor", "auditor", "admin")
 STATIC_DIR = Path(__file__).resolve().parents[3] / "src" / "face_dedup_api" / "static"
+# Headers on the console's files served from the bucket (values without quotes or commas: API
+# Gateway's static values are single-quoted strings).
+STATIC_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 class ReviewApi(Construct):
@@ -35,8 +43,11 @@ class ReviewApi(Construct):
         function: lambda_.IFunction,
         callback_urls: tuple[str, ...] = (),
         rate_limit_per_5min: int = 1000,
+        image_bucket: s3.IBucket | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
+        self._image_bucket = image_bucket  # where the console's presigned face links point
+        self._connect_origins: list[str] = []  # besides 'self': the hosted UI's token endpoint
         self.user_pool = cognito.UserPool(
             self,
             "Users",
@@ -95,6 +106,7 @@ class ReviewApi(Construct):
                     domain_prefix=f"face-dedup-{Stack.of(self).account}"
                 ),
             )
+            self._connect_origins.append(domain.base_url())
             self.console_config = {
                 "auth": "cognito",
                 "authorize_url": f"{domain.base_url()}/oauth2/authorize",
@@ -225,7 +237,8 @@ class ReviewApi(Construct):
             self,
             "ConsoleDeployment",
             sources=[
-                s3deploy.Source.asset(str(STATIC_DIR), exclude=["capture", "capture/*"]),
+                s3deploy.Source.asset(str(STATIC_DIR), exclude=["capture", "capture/*", "console.html"]),
+                s3deploy.Source.data("console.html", self.console_page()),
                 s3deploy.Source.json_data("console-config.json", self.console_config),
             ],
             destination_bucket=bucket,
@@ -233,7 +246,12 @@ class ReviewApi(Construct):
         )
         role = iam.Role(self, "ConsoleReader", assumed_by=iam.ServicePrincipal("apigateway.amazonaws.com"))
         bucket.grant_read(role)
-        content_type = {"method.response.header.Content-Type": "integration.response.header.Content-Type"}
+        # S3 sends no security headers: the page and its files get them here (the page's CSP is
+        # in the page itself, see console_page), as the API function's responses do (app.py).
+        content_type = {
+            "method.response.header.Content-Type": "integration.response.header.Content-Type",
+            **{f"method.response.header.{name}": f"'{value}'" for name, value in STATIC_HEADERS.items()},
+        }
 
         def from_bucket(key: str, parameters: dict[str, str] | None = None) -> apigateway.AwsIntegration:
             return apigateway.AwsIntegration(
@@ -252,7 +270,7 @@ class ReviewApi(Construct):
 
         responses = [
             apigateway.MethodResponse(
-                status_code="200", response_parameters={"method.response.header.Content-Type": True}
+                status_code="200", response_parameters=dict.fromkeys(content_type, True)
             ),
             apigateway.MethodResponse(status_code="404"),
         ]
@@ -264,6 +282,35 @@ class ReviewApi(Construct):
             method_responses=responses,
         )
         return bucket, role
+
+    def console_csp(self) -> str:
+        """The console's policy in the cloud, as app.py's Dependencies.console_csp gives it on one
+        machine: no inline code, calls only to its own origin (and the hosted UI's token endpoint),
+        faces only from its own origin, blobs and the faces bucket (presigned links)."""
+        images = ["'self'", "blob:"]
+        if self._image_bucket is not None:
+            # presigned links name the bucket either way, depending on the SDK's endpoint choice
+            images += [
+                f"https://{self._image_bucket.bucket_domain_name}",
+                f"https://{self._image_bucket.bucket_regional_domain_name}",
+            ]
+        connect = ["'self'", *self._connect_origins]
+        return (
+            "default-src 'none'; script-src 'self'; style-src 'self'; "
+            f"img-src {' '.join(images)}; connect-src {' '.join(connect)}; "
+            "base-uri 'none'; form-action 'none'"
+        )
+
+    def console_page(self) -> str:
+        """console.html with its CSP as a <meta> element: API Gateway's static header values are
+        quoted strings that cannot carry the policy's own quotes. frame-ancestors, which a <meta>
+        policy cannot hold, is covered by the X-Frame-Options header (STATIC_HEADERS)."""
+        page = (STATIC_DIR / "console.html").read_text()
+        marker = '<meta charset="utf-8">'
+        if marker not in page:
+            raise ValueError(f"console.html lost its {marker!r}: the CSP would not be placed first")
+        meta = f'<meta http-equiv="Content-Security-Policy" content="{self.console_csp()}">'
+        return page.replace(marker, f"{marker}\n{meta}", 1)
 
     def _serve_capture_page(
         self, integration: apigateway.LambdaIntegration, bucket: s3.Bucket, role: iam.Role

@@ -134,10 +134,15 @@ class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
 
+// Paths are resolved against the page's folder, not the host's root: in the cloud the page is at
+// the API stage's path (/v1/), on one machine at /.
+const PAGE_FOLDER = new URL(".", location.href);
+function here(path) { return new URL(path.replace(/^\//, ""), PAGE_FOLDER).href; }
+
 async function api(method, path, body) {
   let response;
   try {
-    response = await fetch(path, {
+    response = await fetch(here(path), {
       method,
       headers: Object.assign({ "Authorization": "Bearer " + token }, body ? { "Content-Type": "application/json" } : {}),
       body: body ? JSON.stringify(body) : undefined,
@@ -273,7 +278,7 @@ function clearCase() {
 async function imageInto(img, url) {
   if (!url.startsWith("/")) { img.src = url; return; } // a presigned link (the CSP lists its origin)
   try {
-    const response = await fetch(url, { headers: { "Authorization": "Bearer " + token }, cache: "no-store" });
+    const response = await fetch(here(url), { headers: { "Authorization": "Bearer " + token }, cache: "no-store" });
     if (!response.ok) throw new Error(String(response.status));
     img.src = URL.createObjectURL(await response.blob());
   } catch (error) { img.alt += T.unavailable; }

@@ -26,7 +26,7 @@ const FaceDedupSignIn = (() => {
   async function config() {
     let response;
     try {
-      response = await fetch("/static/console-config.json", { cache: "no-store" });
+      response = await fetch(new URL("static/console-config.json", new URL(".", location.href)).href, { cache: "no-store" });
     } catch (error) { return null; }
     if (!response.ok) return null;
     const found = await response.json();

@@ -6,7 +6,12 @@
 // at 640x640 in onnxruntime (OpenCV pads to a multiple of 32 and detects at up to 960 px), the
 // browser's JPEG decoder and canvas resampling are not Pillow's and OpenCV's, and only the upright
 // orientation is tried (a camera held by its user shows an upright face).
-import * as ort from "/capture/ort/ort.wasm.bundle.min.mjs";
+import * as ort from "../ort/ort.wasm.bundle.min.mjs";
+
+// Paths are resolved against the page's folder, not the host's root: in the cloud the page is at
+// the API stage's path (/v1/capture), on one machine at /capture.
+const PAGE_FOLDER = new URL(".", location.href);
+export function here(path) { return new URL(path.replace(/^\//, ""), PAGE_FOLDER).href; }
 
 const INPUT = 640;
 const STRIDES = [8, 16, 32];
@@ -20,14 +25,14 @@ export async function sha256Hex(bytes) {
 }
 
 export async function loadConfig() {
-  const response = await fetch("/capture/config.json", { cache: "no-store", credentials: "omit" });
+  const response = await fetch(here("/capture/config.json"), { cache: "no-store", credentials: "omit" });
   if (!response.ok) throw new Error("config");
   return response.json();
 }
 
 // The model file is checked against the digest the server pins before a byte of it runs.
 export async function loadDetector(config) {
-  const response = await fetch(config.model.url, { cache: "no-store", credentials: "omit" });
+  const response = await fetch(here(config.model.url), { cache: "no-store", credentials: "omit" });
   if (!response.ok) throw new Error("model");
   const bytes = new Uint8Array(await response.arrayBuffer());
   if ((await sha256Hex(bytes)) !== config.model.sha256) throw new Error("model-digest");

@@ -2,7 +2,7 @@
 // person can retake, and an upload only when they press "Use this photo". Nothing is stored in
 // the browser (no cookies, storage or caches); every text from outside is set as text.
 import { STRINGS as S } from "./strings.js";
-import { analyze, loadConfig, loadDetector, sha256Hex, workingCopy } from "./analysis.js";
+import { analyze, here, loadConfig, loadDetector, sha256Hex, workingCopy } from "./analysis.js";
 
 const $ = (id) => document.getElementById(id);
 const CHECKS = {
@@ -251,7 +251,7 @@ async function reply(response) {
 }
 
 async function uploadDirect(blob) {
-  const response = await fetch("/capture/upload", {
+  const response = await fetch(here("/capture/upload"), {
     method: "POST",
     headers: headers({ "Content-Type": "image/jpeg" }),
     body: blob,
@@ -263,7 +263,7 @@ async function uploadDirect(blob) {
 
 async function uploadPresigned(blob, digest) {
   const grant = await reply(
-    await fetch("/capture/upload-url", { method: "POST", headers: headers({}), credentials: "omit", cache: "no-store" }),
+    await fetch(here("/capture/upload-url"), { method: "POST", headers: headers({}), credentials: "omit", cache: "no-store" }),
   );
   const form = new FormData();
   for (const [name, value] of Object.entries(grant.fields)) form.append(name, value);
@@ -276,7 +276,7 @@ async function uploadPresigned(blob, digest) {
   for (let i = 0; i < POLL_LIMIT; i++) {
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
     const outcome = await reply(
-      await fetch(`/capture/outcome?digest=${digest}`, { headers: headers({}), credentials: "omit", cache: "no-store" }),
+      await fetch(here(`/capture/outcome?digest=${digest}`), { headers: headers({}), credentials: "omit", cache: "no-store" }),
     );
     if (outcome.state !== "pending") return outcome;
   }
