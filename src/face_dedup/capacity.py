@@ -79,7 +79,8 @@ REQUIRED_RECALL = 0.995
 # (method, encoding) -> the largest registry at which bench/index_recall.py measured
 # REQUIRED_RECALL, for settings at least as strong as STRONGEST_MEASURED. Nothing else is
 # validated: IVF (3% and 10% of lists probed) stayed at 84% and 96% at 100k; HNSW with
-# ef_search 64, or without oversampling, at 96% and 98%. Larger sizes need their own run.
+# ef_search 64, or without oversampling, at 96% and 98%. At 300k the default HNSW setting
+# fell to 97.1%: nothing is validated beyond 100k. Larger sizes need their own run.
 # fp16 and 8-bit held too (99.87%, 99.62%) but the stack deploys fp32 only: the adapter's
 # mapping has no `encoder` yet (OpenSearch's faiss engine offers sq fp16; its lucene engine,
 # not faiss, offers 7-bit scalar quantisation, which faiss's 8-bit SQ approximates).
