@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install models layers browser broker capture demo test lint typecheck unit slow bench synth clean
+.PHONY: install models layers browser broker capture demo test lint typecheck unit integration e2e infra slow bench synth clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,22 @@ typecheck: $(STAMP)
 
 test: models layers browser broker capture lint typecheck
 	$(BIN)/pytest -q
+
+# One level of the suite at a time (`make test` above still runs every level together).
+# unit: no photos, broker or browser (some use the installed models); integration: real models and
+# ../shared photos (skipped when absent); e2e: the CLI, the server, the browsers, the stack on moto;
+# infra: the CDK stack and the layers.
+unit: models
+	$(BIN)/pytest -q tests/unit
+
+integration: models broker
+	$(BIN)/pytest -q tests/integration
+
+e2e: models layers browser broker capture
+	$(BIN)/pytest -q tests/e2e
+
+infra: layers
+	$(BIN)/pytest -q tests/infra
 
 slow: models
 	$(BIN)/pytest -q -m slow
