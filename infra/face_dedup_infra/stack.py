@@ -111,9 +111,9 @@ class FaceDedupStack(Stack):
             reserved={"search": index_concurrency, "complete": index_concurrency, "reconcile": 1},
             key=key,
         )
-        queue = IngestQueue(
-            self, "Ingest", uploads=storage.uploads, function_timeout=functions.ingest.timeout
-        )  # type: ignore[arg-type]
+        ingest_timeout = functions.ingest.timeout
+        assert ingest_timeout is not None  # every function is built with an explicit timeout
+        queue = IngestQueue(self, "Ingest", uploads=storage.uploads, function_timeout=ingest_timeout)
         functions.consume(queue.queue, max_concurrency=max(2, index_concurrency))
         workflow = DedupWorkflow(
             self,

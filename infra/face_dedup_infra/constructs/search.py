@@ -133,7 +133,8 @@ class SearchDomain(Construct):
             description="face-dedup: creates the index and maps the functions' roles (deployment only)",
         )
         provider = cr.Provider(self, "IndexSetupProvider", on_event_handler=self.setup_function)
-        readers, writers = [], []
+        readers: list[str] = []
+        writers: list[str] = []
         for spec in map(wiring.function_spec, roles):  # the optional functions deployed too
             if spec.in_vpc:
                 role = roles[spec.name]

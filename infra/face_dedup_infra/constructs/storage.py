@@ -1,11 +1,26 @@
 from __future__ import annotations
 
+from typing import TypedDict
+
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 UPLOADS_KEPT_DAYS = 7  # an upload stays this long after it was processed (erasure does not reach it)
+
+
+class _PrivateBucketProps(TypedDict):
+    """The properties every data bucket shares (typed, so that `**common` is checked by mypy)."""
+
+    encryption: s3.BucketEncryption
+    encryption_key: kms.IKey
+    bucket_key_enabled: bool
+    block_public_access: s3.BlockPublicAccess
+    enforce_ssl: bool
+    versioned: bool
+    server_access_logs_bucket: s3.IBucket
+    removal_policy: RemovalPolicy
 
 
 class Storage(Construct):
@@ -30,7 +45,7 @@ class Storage(Construct):
             ],
             removal_policy=RemovalPolicy.RETAIN,
         )
-        common = {
+        common: _PrivateBucketProps = {
             "encryption": s3.BucketEncryption.KMS,
             "encryption_key": key,
             "bucket_key_enabled": True,
