@@ -8,7 +8,7 @@
   so it must name each function's role with only the verbs that function's code sends; and the
   deploy-time role mapping puts each role in the security-plugin role its declaration implies.
 - The firewall's log redacts every credential header the API reads; an audit entry rewritten
-  in the table is alarmed.
+  in the table is alarmed; CloudWatch and S3 may use the keys of the topic and queue they write to.
 - The workflow's own timeout is longer than all of its tasks' retries (else a retried transient
   cause ends as a timed-out execution halfway through the backoff).
 
@@ -156,6 +156,33 @@ def credential_headers() -> set[str]:
     return found
 
 
+def key_users(t: dict[str, Any]) -> list[tuple[str, str]]:
+    """(encrypted topic or queue, the service principal that writes to it)."""
+    pairs = []
+    for alarm in _of(t, "AWS::CloudWatch::Alarm").values():
+        for action in alarm["Properties"].get("AlarmActions", []):
+            if _ref(action):
+                pairs.append((str(_ref(action)), "cloudwatch.amazonaws.com"))
+    for notifications in _of(t, "Custom::S3BucketNotifications").values():
+        for queue in notifications["Properties"]["NotificationConfiguration"].get("QueueConfigurations", []):
+            pairs.append((str(_ref(queue["QueueArn"])), "s3.amazonaws.com"))
+    return sorted(set(pairs))
+
+
+def key_allows(t: dict[str, Any], target: str, principal: str) -> bool:
+    props = t["Resources"][target]["Properties"]
+    key = _ref(props.get("KmsMasterKeyId"))
+    if key is None:
+        return "KmsMasterKeyId" not in props  # unencrypted, or an AWS managed key (refused below)
+    needed = {"kms:Decrypt", "kms:GenerateDataKey"}
+    for statement in t["Resources"][key]["Properties"]["KeyPolicy"]["Statement"]:
+        if statement.get("Effect") != "Allow" or principal not in json.dumps(statement.get("Principal")):
+            continue
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        needed = {n for n in needed if not any(re.fullmatch(a.replace("*", ".*"), n) for a in actions)}
+    return not needed
+
+
 def problems(t: dict[str, Any]) -> list[str]:
     found: list[str] = []
     functions = _functions(t)
@@ -245,7 +272,12 @@ def problems(t: dict[str, Any]) -> list[str]:
         for a in _of(t, "AWS::CloudWatch::Alarm").values()
     ):
         found.append("no alarm on audit entries rewritten or removed in the table")
-    # 7. retries fit the execution's own timeout
+    # 7. services that write to an encrypted topic or queue may use its key (else CloudWatch's
+    # alarm notifications and S3's upload events are dropped without an error anywhere)
+    for source, principal in key_users(t):
+        if not key_allows(t, source, principal):
+            found.append(f"{source}: encrypted with a key that {principal} may not use")
+    # 8. retries fit the execution's own timeout
     span, timeout = workflow_span(t)
     if span > timeout:
         found.append(f"workflow: its tasks' retries take up to {span:.0f} s, its timeout is {timeout:.0f} s")
@@ -326,7 +358,21 @@ def _no_audit_rewrite_alarm(t: dict[str, Any]) -> None:
             del t["Resources"][k]
 
 
+def _key_without(principal: str) -> Callable[[dict[str, Any]], None]:
+    def mutate(t: dict[str, Any]) -> None:
+        for key in _of(t, "AWS::KMS::Key").values():
+            statements = key["Properties"]["KeyPolicy"]["Statement"]
+            statements[:] = [s for s in statements if principal not in json.dumps(s.get("Principal"))]
+
+    return mutate
+
+
 FAULTS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
+    "alarms to a topic whose key CloudWatch may not use": (
+        _key_without("cloudwatch.amazonaws.com"),
+        "may not use",
+    ),
+    "upload events to a queue whose key S3 may not use": (_key_without("s3.amazonaws.com"), "may not use"),
     "audit rewrites not alarmed": (_no_audit_rewrite_alarm, "no alarm on audit entries rewritten"),
     "the capture token in the firewall's log": (_capture_token_logged, "x-capture-token header is logged"),
     "the domain's security group admits nobody": (_domain_sg_ingress_dropped, "does not admit it on 443"),
