@@ -21,7 +21,7 @@ from face_dedup.errors import ConfigError, ModelError
 from face_dedup.ingest import Ingestor, StepFunctionsStarter, WorkflowStarter
 from face_dedup.models.custom import find_pack
 from face_dedup.models.registry import ModelPack, get_pack, verified_path
-from face_dedup.ports import BlobStore, Notifier, RecordStore, VectorIndex
+from face_dedup.ports import BlobStore, FaceAnalyzer, Notifier, RecordStore, VectorIndex
 from face_dedup.service import DedupService
 from face_dedup.settings import Settings
 from face_dedup.vision.detect import YuNetDetector
@@ -332,11 +332,22 @@ def build_ingestor(settings: Settings) -> Ingestor:
 
 
 def build_service(
-    settings: Settings, *, threads: int = 1, with_engine: bool = True, reconcile: bool = True
+    settings: Settings,
+    *,
+    threads: int = 1,
+    with_engine: bool = True,
+    reconcile: bool = True,
+    analyzer: FaceAnalyzer | None = None,
 ) -> tuple[DedupService, Adapters]:
-    """`reconcile=False` where a separate job keeps the index in step (the cloud functions)."""
+    """`reconcile=False` where a separate job keeps the index in step (the cloud functions).
+    `analyzer`: another engine than the pack's ONNX models (tests of business rules pass a fake
+    for the settings' pack; the adapters are the real ones the settings name)."""
     pack = find_pack(settings.model_pack, settings.models_dir)
-    engine = build_engine(settings, pack, threads=threads) if with_engine else None
+    engine: FaceAnalyzer | None
+    if analyzer is not None:
+        engine = analyzer
+    else:
+        engine = build_engine(settings, pack, threads=threads) if with_engine else None
     tail = load_tail(settings, pack)
     adapters = build_adapters(settings)
     service = DedupService(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,6 +20,23 @@ from face_dedup.domain import (
     RecordStatus,
     StagedInput,
 )
+
+if TYPE_CHECKING:  # names only: the core needs no model code to speak of the engine
+    from face_dedup.models.registry import ModelPack
+    from face_dedup.vision.pipeline import FaceTemplate, Rejection
+
+
+class FaceAnalyzer(ABC):
+    """The engine as the use cases see it: photo bytes in, the subject's template out, or a
+    typed rejection (never an exception for a bad photo). `pack` names the model pack whose
+    templates it makes; its calibration and index partition follow from it. The real one is
+    `vision.pipeline.FaceEngine` (ONNX models); tests of business rules use a named fake."""
+
+    pack: ModelPack
+
+    @abstractmethod
+    def process(self, data: bytes) -> FaceTemplate | Rejection:
+        """Pure and thread-safe: decode, detect, check quality, align, embed."""
 
 
 @dataclass(frozen=True)

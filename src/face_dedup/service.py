@@ -48,9 +48,18 @@ from face_dedup.domain import (
 from face_dedup.drift import DriftRecorder
 from face_dedup.errors import ConfigError, ErasureIncomplete, InvalidState, NotFound, PermissionDenied, Reason
 from face_dedup.models.custom import find_pack
-from face_dedup.ports import BlobStore, EnrollmentCommit, Hit, IndexEntry, Notifier, RecordStore, VectorIndex
+from face_dedup.ports import (
+    BlobStore,
+    EnrollmentCommit,
+    FaceAnalyzer,
+    Hit,
+    IndexEntry,
+    Notifier,
+    RecordStore,
+    VectorIndex,
+)
 from face_dedup.settings import Settings
-from face_dedup.vision.pipeline import FaceEngine, FaceTemplate, Rejection
+from face_dedup.vision.pipeline import FaceTemplate, Rejection
 
 if TYPE_CHECKING:
     from face_dedup.migration import ShadowPack
@@ -155,7 +164,7 @@ class DedupService:
     def __init__(
         self,
         settings: Settings,
-        engine: FaceEngine | None,
+        engine: FaceAnalyzer | None,
         index: VectorIndex,
         store: RecordStore,
         blobs: BlobStore,
@@ -194,7 +203,7 @@ class DedupService:
         return self._pack_id
 
     @property
-    def engine(self) -> FaceEngine:
+    def engine(self) -> FaceAnalyzer:
         if self._engine is None:
             raise RuntimeError("this service was built without a face engine (a workflow step)")
         return self._engine

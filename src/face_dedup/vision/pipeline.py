@@ -9,6 +9,7 @@ from numpy.typing import NDArray
 
 from face_dedup.errors import InputRejected, Reason
 from face_dedup.models.registry import ModelPack
+from face_dedup.ports import FaceAnalyzer
 from face_dedup.vision.align import SimilarityFit, fit_similarity, warp_to_template
 from face_dedup.vision.decode import DecodedImage, DecodeLimits, decode_image
 from face_dedup.vision.detect import DetectedFace, YuNetDetector
@@ -57,7 +58,7 @@ def _rotate(rgb: NDArray[np.uint8], degrees: int) -> NDArray[np.uint8]:
     return np.ascontiguousarray(np.rot90(rgb, k=-(degrees // 90)))
 
 
-class FaceEngine:
+class FaceEngine(FaceAnalyzer):
     def __init__(
         self,
         pack: ModelPack,
