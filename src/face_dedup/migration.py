@@ -240,7 +240,7 @@ def run(
     progress: Callable[[int, int], None] | None = None,
 ) -> RunResult:
     """Re-embed every record of the active pack that has no template in `engine`'s pack yet."""
-    from face_dedup.service import crop_key, photo_key
+    from face_dedup.blob_keys import crop_key, photo_key
 
     tenant, target = service.tenant, engine.pack.id
     if target == service.model_pack or active_pack.id != service.model_pack:

@@ -7,11 +7,11 @@ import io
 
 from PIL import Image, ImageDraw, ImageOps
 
+from face_dedup.blob_keys import crop_key, photo_key
 from face_dedup.calibration import ImpostorTail
 from face_dedup.domain import Case, Record
 from face_dedup.errors import NotFound
 from face_dedup.ports import BlobStore
-from face_dedup.service import crop_key, photo_key
 from face_dedup.vision.decode import decode_image
 
 TILE = 224  # both the crop and the photo are shown at this height

@@ -17,10 +17,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from face_dedup.blob_keys import crop_key, photo_key, record_prefix
 from face_dedup.calibration import DedupThresholds, ImpostorTail, dedup_thresholds
 from face_dedup.decision import decide
 from face_dedup.domain import (
@@ -60,6 +60,7 @@ from face_dedup.ports import (
 )
 from face_dedup.settings import Settings
 from face_dedup.vision.pipeline import FaceTemplate, Rejection
+from face_dedup.vision.png import encode_png
 
 if TYPE_CHECKING:
     from face_dedup.migration import ShadowPack
@@ -145,14 +146,6 @@ class StagedDecision:
 
 def content_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def photo_key(tenant: str, record_id: str) -> str:
-    return f"{tenant}/{record_id}/photo"
-
-
-def crop_key(tenant: str, record_id: str) -> str:
-    return f"{tenant}/{record_id}/aligned.png"
 
 
 class DedupService:
@@ -409,7 +402,7 @@ class DedupService:
         self.store.commit(EnrollmentCommit(item=item, audit=(event,)))
         self._observe(item, actor)
         if staged is not None:
-            self.blobs.delete_prefix(f"{self.tenant}/{staged.record_id}/")
+            self.blobs.delete_prefix(record_prefix(self.tenant, staged.record_id))
             self.store.drop_staged(key)
         return self.store.get_import_item(key) or item
 
@@ -462,7 +455,7 @@ class DedupService:
     def _keep_photos(self, record_id: str, data: bytes, analysis: FaceTemplate) -> None:
         if self.settings.keep_photos:
             self.blobs.put(photo_key(self.tenant, record_id), data, "application/octet-stream")
-            self.blobs.put(crop_key(self.tenant, record_id), _png(analysis.aligned_crop), "image/png")
+            self.blobs.put(crop_key(self.tenant, record_id), encode_png(analysis.aligned_crop), "image/png")
 
     def decide_staged(self, staged: StagedInput) -> StagedDecision:
         """1:1 first when the application already has an enrolled face (verify threshold), then
@@ -661,7 +654,7 @@ class DedupService:
         )
         self.store.commit(EnrollmentCommit(item=item, audit=(event,)))
         self._observe(item, actor)
-        self.blobs.delete_prefix(f"{self.tenant}/{staged.record_id}/")
+        self.blobs.delete_prefix(record_prefix(self.tenant, staged.record_id))
         return item
 
     def _recheck_concurrent(self, staged: StagedInput, actor: str) -> Case | None:
@@ -1000,7 +993,7 @@ class DedupService:
             removed_vectors = self.index.delete([record_id])
             if self.shadow is not None:
                 self.shadow.forget(record_id)
-            removed_blobs = self.blobs.delete_prefix(f"{self.tenant}/{record_id}/")
+            removed_blobs = self.blobs.delete_prefix(record_prefix(self.tenant, record_id))
             erased_at = utc_now()
             backups = self._backups_holding(erased_at)
             receipt = self._event(
@@ -1110,10 +1103,3 @@ def _require_role(actor: Actor, *roles: Role) -> None:
 
 def _rounded(measures: dict[str, float]) -> dict[str, float]:
     return {k: round(float(v), 4) for k, v in measures.items()}
-
-
-def _png(crop: NDArray[np.uint8]) -> bytes:
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise RuntimeError("could not encode the aligned crop")
-    return bytes(encoded.tobytes())

@@ -21,6 +21,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import BaseModel, Field, model_validator
 
+from face_dedup.blob_keys import crop_key, photo_key
 from face_dedup.domain import (
     CLAIM_MINUTES,
     UNDO_MINUTES,
@@ -34,7 +35,7 @@ from face_dedup.domain import (
 from face_dedup.errors import ErasureIncomplete, InvalidState, NotFound, PermissionDenied, StorageError
 from face_dedup.identifiers import APPLICATION_ID_PATTERN
 from face_dedup.ports import BlobStore
-from face_dedup.service import DedupService, crop_key, photo_key
+from face_dedup.service import DedupService
 from face_dedup_api.auth import Caller, Unauthorized, caller_from_claims
 from face_dedup_api.denials import PER_MINUTE, AnonymousDenials
 from face_dedup_api.images import ImageSigner

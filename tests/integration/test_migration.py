@@ -17,12 +17,13 @@ import cv2
 import numpy as np
 import pytest
 
+from face_dedup.blob_keys import crop_key
 from face_dedup.bootstrap import build_engine, build_service
 from face_dedup.demo import build_demo_inputs
 from face_dedup.domain import AuditEvent, Outcome, utc_now
 from face_dedup.errors import ConfigError
 from face_dedup.models.registry import YUNET_SFACE, YUNET_SFACE_FLIP
-from face_dedup.service import InputRef, crop_key
+from face_dedup.service import InputRef
 from face_dedup.settings import Settings
 
 OLD, NEW = YUNET_SFACE.id, YUNET_SFACE_FLIP.id

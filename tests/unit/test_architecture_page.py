@@ -3,6 +3,7 @@ module added without a sentence there fails here, so the page keeps matching the
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,3 +18,23 @@ def test_every_core_module_and_function_is_on_the_page() -> None:
     assert modules and packages and functions
     missing = [name for name in (*modules, *packages, *functions) if name not in page]
     assert not missing, f"ARCHITECTURE.md does not mention {missing}"
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports, at the top or inside a function."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_use_cases_touch_no_image_or_cloud_library_and_the_sheet_does_not_import_them() -> None:
+    core = ROOT / "src" / "face_dedup"
+    service = _imports(core / "service.py")
+    assert not {m for m in service if m.split(".")[0] in ("cv2", "PIL", "boto3", "botocore")}
+    # The review sheet renders what the service hands it: importing the service back was a cycle.
+    assert "face_dedup.service" not in _imports(core / "review_sheet.py")

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from face_dedup.blob_keys import photo_key
 from face_dedup.bootstrap import build_service
 from face_dedup.domain import Actor, CaseDecision, CaseStatus, ImportItem, Role
 from face_dedup.errors import ErasureIncomplete
-from face_dedup.service import InputRef, photo_key
+from face_dedup.service import InputRef
 from face_dedup.settings import Settings
 from tests.unit.registry_worker import template
 
