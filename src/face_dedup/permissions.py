@@ -219,8 +219,14 @@ def iam_actions(service: str, op: str) -> tuple[str, ...]:
     return (f"{IAM_PREFIX.get(service, service)}:{operation}",)
 
 
+# Adapter methods only the deployment runs (the index-setup custom resource, as the domain's
+# master user): `ALL` never grants them to a function (the API would otherwise hold HEAD and
+# PUT on the domain, to create an index it never creates).
+DEPLOY_TIME = frozenset({"ensure_index"})
+
+
 def public_methods(port: str) -> list[str]:
-    return sorted(n for n in _methods(ADAPTERS[port]) if not n.startswith("_"))
+    return sorted(n for n in _methods(ADAPTERS[port]) if not n.startswith("_") and n not in DEPLOY_TIME)
 
 
 def needs(spec: wiring.FunctionSpec) -> set[Need]:

@@ -162,3 +162,12 @@ def test_the_forms_permissions_reads_pass_the_guard_and_are_derived(tmp_path: Pa
     methods = permissions._parse(cls)
     ops = permissions._closure(methods, "delete").ops
     assert ops == {"list_object_versions", "delete_objects"}
+
+
+def test_every_method_never_includes_what_only_the_deployment_runs() -> None:
+    from face_dedup import wiring
+
+    setup = wiring.FunctionSpec("probe", "h", "d", {wiring.INDEX: ("ensure_index",)})
+    assert {n.action for n in permissions.needs(setup)} == {"es:ESHttpHead", "es:ESHttpPut"}
+    api = permissions.needs(wiring.FUNCTIONS["api"])
+    assert {n.action for n in api if n.resource == wiring.INDEX} == {"es:ESHttpPost"}
