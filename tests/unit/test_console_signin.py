@@ -49,7 +49,9 @@ function page(search, stored) {
     fetch: async (url, options) => {
       record.fetched.push({ url, options });
       // under the API stage's path, where the cloud serves the page (not the host's root)
-      if (url === "https://console.registry.example/v1/static/console-config.json") return { ok: true, json: async () => settings };
+      if (url === "https://console.registry.example/v1/static/console-config.json") {
+        return { ok: true, json: async () => settings };
+      }
       return { ok: true, json: async () => ({ id_token: "id.token.jwt", access_token: "a" }) };
     },
   };
