@@ -18,10 +18,10 @@ from face_dedup.adapters.sqlite_store import SqliteRecordStore
 from face_dedup.calibration import ImpostorTail
 from face_dedup.drift import DriftRecorder, DriftStore
 from face_dedup.errors import ConfigError, ModelError
-from face_dedup.ingest import Ingestor, StepFunctionsStarter, WorkflowStarter
+from face_dedup.ingest import Ingestor
 from face_dedup.models.custom import find_pack
 from face_dedup.models.registry import ModelPack, get_pack, verified_path
-from face_dedup.ports import BlobStore, FaceAnalyzer, Notifier, RecordStore, VectorIndex
+from face_dedup.ports import BlobStore, FaceAnalyzer, Notifier, RecordStore, VectorIndex, WorkflowStarter
 from face_dedup.service import DedupService
 from face_dedup.settings import Settings
 from face_dedup.vision.detect import YuNetDetector
@@ -320,6 +320,8 @@ def _sns_notifier(settings: Settings) -> Notifier:
 
 
 def _starter(settings: Settings) -> WorkflowStarter:
+    from face_dedup.adapters.step_functions import StepFunctionsStarter
+
     _require(settings, "state_machine_arn")
     return StepFunctionsStarter(client_for(settings, "stepfunctions"), settings.state_machine_arn)
 

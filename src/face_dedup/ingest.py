@@ -12,25 +12,16 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
 from face_dedup.domain import ImportItem, Outcome, utc_now
 from face_dedup.errors import NotFound, Reason
-from face_dedup.ports import BlobStore
+from face_dedup.outcomes import case_to_notify
+from face_dedup.ports import BlobStore, WorkflowStarter
 from face_dedup.service import DedupService, InputRef, StagedDecision
 
 MANIFEST_NAME = "manifest.csv"
-
-
-class WorkflowStarter(ABC):
-    """Starts the de-duplication workflow for one staged input."""
-
-    @abstractmethod
-    def start(self, name: str, payload: dict[str, Any]) -> str:
-        """Start (idempotent by `name`: starting the same name twice starts it once)."""
 
 
 @dataclass(frozen=True)
@@ -145,24 +136,7 @@ class InlineWorkflow(WorkflowStarter):
             service = self._service.for_tenant(str(payload["tenant"]))
             decision: StagedDecision = service.search_staged(str(payload["key"]))
             item = service.complete_staged(decision.key, decision)
-            if item.case_id and item.outcome is not Outcome.ENROLLED:
-                service.notify_case(item.case_id)
+            if (case_id := case_to_notify(item.outcome, item.case_id)) is not None:
+                service.notify_case(case_id)
             self.started[name] = item
         return name
-
-
-class StepFunctionsStarter(WorkflowStarter):
-    def __init__(self, client: Any, state_machine_arn: str) -> None:
-        """`client` is a boto3 Step Functions client."""
-        self._client = client
-        self._arn = state_machine_arn
-
-    def start(self, name: str, payload: dict[str, Any]) -> str:
-        try:
-            response = self._client.start_execution(
-                stateMachineArn=self._arn, name=name, input=json.dumps(payload)
-            )
-            return str(response["executionArn"])
-        except self._client.exceptions.ExecutionAlreadyExists:
-            # The same upload event again: its workflow already runs (or ran). Nothing to do.
-            return f"{self._arn.replace(':stateMachine:', ':execution:')}:{name}"

@@ -37,7 +37,7 @@ ADAPTERS: dict[str, Adapter] = {
     wiring.UPLOADS: Adapter("adapters/s3_blobs.py", "S3BlobStore", "s3"),
     wiring.NOTIFIER: Adapter("adapters/sqs_notifier.py", "SqsNotifier", "sqs"),
     wiring.OFFICERS: Adapter("adapters/sns_notifier.py", "SnsNotifier", "sns"),
-    wiring.WORKFLOW: Adapter("ingest.py", "StepFunctionsStarter", "stepfunctions"),
+    wiring.WORKFLOW: Adapter("adapters/step_functions.py", "StepFunctionsStarter", "stepfunctions"),
     wiring.ARCHIVE: Adapter("adapters/s3_blobs.py", "S3BlobStore", "s3"),
     wiring.DRIFT: Adapter("adapters/emf_drift.py", "EmfDriftStore", EMF),
 }

@@ -266,3 +266,11 @@ class BlobStore(ABC):
 class Notifier(ABC):
     @abstractmethod
     def notify(self, notification: Notification) -> None: ...
+
+
+class WorkflowStarter(ABC):
+    """Starts the de-duplication workflow for one staged input (ingest.py calls it)."""
+
+    @abstractmethod
+    def start(self, name: str, payload: dict[str, Any]) -> str:
+        """Start (idempotent by `name`: starting the same name twice starts it once)."""
