@@ -26,6 +26,7 @@ import numpy as np
 
 from face_dedup import calibration as cal
 from face_dedup.bootstrap import build_engine, load_tail
+from face_dedup.decision import DecisionPolicy
 from face_dedup.models.registry import get_pack
 from face_dedup.settings import Settings
 from face_dedup.vision.pipeline import FaceTemplate
@@ -98,8 +99,7 @@ def main() -> int:
         tail = measured_tail
 
     def review_threshold(size: int, t: cal.ImpostorTail = tail) -> float:
-        floor = t.threshold_for_fmr(settings.review_floor_fmr)
-        return cal.dedup_thresholds(t, size, settings.target_fpir, settings.duplicate_fpir, floor).review
+        return DecisionPolicy.from_settings(settings, t).thresholds(size).review  # the service's rule
 
     dedup = cal.simulate_dedup(matrix, people, review_threshold)
 

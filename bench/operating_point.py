@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 
 from face_dedup import calibration as cal
 from face_dedup import planner
+from face_dedup.decision import DecisionPolicy
 from face_dedup.settings import Settings
 
 
@@ -72,10 +73,10 @@ def check(
     genuine = planner.GenuineCurve.from_scores(
         planner.import_genuine_scores(vectors[c_rows], c_ids), pack, "half", "import"
     )
-    floor = tail.threshold_for_fmr(settings.review_floor_fmr)
+    policy = DecisionPolicy.from_settings(settings, tail)  # the service's rule, floors and all
 
     def review(n: int) -> float:
-        return cal.dedup_thresholds(tail, n, settings.target_fpir, settings.duplicate_fpir, floor).review
+        return policy.thresholds(n).review
 
     measured = cal.simulate_dedup(vectors[t_rows], t_ids, review)
     seen: set[str] = set()

@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 
 from face_dedup import calibration as cal
 from face_dedup.bootstrap import build_engine, calibration_path, load_tail
+from face_dedup.decision import DecisionPolicy
 from face_dedup.group_report import clean_groups, group_report
 from face_dedup.models.custom import find_pack
 from face_dedup.planner import GenuineCurve, Workload, genuine_path, in_force_thresholds, plan
@@ -262,11 +263,10 @@ def calibrate(
             )
             ok = usable
 
+            policy = DecisionPolicy.from_settings(settings, tail)  # the service's rule, floors and all
+
             def review(n: int) -> float:
-                floor = tail.threshold_for_fmr(settings.review_floor_fmr)
-                return cal.dedup_thresholds(
-                    tail, n, settings.target_fpir, settings.duplicate_fpir, floor
-                ).review
+                return policy.thresholds(n).review
 
             sim = cal.simulate_dedup(
                 matrix[ok], [i for i, u in zip(identities, ok, strict=True) if u], review

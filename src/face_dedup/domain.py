@@ -14,16 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-
-class Outcome(StrEnum):
-    ENROLLED = "enrolled"  # no candidate at or above the review threshold
-    REVIEW = "review"  # a case with ranked candidates for an officer
-    DUPLICATE = "duplicate"  # above the auto-match threshold: linked, and still reviewable
-    REJECTED = "rejected"  # decode or quality reason; nothing enrolled
-    # The application already has an enrolled face and this photo matches it (1:1, at the verify
-    # threshold): a verification, nothing new enrolled. A photo that does not match its own
-    # application's face is never enrolled as someone new: it goes to review.
-    VERIFIED = "verified"
+from face_dedup.outcomes import Outcome as Outcome  # re-exported: the domain's name for it
 
 
 class RecordStatus(StrEnum):

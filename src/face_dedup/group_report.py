@@ -19,7 +19,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from face_dedup import fairness as fx
-from face_dedup.calibration import ImpostorTail, dedup_thresholds
+from face_dedup.calibration import ImpostorTail
+from face_dedup.decision import DecisionPolicy
 from face_dedup.domain import Case
 from face_dedup.service import DedupService
 from face_dedup.settings import Settings
@@ -29,17 +30,11 @@ MAX_GROUP_LENGTH = 64
 
 
 def thresholds_in_force(settings: Settings, tail: ImpostorTail, gallery_size: int) -> dict[str, float]:
-    """The same rule as the service's (DedupService.thresholds and verify)."""
-    dedup = dedup_thresholds(
-        tail,
-        gallery_size,
-        settings.target_fpir,
-        settings.duplicate_fpir,
-        floor=tail.threshold_for_fmr(settings.review_floor_fmr),
-        duplicate_floor=tail.threshold_for_fmr(settings.duplicate_floor_fmr),
-    )
+    """The service's rule (DecisionPolicy: thresholds for the gallery size, verify)."""
+    policy = DecisionPolicy.from_settings(settings, tail)
+    dedup = policy.thresholds(gallery_size)
     return {
-        "verify": tail.threshold_for_fmr(settings.verify_fmr),
+        "verify": policy.verify_threshold,
         "review": dedup.review,
         "auto_link": dedup.duplicate,
     }

@@ -31,8 +31,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from face_dedup.adapters.embedded_index import ExactVectorIndex
-from face_dedup.calibration import ImpostorTail, dedup_thresholds
-from face_dedup.decision import decide
+from face_dedup.calibration import ImpostorTail
+from face_dedup.decision import DecisionPolicy
 from face_dedup.domain import Candidate, ImportItem, Outcome, StagedInput, utc_now
 from face_dedup.errors import ConfigError, InvalidState, NotFound
 from face_dedup.models.registry import ModelPack
@@ -160,14 +160,8 @@ class ShadowPack:
             return
         s, tenant = self.settings, self.settings.tenant
         size = self.index.count(tenant=tenant, model_pack=self.pack_id)
-        thresholds = dedup_thresholds(
-            self.tail,
-            size,
-            s.target_fpir,
-            s.duplicate_fpir,
-            floor=self.tail.threshold_for_fmr(s.review_floor_fmr),
-            duplicate_floor=self.tail.threshold_for_fmr(s.duplicate_floor_fmr),
-        )
+        policy = DecisionPolicy.from_settings(s, self.tail)
+        thresholds = policy.thresholds(size)
         found = self.index.search_above(
             vector,
             tenant=tenant,
@@ -178,7 +172,7 @@ class ShadowPack:
         hits = [h for h in found.hits if h.record_id != staged.record_id]
         capped = found.capped or len(hits) > s.max_candidates
         candidates = [Candidate(h.record_id, h.score) for h in hits[: s.max_candidates]]
-        decision = decide(candidates, thresholds, s.max_candidates, capped=capped)
+        decision = policy.decide(candidates, thresholds, capped=capped)
         if item.outcome is not Outcome.VERIFIED:  # 1:1 against the own application: not searched
             agree = decision.outcome is item.outcome and {c.record_id for c in decision.candidates} == {
                 c.record_id for c in item.candidates

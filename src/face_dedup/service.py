@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from face_dedup.blob_keys import crop_key, photo_key, record_prefix
-from face_dedup.calibration import DedupThresholds, ImpostorTail, dedup_thresholds
-from face_dedup.decision import decide
+from face_dedup.blob_keys import crop_key, photo_key, record_prefix, template_crop_key, template_photo_key
+from face_dedup.calibration import DedupThresholds, ImpostorTail
+from face_dedup.decision import DecisionPolicy
 from face_dedup.domain import (
     UNDO_MINUTES,
     Actor,
@@ -48,6 +48,7 @@ from face_dedup.domain import (
 from face_dedup.drift import DriftRecorder
 from face_dedup.errors import ConfigError, ErasureIncomplete, InvalidState, NotFound, PermissionDenied, Reason
 from face_dedup.models.custom import find_pack
+from face_dedup.outcomes import case_to_notify
 from face_dedup.ports import (
     BlobStore,
     EnrollmentCommit,
@@ -58,6 +59,7 @@ from face_dedup.ports import (
     RecordStore,
     VectorIndex,
 )
+from face_dedup.record_templates import calibrated_score
 from face_dedup.settings import Settings
 from face_dedup.vision.pipeline import FaceTemplate, Rejection
 from face_dedup.vision.png import encode_png
@@ -181,6 +183,7 @@ class DedupService:
         self.blobs = blobs
         self.notifier = notifier
         self.tail = tail
+        self.policy = DecisionPolicy.from_settings(settings, tail)
         # One machine, many processes: held around search + commit so every input is compared
         # with every face committed before it (the cloud re-checks after committing instead).
         self.registry_lock = registry_lock or nullcontext
@@ -230,16 +233,7 @@ class DedupService:
     # -- thresholds -----------------------------------------------------------------------
 
     def thresholds(self, gallery_size: int | None = None) -> DedupThresholds:
-        size = self.gallery_size() if gallery_size is None else gallery_size
-        s = self.settings
-        return dedup_thresholds(
-            self.tail,
-            size,
-            s.target_fpir,
-            s.duplicate_fpir,
-            floor=self.tail.threshold_for_fmr(s.review_floor_fmr),
-            duplicate_floor=self.tail.threshold_for_fmr(s.duplicate_floor_fmr),
-        )
+        return self.policy.thresholds(self.gallery_size() if gallery_size is None else gallery_size)
 
     def gallery_size(self) -> int:
         return self.index.count(tenant=self.tenant, model_pack=self.model_pack)
@@ -304,7 +298,7 @@ class DedupService:
                 return done
             self._still_this_pack()
             decision = self.decide_staged(staged)
-            item, case = self._commit(staged, decision, actor)
+            item, _ = self._commit(staged, decision, actor)
             if self.shadow is not None:  # in the lock: its index sees every earlier input too
                 self.shadow.observe(
                     self.engine.pack,
@@ -314,8 +308,8 @@ class DedupService:
                     item,
                     lambda a, **d: self.record_event(a, actor, **d),
                 )
-        if case is not None:
-            self.notify_case(case.case_id)
+        if (case_id := case_to_notify(item.outcome, item.case_id)) is not None:
+            self.notify_case(case_id)
         return item
 
     def _still_this_pack(self) -> None:
@@ -461,27 +455,13 @@ class DedupService:
         """1:1 first when the application already has an enrolled face (verify threshold), then
         1:N de-duplication. A photo that does not match its own application's face is a case."""
         thresholds = self.thresholds()
-        info = self._threshold_info(thresholds)
         own = self._application_candidates(staged)
-        if own:
-            verify_threshold = self.tail.threshold_for_fmr(self.settings.verify_fmr)
-            info |= {"verify_threshold": round(verify_threshold, 4), "verify_fmr": self.settings.verify_fmr}
-            if own[0].score >= verify_threshold:
-                return StagedDecision(staged.key, Outcome.VERIFIED, (own[0],), info)
-        above, capped = self._search_above(staged, thresholds.review)
-        decision = decide(above, thresholds, self.settings.max_candidates, capped=capped)
-        if capped:  # the index cut the list: said on the case, never silently truncated
-            info |= {"too_many_candidates": True, "candidates_listed": len(decision.candidates)}
-        if not own:
-            return StagedDecision(staged.key, decision.outcome, decision.candidates, info)
-        listed = {c.record_id for c in decision.candidates}
-        candidates = tuple(
-            sorted(
-                [*decision.candidates, *(c for c in own if c.record_id not in listed)], key=lambda c: -c.score
-            )
-        )
-        outcome = Outcome.REVIEW if decision.outcome is Outcome.ENROLLED else decision.outcome
-        return StagedDecision(staged.key, outcome, candidates, {**info, "own_application_mismatch": True})
+        decision = self.policy.verified_by(own)
+        if decision is None:
+            found, capped = self._search_above(staged, thresholds.review)
+            decision = self.policy.decide(found, thresholds, capped=capped, own=own)
+        info = self.policy.describe(thresholds) | decision.notes
+        return StagedDecision(staged.key, decision.outcome, decision.candidates, info)
 
     def _candidates_above(self, staged: StagedInput, threshold: float) -> list[Candidate]:
         """Enrolled faces scoring at or above `threshold` against the staged one (not itself)."""
@@ -490,7 +470,7 @@ class DedupService:
     def _search_above(self, staged: StagedInput, threshold: float) -> tuple[list[Candidate], bool]:
         """As `_candidates_above`, with whether the index cut the list (more than
         max_candidates faces are at or above the threshold)."""
-        limit = self.settings.max_candidates
+        limit = self.policy.max_candidates
         found = self.index.search_above(
             staged.embedding,
             tenant=self.tenant,
@@ -509,22 +489,16 @@ class DedupService:
             tenant=self.tenant, application_id=staged.application_id, model_pack=self.model_pack
         )
         own = [
-            Candidate(r.record_id, float(np.dot(r.embedding, staged.embedding)), r.source, r.application_id)
+            Candidate(
+                r.record_id,
+                calibrated_score(float(np.dot(r.embedding, staged.embedding)), r.template_count),
+                r.source,
+                r.application_id,
+            )
             for r in records
             if r.record_id != staged.record_id
         ]
         return sorted(own, key=lambda c: -c.score)
-
-    def _threshold_info(self, thresholds: DedupThresholds) -> dict[str, Any]:
-        return {
-            "review": round(thresholds.review, 4),
-            "duplicate": round(thresholds.duplicate, 4),
-            "gallery_size": thresholds.gallery_size,
-            "target_fpir": self.settings.target_fpir,
-            "review_fmr": thresholds.review_fmr,
-            "model_pack": self.model_pack,
-            "calibration": self.tail.source,
-        }
 
     def _commit_rejection(
         self, key: str, ref: InputRef, digest: str, analysis: Rejection, actor: str
@@ -689,7 +663,7 @@ class DedupService:
             candidates=(Candidate(other.record_id, best.score, other.source, other.application_id),),
             status=CaseStatus.OPEN,
             created_at=utc_now(),
-            thresholds={**self._threshold_info(thresholds), "reason": "enrolled concurrently"},
+            thresholds={**self.policy.describe(thresholds), "reason": "enrolled concurrently"},
         )
         event = self._event(
             "case.opened",
@@ -701,7 +675,8 @@ class DedupService:
             reason="enrolled concurrently",
         )
         if self.store.open_case(pair_case, RecordStatus.PENDING_REVIEW, (event,)):
-            self.notify_case(pair_case.case_id)
+            if (case_id := case_to_notify(pair_case.kind, pair_case.case_id)) is not None:
+                self.notify_case(case_id)
             return pair_case
         return None
 
@@ -712,15 +687,16 @@ class DedupService:
             record = records.get(hit.record_id)
             if record is None:
                 continue  # in the index but not the store: an erase or crash in progress
-            # The index's score is the engine's; the decision uses the one computed here.
-            score = float(np.dot(record.embedding, probe))
+            # The index's score is the engine's; the decision uses the one computed here, held
+            # to the one-template calibration for a record of several (record_templates.py).
+            score = calibrated_score(float(np.dot(record.embedding, probe)), record.template_count)
             candidates.append(Candidate(hit.record_id, score, record.source, record.application_id))
         return candidates
 
     # -- 1:1 and 1:N queries --------------------------------------------------------------
 
     def verify(self, first: bytes, second: bytes, actor: str = SYSTEM_ACTOR) -> VerifyResult:
-        threshold = self.tail.threshold_for_fmr(self.settings.verify_fmr)
+        threshold = self.policy.verify_threshold
         results = [self.analyze(first), self.analyze(second)]
         rejected = tuple(
             (name, r.reason.value, r.message)
@@ -740,12 +716,12 @@ class DedupService:
                 match=match,
                 score=None if score is None else round(score, 4),
                 threshold=round(threshold, 4),
-                fmr=self.settings.verify_fmr,
+                fmr=self.policy.verify_fmr,
                 model_pack=self.model_pack,
                 rejected=[r[1] for r in rejected],
             )
         )
-        return VerifyResult(score, threshold, self.settings.verify_fmr, match, self.model_pack, rejected)
+        return VerifyResult(score, threshold, self.policy.verify_fmr, match, self.model_pack, rejected)
 
     def search(self, data: bytes, top_k: int, actor: str = SYSTEM_ACTOR) -> SearchResult:
         thresholds = self.thresholds()
@@ -1057,7 +1033,33 @@ class DedupService:
             needles.pop("crop", None)
         if any(np.asarray(o.embedding, dtype=np.float32).tobytes() == template for o in others.values()):
             needles.pop("template", None)
+        if record.template_count > 1:
+            needles |= self._erased_template_bytes(record)
         return needles, len(same_photo)
+
+    def _erased_template_bytes(self, record: Record) -> dict[str, bytes]:
+        """A record of several templates (record_templates.py): each template's vector (its
+        `embedding` is their centroid) and each added photo and crop (under the record's prefix,
+        deleted with it). The enrollment template is left out when another record holds the
+        same vector (the same photo enrolled twice), as above."""
+        needles: dict[str, bytes] = {}
+        for t in self.store.record_templates(record.record_id):
+            vector = np.asarray(t.embedding, dtype=np.float32)
+            if t.number == 1:
+                twins = self.index.search(
+                    vector, tenant=self.tenant, model_pack=record.model_pack, k=2, min_score=0.9999
+                )
+                if any(h.record_id != record.record_id for h in twins):
+                    continue
+            needles[f"template {t.number}"] = vector.tobytes()
+            for name, key in (
+                ("photo", template_photo_key(self.tenant, record.record_id, t.number)),
+                ("crop", template_crop_key(self.tenant, record.record_id, t.number)),
+            ):
+                if t.number > 1:
+                    with suppress(NotFound):
+                        needles[f"{name} of template {t.number}"] = self.blobs.get(key)
+        return needles
 
     # -- consistency ----------------------------------------------------------------------
 

@@ -7,6 +7,8 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
+from face_dedup.outcomes import NO_CASE, OPENS_CASE, Outcome
+
 TRANSIENT = [
     "TransientError",
     "Lambda.ServiceException",
@@ -21,6 +23,13 @@ PERMANENT = "PermanentError"  # raised by functions/workflow/handler.py for non-
 # Retried with full jitter for about 18 minutes (3 s, 7.5 s, ... capped at 5 minutes, 8 attempts):
 # an overloaded cluster or throttled Lambda recovers within that, and jitter spreads the retries.
 RETRY = {"interval_s": 3, "backoff_rate": 2.5, "max_attempts": 8, "max_delay_s": 300}
+OUTCOME = "$.search.result.outcome"  # StagedDecision.to_dict()'s outcome, as the search task returns it
+
+
+def outcome_is_one_of(outcomes: tuple[Outcome, ...]) -> sfn.Condition:
+    """A choice condition generated from the policy's outcome groups (face_dedup.outcomes), so
+    the state machine cannot drift from what the search step can decide."""
+    return sfn.Condition.or_(*(sfn.Condition.string_equals(OUTCOME, o.value) for o in outcomes))
 
 
 class DedupWorkflow(Construct):
@@ -98,21 +107,11 @@ class DedupWorkflow(Construct):
         done = sfn.Succeed(self, "Done")
         decide = (
             sfn.Choice(self, "Decide")
-            .when(
-                sfn.Condition.or_(
-                    sfn.Condition.string_equals("$.search.result.outcome", "enrolled"),
-                    # a photo matching its own application's enrolled face: recorded, nothing enrolled
-                    sfn.Condition.string_equals("$.search.result.outcome", "verified"),
-                ),
-                enroll.next(done),
-            )
-            .when(
-                sfn.Condition.or_(
-                    sfn.Condition.string_equals("$.search.result.outcome", "review"),
-                    sfn.Condition.string_equals("$.search.result.outcome", "duplicate"),
-                ),
-                open_case.next(notify_task).next(done),
-            )
+            # enrolled, or verified (a photo matching its own application's face: nothing enrolled)
+            .when(outcome_is_one_of(NO_CASE), enroll.next(done))
+            # a case: opened, then its officers told (outcomes.case_to_notify's rule)
+            .when(outcome_is_one_of(OPENS_CASE), open_case.next(notify_task).next(done))
+            # decided before (a redelivered upload): its stored outcome, nothing to do
             .otherwise(sfn.Succeed(self, "AlreadyDecided"))
         )
         log_group = logs.LogGroup(self, "Logs", retention=logs.RetentionDays.ONE_YEAR)

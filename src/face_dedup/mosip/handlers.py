@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from face_dedup.calibration import DedupThresholds, dedup_thresholds
+from face_dedup.calibration import DedupThresholds
 from face_dedup.domain import Candidate, Outcome, Record
 from face_dedup.errors import NotFound, TransientError
 from face_dedup.mosip import messages as m
@@ -246,15 +246,7 @@ class AbisHandler:
     def _thresholds(self, searched: int, fpir: float) -> DedupThresholds:
         """The registry's calibration at the FPIR MOSIP asked for, for what is searched; never
         below the registry's floors."""
-        svc, s = self.service, self.service.settings
-        return dedup_thresholds(
-            svc.tail,
-            max(1, searched),
-            fpir,
-            min(fpir, s.duplicate_fpir),
-            floor=svc.tail.threshold_for_fmr(s.review_floor_fmr),
-            duplicate_floor=svc.tail.threshold_for_fmr(s.duplicate_floor_fmr),
-        )
+        return self.service.policy.at_fpir(fpir).thresholds(max(1, searched))
 
     def _gallery(self, request: AbisRequest) -> dict[str, list[Record]]:
         """The gallery's references that are in the ABIS (others are not searched: never
@@ -298,7 +290,7 @@ class AbisHandler:
     def _fpir(self, flags: dict[str, str]) -> float:
         encoded = int(flags.get("targetFPIR", self._target_fpir) or 0)
         if encoded <= 0:
-            return self.service.settings.target_fpir
+            return self.service.policy.target_fpir
         # MOSIP: targetFPIR = round(-10 log10 FPIR); kept within what a threshold can express
         return min(0.5, max(1e-20, 10 ** (-encoded / 10)))
 
