@@ -15,3 +15,17 @@ def photo_key(tenant: str, record_id: str) -> str:
 
 def crop_key(tenant: str, record_id: str) -> str:
     return f"{record_prefix(tenant, record_id)}aligned.png"
+
+
+def template_prefix(tenant: str, record_id: str, number: int) -> str:
+    """Files of a record's added template `number` (2 and up; template 1 is the enrollment
+    photo at photo_key/crop_key). Inside the record's prefix: erased with the record."""
+    return f"{record_prefix(tenant, record_id)}templates/{int(number)}/"
+
+
+def template_photo_key(tenant: str, record_id: str, number: int) -> str:
+    return f"{template_prefix(tenant, record_id, number)}photo"
+
+
+def template_crop_key(tenant: str, record_id: str, number: int) -> str:
+    return f"{template_prefix(tenant, record_id, number)}aligned.png"

@@ -115,6 +115,9 @@ class Record:
     embedding: NDArray[np.float32] = field(repr=False)
     linked_to: str | None = None
     quality: dict[str, Any] = field(default_factory=dict)
+    # How many photos' templates the record holds; with more than one, `embedding` is their
+    # normalised mean (record_templates.py: fusion rule and its score calibration).
+    template_count: int = 1
 
 
 def template_problem(vector: Iterable[float] | NDArray[np.float32]) -> str | None:

@@ -20,6 +20,7 @@ from face_dedup.domain import (
     RecordStatus,
     StagedInput,
 )
+from face_dedup.record_templates import Template
 
 if TYPE_CHECKING:  # names only: the core needs no model code to speak of the engine
     from face_dedup.models.registry import ModelPack
@@ -227,6 +228,26 @@ class RecordStore(ABC):
     def drop_pack_templates(self, *, tenant: str, model_pack: str) -> int:
         """Erase every template kept in `model_pack` beside the records' own."""
         raise NotImplementedError(f"{type(self).__name__} cannot hold a second pack's templates")
+
+    # -- several templates per record (face_dedup.record_templates). Optional: a store without
+    # them holds one template per record (its `embedding`).
+
+    def record_templates(self, record_id: str) -> list[Template]:
+        """The record's templates in its own pack, oldest first; [] for a record that holds only
+        its enrollment template in `embedding` (nothing was ever added)."""
+        raise NotImplementedError(f"{type(self).__name__} holds one template per record")
+
+    def replace_templates(
+        self,
+        record: Record,
+        templates: Sequence[Template],
+        centroid: NDArray[np.float32],
+        audit: AuditEvent,
+    ) -> bool:
+        """Atomically make `templates` the record's templates (in its pack) and `centroid` its
+        index vector, with the audit entry; only if the record still holds the embedding and
+        template count it was read with (else False, nothing changed)."""
+        raise NotImplementedError(f"{type(self).__name__} holds one template per record")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources."""

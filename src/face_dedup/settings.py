@@ -55,6 +55,10 @@ class Settings:
     # 1:1 verification: per-comparison false-match rate.
     verify_fmr: float = 1e-4
     max_candidates: int = 10
+    # Several templates per record (record_templates.py): at most this many photos per record
+    # (measured up to 5), and a later photo is kept only at this detector confidence or more.
+    max_templates: int = 3
+    template_min_detection_score: float = 0.85
     workers: int = 0  # 0 = one per CPU core
     keep_photos: bool = True  # store photos and aligned crops for case officers
     # Use an existing data dir that group or others can read (refused otherwise: it holds
@@ -161,6 +165,8 @@ class Settings:
 
 
 PACKS_FILE = "packs.json"
+        if not 1 <= self.max_templates <= 5:
+            raise ConfigError("max_templates must be between 1 and 5 (calibration offsets measured to 5)")
 
 
 def _registry_packs(values: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ import functools
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ from face_dedup.domain import (
 )
 from face_dedup.errors import InvalidState, NotFound, StorageError
 from face_dedup.ports import EnrollmentCommit, RecordStore
+from face_dedup.record_templates import Template, TemplateSource
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -119,6 +120,20 @@ CREATE TABLE IF NOT EXISTS pack_templates (
     PRIMARY KEY (record_id, model_pack)
 );
 CREATE INDEX IF NOT EXISTS pack_templates_pack ON pack_templates(tenant, model_pack);
+-- Several templates per record (record_templates.py): every template of a record that holds
+-- more than its enrollment photo's, per model pack (a migration writes the new pack's beside
+-- the old); the record's `embedding` is their centroid. Erased with the record by the cascade.
+CREATE TABLE IF NOT EXISTS record_templates (
+    record_id TEXT NOT NULL REFERENCES records(record_id) ON DELETE CASCADE,
+    model_pack TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    captured_at TEXT NOT NULL,
+    added_at TEXT NOT NULL,
+    quality TEXT NOT NULL,
+    embedding BLOB NOT NULL,
+    PRIMARY KEY (record_id, model_pack, number)
+);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     at TEXT NOT NULL,
@@ -162,6 +177,9 @@ class SqliteRecordStore(RecordStore):
         try:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(records)")}
+            if "template_count" not in columns:  # a registry from before several templates
+                self._db.execute("ALTER TABLE records ADD COLUMN template_count INTEGER NOT NULL DEFAULT 1")
             # Every page read once at open: damage is found now, with the file's name, rather
             # than by an import that dies halfway (see README: cost about 1 s per GB).
             damage = integrity_problems(self._db, quick=True) if path is not None else []
@@ -407,9 +425,11 @@ class SqliteRecordStore(RecordStore):
             )
             switched = self._db.execute(
                 "UPDATE records SET model_pack = ?, embedding = (SELECT p.embedding FROM pack_templates p "
-                "WHERE p.record_id = records.record_id AND p.model_pack = ?) "
+                "WHERE p.record_id = records.record_id AND p.model_pack = ?), "
+                "template_count = MAX(1, (SELECT COUNT(*) FROM record_templates t "
+                "WHERE t.record_id = records.record_id AND t.model_pack = ?)) "
                 "WHERE tenant = ? AND model_pack = ?",
-                (target, target, tenant, source),
+                (target, target, target, tenant, source),
             ).rowcount
             self._db.execute(
                 "DELETE FROM pack_templates WHERE tenant = ? AND model_pack = ?", (tenant, target)
@@ -423,8 +443,124 @@ class SqliteRecordStore(RecordStore):
             dropped = self._db.execute(
                 "DELETE FROM pack_templates WHERE tenant = ? AND model_pack = ?", (tenant, model_pack)
             ).rowcount
+            self._db.execute(  # several-template records' templates in that pack
+                "DELETE FROM record_templates WHERE model_pack = ? AND record_id IN "
+                "(SELECT record_id FROM records WHERE tenant = ? AND model_pack != ?)",
+                (model_pack, tenant, model_pack),
+            )
         self.flush()  # erased templates out of the write-ahead log too
         return int(dropped)
+
+    # -- several templates per record ---------------------------------------------------------
+
+    def record_templates(self, record_id: str) -> list[Template]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT t.* FROM record_templates t JOIN records r ON r.record_id = t.record_id "
+                "AND r.model_pack = t.model_pack WHERE t.record_id = ? ORDER BY t.number",
+                (record_id,),
+            ).fetchall()
+        return [self._template(row) for row in rows]
+
+    def pack_record_templates(self, record_id: str, model_pack: str) -> list[Template]:
+        """The record's templates in `model_pack` (a migration's target, or its own)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM record_templates WHERE record_id = ? AND model_pack = ? ORDER BY number",
+                (record_id, model_pack),
+            ).fetchall()
+        return [self._template(row) for row in rows]
+
+    @_names_the_file
+    def put_pack_record_templates(
+        self, *, record_id: str, tenant: str, templates: list[Template], centroid: NDArray[np.float32]
+    ) -> bool:
+        """A migration's re-embedded templates of a several-template record, with their centroid
+        as the record's template in that pack; False when the record is gone."""
+        if not templates:
+            raise ValueError("no templates")
+        pack = templates[0].model_pack
+        with self._lock, self._db:
+            if not self._db.execute(
+                "SELECT 1 FROM records WHERE record_id = ? AND tenant = ? AND model_pack != ?",
+                (record_id, tenant, pack),
+            ).fetchone():
+                return False
+            self._db.execute(
+                "DELETE FROM record_templates WHERE record_id = ? AND model_pack = ?", (record_id, pack)
+            )
+            self._insert_templates(templates)
+            self._db.execute(
+                "INSERT OR REPLACE INTO pack_templates(record_id, tenant, model_pack, embedding) "
+                "VALUES (?, ?, ?, ?)",
+                (record_id, tenant, pack, np.asarray(centroid, dtype=np.float32).tobytes()),
+            )
+        return True
+
+    @_names_the_file
+    def replace_templates(
+        self,
+        record: Record,
+        templates: Sequence[Template],
+        centroid: NDArray[np.float32],
+        audit: AuditEvent,
+    ) -> bool:
+        old = np.asarray(record.embedding, dtype=np.float32).tobytes()
+        with self._lock, self._db:
+            changed = self._db.execute(
+                "UPDATE records SET embedding = ?, template_count = ? WHERE record_id = ? "
+                "AND model_pack = ? AND embedding = ? AND template_count = ?",
+                (
+                    np.asarray(centroid, dtype=np.float32).tobytes(),
+                    len(templates),
+                    record.record_id,
+                    record.model_pack,
+                    old,
+                    record.template_count,
+                ),
+            ).rowcount
+            if changed != 1:
+                return False
+            # Every pack's templates go: a migration's copy of this record is stale now and
+            # `migrate run` re-embeds it (it has no template in the target pack any more).
+            self._db.execute("DELETE FROM record_templates WHERE record_id = ?", (record.record_id,))
+            self._db.execute("DELETE FROM pack_templates WHERE record_id = ?", (record.record_id,))
+            self._insert_templates(templates)
+            self._insert_audit(audit)
+        self.flush()  # a replaced template's bytes out of the write-ahead log too
+        return True
+
+    def _insert_templates(self, templates: Iterable[Template]) -> None:
+        self._db.executemany(
+            "INSERT INTO record_templates(record_id, model_pack, number, source, captured_at, added_at, "
+            "quality, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    t.record_id,
+                    t.model_pack,
+                    t.number,
+                    t.source.value,
+                    t.captured_at,
+                    t.added_at,
+                    json.dumps(t.quality),
+                    np.asarray(t.embedding, dtype=np.float32).tobytes(),
+                )
+                for t in templates
+            ],
+        )
+
+    @staticmethod
+    def _template(row: sqlite3.Row) -> Template:
+        return Template(
+            record_id=row["record_id"],
+            number=int(row["number"]),
+            model_pack=row["model_pack"],
+            source=TemplateSource(row["source"]),
+            captured_at=row["captured_at"],
+            added_at=row["added_at"],
+            quality=json.loads(row["quality"]),
+            embedding=np.frombuffer(row["embedding"], dtype=np.float32),
+        )
 
     # -- cases ----------------------------------------------------------------------------
 
@@ -663,6 +799,7 @@ class SqliteRecordStore(RecordStore):
             embedding=np.frombuffer(row["embedding"], dtype=np.float32),
             linked_to=row["linked_to"],
             quality=json.loads(row["quality"]),
+            template_count=int(row["template_count"]),
         )
 
     @staticmethod
