@@ -30,6 +30,9 @@ HANDLERS = {
     "index_setup": ("functions.index_setup.handler", "handler"),
     "audit_archive": ("functions.audit_archive.handler", "handler"),
     "abis": ("functions.abis.handler", "handler"),  # deployed with face-dedup:mosip-abis=true
+    # deployed with face-dedup:migration=true
+    "migrate": ("functions.migrate.handler", "handler"),
+    "migrate.switch": ("functions.migrate.handler", "switch"),
 }
 
 

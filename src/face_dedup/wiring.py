@@ -215,6 +215,8 @@ FUNCTIONS: dict[str, FunctionSpec] = {
 # Functions the CDK app deploys only when a context flag asks for them (never in the default
 # stack): `face-dedup:mosip-abis=true` adds the MOSIP ABIS consumer on Amazon MQ.
 ABIS = "abis"
+MIGRATE = "migrate"
+MIGRATE_SWITCH = "migrate_switch"
 OPTIONAL_FUNCTIONS: dict[str, FunctionSpec] = {
     ABIS: FunctionSpec(
         name=ABIS,
@@ -243,6 +245,34 @@ OPTIONAL_FUNCTIONS: dict[str, FunctionSpec] = {
         memory=3008,
         timeout_s=120,
         description="MOSIP ABIS: Amazon MQ request queue -> the six operations -> response queue",
+    ),
+    # `face-dedup:migration=true` adds the model-pack migration job (README, "Migrating between
+    # packs in the cloud"): a Distributed Map whose item processor re-embeds records from their
+    # stored crops into the target pack, and the cut-over step. Neither touches the index, so
+    # neither runs in the VPC.
+    MIGRATE: FunctionSpec(
+        name=MIGRATE,
+        handler="handler.handler",
+        code_dir="migrate",
+        uses={
+            STORE: ("missing_pack_templates", "put_pack_template"),
+            BLOBS: ("get",),  # the record's aligned crop, else its photo
+        },
+        engine=True,  # the models layer: the target pack's files
+        settings=SERVICE_SETTINGS,
+        memory=3008,
+        timeout_s=600,
+        description="migration job: re-embed a batch of records into another model pack (idempotent)",
+    ),
+    MIGRATE_SWITCH: FunctionSpec(
+        name=MIGRATE_SWITCH,
+        handler="handler.switch",
+        code_dir="migrate",
+        uses={STORE: ("switch_pack",)},
+        settings=SERVICE_SETTINGS,
+        memory=512,
+        timeout_s=900,
+        description="migration job: cut over (or roll back) every record to the other pack's template",
     ),
 }
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from face_dedup.domain import (
     AuditEvent,
@@ -39,6 +40,7 @@ from face_dedup.domain import (
 )
 from face_dedup.errors import InvalidState, NotFound
 from face_dedup.ports import EnrollmentCommit, RecordStore
+from face_dedup.record_templates import Template, TemplateSource
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,11 @@ def create_tables(client: Any, names: TableNames) -> None:
 
 
 # -- attribute value encoding (low-level client: no float or Decimal surprises) ---------------
+
+
+def pack_attribute(model_pack: str) -> str:
+    """The records-table attribute holding a record's template in another pack than its own."""
+    return f"pack:{model_pack}"
 
 
 def _s(value: str | None) -> dict[str, Any] | None:
@@ -537,6 +544,82 @@ class DynamoRecordStore(RecordStore):
             raise NotFound(f"no record {record_id} (erased meanwhile)") from None
         return {"records": 1, "import_items": len(items), "cases_closed": len(open_cases)}
 
+    # -- several templates per record (record_templates.py) -----------------------------------
+    # A record's templates live on its own item (attribute `templates`, a list): erasing the
+    # record (one DeleteItem) erases every one of them. Its `embedding` is their centroid.
+
+    def record_templates(self, record_id: str) -> list[Template]:
+        item = self._get(self._names.records, {"record_id": {"S": record_id}})
+        if item is None:
+            return []
+        pack = _str(item, "model_pack")
+        stored = [self._template(record_id, t["M"]) for t in item.get("templates", {}).get("L", [])]
+        return sorted((t for t in stored if t.model_pack == pack), key=lambda t: t.number)
+
+    def replace_templates(
+        self,
+        record: Record,
+        templates: Sequence[Template],
+        centroid: NDArray[np.float32],
+        audit: AuditEvent,
+    ) -> bool:
+        item = self._get(self._names.records, {"record_id": {"S": record.record_id}})
+        if item is None:
+            return False
+        # A migration's copy of this record in another pack is stale now: it goes, so the next
+        # migration run re-embeds the record.
+        stale = [name for name in item if name.startswith("pack:")]
+        names = {f"#p{i}": name for i, name in enumerate(stale)}
+        update = {
+            "TableName": self._names.records,
+            "Key": {"record_id": {"S": record.record_id}},
+            "UpdateExpression": "SET embedding = :e, template_count = :n, templates = :t"
+            + (f" REMOVE {', '.join(names)}" if names else ""),
+            "ConditionExpression": "embedding = :old AND model_pack = :p AND "
+            "(template_count = :count OR (attribute_not_exists(template_count) AND :count = :one))",
+            "ExpressionAttributeValues": {
+                ":e": {"B": np.asarray(centroid, dtype=np.float32).tobytes()},
+                ":n": {"N": str(len(templates))},
+                ":t": {"L": [{"M": self._template_item(t)} for t in templates]},
+                ":old": {"B": np.asarray(record.embedding, dtype=np.float32).tobytes()},
+                ":p": {"S": record.model_pack},
+                ":count": {"N": str(record.template_count)},
+                ":one": {"N": "1"},
+            },
+        }
+        if names:
+            update["ExpressionAttributeNames"] = names
+        try:
+            self._client.transact_write_items(TransactItems=[{"Update": update}, self._audit_put(audit)])
+        except self._client.exceptions.TransactionCanceledException:
+            return False
+        return True
+
+    @staticmethod
+    def _template_item(template: Template) -> dict[str, Any]:
+        return {
+            "number": {"N": str(template.number)},
+            "model_pack": {"S": template.model_pack},
+            "source": {"S": template.source.value},
+            "captured_at": {"S": template.captured_at},
+            "added_at": {"S": template.added_at},
+            "quality": {"S": json.dumps(template.quality)},
+            "embedding": {"B": np.asarray(template.embedding, dtype=np.float32).tobytes()},
+        }
+
+    @staticmethod
+    def _template(record_id: str, item: dict[str, Any]) -> Template:
+        return Template(
+            record_id=record_id,
+            number=int(item["number"]["N"]),
+            model_pack=str(item["model_pack"]["S"]),
+            source=TemplateSource(item["source"]["S"]),
+            captured_at=str(item["captured_at"]["S"]),
+            added_at=str(item["added_at"]["S"]),
+            quality=json.loads(item["quality"]["S"]),
+            embedding=np.frombuffer(bytes(item["embedding"]["B"]), dtype=np.float32),
+        )
+
     # -- audit ------------------------------------------------------------------------------
 
     def append_audit(self, event: AuditEvent) -> None:
@@ -583,6 +666,131 @@ class DynamoRecordStore(RecordStore):
             counts[outcome] = counts.get(outcome, 0) + 1
         return counts
 
+    # -- migration between model packs (face_dedup.migration; the cloud job in cloud_migration)
+    # A second pack's template lives on the record's own item, as the binary attribute
+    # `pack:<pack id>`: erasing the record (one DeleteItem) erases it too, and no query for
+    # one pack's templates can return another's.
+
+    def put_pack_template(self, *, record_id: str, tenant: str, model_pack: str, embedding: Any) -> bool:
+        try:
+            self._client.update_item(
+                TableName=self._names.records,
+                Key={"record_id": {"S": record_id}},
+                UpdateExpression="SET #t = :v",
+                # only while the record exists (an erasure that got there first wins), in this
+                # tenant, and in another pack than the one being kept
+                ConditionExpression="attribute_exists(record_id) AND tenant = :tenant AND model_pack <> :p",
+                ExpressionAttributeNames={"#t": pack_attribute(model_pack)},
+                ExpressionAttributeValues={
+                    ":v": {"B": np.asarray(embedding, dtype=np.float32).tobytes()},
+                    ":tenant": {"S": tenant},
+                    ":p": {"S": model_pack},
+                },
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def _pack_items(
+        self, tenant: str, expression: str, model_pack: str, **values: Any
+    ) -> Iterator[dict[str, Any]]:
+        yield from self._query(
+            TableName=self._names.records,
+            IndexName="by_tenant",
+            KeyConditionExpression="tenant = :tenant",
+            FilterExpression=expression,
+            ExpressionAttributeNames={"#t": pack_attribute(model_pack)},
+            ExpressionAttributeValues={":tenant": {"S": tenant}, **values},
+        )
+
+    def pack_templates(self, *, tenant: str, model_pack: str) -> dict[str, Any]:
+        return {
+            str(_str(item, "record_id")): np.frombuffer(
+                bytes(item[pack_attribute(model_pack)]["B"]), np.float32
+            )
+            for item in self._pack_items(tenant, "attribute_exists(#t)", model_pack)
+        }
+
+    def missing_pack_templates(self, *, tenant: str, model_pack: str, record_ids: Iterable[str]) -> list[str]:
+        ids = list(dict.fromkeys(record_ids))
+        attribute = pack_attribute(model_pack)
+        missing: list[str] = []
+        for start in range(0, len(ids), 100):  # BatchGetItem takes at most 100 keys
+            request: dict[str, Any] = {
+                self._names.records: {
+                    "Keys": [{"record_id": {"S": i}} for i in ids[start : start + 100]],
+                    "ConsistentRead": True,
+                    "ProjectionExpression": "record_id, tenant, model_pack, #t",
+                    "ExpressionAttributeNames": {"#t": attribute},
+                }
+            }
+            while request:
+                response = self._client.batch_get_item(RequestItems=request)
+                for item in response["Responses"].get(self._names.records, []):
+                    if (
+                        _str(item, "tenant") == tenant
+                        and _str(item, "model_pack") != model_pack
+                        and attribute not in item
+                    ):
+                        missing.append(str(_str(item, "record_id")))
+                request = response.get("UnprocessedKeys") or {}
+        order = {rid: n for n, rid in enumerate(ids)}
+        return sorted(missing, key=order.__getitem__)
+
+    def switch_pack(self, *, tenant: str, source: str, target: str, audit: AuditEvent) -> int:
+        # DynamoDB has no transaction over a whole registry (100 items at most), so the switch
+        # is one conditional update per record: a record switches once (`model_pack = source`
+        # is the condition), and an interrupted switch is finished by running it again. The
+        # caller (face_dedup.migration) sees the half-switched state as `interrupted`.
+        missing = sum(
+            1
+            for _ in self._pack_items(
+                tenant, "model_pack = :s AND attribute_not_exists(#t)", target, **{":s": {"S": source}}
+            )
+        )
+        if missing:
+            raise InvalidState(f"{missing} record(s) of {source} have no {target} template yet")
+        switched = 0
+        for item in self._pack_items(
+            tenant, "model_pack = :s AND attribute_exists(#t)", target, **{":s": {"S": source}}
+        ):
+            try:
+                self._client.update_item(
+                    TableName=self._names.records,
+                    Key={"record_id": item["record_id"]},
+                    # the record's own template goes beside it (rollback); the target's becomes its own
+                    UpdateExpression="SET model_pack = :target, embedding = :new, #o = :old REMOVE #t",
+                    ConditionExpression="model_pack = :s AND #t = :new",
+                    ExpressionAttributeNames={"#t": pack_attribute(target), "#o": pack_attribute(source)},
+                    ExpressionAttributeValues={
+                        ":target": {"S": target},
+                        ":s": {"S": source},
+                        ":new": item[pack_attribute(target)],
+                        ":old": item["embedding"],
+                    },
+                )
+                switched += 1
+            except self._client.exceptions.ConditionalCheckFailedException:
+                continue  # erased, or switched by a concurrent run: nothing to do for it
+        self.append_audit(audit)
+        return switched
+
+    def drop_pack_templates(self, *, tenant: str, model_pack: str) -> int:
+        dropped = 0
+        for item in self._pack_items(tenant, "attribute_exists(#t)", model_pack):
+            try:
+                self._client.update_item(
+                    TableName=self._names.records,
+                    Key={"record_id": item["record_id"]},
+                    UpdateExpression="REMOVE #t",
+                    ConditionExpression="attribute_exists(record_id)",
+                    ExpressionAttributeNames={"#t": pack_attribute(model_pack)},
+                )
+                dropped += 1
+            except self._client.exceptions.ConditionalCheckFailedException:
+                continue  # erased meanwhile: the template went with it
+        return dropped
+
     # -- item mapping -----------------------------------------------------------------------
 
     @staticmethod
@@ -599,6 +807,7 @@ class DynamoRecordStore(RecordStore):
             embedding=np.frombuffer(bytes(item["embedding"]["B"]), dtype=np.float32),
             linked_to=_str(item, "linked_to"),
             quality=json.loads(str(_str(item, "quality"))),
+            template_count=int(item.get("template_count", {}).get("N", "1")),
         )
 
     @staticmethod

@@ -1,0 +1,103 @@
+"""The model-pack migration job's two Lambda steps (infra: constructs/migration.py).
+
+`handler`: the Distributed Map's item processor. Input, as the map builds it:
+    {"Items": [{"key": "<faces bucket key>"}, ...],
+     "BatchInput": {"tenant": "...", "target_pack": "..."}}
+It re-embeds the batch's records into the target pack (face_dedup.cloud_migration) and
+returns counts. A record that could not be re-embedded fails the item with `RecordsFailed`,
+whose cause lists record ids and reason codes only (the map's result writer keeps it).
+
+`switch`: the cut-over (or roll-back) step: {"tenant", "source_pack", "target_pack"} -> every
+record of the source pack takes its target template as its own (the old one kept beside it).
+Refused, changing nothing, while a record lacks a target template.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from face_dedup.bootstrap import FunctionParts, build_engine, build_function
+from face_dedup.cloud_migration import migrate_batch, record_ids_from_keys
+from face_dedup.domain import AuditEvent, utc_now
+from face_dedup.errors import ConfigError
+from face_dedup.identifiers import tenant as valid_tenant
+from face_dedup.models.custom import find_pack
+from face_dedup.settings import Settings
+from face_dedup.vision.pipeline import FaceEngine
+
+logger = Logger(service="face-dedup-migrate")
+tracer = Tracer(service="face-dedup-migrate", auto_patch=False)  # see tests/infra/test_traces.py
+
+
+class RecordsFailed(Exception):
+    """Some records of the item could not be re-embedded; the message is JSON {record id: reason}."""
+
+
+@cache
+def _parts(function: str) -> tuple[Settings, FunctionParts]:
+    settings = Settings.load()
+    return settings, build_function(settings, function)
+
+
+@cache
+def _engine(pack_id: str) -> FaceEngine:
+    settings, _ = _parts("migrate")
+    return build_engine(settings, find_pack(pack_id, settings.models_dir))
+
+
+def _pack_id(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{what} is missing")
+    return value
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    settings, parts = _parts("migrate")
+    batch = event.get("BatchInput") or {}
+    tenant = valid_tenant(batch.get("tenant"))
+    target = find_pack(_pack_id(batch.get("target_pack"), "target_pack"), settings.models_dir)
+    active = find_pack(settings.model_pack, settings.models_dir)
+    keys = [item.get("key") if isinstance(item, dict) else item for item in event.get("Items") or []]
+    record_ids = record_ids_from_keys(keys, s3_prefix=settings.s3_prefix, tenant=tenant)
+    result = migrate_batch(
+        store=parts.service.store,
+        blobs=parts.service.blobs,
+        analyzer=_engine(target.id),
+        active_pack=active,
+        target_pack=target,
+        tenant=tenant,
+        record_ids=record_ids,
+    )
+    summary = result.as_dict() | {"failed": len(result.failed)}
+    logger.info("migrated", target=target.id, **summary)
+    if result.failed:
+        raise RecordsFailed(json.dumps(result.failed, sort_keys=True))
+    return summary
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+def switch(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    settings, parts = _parts("migrate_switch")
+    tenant = valid_tenant(event.get("tenant"))
+    source = find_pack(_pack_id(event.get("source_pack"), "source_pack"), settings.models_dir).id
+    target = find_pack(_pack_id(event.get("target_pack"), "target_pack"), settings.models_dir).id
+    if source == target:
+        raise ConfigError("source_pack and target_pack are the same pack")
+    audit = AuditEvent(
+        at=utc_now(),
+        actor="migration",
+        action="migration.switch",
+        tenant=tenant,
+        details={"source": source, "target": target},
+    )
+    switched = parts.service.store.switch_pack(tenant=tenant, source=source, target=target, audit=audit)
+    logger.info("switched", source=source, target=target, records=switched)
+    return {"tenant": tenant, "active": target, "previous": source, "records": switched}

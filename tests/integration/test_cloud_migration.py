@@ -1,0 +1,302 @@
+"""Migration between model packs in the cloud, on moto (S3 + DynamoDB): the DynamoDB store
+holding a second pack's templates, the migration job's item processor (functions/migrate) and
+its cut-over step. moto cannot run a Distributed Map: the state machine's shape is checked on
+the synthesized template (tests/infra/test_migration_job.py); its item processor and cut-over
+handlers are run here, in-process, on items shaped as the map hands them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import numpy as np
+import pytest
+from moto import mock_aws
+
+from face_dedup.adapters.dynamodb_store import DynamoRecordStore, TableNames, create_tables, pack_attribute
+from face_dedup.adapters.s3_blobs import S3BlobStore
+from face_dedup.blob_keys import crop_key, photo_key
+from face_dedup.cloud_migration import BadItem, migrate_batch, pack_index_name, record_ids_from_keys
+from face_dedup.domain import AuditEvent, ImportItem, Outcome, Record, RecordStatus
+from face_dedup.errors import InvalidState, Reason
+from face_dedup.models.registry import get_pack
+from face_dedup.ports import EnrollmentCommit
+from face_dedup.settings import Settings
+from face_dedup.vision.png import encode_png
+from tests.support.fake_face_analyzer import FakeFaceAnalyzer, unit
+
+REGION = "eu-west-1"
+OLD, NEW = "yunet-sface-v1", "yunet-sface-flip-v1"
+DIM = 128
+
+
+def _record(store: DynamoRecordStore, tenant: str, n: int, *, pack: str = OLD) -> Record:
+    record = Record(
+        record_id=f"rec_{tenant}_{n:04d}",
+        tenant=tenant,
+        model_pack=pack,
+        application_id=f"app-{n}",
+        source="test",
+        content_sha256=f"{n:064x}",
+        status=RecordStatus.ENROLLED,
+        created_at="2026-12-01T00:00:00Z",
+        embedding=unit(DIM, n % DIM).astype(np.float32),
+    )
+    item = ImportItem(
+        key=f"k-{tenant}-{n}",
+        tenant=tenant,
+        source="test",
+        application_id=record.application_id,
+        content_sha256=record.content_sha256,
+        outcome=Outcome.ENROLLED,
+        created_at=record.created_at,
+        record_id=record.record_id,
+    )
+    store.commit(EnrollmentCommit(item=item, record=record))
+    return record
+
+
+def _audit(tenant: str) -> AuditEvent:
+    return AuditEvent(
+        action="migration.switch", actor="test", tenant=tenant, at="2026-12-01T00:00:00Z", details={}
+    )
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        create_tables(dynamodb, TableNames.with_prefix("fd-"))
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket="faces", CreateBucketConfiguration={"LocationConstraint": REGION})
+        store = DynamoRecordStore(dynamodb, TableNames.with_prefix("fd-"))
+        yield {"store": store, "blobs": S3BlobStore(s3, "faces"), "s3": s3, "dynamodb": dynamodb}
+
+
+# -- the DynamoDB store holds a second pack's templates beside the records' own -----------------
+
+
+def test_dynamodb_store_keeps_switches_and_drops_a_second_packs_templates(aws: dict[str, Any]) -> None:
+    store: DynamoRecordStore = aws["store"]
+    mine = [_record(store, "t1", n) for n in range(3)]
+    other = _record(store, "t2", 7)
+    v = unit(DIM, 50).astype(np.float32)
+
+    assert store.put_pack_template(record_id=mine[0].record_id, tenant="t1", model_pack=NEW, embedding=v)
+    # another tenant's record, the record's own pack, an erased record: nothing kept
+    assert not store.put_pack_template(record_id=other.record_id, tenant="t1", model_pack=NEW, embedding=v)
+    assert not store.put_pack_template(record_id=mine[1].record_id, tenant="t1", model_pack=OLD, embedding=v)
+    assert not store.put_pack_template(record_id="rec_never", tenant="t1", model_pack=NEW, embedding=v)
+
+    kept = store.pack_templates(tenant="t1", model_pack=NEW)
+    assert list(kept) == [mine[0].record_id] and np.array_equal(kept[mine[0].record_id], v)
+    assert store.pack_templates(tenant="t1", model_pack=OLD) == {}  # the records' own are not "kept"
+    assert store.pack_templates(tenant="t2", model_pack=NEW) == {}
+    ids = [r.record_id for r in mine] + [other.record_id, "rec_never"]
+    assert store.missing_pack_templates(tenant="t1", model_pack=NEW, record_ids=ids) == [
+        mine[1].record_id,
+        mine[2].record_id,
+    ]
+
+    # cut-over is refused, changing nothing, while a record has no template in the target pack
+    with pytest.raises(InvalidState, match="2 record"):
+        store.switch_pack(tenant="t1", source=OLD, target=NEW, audit=_audit("t1"))
+    assert {r.model_pack for r in store.iter_templates(tenant="t1")} == {OLD}
+
+    for n, record in enumerate(mine[1:], start=1):
+        store.put_pack_template(
+            record_id=record.record_id,
+            tenant="t1",
+            model_pack=NEW,
+            embedding=unit(DIM, 50 + n).astype(np.float32),
+        )
+    assert store.switch_pack(tenant="t1", source=OLD, target=NEW, audit=_audit("t1")) == 3
+    after = {r.record_id: r for r in store.iter_templates(tenant="t1")}
+    assert {r.model_pack for r in after.values()} == {NEW}
+    assert np.array_equal(after[mine[0].record_id].embedding, v)
+    # the old templates are kept beside them (rollback), the new ones are no longer "kept"
+    old = store.pack_templates(tenant="t1", model_pack=OLD)
+    assert {k: list(x) for k, x in old.items()} == {r.record_id: list(r.embedding) for r in mine}
+    assert store.pack_templates(tenant="t1", model_pack=NEW) == {}
+    assert store.switch_pack(tenant="t1", source=OLD, target=NEW, audit=_audit("t1")) == 0  # again: no-op
+    assert store.get_record(other.record_id).model_pack == OLD  # type: ignore[union-attr]  # other tenant
+
+    # rollback is the same switch back; the audit log has both
+    assert store.switch_pack(tenant="t1", source=NEW, target=OLD, audit=_audit("t1")) == 3
+    assert {r.model_pack for r in store.iter_templates(tenant="t1")} == {OLD}
+    assert [e.action for e in store.audit_events(tenant="t1")].count("migration.switch") == 3
+
+    # finish: the other pack's templates are erased; an erased record takes its own with it
+    store.erase_record(mine[2].record_id, _audit("t1"))
+    assert store.drop_pack_templates(tenant="t1", model_pack=NEW) == 2
+    items = aws["dynamodb"].scan(TableName="fd-records")["Items"]
+    assert not any(pack_attribute(NEW) in item for item in items)
+
+
+# -- the item processor ---------------------------------------------------------------------------
+
+
+def _keep(blobs: S3BlobStore, tenant: str, record_id: str, *, photo: bytes | None, crop: bool = True) -> None:
+    if photo is not None:
+        blobs.put(photo_key(tenant, record_id), photo, "application/octet-stream")
+    if crop:
+        rng = np.random.default_rng(abs(hash(record_id)) % 2**32)
+        blobs.put(
+            crop_key(tenant, record_id),
+            encode_png(rng.integers(0, 255, (112, 112, 3), np.uint8)),
+            "image/png",
+        )
+
+
+def _listing(s3: Any, prefix: str) -> list[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket="faces", Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def test_migrate_batch_reembeds_from_photos_idempotently_and_reports_failures(aws: dict[str, Any]) -> None:
+    store, blobs = aws["store"], aws["blobs"]
+    analyzer = FakeFaceAnalyzer(get_pack(NEW))
+    records = [_record(store, "t1", n) for n in range(4)]
+    for n, record in enumerate(records[:3]):
+        _keep(blobs, "t1", record.record_id, photo=analyzer.face(f"photo{n}".encode(), unit(DIM, 100 + n)))
+    # the new pack finds no face in the fourth record's photo
+    _keep(blobs, "t1", records[3].record_id, photo=analyzer.reject(b"photo3", Reason.NO_FACE, "no face"))
+    keys = _listing(aws["s3"], "faces/t1/")
+    ids = record_ids_from_keys(keys, s3_prefix="faces/", tenant="t1")
+    assert ids == [r.record_id for r in records]  # photo and crop name the same record once
+
+    def run() -> Any:
+        return migrate_batch(
+            store=store,
+            blobs=blobs,
+            analyzer=analyzer,
+            active_pack=get_pack(OLD),
+            target_pack=get_pack(NEW),
+            tenant="t1",
+            record_ids=ids,
+        )
+
+    first = run()
+    assert (first.migrated, first.already, first.failed) == (3, 0, {records[3].record_id: "NO_FACE"})
+    kept = store.pack_templates(tenant="t1", model_pack=NEW)
+    for n, record in enumerate(records[:3]):
+        assert np.allclose(kept[record.record_id], unit(DIM, 100 + n))
+    # again: done records are skipped without being looked at, the failure is reported again
+    calls = analyzer.calls
+    second = run()
+    assert (second.migrated, second.already, second.failed) == (0, 3, first.failed)
+    assert analyzer.calls == calls + 1
+    # an erasure between the listing and the processing wins: nothing is kept for it
+    store.erase_record(records[3].record_id, _audit("t1"))
+    assert run().failed == {}
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "faces/t2/rec_1/photo",  # another tenant
+        "faces/t1/../t2/rec_1/photo",
+        "faces/t1/rec_1/other.bin",
+        "faces/t1/rec_1",
+        "elsewhere/t1/rec_1/photo",
+        None,
+    ],
+)
+def test_item_keys_outside_the_tenants_records_are_refused(key: object) -> None:
+    with pytest.raises(BadItem):
+        record_ids_from_keys(["faces/t1/rec_ok/photo", key], s3_prefix="faces/", tenant="t1")
+
+
+def test_each_pack_has_its_own_index_name() -> None:
+    assert pack_index_name("faces", OLD) != pack_index_name("faces", NEW)
+    assert pack_index_name("faces", "My.Pack") == "faces-my-pack"
+
+
+# -- the Lambda handlers, built from their wiring declarations, with the real engine --------------
+
+
+class FakeContext:
+    function_name = "face-dedup-migrate"
+    function_version = "$LATEST"
+    invoked_function_arn = f"arn:aws:lambda:{REGION}:123456789012:function:face-dedup-migrate"
+    memory_limit_in_mb = 3008
+    aws_request_id = "00000000-0000-0000-0000-000000000000"
+    log_group_name = "/aws/lambda/face-dedup-migrate"
+    log_stream_name = "test"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 600_000
+
+
+def test_migrate_handler_and_switch_on_moto(
+    aws: dict[str, Any], base_settings: Settings, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from functions.migrate import handler as migrate
+
+    for name, value in {
+        "FACE_DEDUP_MODEL_PACK": OLD,
+        "FACE_DEDUP_MODELS_DIR": str(base_settings.models_dir),
+        "FACE_DEDUP_DATA_DIR": str(tmp_path / "scratch"),
+        "FACE_DEDUP_STORE_BACKEND": "dynamodb",
+        "FACE_DEDUP_BLOB_BACKEND": "s3",
+        "FACE_DEDUP_AWS_REGION": REGION,
+        "FACE_DEDUP_S3_BUCKET": "faces",
+        "FACE_DEDUP_DYNAMODB_TABLE_PREFIX": "fd-",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    migrate._parts.cache_clear()
+    migrate._engine.cache_clear()
+    store, blobs = aws["store"], aws["blobs"]
+    records = [_record(store, "t1", n) for n in range(3)]
+    for record in records[:2]:  # crops only: both packs align alike, the crop is embedded as it is
+        _keep(blobs, "t1", record.record_id, photo=None)
+    _keep(blobs, "t1", records[2].record_id, photo=b"not a photo", crop=False)
+    batch = {"tenant": "t1", "target_pack": NEW}
+    # the map's items: the S3 listing's objects, batched (ItemSelector keeps the key only)
+    items = [{"key": k} for k in _listing(aws["s3"], "faces/t1/")]
+    try:
+        with pytest.raises(migrate.RecordsFailed) as failed:
+            migrate.handler({"Items": items, "BatchInput": batch}, FakeContext())
+        assert json.loads(str(failed.value)) == {records[2].record_id: "UNSUPPORTED_FORMAT"}
+        kept = store.pack_templates(tenant="t1", model_pack=NEW)
+        assert sorted(kept) == [r.record_id for r in records[:2]]
+        assert all(abs(float(np.linalg.norm(v)) - 1.0) < 1e-3 for v in kept.values())
+        ok = [i for i in items if records[2].record_id not in i["key"]]
+        again = migrate.handler({"Items": ok, "BatchInput": batch}, FakeContext())
+        assert again["migrated"] == 0 and again["already_migrated"] == 2
+        assert {k: list(v) for k, v in store.pack_templates(tenant="t1", model_pack=NEW).items()} == {
+            k: list(v) for k, v in kept.items()
+        }
+        with pytest.raises(BadItem):
+            migrate.handler({"Items": [{"key": "faces/t2/rec_x/photo"}], "BatchInput": batch}, FakeContext())
+
+        # cut-over: refused while the third record has no template; then done once it has one
+        step = {"tenant": "t1", "source_pack": OLD, "target_pack": NEW}
+        with pytest.raises(InvalidState):
+            migrate.switch(step, FakeContext())
+        store.put_pack_template(
+            record_id=records[2].record_id,
+            tenant="t1",
+            model_pack=NEW,
+            embedding=unit(DIM, 9).astype(np.float32),
+        )
+        assert migrate.switch(step, FakeContext())["records"] == 3
+        assert {r.model_pack for r in store.iter_templates(tenant="t1")} == {NEW}
+        back = {"tenant": "t1", "source_pack": NEW, "target_pack": OLD}
+        assert migrate.switch(back, FakeContext())["records"] == 3
+        assert {r.record_id: list(r.embedding) for r in store.iter_templates(tenant="t1")} == {
+            r.record_id: list(r.embedding) for r in records
+        }
+    finally:
+        migrate._parts.cache_clear()
+        migrate._engine.cache_clear()
