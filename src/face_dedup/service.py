@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from face_dedup.blob_keys import crop_key, photo_key, record_prefix
+from face_dedup.blob_keys import crop_key, photo_key, record_prefix, template_crop_key, template_photo_key
 from face_dedup.calibration import DedupThresholds, ImpostorTail
 from face_dedup.decision import DecisionPolicy
 from face_dedup.domain import (
@@ -59,6 +59,7 @@ from face_dedup.ports import (
     RecordStore,
     VectorIndex,
 )
+from face_dedup.record_templates import calibrated_score
 from face_dedup.settings import Settings
 from face_dedup.vision.pipeline import FaceTemplate, Rejection
 from face_dedup.vision.png import encode_png
@@ -488,7 +489,12 @@ class DedupService:
             tenant=self.tenant, application_id=staged.application_id, model_pack=self.model_pack
         )
         own = [
-            Candidate(r.record_id, float(np.dot(r.embedding, staged.embedding)), r.source, r.application_id)
+            Candidate(
+                r.record_id,
+                calibrated_score(float(np.dot(r.embedding, staged.embedding)), r.template_count),
+                r.source,
+                r.application_id,
+            )
             for r in records
             if r.record_id != staged.record_id
         ]
@@ -681,8 +687,9 @@ class DedupService:
             record = records.get(hit.record_id)
             if record is None:
                 continue  # in the index but not the store: an erase or crash in progress
-            # The index's score is the engine's; the decision uses the one computed here.
-            score = float(np.dot(record.embedding, probe))
+            # The index's score is the engine's; the decision uses the one computed here, held
+            # to the one-template calibration for a record of several (record_templates.py).
+            score = calibrated_score(float(np.dot(record.embedding, probe)), record.template_count)
             candidates.append(Candidate(hit.record_id, score, record.source, record.application_id))
         return candidates
 
@@ -1026,7 +1033,33 @@ class DedupService:
             needles.pop("crop", None)
         if any(np.asarray(o.embedding, dtype=np.float32).tobytes() == template for o in others.values()):
             needles.pop("template", None)
+        if record.template_count > 1:
+            needles |= self._erased_template_bytes(record)
         return needles, len(same_photo)
+
+    def _erased_template_bytes(self, record: Record) -> dict[str, bytes]:
+        """A record of several templates (record_templates.py): each template's vector (its
+        `embedding` is their centroid) and each added photo and crop (under the record's prefix,
+        deleted with it). The enrollment template is left out when another record holds the
+        same vector (the same photo enrolled twice), as above."""
+        needles: dict[str, bytes] = {}
+        for t in self.store.record_templates(record.record_id):
+            vector = np.asarray(t.embedding, dtype=np.float32)
+            if t.number == 1:
+                twins = self.index.search(
+                    vector, tenant=self.tenant, model_pack=record.model_pack, k=2, min_score=0.9999
+                )
+                if any(h.record_id != record.record_id for h in twins):
+                    continue
+            needles[f"template {t.number}"] = vector.tobytes()
+            for name, key in (
+                ("photo", template_photo_key(self.tenant, record.record_id, t.number)),
+                ("crop", template_crop_key(self.tenant, record.record_id, t.number)),
+            ):
+                if t.number > 1:
+                    with suppress(NotFound):
+                        needles[f"{name} of template {t.number}"] = self.blobs.get(key)
+        return needles
 
     # -- consistency ----------------------------------------------------------------------
 
