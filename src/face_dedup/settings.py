@@ -160,13 +160,13 @@ class Settings:
             raise ConfigError(str(exc)) from None
         if self.max_candidates < 1:
             raise ConfigError("max_candidates must be at least 1")
+        if not 1 <= self.max_templates <= 5:
+            raise ConfigError("max_templates must be between 1 and 5 (calibration offsets measured to 5)")
         if self.shadow_pack == self.model_pack:
             raise ConfigError(f"the shadow pack must differ from the active pack ({self.model_pack})")
 
 
 PACKS_FILE = "packs.json"
-        if not 1 <= self.max_templates <= 5:
-            raise ConfigError("max_templates must be between 1 and 5 (calibration offsets measured to 5)")
 
 
 def _registry_packs(values: dict[str, Any]) -> None:
