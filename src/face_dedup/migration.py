@@ -241,7 +241,13 @@ def run(
         raise ConfigError(f"{target} is already the active pack")
     store: RecordStore = service.store
     done = set(store.pack_templates(tenant=tenant, model_pack=target))
-    records = [r.record_id for r in store.iter_templates(tenant=tenant) if r.model_pack == service.model_pack]
+    records: list[str] = []
+    several: set[str] = set()  # records of several templates: each one re-embedded
+    for r in store.iter_templates(tenant=tenant):
+        if r.model_pack == service.model_pack:
+            records.append(r.record_id)
+            if r.template_count > 1:
+                several.add(r.record_id)
     todo = [rid for rid in records if rid not in done]
     if limit is not None:
         todo = todo[:limit]
@@ -252,6 +258,17 @@ def run(
         if interval:  # rate limit: a live registry keeps its CPU for new inputs
             time.sleep(max(0.0, next_at - time.monotonic()))
             next_at = max(next_at, time.monotonic()) + interval
+        if record_id in several:
+            from face_dedup.template_migration import migrate_record_templates
+
+            kept = migrate_record_templates(service, engine, active_pack, record_id)
+            if isinstance(kept, str):
+                result.failed[record_id] = kept
+            elif kept:
+                result.migrated += 1
+            if progress is not None:
+                progress(number, len(todo))
+            continue
         # The stored crop when both packs align alike (no re-detection), else the photo.
         vector = template_for(engine, active_pack, _blob(service, crop_key(tenant, record_id)), None)
         if isinstance(vector, str):
@@ -264,6 +281,11 @@ def run(
             progress(number, len(todo))
     service.record_event("migration.run", ACTOR, **result.as_dict() | {"failed": len(result.failed)})
     return result
+
+
+def stored_blob(service: Any, key: str) -> bytes | None:
+    """The blob, or None when it was never kept or is gone."""
+    return _blob(service, key)
 
 
 def _blob(service: Any, key: str) -> bytes | None:
