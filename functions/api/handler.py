@@ -23,9 +23,11 @@ tracer = Tracer(service="face-dedup-api", auto_patch=False)  # see tests/infra/t
 def _configured() -> bool:
     settings = Settings.load()
     parts = build_function(settings, "api")  # with the engine: it serves 1:1 verification
-    service, uploads = parts.service, parts.uploads
     # Face images are presigned S3 links in the cloud; the signer only backs stores without them.
-    configure(Dependencies(service=service, signer=ImageSigner(os.urandom(32)), uploads=uploads))
+    signer = ImageSigner(os.urandom(32))
+    configure(
+        Dependencies(service=parts.service, signer=signer, queries=parts.queries, uploads=parts.uploads)
+    )
     return True
 
 

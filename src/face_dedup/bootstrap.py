@@ -22,6 +22,7 @@ from face_dedup.ingest import Ingestor
 from face_dedup.models.custom import find_pack
 from face_dedup.models.registry import ModelPack, get_pack, verified_path
 from face_dedup.ports import BlobStore, FaceAnalyzer, Notifier, RecordStore, VectorIndex, WorkflowStarter
+from face_dedup.queries import RegistryQueries
 from face_dedup.service import DedupService
 from face_dedup.settings import Settings
 from face_dedup.vision.detect import YuNetDetector
@@ -73,6 +74,10 @@ class Adapters:
     store: RecordStore
     blobs: BlobStore
     notifier: Notifier
+
+    def queries(self) -> RegistryQueries:
+        """The reads (CLI, review API) over the same store and blob store as the service."""
+        return RegistryQueries(self.store, self.blobs)
 
     def close(self) -> None:
         self.index.close()
@@ -233,6 +238,7 @@ class FunctionParts:
     workflow: WorkflowStarter
     officers: Notifier
     archive: BlobStore
+    queries: RegistryQueries  # reads through the declared store and blob store (the API)
 
 
 def build_function(settings: Settings, name: str) -> FunctionParts:
@@ -274,6 +280,7 @@ def build_function(settings: Settings, name: str) -> FunctionParts:
         cast(WorkflowStarter, ports[wiring.WORKFLOW]),
         cast(Notifier, ports[wiring.OFFICERS]),
         cast(BlobStore, ports[wiring.ARCHIVE]),
+        RegistryQueries(cast(RecordStore, ports[wiring.STORE]), cast(BlobStore, ports[wiring.BLOBS])),
     )
 
 

@@ -36,6 +36,7 @@ from face_dedup.models.install import (
     verify_pack,
 )
 from face_dedup.models.registry import PACKS
+from face_dedup.queries import Reader, TenantReader
 from face_dedup.service import DedupService
 from face_dedup.settings import Settings
 
@@ -138,9 +139,17 @@ def _actor() -> str:
 @contextmanager
 def _opened(settings: Settings) -> Iterator[DedupService]:
     """The service and its adapters for one command, closed afterwards."""
+    with _reading(settings) as (service, _):
+        yield service
+
+
+@contextmanager
+def _reading(settings: Settings) -> Iterator[tuple[DedupService, TenantReader]]:
+    """The service and the operator's reads of the settings' tenant (the one who runs the CLI
+    holds the data directory: every kind of read is theirs), closed afterwards."""
     service, adapters = _run(lambda: build_service(settings))
     try:
-        yield service
+        yield service, adapters.queries().reader(Reader.OPERATOR, service.tenant)
     finally:
         adapters.close()
 
@@ -411,8 +420,8 @@ def cases_list(
 ) -> None:
     """Cases waiting for (or past) review, oldest first."""
     settings = _settings(data_dir, models_dir, tenant)
-    with _opened(settings) as service:
-        cases = service.store.list_cases(tenant=service.tenant, status=status, limit=limit, offset=offset)
+    with _reading(settings) as (_, reads):
+        cases = reads.cases(status=status, limit=limit, offset=offset)
 
     def human() -> None:
         table = Table(title=f"cases ({status or 'all'})")
@@ -447,12 +456,13 @@ def cases_show(
 ) -> None:
     """One case: the probe, its ranked candidates with scores, thresholds and decision."""
     settings = _settings(data_dir, models_dir, tenant)
-    with _opened(settings) as service:
-        case = service.store.get_case(case_id)
-        if case is None or case.tenant != service.tenant:
+    with _reading(settings) as (service, reads):
+        try:
+            case = reads.case(case_id)
+        except NotFound:
             err.print(f"[red]error:[/red] no case {case_id}")
-            raise typer.Exit(1)
-        probe = service.store.get_record(case.probe_record_id)
+            raise typer.Exit(1) from None
+        probe = reads.record(case.probe_record_id)
         if sheet is not None:
             _run(lambda: sheet.write_bytes(service.case_sheet(case, actor=_actor())))
     payload = _case_dict(case) | {
@@ -610,8 +620,8 @@ def audit_export(
 ) -> None:
     """Every audit event of the tenant, oldest first, as JSON Lines."""
     settings = _settings(data_dir, models_dir, tenant)
-    with _opened(settings) as service:
-        events = service.store.audit_events(tenant=service.tenant)
+    with _reading(settings) as (_, reads):
+        events = reads.audit_events()
     lines = "".join(json.dumps(asdict(e), sort_keys=True) + "\n" for e in events)
     if output:
         _run(lambda: write_private(output, lines))  # 0600: the audit log names applications
@@ -903,7 +913,7 @@ def serve(
     known = _run(lambda: LocalUsers.load(users))
     settings = _settings(data_dir, models_dir, None)
     service, adapters = _run(lambda: build_service(settings))
-    configure(Dependencies(service=service, signer=ImageSigner(os.urandom(32))))
+    configure(Dependencies(service=service, signer=ImageSigner(os.urandom(32)), queries=adapters.queries()))
     server = _run(lambda: make_server(known, host, port, behind_tls_proxy=behind_tls_proxy))
     where = "behind your TLS proxy" if behind_tls_proxy else "local only"
     err.print(f"review console on http://{host}:{server.server_address[1]}/ ({where}; Ctrl-C stops)")

@@ -35,6 +35,7 @@ from face_dedup.domain import (
 from face_dedup.errors import ErasureIncomplete, InvalidState, NotFound, PermissionDenied, StorageError
 from face_dedup.identifiers import APPLICATION_ID_PATTERN
 from face_dedup.ports import BlobStore
+from face_dedup.queries import RegistryQueries, TenantReader
 from face_dedup.service import DedupService
 from face_dedup_api.auth import Caller, Unauthorized, caller_from_claims
 from face_dedup_api.denials import PER_MINUTE, AnonymousDenials
@@ -87,6 +88,7 @@ _ORIGIN = re.compile(r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 class Dependencies:
     service: DedupService
     signer: ImageSigner
+    queries: RegistryQueries  # every read (cases, records, audit, images): tenant and role checked there
     uploads: BlobStore | None = None  # the uploads bucket (cloud); None locally
     # Where the console may call the API and load faces from, besides its own origin: the API's
     # origin when the page is served elsewhere, the image bucket's origin for presigned links.
@@ -103,7 +105,7 @@ class Dependencies:
     def _presigned_origin(self) -> list[str]:
         """Where presigned image links point (the bucket's endpoint), learned by presigning a
         dummy key: signing is local, nothing is fetched. Empty where images are served here."""
-        url = self.service.blobs.presigned_url("csp-probe", 1)
+        url = self.queries.presigns_images()
         if not url:
             return []
         parts = urlsplit(url)
@@ -156,6 +158,11 @@ def _require(caller: Caller, *roles: Role) -> None:
 
 def _service(caller: Caller) -> DedupService:
     return _dependencies().service.for_tenant(caller.tenant)
+
+
+def _reader(caller: Caller) -> TenantReader:
+    """The caller's reads: only its tenant's data, only what its role may see (queries.py)."""
+    return _dependencies().queries.reader(caller.actor, caller.tenant)
 
 
 def audit_denied(
@@ -276,7 +283,6 @@ def _invalid(exc: RequestValidationError) -> Response[str]:
 
 # -- models --------------------------------------------------------------------------------------
 
-READERS = (Role.OFFICER, Role.SUPERVISOR, Role.AUDITOR)
 DECIDERS = (Role.OFFICER, Role.SUPERVISOR)
 RECORD_ID = r"^[A-Za-z0-9_-]{1,64}$"
 
@@ -347,7 +353,7 @@ def _outcome(case: Case) -> str | None:
     return case.decision.value if case.decision else "closed"
 
 
-def _summary(case: Case, service: DedupService | None = None) -> dict[str, Any]:
+def _summary(case: Case, reader: TenantReader | None = None) -> dict[str, Any]:
     best = case.candidates[0] if case.candidates else None
     summary: dict[str, Any] = {
         "case_id": case.case_id,
@@ -362,8 +368,8 @@ def _summary(case: Case, service: DedupService | None = None) -> dict[str, Any]:
         "candidates": len(case.candidates),
         "best_score": None if best is None else round(best.score, 4),
     }
-    if service is not None:
-        record = service.store.get_record(case.probe_record_id)
+    if reader is not None:
+        record = reader.record(case.probe_record_id)
         summary["application_id"] = record.application_id if record else None
         summary["channel"] = _channel(record.source) if record else None
         if best is not None:
@@ -388,16 +394,20 @@ def score_band(score: float, thresholds: dict[str, Any]) -> str:
     return "near_threshold"
 
 
-def _image_link(service: DedupService, key: str) -> str:
+def _image_link(reader: TenantReader, key: str) -> str:
     deps = _dependencies()
-    presigned = service.blobs.presigned_url(key, deps.signer.ttl_seconds)
-    return presigned or f"/images/{deps.signer.token(key, service.tenant)}"
+    presigned = reader.image_url(key, deps.signer.ttl_seconds)
+    return presigned or f"/images/{deps.signer.token(key, reader.tenant)}"
 
 
 def _person(
-    service: DedupService, record_id: str, score: float | None, thresholds: dict[str, Any]
+    service: DedupService,
+    reader: TenantReader,
+    record_id: str,
+    score: float | None,
+    thresholds: dict[str, Any],
 ) -> dict[str, Any]:
-    record = service.store.get_record(record_id)
+    record = reader.record(record_id)
     if record is None:
         return {"record_id": record_id, "erased": True}
     entry: dict[str, Any] = {
@@ -408,8 +418,8 @@ def _person(
         "status": record.status.value,
         "enrolled_at": record.created_at,
         "quality": record.quality,
-        "crop_url": _image_link(service, crop_key(service.tenant, record.record_id)),
-        "photo_url": _image_link(service, photo_key(service.tenant, record.record_id)),
+        "crop_url": _image_link(reader, crop_key(reader.tenant, record.record_id)),
+        "photo_url": _image_link(reader, photo_key(reader.tenant, record.record_id)),
     }
     if score is not None:
         fmr = service.tail.fmr_at(score)
@@ -423,11 +433,13 @@ def _person(
     return entry
 
 
-def _detail(service: DedupService, case: Case) -> dict[str, Any]:
+def _detail(service: DedupService, reader: TenantReader, case: Case) -> dict[str, Any]:
     return {
-        **_summary(case, service),
-        "probe": _person(service, case.probe_record_id, None, case.thresholds),
-        "candidates": [_person(service, c.record_id, c.score, case.thresholds) for c in case.candidates],
+        **_summary(case, reader),
+        "probe": _person(service, reader, case.probe_record_id, None, case.thresholds),
+        "candidates": [
+            _person(service, reader, c.record_id, c.score, case.thresholds) for c in case.candidates
+        ],
         "candidates_count": len(case.candidates),
         "thresholds": case.thresholds,
         "decision": case.decision.value if case.decision else None,
@@ -468,9 +480,8 @@ def list_cases(
     older_than_hours: Annotated[int | None, Query(ge=0, le=100_000)] = None,
 ) -> dict[str, Any]:
     caller = _caller()
-    _require(caller, *READERS)
-    service = _service(caller)
-    cases = _all_cases(service, caller.tenant, status)
+    reader = _reader(caller)
+    cases = reader.all_cases(status)
     if escalated is not None:
         cases = [c for c in cases if c.escalated == escalated]
     if mine:
@@ -483,7 +494,7 @@ def list_cases(
     cases.sort(key=key, reverse=reverse)
     page = cases[offset : offset + limit]
     return {
-        "cases": [_summary(c, service) for c in page],
+        "cases": [_summary(c, reader) for c in page],
         "total": len(cases),  # after the filters: what "n of total" means in the queue
         "offset": offset,
         "limit": limit,
@@ -491,26 +502,14 @@ def list_cases(
     }
 
 
-def _all_cases(service: DedupService, tenant: str, status: str | None) -> list[Case]:
-    """Every case of the tenant in that status, page by page from the store."""
-    found: list[Case] = []
-    while True:
-        chunk = service.store.list_cases(tenant=tenant, status=status, limit=500, offset=len(found))
-        found.extend(chunk)
-        if len(chunk) < 500:
-            return found
-
-
 @app.get("/cases/<case_id>", summary="Show a case: probe, ranked candidates, scores, history", tags=["cases"])
 def show_case(case_id: str) -> dict[str, Any]:
     caller = _caller()
-    _require(caller, *READERS)
+    reader = _reader(caller)
+    case = reader.case(case_id)
     service = _service(caller)
-    case = service.store.get_case(case_id)
-    if case is None or case.tenant != caller.tenant:
-        raise NotFound(f"no case {case_id[:80]}")
     service.record_event("case.viewed", caller.actor.name, case_id=case_id, role=caller.actor.role.value)
-    return _detail(service, case)
+    return _detail(service, reader, case)
 
 
 @app.post("/cases/<case_id>/claim", summary="Claim a case for review", tags=["cases"])
@@ -518,7 +517,7 @@ def claim_case(case_id: str) -> dict[str, Any]:
     caller = _caller()
     _require(caller, *DECIDERS)
     service = _service(caller)
-    return _detail(service, service.claim_case(case_id, caller.actor))
+    return _detail(service, _reader(caller), service.claim_case(case_id, caller.actor))
 
 
 @app.post(
@@ -530,7 +529,7 @@ def release_case(case_id: str) -> dict[str, Any]:
     caller = _caller()
     _require(caller, *DECIDERS)
     service = _service(caller)
-    return _detail(service, service.release_case(case_id, caller.actor))
+    return _detail(service, _reader(caller), service.release_case(case_id, caller.actor))
 
 
 @app.post(
@@ -545,7 +544,7 @@ def decide_case(case_id: str, body: DecisionBody) -> dict[str, Any]:
     case = service.decide_case(
         case_id, CaseDecision(body.decision), caller.actor, body.comment, body.matched_record_id
     )
-    return _detail(service, case)
+    return _detail(service, _reader(caller), case)
 
 
 @app.post(
@@ -557,7 +556,7 @@ def undo_decision(case_id: str) -> dict[str, Any]:
     caller = _caller()
     _require(caller, *DECIDERS)
     service = _service(caller)
-    return _detail(service, service.undo_decision(case_id, caller.actor))
+    return _detail(service, _reader(caller), service.undo_decision(case_id, caller.actor))
 
 
 @app.post(
@@ -569,7 +568,9 @@ def confirm_case(case_id: str, body: ConfirmationBody) -> dict[str, Any]:
     caller = _caller()
     _require(caller, Role.SUPERVISOR)
     service = _service(caller)
-    return _detail(service, service.confirm_case(case_id, caller.actor, body.confirm, body.comment))
+    return _detail(
+        service, _reader(caller), service.confirm_case(case_id, caller.actor, body.confirm, body.comment)
+    )
 
 
 @app.post("/verify", summary="1:1 verification of two photos", tags=["verification"])
@@ -672,8 +673,7 @@ def erase_record(
 @app.get("/audit", summary="The audit log as JSON Lines (auditors)", tags=["audit"])
 def audit_export() -> Response[str]:
     caller = _caller()
-    _require(caller, Role.AUDITOR, Role.ADMIN)
-    events = _service(caller).store.audit_events(tenant=caller.tenant)
+    events = _reader(caller).audit_events()
     body = "".join(json.dumps(asdict(e), sort_keys=True) + "\n" for e in events)
     return Response(status_code=200, content_type="application/x-ndjson", body=body)
 
@@ -686,10 +686,9 @@ def audit_export() -> Response[str]:
 )
 def image(token: str):  # type: ignore[no-untyped-def]  # an annotated return makes Powertools text-encode the bytes
     caller = _caller()
-    _require(caller, *READERS)
-    service = _service(caller)
-    key = _dependencies().signer.verify(token, caller.tenant)
-    data = service.blobs.get(key)
+    reader = _reader(caller)
+    key = _dependencies().signer.verify(token, reader.tenant)
+    data = reader.image(key)
     if not data.startswith(b"\x89PNG"):  # an original upload (maybe HEIC): show a safe JPEG copy
         data, kind = _display_jpeg(data), "image/jpeg"
     else:

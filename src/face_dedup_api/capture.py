@@ -44,6 +44,7 @@ from face_dedup.errors import InvalidState, ModelError, NotFound, Reason
 from face_dedup.identifiers import APPLICATION_ID_PATTERN
 from face_dedup.models.convert import CONVERSIONS
 from face_dedup.models.registry import BROWSER_DETECTOR, ModelPack, get_pack, sha256_file, verified_path
+from face_dedup.queries import Reader, TenantReader
 from face_dedup.service import DedupService, InputRef
 from face_dedup.settings import Settings
 from face_dedup.vision.detect import DetectorConfig
@@ -343,7 +344,7 @@ def capture_upload() -> dict[str, Any]:
     if len(data) > MAX_UPLOAD:
         raise ValueError(f"the photo is over {MAX_UPLOAD} bytes")
     service = deps.service.for_tenant(grant.tenant)
-    refuse_if_spent(service, grant)
+    refuse_if_spent(service.model_pack, grant)
     key = f"{grant.key_prefix}{uuid.uuid4().hex}.jpg"
     item = service.enroll(data, InputRef(key, grant.application_id), actor="upload:selfie")
     return plain_outcome(item)
@@ -358,7 +359,7 @@ def capture_upload_url() -> dict[str, Any]:
     grant = _grant()
     deps = _dependencies()
     uploads = deps.uploads
-    refuse_if_spent(deps.service.for_tenant(grant.tenant), grant)
+    refuse_if_spent(deps.service.for_tenant(grant.tenant).model_pack, grant)
     key = f"{grant.key_prefix}{uuid.uuid4().hex}.jpg"
     post = uploads.presigned_post(key, "image/jpeg", MAX_UPLOAD, 300) if uploads is not None else None
     if post is None:
@@ -375,18 +376,21 @@ def capture_outcome() -> dict[str, Any]:
         raise ValueError("digest: the photo's SHA-256, 64 lower-case hex digits")
     service = _dependencies().service.for_tenant(grant.tenant)
     key = service.idempotency_key(InputRef("", grant.application_id), digest)
-    return plain_outcome(service.store.get_import_item(key))
+    return plain_outcome(_applicant(grant).import_item(key))
 
 
-def refuse_if_spent(service: DedupService, grant: CaptureGrant) -> None:
+def _applicant(grant: CaptureGrant) -> TenantReader:
+    """What a capture link may read: its own application's outcome, in its tenant (queries.py)."""
+    return _dependencies().queries.reader(Reader.APPLICANT, grant.tenant)
+
+
+def refuse_if_spent(model_pack: str, grant: CaptureGrant) -> None:
     """A link sends photos until one is decided (accepted, verified or sent to review); after a
     "retake" the person tries again. Without this, one link could upload face after face: each
     answer "accepted" or "under review" says whether that face is already registered, and each
     duplicate opens a case for an officer. In the cloud the decision comes after the upload, so
     a fast client can still hold a few URLs at once (each valid five minutes)."""
-    records = service.store.find_application_records(
-        tenant=grant.tenant, application_id=grant.application_id, model_pack=service.model_pack
-    )
+    records = _applicant(grant).application_records(grant.application_id, model_pack)
     if any(record.source.startswith(grant.key_prefix) for record in records):
         raise InvalidState(
             "this link has already sent a photo: ask the registry for a new link to send another"

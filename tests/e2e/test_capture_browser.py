@@ -41,6 +41,7 @@ from face_dedup_api.auth import LocalUsers
 from face_dedup_api.capture import ort_dir
 from face_dedup_api.images import ImageSigner
 from face_dedup_api.local_server import serve
+from tests.support.review_api import queries_of
 
 pytestmark = pytest.mark.shared_data
 
@@ -147,7 +148,13 @@ def server(registry: DedupService, tmp_path: Path) -> Iterator[str]:
             }
         )
     )
-    configure(Dependencies(service=registry, signer=ImageSigner(b"capture-test", ttl_seconds=120)))
+    configure(
+        Dependencies(
+            service=registry,
+            queries=queries_of(registry),
+            signer=ImageSigner(b"capture-test", ttl_seconds=120),
+        )
+    )
     local = serve(LocalUsers.load(users), "127.0.0.1", 0)
     local.start_background()
     yield f"http://127.0.0.1:{local.server_address[1]}"

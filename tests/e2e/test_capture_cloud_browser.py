@@ -36,6 +36,7 @@ from tests.e2e.test_capture_browser import (
     wait_for,
     write_y4m,
 )
+from tests.support.review_api import queries_of
 
 pytestmark = pytest.mark.shared_data
 
@@ -85,7 +86,11 @@ def cloud(base_settings: Settings, tmp_path: Path) -> Iterator[tuple[str, DedupS
     registry = service.for_tenant(TENANT)
     # As the stack wires it: the uploads bucket encrypted with the deployment's KMS key.
     uploads = S3BlobStore(client, "uploads", prefix="", kms_key_id=key_id)
-    configure(Dependencies(service=registry, signer=ImageSigner(b"cloud-page"), uploads=uploads))
+    configure(
+        Dependencies(
+            service=registry, queries=queries_of(registry), signer=ImageSigner(b"cloud-page"), uploads=uploads
+        )
+    )
     local = serve(LocalUsers.load(users), "127.0.0.1", 0)
     local.start_background()
     yield f"http://127.0.0.1:{local.server_address[1]}", registry, client

@@ -32,6 +32,7 @@ from face_dedup_api.app import Dependencies, configure
 from face_dedup_api.auth import LocalUsers
 from face_dedup_api.images import ImageSigner
 from face_dedup_api.local_server import serve
+from tests.support.review_api import queries_of
 
 pytestmark = pytest.mark.shared_data
 
@@ -84,7 +85,13 @@ def start_console(registry: DedupService, tmp_path: Path) -> Any:
             }
         )
     )
-    configure(Dependencies(service=registry, signer=ImageSigner(b"browser-test", ttl_seconds=120)))
+    configure(
+        Dependencies(
+            service=registry,
+            queries=queries_of(registry),
+            signer=ImageSigner(b"browser-test", ttl_seconds=120),
+        )
+    )
     server = serve(LocalUsers.load(users_file), "127.0.0.1", 0)
     server.start_background()
     return server

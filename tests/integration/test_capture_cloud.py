@@ -22,6 +22,7 @@ from face_dedup.settings import Settings
 from face_dedup_api.app import Dependencies, app, configure
 from face_dedup_api.images import ImageSigner
 from face_dedup_api.local_server import LocalContext, to_event
+from tests.support.review_api import queries_of
 
 pytestmark = pytest.mark.shared_data
 
@@ -60,7 +61,14 @@ def cloud(base_settings: Settings, tmp_path: Path) -> Iterator[tuple[DedupServic
         client.create_bucket(Bucket="uploads", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
         service, adapters = build_service(base_settings.with_overrides(data_dir=tmp_path / "registry"))
         uploads = S3BlobStore(client, "uploads", prefix="")
-        configure(Dependencies(service=service, signer=ImageSigner(b"cloud-secret"), uploads=uploads))
+        configure(
+            Dependencies(
+                service=service,
+                queries=queries_of(service),
+                signer=ImageSigner(b"cloud-secret"),
+                uploads=uploads,
+            )
+        )
         yield service.for_tenant("tenant-a"), client
         adapters.close()
 

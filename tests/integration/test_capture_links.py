@@ -18,6 +18,7 @@ from face_dedup.settings import Settings
 from face_dedup_api.app import Dependencies, app, configure
 from face_dedup_api.images import ImageSigner
 from face_dedup_api.local_server import LocalContext, to_event
+from tests.support.review_api import queries_of
 
 pytestmark = pytest.mark.shared_data
 
@@ -37,7 +38,7 @@ def call(
 @pytest.fixture
 def registry(base_settings: Settings, tmp_path: Path) -> Iterator[DedupService]:
     service, adapters = build_service(base_settings.with_overrides(data_dir=tmp_path / "registry"))
-    configure(Dependencies(service=service, signer=ImageSigner(b"links-secret")))
+    configure(Dependencies(service=service, queries=queries_of(service), signer=ImageSigner(b"links-secret")))
     yield service.for_tenant("north")
     adapters.close()
 

@@ -29,6 +29,7 @@ from face_dedup_api.local_server import (
     json_depth,
     serve,
 )
+from tests.support.review_api import queries_of
 
 ANN = "t-ann-0123456789"
 AL = "t-al-0123456789"
@@ -59,7 +60,13 @@ def users_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def server(service: DedupService, users_file: Path) -> Iterator[LocalServer]:
-    configure(Dependencies(service=service.for_tenant("tenant-a"), signer=ImageSigner(b"k", ttl_seconds=60)))
+    configure(
+        Dependencies(
+            service=service.for_tenant("tenant-a"),
+            queries=queries_of(service.for_tenant("tenant-a")),
+            signer=ImageSigner(b"k", ttl_seconds=60),
+        )
+    )
     running = serve(LocalUsers.load(users_file), "127.0.0.1", 0, timeout=2, threads=4)
     running.start_background()
     yield running

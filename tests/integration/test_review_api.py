@@ -17,6 +17,7 @@ from face_dedup.settings import Settings
 from face_dedup_api.app import Dependencies, app, configure
 from face_dedup_api.images import ImageSigner
 from face_dedup_api.local_server import LocalContext, to_event
+from tests.support.review_api import queries_of
 
 pytestmark = pytest.mark.shared_data
 
@@ -55,7 +56,11 @@ def api(base_settings: Settings, faces_root: Path, tmp_path: Path) -> Iterator[D
     tenant_a = service.for_tenant("tenant-a")
     for name, application in ((A1, "APP-1"), (B1, "APP-2"), (A2, "APP-3")):
         tenant_a.enroll((faces_root / name).read_bytes(), InputRef(name, application))
-    configure(Dependencies(service=service, signer=ImageSigner(b"test-secret", ttl_seconds=60)))
+    configure(
+        Dependencies(
+            service=service, queries=queries_of(service), signer=ImageSigner(b"test-secret", ttl_seconds=60)
+        )
+    )
     yield tenant_a
     adapters.close()
 
@@ -206,6 +211,7 @@ def test_console_csp_names_only_configured_origins(api: DedupService) -> None:
     configure(
         Dependencies(
             service=api,
+            queries=queries_of(api),
             signer=ImageSigner(b"k"),
             api_origin="https://api.example.org",
             image_origins=("https://faces.s3.eu-west-1.amazonaws.com",),
@@ -216,7 +222,7 @@ def test_console_csp_names_only_configured_origins(api: DedupService) -> None:
     assert "img-src 'self' blob: https://faces.s3.eu-west-1.amazonaws.com;" in csp
     for bad in ("http://plain.example.org", "https://x.org; script-src *", "*"):
         with pytest.raises(ValueError, match="not an https origin"):
-            Dependencies(service=api, signer=ImageSigner(b"k"), api_origin=bad)
+            Dependencies(service=api, queries=queries_of(api), signer=ImageSigner(b"k"), api_origin=bad)
     assert call("GET", "/static/console.js", None)[0] == 200
     assert call("GET", "/static/..%2Fapp.py", None)[0] == 404
     assert call("GET", "/static/app.py", None)[0] == 404
@@ -285,7 +291,7 @@ def test_console_csp_allows_the_presigned_image_origin(api: DedupService) -> Non
         cloudlike = api.for_tenant("tenant-a")
         client = boto3.client("s3", region_name="eu-west-1")
         cloudlike.blobs = S3BlobStore(client, "faces-bucket", prefix="")
-        configure(Dependencies(service=cloudlike, signer=ImageSigner(b"k")))
+        configure(Dependencies(service=cloudlike, queries=queries_of(cloudlike), signer=ImageSigner(b"k")))
         csp = headers_of("GET", "/", None)["Content-Security-Policy"]
     image_sources = csp.split("img-src ")[1].split(";")[0].split()
     assert image_sources[:2] == ["'self'", "blob:"] and len(image_sources) == 3

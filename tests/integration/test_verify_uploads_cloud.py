@@ -20,6 +20,7 @@ from face_dedup.settings import Settings
 from face_dedup_api.app import VERIFY_PREFIX, Dependencies, configure
 from face_dedup_api.images import ImageSigner
 from tests.integration.test_capture_cloud import call
+from tests.support.review_api import queries_of
 
 pytestmark = pytest.mark.shared_data
 
@@ -41,7 +42,14 @@ def bucket(base_settings: Settings, tmp_path: Path) -> Iterator[Any]:
         client.put_bucket_versioning(Bucket="uploads", VersioningConfiguration={"Status": "Enabled"})
         service, adapters = build_service(base_settings.with_overrides(data_dir=tmp_path / "registry"))
         uploads = S3BlobStore(client, "uploads", prefix="")
-        configure(Dependencies(service=service, signer=ImageSigner(b"cloud-secret"), uploads=uploads))
+        configure(
+            Dependencies(
+                service=service,
+                queries=queries_of(service),
+                signer=ImageSigner(b"cloud-secret"),
+                uploads=uploads,
+            )
+        )
         yield client
         adapters.close()
 

@@ -21,6 +21,7 @@ from face_dedup.domain import Actor, CaseDecision, CaseStatus, ImportItem, Role
 from face_dedup.errors import ErasureIncomplete
 from face_dedup.service import InputRef
 from face_dedup.settings import Settings
+from tests.support.review_api import queries_of
 from tests.unit.registry_worker import template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -337,7 +338,11 @@ def test_the_api_erase_reports_a_remaining_copy_as_a_failure_never_as_success(tm
                 InputRef(f"{n}.jpg", f"APP-{n}"), f"{n}" * 64, face, f"photo {n}".encode() * 40
             )
             ids.append(str(item.record_id))
-        configure(Dependencies(service=service, signer=ImageSigner(b"secret", ttl_seconds=60)))
+        configure(
+            Dependencies(
+                service=service, queries=queries_of(service), signer=ImageSigner(b"secret", ttl_seconds=60)
+            )
+        )
 
         def delete(record_id: str) -> tuple[int, dict[str, Any]]:
             event = to_event("DELETE", f"/records/{record_id}?reason=request-1", {}, b"", supervisor)
