@@ -974,5 +974,9 @@ app.add_typer(migrate_app, name="migrate")
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+# `face-dedup records` (several templates per record) too.
+from face_dedup.records_cli import records_app  # noqa: E402
+
+app.add_typer(records_app, name="records")
     with suppress(BrokenPipeError):
         app()
