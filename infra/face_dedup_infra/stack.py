@@ -11,6 +11,7 @@ from face_dedup_infra.constructs.abis_broker import AbisBroker, AbisOptions
 from face_dedup_infra.constructs.encryption import Encryption, EncryptLogs
 from face_dedup_infra.constructs.functions import Functions
 from face_dedup_infra.constructs.ingest_queue import CaseNotificationQueue, IngestQueue
+from face_dedup_infra.constructs.migration import MigrationJob, MigrationOptions
 from face_dedup_infra.constructs.monitoring import Monitoring
 from face_dedup_infra.constructs.network import Network
 from face_dedup_infra.constructs.notifications import Notifications
@@ -151,6 +152,17 @@ class FaceDedupStack(Stack):
             functions.roles, settings, layer=functions.runtime_layer, security_group=network.functions_sg
         )
         network.add_endpoints_for(functions.roles)
+        migration = MigrationOptions.from_context(self.node.try_get_context)
+        if migration.enabled:  # the model-pack migration job: off unless asked for (README)
+            self.migration = MigrationJob(
+                self,
+                "Migration",
+                options=migration,
+                functions=functions,
+                faces=storage.faces,
+                access_logs=storage.access_logs,
+                key=key,
+            )
 
         self.review = ReviewApi(
             self,

@@ -1,0 +1,234 @@
+"""The model-pack migration job (optional: CDK context `face-dedup:migration=true`; README,
+"Migrating between packs in the cloud").
+
+A Step Functions state machine:
+
+    Plan (Pass: the tenant's key prefix in the faces bucket)
+      -> Records: Distributed Map, ItemReader = the S3 listing of that prefix (a record's photo
+         and aligned crop), batched; each batch goes to the item processor
+         (functions/migrate `handler`), at most `max_concurrency` at a time; items that fail
+         (a record without a usable photo or crop, raised as `RecordsFailed` with record ids and
+         reason codes) are tolerated up to `tolerated_failure_percent`, and every item's result,
+         failures with their cause, is written to the results bucket (ResultWriter)
+      -> CutOver? (Choice on the input's `cutover`)
+      -> Switch (functions/migrate `switch`: every record takes its target template as its own;
+         refused, changing nothing, while any record lacks one).
+
+Both functions are declared in face_dedup.wiring (OPTIONAL_FUNCTIONS) and built by `Functions`
+like every other: their roles hold exactly what their adapters' code performs. Neither is in
+the VPC: the job never touches the index (the new pack's index is filled by the reconcile
+function once the stack runs the new pack).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from aws_cdk import Acknowledgment, CfnResource, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from face_dedup import permissions, wiring
+from face_dedup.settings import Settings
+from face_dedup_infra.constructs.functions import Functions
+from face_dedup_infra.constructs.workflow import RETRY, TRANSIENT
+
+# Step Functions' own ceiling for a Distributed Map's child executions at a time is 10,000;
+# 0 would mean "as many as possible". The job's concurrency is bounded on purpose: each item
+# processor holds one Lambda instance with the models loaded, and writes to the records table
+# that live enrollments write to.
+MAX_CONCURRENCY_LIMIT = 1000
+RESULTS_KEPT_DAYS = 90  # the job's result manifests: record ids and reason codes, nothing else
+
+
+@dataclass(frozen=True)
+class MigrationOptions:
+    enabled: bool = False
+    max_concurrency: int = 10
+    tolerated_failure_percent: float = 1.0
+    batch_size: int = 50  # records' keys per item (each record lists its photo and its crop)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_concurrency <= MAX_CONCURRENCY_LIMIT:
+            raise ValueError(
+                f"face-dedup:migration-max-concurrency must be 1..{MAX_CONCURRENCY_LIMIT} "
+                f"(bounded: 0 would let Step Functions run every item at once), got {self.max_concurrency}"
+            )
+        if not 0 <= self.tolerated_failure_percent <= 100:
+            raise ValueError("face-dedup:migration-tolerated-failure-percent must be 0..100")
+        if not 1 <= self.batch_size <= 500:
+            raise ValueError("face-dedup:migration-batch-size must be 1..500")
+
+    @classmethod
+    def from_context(cls, get: Any) -> MigrationOptions:
+        def value(name: str, default: Any) -> Any:
+            found = get(f"face-dedup:migration{name}")
+            return default if found is None else found
+
+        return cls(
+            enabled=str(value("", "false")).lower() == "true",
+            max_concurrency=int(value("-max-concurrency", cls.max_concurrency)),
+            tolerated_failure_percent=float(
+                value("-tolerated-failure-percent", cls.tolerated_failure_percent)
+            ),
+            batch_size=int(value("-batch-size", cls.batch_size)),
+        )
+
+
+class MigrationJob(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        options: MigrationOptions,
+        functions: Functions,
+        faces: s3.IBucket,
+        access_logs: s3.IBucket,
+        key: kms.IKey,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        built = {}
+        for name, reserved in ((wiring.MIGRATE, options.max_concurrency), (wiring.MIGRATE_SWITCH, 1)):
+            spec = wiring.OPTIONAL_FUNCTIONS[name]
+            found = permissions.needs(spec)
+            # reserved concurrency: the job can never take more Lambda instances than it is given
+            built[name] = functions.add(spec, found | permissions.key_needs(found), reserved)
+
+        self.results = s3.Bucket(
+            self,
+            "Results",
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=key,
+            bucket_key_enabled=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=True,
+            server_access_logs_bucket=access_logs,
+            server_access_logs_prefix="migration-results/",
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    expiration=Duration.days(RESULTS_KEPT_DAYS),
+                    noncurrent_version_expiration=Duration.days(1),
+                )
+            ],
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+        def invoke(name: str, function: Any, payload: sfn.TaskInput | None, result_path: str | None) -> Any:
+            task = tasks.LambdaInvoke(
+                self,
+                name,
+                lambda_function=function,
+                payload=payload,
+                payload_response_only=True,
+                result_path=result_path,
+                retry_on_service_exceptions=False,
+            )
+            task.add_retry(
+                errors=TRANSIENT,
+                interval=Duration.seconds(RETRY["interval_s"]),
+                backoff_rate=RETRY["backoff_rate"],
+                max_attempts=int(RETRY["max_attempts"]),
+                max_delay=Duration.seconds(RETRY["max_delay_s"]),
+                jitter_strategy=sfn.JitterType.FULL,
+            )
+            return task
+
+        # The faces bucket's keys are <s3_prefix><tenant>/<record id>/<photo|aligned.png>.
+        plan = sfn.Pass(
+            self,
+            "Plan",
+            parameters={
+                "tenant.$": "$.tenant",
+                "source_pack.$": "$.source_pack",
+                "target_pack.$": "$.target_pack",
+                "cutover.$": "$.cutover",
+                "prefix.$": f"States.Format('{Settings.s3_prefix}{{}}/', $.tenant)",
+            },
+        )
+        records = sfn.DistributedMap(
+            self,
+            "Records",
+            item_reader=sfn.S3ObjectsItemReader(bucket=faces, prefix=sfn.JsonPath.string_at("$.prefix")),
+            item_selector={"key.$": "$$.Map.Item.Value.Key"},  # the key only: no sizes, no etags
+            item_batcher=sfn.ItemBatcher(
+                max_items_per_batch=options.batch_size,
+                batch_input={"tenant.$": "$.tenant", "target_pack.$": "$.target_pack"},
+            ),
+            max_concurrency=options.max_concurrency,
+            tolerated_failure_percentage=options.tolerated_failure_percent,
+            result_writer_v2=sfn.ResultWriterV2(bucket=self.results, prefix="results"),
+            # each child runs a Lambda item of up to 10 minutes: longer than an Express child's 5
+            map_execution_type=sfn.StateMachineType.STANDARD,
+            result_path="$.records",
+        )
+        records.item_processor(invoke("Reembed", built[wiring.MIGRATE], None, None))
+        switch = invoke(
+            "Switch",
+            built[wiring.MIGRATE_SWITCH],
+            sfn.TaskInput.from_object(
+                {"tenant.$": "$.tenant", "source_pack.$": "$.source_pack", "target_pack.$": "$.target_pack"}
+            ),
+            "$.switch",
+        )
+        done = sfn.Succeed(self, "Done")
+        cutover = (
+            sfn.Choice(self, "CutOver")
+            .when(sfn.Condition.boolean_equals("$.cutover", True), switch.next(done))
+            .otherwise(done)
+        )
+        log_group = logs.LogGroup(self, "Logs", retention=logs.RetentionDays.ONE_YEAR)
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            definition_body=sfn.DefinitionBody.from_chainable(plan.next(records).next(cutover)),
+            tracing_enabled=True,
+            logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
+            timeout=Duration.days(7),
+        )
+        # the result manifests are written encrypted with the stack's key
+        key.grant_encrypt_decrypt(self.state_machine.role)
+        self._acknowledge(built, key)
+        self.functions = built
+        self.role: iam.IRole = self.state_machine.role
+
+    def _acknowledge(self, built: dict[str, Any], key: kms.IKey) -> None:
+        """The cdk-nag findings of CDK's own grants to the state machine, acknowledged on it with
+        the reason each wildcard is bounded (as face_dedup_infra.nag does for the workflow)."""
+        stack = Stack.of(self)
+
+        def logical(construct: Any) -> str:
+            child = construct.node.default_child
+            assert isinstance(child, CfnResource)
+            return str(stack.resolve(child.logical_id))
+
+        machine = logical(self.state_machine)
+        name = json.dumps({"Fn::Select": [6, {"Fn::Split": [":", {"Ref": machine}]}]}, separators=(",", ":"))
+        execution = f"arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:{name}"
+        found = {
+            **{
+                f"IAM5[Resource::<{logical(fn)}.Arn>:*]": "The job invokes this function (its versions too)."
+                for fn in built.values()
+            },
+            f"IAM5[Resource::arn:<AWS::Partition>:s3:::<{logical(self.results)}>/*]": (
+                "The Distributed Map's result writer puts its manifests in the job's own results bucket."
+            ),
+            f"IAM5[Resource::{execution}:*]": (
+                "The Distributed Map starts and stops child executions of this state machine only."
+            ),
+            f"IAM5[Resource::{execution}/*:*]": (
+                "The Distributed Map's child executions of this state machine only."
+            ),
+        }
+        for rule, reason in found.items():
+            Validations.of(self.state_machine).acknowledge(
+                Acknowledgment(id=f"AwsSolutions::AwsSolutions-{rule}", reason=reason)
+            )
