@@ -11,7 +11,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -36,6 +36,7 @@ from face_dedup.errors import ErasureIncomplete, InvalidState, NotFound, Permiss
 from face_dedup.identifiers import APPLICATION_ID_PATTERN
 from face_dedup.ports import BlobStore
 from face_dedup.queries import RegistryQueries, TenantReader
+from face_dedup.record_templates import TemplateRefused, TemplateSource
 from face_dedup.service import DedupService
 from face_dedup_api.auth import Caller, Unauthorized, caller_from_claims
 from face_dedup_api.denials import PER_MINUTE, AnonymousDenials
@@ -668,6 +669,80 @@ def erase_record(
     caller = _caller()
     _require(caller, Role.SUPERVISOR)
     return _service(caller).erase(record_id, caller.actor.name, reason)
+
+
+class PhotoBody(BaseModel):
+    """A later photo of a record's person: inline (the local server) or the `first` photo of a
+    `POST /verify/uploads` pair (the cloud, whose firewall admits small bodies only)."""
+
+    image_base64: str | None = Field(default=None, max_length=35_000_000)
+    upload_id: str | None = Field(default=None, pattern=UPLOAD_ID_PATTERN)
+    source: Literal["verified", "renewal"] = "verified"
+    captured_at: date | None = None  # when the photo was taken (ISO 8601 date)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> PhotoBody:
+        if (self.image_base64 is None) == (self.upload_id is None):
+            raise ValueError("send either the photo (image_base64) or the upload_id of POST /verify/uploads")
+        return self
+
+
+@app.exception_handler(TemplateRefused)
+def _template_refused(exc: TemplateRefused) -> Response[str]:
+    return _error(422, exc.message, reason=exc.reason)
+
+
+@app.post(
+    "/records/<record_id>/photos",
+    summary="Add a later photo to a record (officer or supervisor): several templates per record",
+    tags=["records"],
+)
+def add_record_photo(record_id: str, body: PhotoBody) -> dict[str, Any]:
+    """Only a photo that matches the record 1:1 at the verify threshold, reaches the quality
+    floor and matches no other record; refused otherwise (422 with a reason code)."""
+    from face_dedup.add_template import add_photo
+
+    caller = _caller()
+    _require(caller, *DECIDERS)
+    if not re.fullmatch(RECORD_ID, record_id):
+        raise NotFound("no such record")
+    if body.upload_id is not None:
+        data = _uploaded_first(caller, body.upload_id)
+    elif _dependencies().uploads is not None:
+        raise NotAvailableHere("here photos travel by upload: POST /verify/uploads, then send its upload_id")
+    else:
+        try:
+            data = base64.b64decode(body.image_base64 or "", validate=True)
+        except ValueError:
+            raise ValueError("image_base64 must be base64") from None
+    added = add_photo(
+        _service(caller),
+        record_id,
+        data,
+        caller.actor,
+        source=TemplateSource(body.source),
+        captured_at=body.captured_at.isoformat() if body.captured_at else None,
+    )
+    return added.as_dict()
+
+
+def _uploaded_first(caller: Caller, upload_id: str) -> bytes:
+    """The `first` photo of an upload pair, read once; the pair is deleted whatever happens."""
+    uploads = _dependencies().uploads
+    if uploads is None:
+        raise NotAvailableHere("uploads are not available here: send the photo as image_base64")
+    prefix = _verify_prefix(caller, upload_id)
+    try:
+        try:
+            data = uploads.get(prefix + "first")
+        except NotFound:
+            raise NotFound("no first photo uploaded for this upload_id (or it expired)") from None
+        limit = _service(caller).settings.decode.max_bytes
+        if len(data) > limit:
+            raise ValueError(f"the photo has {len(data)} bytes; the limit is {limit}")
+        return data
+    finally:
+        uploads.delete_prefix(prefix)
 
 
 @app.get("/audit", summary="The audit log as JSON Lines (auditors)", tags=["audit"])

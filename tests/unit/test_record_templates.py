@@ -359,3 +359,46 @@ def test_erasure_leaves_no_template_photo_or_crop_in_any_file(
         if needle in f.read_bytes()
     }
     assert left == set()
+
+
+# -- the API route --------------------------------------------------------------------------------
+
+
+def test_api_route_adds_a_photo_for_officers_only(
+    built: tuple[DedupService, Adapters], fake: ScoredFake
+) -> None:
+    import base64
+    import json
+
+    from face_dedup_api.app import Dependencies, app, configure
+    from face_dedup_api.images import ImageSigner
+    from face_dedup_api.local_server import LocalContext, to_event
+    from tests.support.review_api import queries_of
+
+    service, _ = built
+    record_id = _person(service, fake)
+    configure(Dependencies(service=service, queries=queries_of(service), signer=ImageSigner(b"k" * 16)))
+
+    def post(
+        role: str, body: object, path: str = f"/records/{record_id}/photos"
+    ) -> tuple[int, dict[str, object]]:
+        who = {"cognito:username": "olga", "cognito:groups": role, "custom:tenant": service.tenant}
+        event = to_event("POST", path, {"Content-Type": "application/json"}, json.dumps(body).encode(), who)
+        response = app.resolve(event, LocalContext())  # type: ignore[arg-type]
+        return int(response["statusCode"]), json.loads(response["body"])
+
+    later = fake.face(b"api-later-photo-bytes", at_score(unit(fake.dim, 0), 0.9, 1))
+    body = {
+        "image_base64": base64.b64encode(later).decode(),
+        "source": "renewal",
+        "captured_at": "2026-11-30",
+    }
+    assert post("auditor", body)[0] == 403
+    status, refused = post("officer", {**body, "image_base64": base64.b64encode(b"unknown bytes").decode()})
+    assert status == 422 and str(refused["reason"]).startswith("rejected:")
+    assert post("officer", {**body, "captured_at": "yesterday"})[0] == 422  # validated, not stored
+    assert post("officer", body, "/records/..%2Fx/photos")[0] in (404, 422)
+    status, added = post("officer", body)
+    assert status == 200 and added["template"] == 2 and added["source"] == "renewal"
+    (template_2,) = [t for t in service.store.record_templates(record_id) if t.number == 2]
+    assert template_2.captured_at == "2026-11-30" and template_2.source is TemplateSource.RENEWAL
