@@ -814,7 +814,12 @@ def plan_operating_point(
         typer.Option(help="A genuine-score curve file (default: the registry's, else the pack's)."),
     ] = None,
     plot: Annotated[Path | None, typer.Option(help="Write recall vs false alarms per search as SVG.")] = None,
+    pack_id: Annotated[
+        str | None,
+        typer.Option("--pack", help="Plan this pack (shipped, or added and calibrated); default: active."),
+    ] = None,
     data_dir: DataDir = None,
+    models_dir: ModelsDir = None,
     as_json: Json = False,
 ) -> None:
     """Operating points: per gallery size and candidate threshold, expected duplicate recall,
@@ -822,11 +827,12 @@ def plan_operating_point(
     extrapolated impostor tail are marked. Costs of the cloud index: plan-capacity."""
     from face_dedup import planner
     from face_dedup.bootstrap import load_tail
-    from face_dedup.models.registry import get_pack
+    from face_dedup.models.custom import find_pack
 
     def make() -> tuple[planner.OperatingPlan, str | None]:
-        settings = _settings(data_dir)
-        pack = get_pack(settings.model_pack)
+        settings = _settings(data_dir, models_dir)
+        # an added pack too (`models add`): its calibration and genuine curve are the registry's own
+        pack = find_pack(pack_id or settings.model_pack, settings.models_dir)
         tail = load_tail(settings, pack)
         curve = (
             planner.GenuineCurve.load(genuine)
