@@ -34,14 +34,34 @@ class DeploymentConfig:
     # >= 99.5% duplicate recall is refused here, at synth.
     registry_size: int = 100_000
     opensearch_replicas: int = 1  # OpenSearch's default number_of_replicas (index_body keeps it)
+    # The index method and encoding (`index-method`, `index-encoding`); unset: the cheapest
+    # deployable method validated at registry_size (capacity.default_method): HNSW fp32 to
+    # 100k faces, the exact scan above (BENCHMARKS.md "Cloud index").
+    index_method: str | None = None
+    index_encoding: str = "fp32"
 
     def __post_init__(self) -> None:
         capacity.check_deployment(
             self.registry_size,
             instance_type=self.opensearch_instance_type,
             data_nodes=self.opensearch_data_nodes,
+            method=self.method,
             replicas=self.opensearch_replicas,
         )
+
+    @property
+    def method(self) -> capacity.IndexMethod:
+        if self.index_method is None:
+            return capacity.default_method(
+                self.registry_size, replicas=self.opensearch_replicas, zones=self.opensearch_zones
+            )
+        return capacity.IndexMethod(self.index_method, self.index_encoding)
+
+    @property
+    def index_shards(self) -> int:
+        """Primary shards: an exact scan's are searched in parallel (capacity.exact_shards)."""
+        method = self.method
+        return capacity.exact_shards(self.registry_size) if method.name == "exact" else 1
 
     @classmethod
     def from_context(cls, get: Any, base: Path) -> DeploymentConfig:
@@ -56,8 +76,12 @@ class DeploymentConfig:
         registry_size = int(value("registry-size", 100_000))
         replicas = cls.opensearch_replicas
         zones = int(value("opensearch-zones", 2))
-        # Unset node type, count or volume: what `face-dedup plan-capacity` says for this size.
-        planned = capacity.plan(registry_size, replicas=replicas, zones=zones)
+        named = value("index-method", None)
+        encoding = str(value("index-encoding", "fp32"))
+        method = None if named is None else capacity.IndexMethod(str(named), encoding)
+        # Unset node type, count or volume: what `face-dedup plan-capacity` says for this size
+        # and method (none named: the default for the size; refused below if none is validated).
+        planned = capacity.plan(registry_size, method=method, replicas=replicas, zones=zones)
         return cls(
             layers_dir=(base / str(value("layers-dir", "../build/layers"))).resolve(),
             retention_days=int(value("retention-days", 3650)),
@@ -75,4 +99,6 @@ class DeploymentConfig:
             tenants=listed("tenants", ("default",)),
             callback_urls=listed("callback-urls", ()),
             registry_size=registry_size,
+            index_method=None if named is None else str(named),
+            index_encoding=encoding,
         )

@@ -62,6 +62,9 @@ class FaceDedupStack(Stack):
             "opensearch_url": f"https://{search.domain.domain_endpoint}",
             "opensearch_auth": "sigv4",
             "opensearch_index": "faces",
+            "opensearch_method": config.method.name,
+            "opensearch_encoding": config.method.encoding,
+            "opensearch_shards": str(config.index_shards),
             "store_backend": "dynamodb",
             "blob_backend": "s3",
             "notifier_backend": "sqs",  # queued; the digest function tells officers (SNS)

@@ -13,6 +13,13 @@ overhead 4 x nlist x d. The k-NN plugin may use `knn.memory.circuit_breaker.limi
 what the JVM heap leaves, and the JVM heap is half the node's RAM (capped at 32 GB): so about
 a quarter of a node's RAM holds graphs. Prices are AWS's published on-demand prices for
 us-east-1 on the date in `PRICES_AS_OF`; check them before you budget.
+
+`exact` is the k-NN plugin's exact search (a `script_score` query with its `knn_score` script
+over the same `knn_vector` field, the index created with `index.knn: false`: no graph at all).
+Recall is 1 by construction; its cost is a scan of every vector of the tenant per search, so it
+is sized for latency and throughput instead of graph memory: the fp32 doc values it reads
+should stay in the page cache (the same quarter of RAM as above), and the primary shards (each
+scanned by one search thread) are enough for a search to finish within EXACT_LATENCY_S.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 ENCODING_BYTES = {"fp32": 4.0, "fp16": 2.0, "sq8": 1.0}
-METHODS = ("hnsw", "ivf")
+METHODS = ("hnsw", "ivf", "exact")
 
 
 class CapacityError(ValueError):
@@ -49,7 +56,7 @@ class IndexMethod:
 
     def __post_init__(self) -> None:
         if self.name not in METHODS:
-            raise CapacityError(f"unknown index method {self.name!r} (hnsw or ivf)")
+            raise CapacityError(f"unknown index method {self.name!r} ({', '.join(METHODS)})")
         if self.encoding not in ENCODING_BYTES:
             raise CapacityError(f"unknown encoding {self.encoding!r} ({', '.join(ENCODING_BYTES)})")
         if min(self.m, self.ef_construction, self.ef_search, self.oversample) < 1:
@@ -63,6 +70,8 @@ class IndexMethod:
         return replace(self, nlist=nlist, nprobes=self.nprobes or max(1, math.ceil(0.03 * nlist)))
 
     def label(self) -> str:
+        if self.name == "exact":
+            return "exact (script_score knn_score) fp32"
         if self.name == "hnsw":
             core = f"hnsw m={self.m} efc={self.ef_construction} efs={self.ef_search}"
         else:
@@ -70,10 +79,12 @@ class IndexMethod:
         return f"{core} {self.encoding} x{self.oversample}"
 
 
-# The default the stack deploys, and up to which registry size measurements show it keeps
-# duplicate recall >= 99.5% above the review threshold in force at that size (BENCHMARKS.md,
-# "Cloud index": synthetic registries fitted to the default pack's LFW templates).
+# The approximate method the stack deploys up to the size measurements show it keeps duplicate
+# recall >= 99.5% above the review threshold in force at that size (BENCHMARKS.md, "Cloud
+# index": synthetic registries fitted to the default pack's LFW templates). Beyond that the
+# default is the exact scan (`default_method`).
 DEFAULT_METHOD = IndexMethod()
+EXACT_METHOD = IndexMethod("exact", "fp32", oversample=1)
 REQUIRED_RECALL = 0.995
 
 # (method, encoding) -> the largest registry at which bench/index_recall.py measured
@@ -84,12 +95,36 @@ REQUIRED_RECALL = 0.995
 # fp16 and 8-bit held too (99.87%, 99.62%) but the stack deploys fp32 only: the adapter's
 # mapping has no `encoder` yet (OpenSearch's faiss engine offers sq fp16; its lucene engine,
 # not faiss, offers 7-bit scalar quantisation, which faiss's 8-bit SQ approximates).
+# Exact search returns every vector above the threshold by construction (recall 1.0 in
+# bench/index_recall.py at 1M and 15M, streamed); its entry is the largest size whose cost was
+# measured, as nothing beyond it was.
 VALIDATED: dict[tuple[str, str], int] = {
     ("hnsw", "fp32"): 100_000,
     ("hnsw", "fp16"): 100_000,
     ("hnsw", "sq8"): 100_000,
+    ("exact", "fp32"): 15_000_000,
 }
 STRONGEST_MEASURED = {"m": 32, "ef_construction": 256, "ef_search": 256, "oversample": 4}
+# What the adapter can create on OpenSearch 2.17's k-NN plugin (the stack's version):
+# faiss HNSW fp32, faiss HNSW with its 16-bit `sq` encoder, and the exact scan (fp32 doc values;
+# an encoder quantises only the engine's graph, which exact search does not use). 8-bit: the
+# faiss engine's `sq` encoder is 16-bit only there, and lucene's int7 scalar quantisation (the
+# lucene engine is Java) was not reproduced here, so it is not offered. IVF needs a model
+# trained with the Train API before the index exists, which the deployment does not do.
+DEPLOYABLE = frozenset({("hnsw", "fp32"), ("hnsw", "fp16"), ("exact", "fp32")})
+# The order `default_method` prefers among validated methods of equal domain cost: the graph
+# (a search reads ~ef x m vectors) before the scan (reads every vector).
+PREFERENCE = (DEFAULT_METHOD, IndexMethod("hnsw", "fp16"), EXACT_METHOD)
+
+# Exact search's cost: vectors scored per CPU-second by one search thread, measured with faiss's
+# SIMD flat scan (bench/index_recall.py --methods exact, median single query at 1M and 15M,
+# 128-d fp32; BENCHMARKS.md "Cloud index"). The k-NN plugin's `knn_score` runs in the JVM over
+# doc values and is slower per vector; EXACT_SCRIPT_FACTOR is an ASSUMED slowdown (not measured
+# here: no OpenSearch runs on this machine) that the planner applies so a domain is not sized
+# on a floor. Measure a deployed domain with bench/index_recall.py's figures before relying on it.
+EXACT_VECTORS_PER_CPU_S = 44_000_000.0
+EXACT_SCRIPT_FACTOR = 10.0
+EXACT_LATENCY_S = 1.0  # an enrollment's duplicate search (the workflow tolerates ~1 s)
 
 
 def _validated_list() -> str:
@@ -99,7 +134,8 @@ def _validated_list() -> str:
 def check_method(method: IndexMethod, faces: int) -> None:
     """Refuse a deployment whose method has not been shown to keep REQUIRED_RECALL at `faces`."""
     limit = VALIDATED.get((method.name, method.encoding), 0)
-    if any(getattr(method, name) < floor for name, floor in STRONGEST_MEASURED.items()):
+    approximate = method.name != "exact"  # graph and list parameters mean nothing to a scan
+    if approximate and any(getattr(method, name) < floor for name, floor in STRONGEST_MEASURED.items()):
         limit = 0
     if faces > limit:
         measured = f"measured up to {limit:,}" if limit else "not measured to hold at any size"
@@ -111,6 +147,47 @@ def check_method(method: IndexMethod, faces: int) -> None:
         )
 
 
+def check_deployable(method: IndexMethod) -> None:
+    """Refuse what the adapter cannot create on the stack's OpenSearch (see DEPLOYABLE)."""
+    if (method.name, method.encoding) not in DEPLOYABLE:
+        offered = ", ".join(f"{name} {encoding}" for name, encoding in sorted(DEPLOYABLE))
+        raise CapacityError(
+            f"index method {method.name} {method.encoding} cannot be deployed on the stack's "
+            f"OpenSearch k-NN plugin (deployable: {offered}; see face_dedup/capacity.py DEPLOYABLE)"
+        )
+
+
+def default_method(faces: int, *, dim: int = 128, replicas: int = 1, zones: int = 2) -> IndexMethod:
+    """What the stack deploys for a registry of `faces` when the deployment names no method:
+    the deployable method validated at that size whose domain costs least (ties: PREFERENCE)."""
+    fits = []
+    for rank, method in enumerate(PREFERENCE):
+        try:
+            check_method(method, faces)
+        except CapacityError:
+            continue
+        cost = plan(faces, dim=dim, method=method, replicas=replicas, zones=zones).domain_monthly
+        fits.append((cost, rank, method))
+    if not fits:
+        raise CapacityError(
+            f"no deployable index method is validated at {faces:,} faces ({_validated_list()}); "
+            "measure one with bench/index_recall.py at this size"
+        )
+    return min(fits, key=lambda fit: fit[:2])[2]
+
+
+def exact_shards(faces: int) -> int:
+    """Primary shards for an exact search to finish within EXACT_LATENCY_S: each shard is
+    scanned by one search thread, the shards in parallel (on up to one vCPU each)."""
+    seconds = faces * EXACT_SCRIPT_FACTOR / EXACT_VECTORS_PER_CPU_S
+    return max(1, math.ceil(seconds / EXACT_LATENCY_S))
+
+
+def exact_search_cpu_s(faces: int) -> float:
+    """CPU-seconds one exact search costs the domain (planned, with EXACT_SCRIPT_FACTOR)."""
+    return faces * EXACT_SCRIPT_FACTOR / EXACT_VECTORS_PER_CPU_S
+
+
 # --------------------------------------------------------------------------------------------
 # Memory and nodes
 
@@ -118,6 +195,8 @@ def check_method(method: IndexMethod, faces: int) -> None:
 def vector_bytes(method: IndexMethod, dim: int) -> float:
     """Native (off-heap) memory per vector, OpenSearch's k-NN sizing rule."""
     values = ENCODING_BYTES[method.encoding] * dim
+    if method.name == "exact":
+        return 4.0 * dim  # the fp32 doc values the script reads, kept in the page cache
     if method.name == "hnsw":
         return 1.1 * (values + 8 * method.m)
     return 1.1 * values
@@ -137,6 +216,7 @@ class InstanceType:
     name: str
     ram_gib: int
     usd_per_hour: float
+    vcpus: int
 
     @property
     def knn_bytes(self) -> float:
@@ -152,12 +232,12 @@ PRICES_AS_OF = (
 )
 # Memory-optimised Graviton data nodes (the k-NN graphs live in RAM).
 INSTANCE_TYPES = (
-    InstanceType("r7g.large.search", 16, 0.167),
-    InstanceType("r7g.xlarge.search", 32, 0.335),
-    InstanceType("r7g.2xlarge.search", 64, 0.669),
-    InstanceType("r7g.4xlarge.search", 128, 1.339),
-    InstanceType("r7g.8xlarge.search", 256, 2.678),
-    InstanceType("r7g.12xlarge.search", 384, 4.016),
+    InstanceType("r7g.large.search", 16, 0.167, 2),
+    InstanceType("r7g.xlarge.search", 32, 0.335, 4),
+    InstanceType("r7g.2xlarge.search", 64, 0.669, 8),
+    InstanceType("r7g.4xlarge.search", 128, 1.339, 16),
+    InstanceType("r7g.8xlarge.search", 256, 2.678, 32),
+    InstanceType("r7g.12xlarge.search", 384, 4.016, 48),
 )
 GP3_USD_PER_GB_MONTH = 0.122
 MIN_VOLUME_GB = 100  # the stack's smallest data-node volume (room for snapshots and merges)
@@ -210,6 +290,17 @@ class Plan:
     enrollments_per_month: int
     monthly: dict[str, float] = field(default_factory=dict)
     rekognition_monthly: float = 0.0
+    shards: int = 1  # primary shards of the index
+
+    @property
+    def search_seconds(self) -> float:
+        """Planned wall time of one exact search: its shards scanned in parallel."""
+        return exact_search_cpu_s(self.faces) / self.shards
+
+    @property
+    def searches_per_s(self) -> float:
+        """Exact searches a second every vCPU of the domain sustains (each scans one copy)."""
+        return self.data_nodes * self.instance.vcpus / exact_search_cpu_s(self.faces)
 
     @property
     def domain_monthly(self) -> float:
@@ -225,6 +316,15 @@ class Plan:
             "instance_type": self.instance.name,
             "data_nodes": self.data_nodes,
             "volume_gb": self.volume_gb,
+            "shards": self.shards,
+            **(
+                {
+                    "exact_search_s_planned": round(self.search_seconds, 3),
+                    "exact_searches_per_s_sustained": round(self.searches_per_s, 1),
+                }
+                if self.method.name == "exact"
+                else {}
+            ),
             "enrollments_per_month": self.enrollments_per_month,
             "monthly_usd": {k: round(v, 2) for k, v in self.monthly.items()},
             "total_monthly_usd": round(sum(self.monthly.values()), 2),
@@ -237,7 +337,7 @@ def plan(
     faces: int,
     *,
     dim: int = 128,
-    method: IndexMethod = DEFAULT_METHOD,
+    method: IndexMethod | None = None,
     replicas: int = 1,
     enrollments_per_month: int = 100_000,
     zones: int = 2,
@@ -245,9 +345,16 @@ def plan(
 ) -> Plan:
     """The smallest memory-optimised data nodes (at least one per zone, a multiple of the
     zones so shards spread evenly) whose k-NN memory holds every copy of the index with 20%
-    headroom for growth and merges. `instance_type` pins the node type instead."""
+    headroom for growth and merges; for exact search also one vCPU per primary shard, so a
+    search's shards are scanned in parallel. `instance_type` pins the node type instead.
+    No `method`: the default for this size (`default_method`)."""
     if faces < 1 or dim < 1:
         raise CapacityError("faces and dim must be positive")
+    if method is None:
+        try:
+            method = default_method(faces, dim=dim, replicas=replicas, zones=zones)
+        except CapacityError:  # beyond every measurement: plan what was measured furthest (render says so)
+            method = max(PREFERENCE, key=lambda m: VALIDATED.get((m.name, m.encoding), 0))
     if replicas < 0 or zones < 1:
         raise CapacityError("replicas must be >= 0 and zones >= 1")
     if replicas + 1 < zones and zones > 1:
@@ -260,9 +367,10 @@ def plan(
             raise CapacityError(
                 f"unknown instance type {instance_type!r}: {[t.name for t in INSTANCE_TYPES]}"
             )
+    shards = exact_shards(faces) if method.name == "exact" else 1
     best: tuple[float, InstanceType, int] | None = None
     for instance in choices:
-        nodes = max(zones, math.ceil(need / instance.knn_bytes))
+        nodes = max(zones, math.ceil(need / instance.knn_bytes), math.ceil(shards / instance.vcpus))
         nodes = math.ceil(nodes / zones) * zones
         cost = nodes * instance.usd_per_hour
         if best is None or cost < best[0]:
@@ -302,6 +410,7 @@ def plan(
         enrollments_per_month,
         monthly,
         rekognition,
+        shards,
     )
 
 
@@ -324,6 +433,16 @@ def render(p: Plan) -> list[str]:
         f"({vector_bytes(p.method, p.dim):,.0f} B/vector)",
         f"data nodes: {p.data_nodes} x {p.instance.name} ({p.instance.ram_gib} GiB RAM, "
         f"{p.instance.knn_bytes / 2**30:,.0f} GiB k-NN memory each), {p.volume_gb} GB gp3 each",
+        *(
+            [
+                f"exact search: {p.shards} primary shard(s); {p.search_seconds:.2f} s a search planned "
+                f"({exact_search_cpu_s(p.faces) / EXACT_SCRIPT_FACTOR:.3f} CPU-s measured with faiss's "
+                f"scan x {EXACT_SCRIPT_FACTOR:g} assumed for the JVM script), "
+                f"{p.searches_per_s:,.0f} searches/s sustained by {p.data_nodes * p.instance.vcpus} vCPUs"
+            ]
+            if p.method.name == "exact"
+            else []
+        ),
         "monthly cost (USD):",
         *(f"  {name:<26}{value:>12,.2f}" for name, value in money.items()),
         f"  {'total':<26}{sum(money.values()):>12,.2f}",
@@ -338,12 +457,17 @@ def check_deployment(
     *,
     instance_type: str,
     data_nodes: int,
-    method: IndexMethod = DEFAULT_METHOD,
+    method: IndexMethod | None = None,
     dim: int = 128,
     replicas: int = 1,
 ) -> None:
-    """What the CDK app runs at synth: the method must be validated at the declared size and
-    the data nodes' k-NN memory must hold every copy of the index with `plan`'s headroom."""
+    """What the CDK app runs at synth: the method must be deployable and validated at the
+    declared size, the data nodes' k-NN memory must hold every copy of the index with `plan`'s
+    headroom, and for exact search the nodes need a vCPU per primary shard. No `method`: the
+    default for this size."""
+    if method is None:
+        method = default_method(faces, dim=dim, replicas=replicas)
+    check_deployable(method)
     check_method(method, faces)
     known = {t.name: t for t in INSTANCE_TYPES}
     instance = known.get(instance_type)
@@ -361,4 +485,12 @@ def check_deployment(
             f"{faces:,} faces with {method.label()} and {replicas} replica(s) need "
             f"{need / 2**30:.1f} GiB (with 20% headroom). Use {planned.data_nodes} x "
             f"{planned.instance.name} (face-dedup plan-capacity {faces}) or leave both unset."
+        )
+    if method.name == "exact" and data_nodes * instance.vcpus < exact_shards(faces):
+        planned = plan(faces, dim=dim, method=method, replicas=replicas)
+        raise CapacityError(
+            f"{data_nodes} x {instance_type} have {data_nodes * instance.vcpus} vCPUs; an exact search "
+            f"over {faces:,} faces needs {exact_shards(faces)} primary shards scanned in parallel to "
+            f"finish within {EXACT_LATENCY_S:g} s. Use {planned.data_nodes} x {planned.instance.name} "
+            f"(face-dedup plan-capacity {faces} --method exact) or leave both unset."
         )

@@ -87,6 +87,11 @@ class Settings:
     opensearch_url: str = ""
     opensearch_index: str = "faces"
     opensearch_engine: str = "faiss"  # faiss (inner product) | lucene (cosine)
+    # The index method (capacity.py; the CDK app picks the default for its registry-size):
+    # hnsw (approximate, fp32 or fp16 graph) | exact (script_score knn_score, no graph).
+    opensearch_method: str = "hnsw"
+    opensearch_encoding: str = "fp32"
+    opensearch_shards: int = 1  # primary shards; exact search scans them in parallel
     opensearch_auth: str = "sigv4"  # sigv4 (managed domain) | sigv4-serverless | none (local)
     uploads_bucket: str = ""  # where selfies and registry batches arrive
     state_machine_arn: str = ""  # the de-duplication workflow the ingest function starts

@@ -54,7 +54,16 @@ class FunctionSpec:
 
 # Settings each port's adapter reads (the CDK app puts exactly these in the environment).
 PORT_SETTINGS: dict[str, tuple[str, ...]] = {
-    INDEX: ("index_backend", "opensearch_url", "opensearch_auth", "opensearch_index", "aws_region"),
+    INDEX: (
+        "index_backend",
+        "opensearch_url",
+        "opensearch_auth",
+        "opensearch_index",
+        "opensearch_method",  # capacity.default_method for the registry size (issue 15)
+        "opensearch_encoding",
+        "opensearch_shards",
+        "aws_region",
+    ),
     STORE: (
         "store_backend",
         "aws_region",

@@ -104,8 +104,15 @@ def layers(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def cloud(
-    base_settings: Settings, osmem_clone: Any, layers: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest,
+    base_settings: Settings,
+    osmem_clone: Any,
+    layers: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[dict[str, Any]]:
+    """`request.param` (indirect): the index method, as the CDK app sets it for the registry
+    size (hnsw by default; exact above 100k faces: script_score with knn_score)."""
     parts_json, logical, template = synthesized_definition(layers, tmp_path)
     env = {
         "AWS_ACCESS_KEY_ID": "testing",
@@ -123,19 +130,21 @@ def cloud(
         "FACE_DEDUP_DYNAMODB_TABLE_PREFIX": "fd-",
         "FACE_DEDUP_OPENSEARCH_URL": osmem_clone.url,
         "FACE_DEDUP_OPENSEARCH_AUTH": "none",
+        "FACE_DEDUP_OPENSEARCH_METHOD": getattr(request, "param", "hnsw"),
         "POWERTOOLS_METRICS_NAMESPACE": "FaceDedupTest",
         "POWERTOOLS_TRACE_DISABLED": "true",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     # The only stand-in: osmem has no k-NN engine, so its k-NN query is answered by the fake.
-    flaky: dict[str, Any] = {"failures_left": 0, "broken": False}
+    flaky: dict[str, Any] = {"failures_left": 0, "broken": False, "queries": []}
 
     def fake_client(settings: Settings) -> FakeKnnOpenSearch:
         client = FakeKnnOpenSearch(hosts=[settings.opensearch_url])
         original = client.search
 
         def search(*args: Any, **kwargs: Any) -> Any:
+            flaky["queries"].extend(kwargs.get("body", {}).get("query", {}).keys() & {"knn", "script_score"})
             if flaky["broken"] and "knn" in json.dumps(kwargs.get("body", {})):
                 raise RuntimeError("the index rejected the query (injected bug)")
             if flaky["failures_left"] > 0 and "knn" in json.dumps(kwargs.get("body", {})):
@@ -417,6 +426,7 @@ def _json_objects(line: str) -> list[dict[str, Any]]:
     return found
 
 
+@pytest.mark.parametrize("cloud", ["hnsw", "exact"], indirect=True)
 def test_uploads_to_decisions_on_emulated_aws(
     cloud: dict[str, Any], faces_root: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -490,6 +500,9 @@ def test_uploads_to_decisions_on_emulated_aws(
         len(cloud["sfn"].list_executions(stateMachineArn=cloud["machine"])["executions"]),
     )
     assert after == before
+    # The functions searched the index the way the deployment's method says (issue 15).
+    method = os.environ["FACE_DEDUP_OPENSEARCH_METHOD"]
+    assert set(cloud["flaky"]["queries"]) == {"script_score" if method == "exact" else "knn"}
 
 
 def test_selfie_for_an_enrolled_application_is_verified(cloud: dict[str, Any], faces_root: Path) -> None:

@@ -1,15 +1,20 @@
-"""A named fake for the one thing no offline OpenSearch stand-in does: the `knn` query.
+"""A named fake for the one thing no offline OpenSearch stand-in does: the k-NN plugin.
 
 `FakeKnnOpenSearch` is a real `opensearchpy.OpenSearch` client talking to a real
 OpenSearch-compatible server (osmem-server: index creation with `knn_vector` mappings and
-their dimension checks, bulk, filters, deletes, counts, search_after all run there). Only a
-search whose query is `knn` is answered here, by an exact scan of the documents that match
-the query's filter, in OpenSearch's response shape and with faiss' inner-product score
-convention (1 + ip).
+their dimension checks, bulk, filters, deletes, counts, search_after all run there). Only the
+k-NN plugin's two searches are answered here, in OpenSearch's response shape:
+- the `knn` query (approximate search), by an exact scan of the documents that match the
+  query's filter, with faiss' inner-product score convention (1 + ip);
+- `script_score` with the plugin's `knn_score` script (exact search), by the same scan of the
+  documents its inner query matches, scored as the plugin documents for the space type
+  (innerproduct: 1 + ip for ip >= 0, 1 / (1 - ip) below; cosinesimil: 1 + cos), keeping the
+  top-level `min_score` and `size`. Any other script is refused, not guessed at.
 
 What this cannot check, and the real-cluster run (OPENSEARCH_URL) does: HNSW's
 approximation (recall below 1 as the index grows), the engine's own filtered search and score
-conventions, `ef_search`, and the known engine bugs around min_score with filters.
+conventions, `ef_search`, the JVM script's speed, and the known engine bugs around min_score
+with filters.
 """
 
 from __future__ import annotations
@@ -20,33 +25,66 @@ import numpy as np
 from opensearchpy import OpenSearch
 
 
+def _inner_product_score(ip: float) -> float:
+    return 1.0 + ip if ip >= 0 else 1.0 / (1.0 - ip)
+
+
 class FakeKnnOpenSearch(OpenSearch):  # type: ignore[misc]
     def search(self, body: Any = None, index: Any = None, **kwargs: Any) -> Any:
-        knn = (body or {}).get("query", {}).get("knn")
-        if not knn:
-            return super().search(body=body, index=index, **kwargs)
-        ((field, spec),) = knn.items()
-        query = np.asarray(spec["vector"], dtype=np.float32)
-        candidates: list[tuple[float, str, dict[str, Any]]] = []
+        query = (body or {}).get("query", {})
+        if "knn" in query:
+            ((field, spec),) = query["knn"].items()
+            vector = np.asarray(spec["vector"], dtype=np.float32)
+            scored = [
+                (1.0 + float(np.asarray(source[field], dtype=np.float32) @ vector), doc_id, source)
+                for doc_id, source in self._scan(index, spec.get("filter", {"match_all": {}}))
+            ]
+            return self._respond(body, index, scored, min(int(spec["k"]), int(body.get("size", 10))))
+        if "script_score" in query:
+            spec = query["script_score"]
+            script = spec["script"]
+            if script.get("lang") != "knn" or script.get("source") != "knn_score":
+                raise NotImplementedError(
+                    f"FakeKnnOpenSearch answers only the knn_score script, not {script}"
+                )
+            params = script["params"]
+            field, space = params["field"], params["space_type"]
+            vector = np.asarray(params["query_value"], dtype=np.float32)
+            scored = []
+            for doc_id, source in self._scan(index, spec.get("query", {"match_all": {}})):
+                stored = np.asarray(source[field], dtype=np.float32)
+                if space == "innerproduct":
+                    score = _inner_product_score(float(stored @ vector))
+                elif space == "cosinesimil":
+                    score = 1.0 + float(stored @ vector) / float(
+                        np.linalg.norm(stored) * np.linalg.norm(vector)
+                    )
+                else:
+                    raise NotImplementedError(f"space_type {space!r} is not faked")
+                if score >= float(body.get("min_score", -np.inf)):
+                    scored.append((score, doc_id, source))
+            return self._respond(body, index, scored, int(body.get("size", 10)))
+        return super().search(body=body, index=index, **kwargs)
+
+    def _scan(self, index: Any, query: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """Every document the (filter) query matches, paged by id through the real server."""
+        found: list[tuple[str, dict[str, Any]]] = []
         after: list[Any] | None = None
         while True:
-            page_body: dict[str, Any] = {
-                "size": 1000,
-                "query": spec.get("filter", {"match_all": {}}),
-                "sort": [{"_id": "asc"}],
-            }
+            page_body: dict[str, Any] = {"size": 1000, "query": query, "sort": [{"_id": "asc"}]}
             if after is not None:
                 page_body["search_after"] = after
             page = super().search(body=page_body, index=index)["hits"]["hits"]
             if not page:
-                break
-            for hit in page:
-                vector = np.asarray(hit["_source"][field], dtype=np.float32)
-                candidates.append((1.0 + float(vector @ query), hit["_id"], hit["_source"]))
+                return found
+            found.extend((hit["_id"], hit["_source"]) for hit in page)
             after = page[-1]["sort"]
-        candidates.sort(key=lambda c: (-c[0], c[1]))
+
+    @staticmethod
+    def _respond(body: Any, index: Any, scored: list[tuple[float, str, dict[str, Any]]], size: int) -> Any:
+        scored.sort(key=lambda c: (-c[0], c[1]))
         wanted = body.get("_source", True)
-        top = candidates[: min(int(spec["k"]), int(body.get("size", 10)))]
+        top = scored[:size]
         hits = [
             {
                 "_index": index,
@@ -58,7 +96,7 @@ class FakeKnnOpenSearch(OpenSearch):  # type: ignore[misc]
         ]
         return {
             "hits": {
-                "total": {"value": len(hits), "relation": "eq"},
+                "total": {"value": len(scored), "relation": "eq"},
                 "max_score": top[0][0] if top else None,
                 "hits": hits,
             }

@@ -30,9 +30,10 @@ def test_plan_is_the_cheapest_node_set_that_holds_the_index(faces: int) -> None:
     need = capacity.index_memory_bytes(plan.method, faces, 128, plan.replicas) * 1.2
     assert plan.data_nodes * plan.instance.knn_bytes >= need
     assert plan.data_nodes % 2 == 0 and plan.data_nodes >= 2
+    assert plan.data_nodes * plan.instance.vcpus >= plan.shards  # exact: a vCPU per shard
     cost = plan.data_nodes * plan.instance.usd_per_hour
     for instance in capacity.INSTANCE_TYPES:  # nothing cheaper holds it
-        nodes = max(2, math.ceil(need / instance.knn_bytes))
+        nodes = max(2, math.ceil(need / instance.knn_bytes), math.ceil(plan.shards / instance.vcpus))
         nodes += nodes % 2
         assert nodes * instance.usd_per_hour >= cost - 1e-9
     assert sum(plan.monthly.values()) > 0 and plan.rekognition_monthly > 0
@@ -55,6 +56,11 @@ def test_methods_are_refused_beyond_what_was_measured() -> None:
         capacity.check_method(IndexMethod(oversample=1), 100_000)
     with pytest.raises(CapacityError, match="not measured to"):
         capacity.check_method(IndexMethod("ivf", "sq8"), 100_000)
+    # The exact scan holds at any size by construction; measured (cost and recall) to 15M.
+    capacity.check_method(capacity.EXACT_METHOD, 15_000_000)
+    capacity.check_method(IndexMethod("exact", m=4, oversample=1), 1_000_000)  # graph knobs: moot
+    with pytest.raises(CapacityError, match=r"60,000,000 faces.*measured up to 15,000,000"):
+        capacity.check_method(capacity.EXACT_METHOD, 60_000_000)
     with pytest.raises(CapacityError):
         IndexMethod("lsh")
     with pytest.raises(CapacityError):
@@ -112,3 +118,45 @@ def test_generator_refits_its_own_statistics() -> None:
         assert got[key] == pytest.approx(want[key], abs=0.03), key
     with pytest.raises(ValueError, match="two or more photos"):
         FaceStatistics.fit(templates[:5], ["a", "b", "c", "d", "e"])
+
+
+def test_the_default_is_the_cheapest_validated_deployable_method_at_each_size() -> None:
+    """Issue 15: HNSW fp32 where it was measured to hold (100k), the exact scan above it, and
+    nothing beyond what was measured; 8-bit and IVF are not deployable on the stack."""
+    assert capacity.default_method(100_000) == capacity.DEFAULT_METHOD
+    assert capacity.default_method(100_001).name == "exact"
+    assert capacity.default_method(15_000_000) == capacity.EXACT_METHOD
+    with pytest.raises(CapacityError, match="no deployable index method is validated at 60,000,000"):
+        capacity.default_method(60_000_000)
+    for size in (10_000, 1_000_000, 15_000_000):
+        chosen = capacity.default_method(size)
+        capacity.check_deployable(chosen)
+        capacity.check_method(chosen, size)
+        cheapest = min(
+            capacity.plan(size, method=m).domain_monthly
+            for m in capacity.PREFERENCE
+            if capacity.VALIDATED.get((m.name, m.encoding), 0) >= size
+        )
+        assert capacity.plan(size, method=chosen).domain_monthly == cheapest
+    for method in (IndexMethod("hnsw", "sq8"), IndexMethod("ivf", "fp32"), IndexMethod("exact", "fp16")):
+        with pytest.raises(CapacityError, match="cannot be deployed"):
+            capacity.check_deployable(method)
+
+
+def test_exact_search_gets_shards_and_vcpus_for_its_latency(monkeypatch: pytest.MonkeyPatch) -> None:
+    small, large = capacity.plan(1_000_000), capacity.plan(15_000_000)
+    assert small.method.name == large.method.name == "exact"
+    assert large.shards == capacity.exact_shards(15_000_000) > small.shards >= 1
+    for plan in (small, large):
+        assert plan.search_seconds <= capacity.EXACT_LATENCY_S
+        assert plan.data_nodes * plan.instance.vcpus >= plan.shards
+        assert plan.searches_per_s > 0
+    text = "\n".join(capacity.render(large))
+    assert f"{large.shards} primary shard(s)" in text and "assumed for the JVM script" in text
+    # Nodes chosen by hand with fewer vCPUs than the scan's shards are refused (a slower
+    # script than assumed: 69 shards; one big node holds the vectors but has 32 vCPUs).
+    exact = capacity.EXACT_METHOD
+    capacity.check_deployment(15_000_000, instance_type="r7g.8xlarge.search", data_nodes=1, method=exact)
+    monkeypatch.setattr(capacity, "EXACT_SCRIPT_FACTOR", 200.0)
+    with pytest.raises(CapacityError, match=r"32 vCPUs.*69 primary shards.*Use \d+ x r7g"):
+        capacity.check_deployment(15_000_000, instance_type="r7g.8xlarge.search", data_nodes=1, method=exact)

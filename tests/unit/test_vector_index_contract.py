@@ -42,7 +42,7 @@ def near(vector: np.ndarray, noise: float, seed: int) -> np.ndarray:
     return (moved / np.linalg.norm(moved)).astype(np.float32)
 
 
-def opensearch_factory(request: pytest.FixtureRequest) -> Callable[[], VectorIndex]:
+def opensearch_factory(request: pytest.FixtureRequest, method: str = "hnsw") -> Callable[[], VectorIndex]:
     url = os.environ.get("OPENSEARCH_URL")
     if url:
         client: OpenSearch = OpenSearch(hosts=[url])
@@ -53,14 +53,14 @@ def opensearch_factory(request: pytest.FixtureRequest) -> Callable[[], VectorInd
         request.addfinalizer(lambda: client.indices.delete(index=name, ignore_unavailable=True))
 
     def build() -> VectorIndex:
-        index = OpenSearchVectorIndex(client, name, DIM, engine="faiss")
+        index = OpenSearchVectorIndex(client, name, DIM, engine="faiss", method=method)
         index.ensure_index()  # a deployment step in the cloud; the constructor connects to nothing
         return index
 
     return build
 
 
-@pytest.fixture(params=["embedded", "opensearch", "faiss-hnsw"])
+@pytest.fixture(params=["embedded", "opensearch", "opensearch-exact", "faiss-hnsw"])
 def make_index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], VectorIndex]]:
     """faiss-hnsw: an approximate engine configured like the deployed method (default m,
     ef_construction, ef_search, oversampling and re-scoring; tests/support/faiss_index.py)."""
@@ -70,6 +70,8 @@ def make_index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
         build = lambda: ExactVectorIndex(tmp_path / "index.sqlite")  # noqa: E731
     elif request.param == "faiss-hnsw":
         build = lambda: FaissHnswIndex(tmp_path / "index.faiss")  # noqa: E731
+    elif request.param == "opensearch-exact":  # script_score + knn_score (capacity: beyond 100k)
+        build = opensearch_factory(request, method="exact")
     else:
         build = opensearch_factory(request)
 

@@ -11,6 +11,13 @@ vectors of the engine's candidates and computes the cosine itself, then applies 
 Approximate search can miss a neighbour; `oversample` asks the engine for more candidates
 than `k` to keep de-duplication recall high (see ../shared/notes/vector-search.md).
 
+Two methods (capacity.py; the deployment chooses by registry size, BENCHMARKS.md "Cloud
+index"): `hnsw` (a faiss graph, fp32 or with faiss's 16-bit `sq` encoder; the `knn` query) and
+`exact` (no graph, `index.knn: false`; a `script_score` query with the k-NN plugin's
+`knn_score` script scores every vector of the tenant's partition: recall 1 by construction,
+cost linear in the partition). Changing the method of an existing index means a new index
+(the mapping differs) and a reindex.
+
 The client is an `opensearchpy.OpenSearch` (with SigV4 auth for the managed service), passed
 in by the bootstrap; this module imports nothing from it, so the core does not need it.
 """
@@ -44,30 +51,86 @@ class OpenSearchClient(Protocol):
     def count(self, body: Any = None, index: Any = None, **kwargs: Any) -> Any: ...
 
 
-def index_body(dim: int, *, engine: str, m: int, ef_construction: int, ef_search: int) -> dict[str, Any]:
+SEARCH_METHODS = ("hnsw", "exact")
+ENCODINGS = ("fp32", "fp16")
+
+
+def index_body(
+    dim: int,
+    *,
+    engine: str,
+    m: int,
+    ef_construction: int,
+    ef_search: int,
+    method: str = "hnsw",
+    encoding: str = "fp32",
+    shards: int = 1,
+) -> dict[str, Any]:
     space = {"faiss": "innerproduct", "lucene": "cosinesimil"}.get(engine)
     if space is None:
         raise ValueError(f"unsupported k-NN engine {engine!r} (faiss or lucene)")
+    _check_method(method, encoding, engine)
+    if shards < 1:
+        raise ValueError(f"shards must be at least 1, not {shards}")
+    vector: dict[str, Any] = {"type": "knn_vector", "dimension": dim}
+    settings: dict[str, Any] = {"number_of_shards": shards}
+    if method == "exact":
+        settings["knn"] = False  # no graph is built or loaded: the script reads the doc values
+    else:
+        settings |= {"knn": True, "knn.algo_param.ef_search": ef_search}
+        parameters: dict[str, Any] = {"m": m, "ef_construction": ef_construction}
+        if encoding == "fp16":  # faiss's scalar quantiser, 16-bit: half the graph memory
+            parameters["encoder"] = {"name": "sq", "parameters": {"type": "fp16"}}
+        vector["method"] = {"name": "hnsw", "engine": engine, "space_type": space, "parameters": parameters}
     return {
-        "settings": {"index": {"knn": True, "knn.algo_param.ef_search": ef_search}},
+        "settings": {"index": settings},
         "mappings": {
             "dynamic": "strict",
             "properties": {
-                "vector": {
-                    "type": "knn_vector",
-                    "dimension": dim,
-                    "method": {
-                        "name": "hnsw",
-                        "engine": engine,
-                        "space_type": space,
-                        "parameters": {"m": m, "ef_construction": ef_construction},
-                    },
-                },
+                "vector": vector,
                 "tenant": {"type": "keyword"},
                 "model_pack": {"type": "keyword"},
             },
         },
     }
+
+
+def _check_method(method: str, encoding: str, engine: str) -> None:
+    if method not in SEARCH_METHODS:
+        raise ValueError(f"unsupported index method {method!r} ({' or '.join(SEARCH_METHODS)})")
+    if encoding not in ENCODINGS:
+        raise ValueError(
+            f"unsupported index encoding {encoding!r} ({' or '.join(ENCODINGS)}; 8-bit is not offered: "
+            "see face_dedup/capacity.py DEPLOYABLE)"
+        )
+    if encoding != "fp32" and (method == "exact" or engine != "faiss"):
+        raise ValueError(f"encoding {encoding} needs the hnsw method on the faiss engine")
+
+
+def exact_query(
+    vector: list[float], tenant: str, model_pack: str, size: int, min_score: float | None
+) -> dict[str, Any]:
+    """The exact search body: the partition's filter inside a `script_score` whose script is
+    the k-NN plugin's `knn_score` (inner product: score 1 + ip for ip >= 0). With a threshold,
+    the top-level `min_score` drops documents below it on the shards (a hair below, so float
+    rounding in the JVM cannot drop one the client's cosine keeps); the client re-scores."""
+    body: dict[str, Any] = {
+        "size": size,
+        "_source": ["vector"],
+        "query": {
+            "script_score": {
+                "query": _filter(tenant, model_pack),
+                "script": {
+                    "source": "knn_score",
+                    "lang": "knn",
+                    "params": {"field": "vector", "query_value": vector, "space_type": "innerproduct"},
+                },
+            }
+        },
+    }
+    if min_score is not None and min_score >= 0:
+        body["min_score"] = 1.0 + min_score - 1e-4
+    return body
 
 
 @contextmanager
@@ -106,6 +169,9 @@ class OpenSearchVectorIndex(VectorIndex):
         ef_search: int = DEFAULT_METHOD.ef_search,
         oversample: int = DEFAULT_METHOD.oversample,
         refresh: str = "wait_for",
+        method: str = DEFAULT_METHOD.name,
+        encoding: str = DEFAULT_METHOD.encoding,
+        shards: int = 1,
     ) -> None:
         """Connects to nothing: the index is created at deployment (`ensure_index`, run by the
         stack's index-setup step), so a function's cold start never reaches the cluster."""
@@ -113,7 +179,16 @@ class OpenSearchVectorIndex(VectorIndex):
         self._index = index
         self._dim = dim
         self._engine = engine
-        self._params = {"m": m, "ef_construction": ef_construction, "ef_search": ef_search}
+        _check_method(method, encoding, engine)
+        self._method = method
+        self._params: dict[str, Any] = {
+            "m": m,
+            "ef_construction": ef_construction,
+            "ef_search": ef_search,
+            "method": method,
+            "encoding": encoding,
+            "shards": shards,
+        }
         self._oversample = max(1, oversample)
         # "wait_for": an add returns once searches can see it, which race-free enrollment needs.
         self._refresh = refresh
@@ -162,18 +237,22 @@ class OpenSearchVectorIndex(VectorIndex):
         query = self._check(vector, "query")
         if k > MAX_K:
             raise ValueError(f"k={k} is above what OpenSearch's k-NN query returns ({MAX_K})")
-        # The engine's candidate pool is capped too; a radial search (search_above) that fills
-        # it comes back with more than k hits at or above min_score, so it reports `capped`.
-        pool = min(k * self._oversample, MAX_K)
-        body = {
-            "size": pool,
-            "_source": ["vector"],
-            "query": {
-                "knn": {
-                    "vector": {"vector": query.tolist(), "k": pool, "filter": _filter(tenant, model_pack)}
-                }
-            },
-        }
+        body: dict[str, Any]
+        if self._method == "exact":  # every vector above min_score, best k: nothing to oversample
+            body = exact_query(query.tolist(), tenant, model_pack, k, min_score)
+        else:
+            # The engine's candidate pool is capped too; a radial search (search_above) that fills
+            # it comes back with more than k hits at or above min_score, so it reports `capped`.
+            pool = min(k * self._oversample, MAX_K)
+            body = {
+                "size": pool,
+                "_source": ["vector"],
+                "query": {
+                    "knn": {
+                        "vector": {"vector": query.tolist(), "k": pool, "filter": _filter(tenant, model_pack)}
+                    }
+                },
+            }
         with _transient_errors():
             response = self._client.search(index=self._index, body=body)
         hits = []
