@@ -711,18 +711,18 @@ def report_drift(
     """Compare a recent window of the registry's daily counts with a baseline; flag shifts.
     Exit code 3 when a shift is flagged (for schedulers and alerting)."""
     from face_dedup import drift
-    from face_dedup.adapters.sqlite_metrics import SqliteDriftStore
-    from face_dedup.bootstrap import drift_path
+    from face_dedup.bootstrap import drift_path, open_drift_store
 
     settings = _settings(data_dir, None, tenant)
-    path = drift_path(settings)
-    if not path.is_file():
+    found = open_drift_store(settings)
+    if found is None:
         err.print(
-            f"[red]error:[/red] no drift counts at {escape(str(path))} (nothing imported yet)",
+            f"[red]error:[/red] no drift counts at {escape(str(drift_path(settings)))} "
+            "(nothing imported yet)",
             highlight=False,
         )
         raise typer.Exit(1)
-    store = SqliteDriftStore(path)
+    store = found
 
     def build() -> dict[str, Any]:
         asked = drift.parse_window(recent) if recent else None  # the baseline defaults to before it
@@ -770,8 +770,10 @@ def report_cases(
 def plan_capacity(
     faces: Annotated[int, typer.Argument(help="Registry size (faces) to plan for.")],
     dim: Annotated[int, typer.Option(help="Embedding size (the default pack: 128).")] = 128,
-    method: Annotated[str, typer.Option(help="hnsw or ivf.")] = "hnsw",
-    encoding: Annotated[str, typer.Option(help="fp32, fp16 or sq8.")] = "fp32",
+    method: Annotated[
+        str | None, typer.Option(help="hnsw, ivf or exact (default: what the stack deploys at this size).")
+    ] = None,
+    encoding: Annotated[str | None, typer.Option(help="fp32, fp16 or sq8 (alone: hnsw).")] = None,
     replicas: Annotated[int, typer.Option(help="Replica copies of the index.")] = 1,
     enrollments: Annotated[int, typer.Option(help="Enrollments a month.")] = 100_000,
     zones: Annotated[int, typer.Option(help="Availability zones.")] = 2,
@@ -782,7 +784,9 @@ def plan_capacity(
     from face_dedup import capacity
 
     def make() -> capacity.Plan:
-        chosen = capacity.IndexMethod(method, encoding)
+        chosen = None
+        if method is not None or encoding is not None:
+            chosen = capacity.IndexMethod(method or "hnsw", encoding or "fp32")
         return capacity.plan(
             faces, dim=dim, method=chosen, replicas=replicas, enrollments_per_month=enrollments, zones=zones
         )
