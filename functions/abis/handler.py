@@ -15,7 +15,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from face_dedup.bootstrap import build_function, client_for
+from face_dedup.bootstrap import build_function, read_secret
 from face_dedup.mosip.amazon_mq import StompReplySender, credentials_from_secret, handle_event
 from face_dedup.mosip.config import AbisConfig
 from face_dedup.mosip.datashare import DatashareClient
@@ -42,10 +42,8 @@ def abis() -> tuple[AbisHandler, StompReplySender]:
         target_fpir=config.target_fpir,
         open_cases=False,  # the function declares no case ports: no case is opened from here
     )
-    secret = client_for(settings, "secretsmanager").get_secret_value(SecretId=os.environ[SECRET_ENV])
-    sender = StompReplySender(
-        config.broker_url, credentials_from_secret(secret["SecretString"]), config.response_queue
-    )
+    secret = read_secret(settings, os.environ[SECRET_ENV])
+    sender = StompReplySender(config.broker_url, credentials_from_secret(secret), config.response_queue)
     return handler, sender
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from face_dedup.adapters.opensearch_index import provision
-from face_dedup.bootstrap import _opensearch_index
+from face_dedup.bootstrap import build_search_index
 from face_dedup.settings import Settings
 
 logger = Logger(service="face-dedup-index-setup")
@@ -28,6 +28,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "face_dedup_read": list(properties.get("ReadRoleArns") or []),
         "face_dedup_write": list(properties.get("WriteRoleArns") or []),
     }
-    result = provision(_opensearch_index(Settings.load()), role_arns)
+    result = provision(build_search_index(Settings.load()), role_arns)
     logger.info("index provisioned", index_created=result["created"], roles_mapped=result["mapped"])
     return {"PhysicalResourceId": physical_id, "Data": {"Created": str(result["created"])}}

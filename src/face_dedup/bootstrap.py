@@ -48,6 +48,12 @@ def drift_path(settings: Settings) -> Path:
     return settings.data_dir / "drift.sqlite3"
 
 
+def open_drift_store(settings: Settings) -> SqliteDriftStore | None:
+    """A local registry's drift counts, for `face-dedup report drift`; None before any import."""
+    path = drift_path(settings)
+    return SqliteDriftStore(path) if path.is_file() else None
+
+
 def load_tail(settings: Settings, pack: ModelPack) -> ImpostorTail:
     own = calibration_path(settings, pack.id)
     if own.is_file():
@@ -123,6 +129,16 @@ def _opensearch_client(settings: Settings) -> Any:
         connection_class=RequestsHttpConnection,
         timeout=10,
     )
+
+
+def read_secret(settings: Settings, secret_id: str) -> str:
+    """A Secrets Manager secret's string (the ABIS function's broker credentials)."""
+    return str(client_for(settings, "secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"])
+
+
+def build_search_index(settings: Settings) -> Any:
+    """The OpenSearch index as the settings name it (the deploy-time index setup creates it)."""
+    return _opensearch_index(settings)
 
 
 def _opensearch_index(settings: Settings) -> Any:

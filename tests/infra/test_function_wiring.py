@@ -148,7 +148,7 @@ def test_index_setup_handler_provisions_on_create_and_keeps_on_delete(
 
     client = FakeSecurityClient()
     monkeypatch.setattr(
-        setup, "_opensearch_index", lambda settings: OpenSearchVectorIndex(client, "faces", 128)
+        setup, "build_search_index", lambda settings: OpenSearchVectorIndex(client, "faces", 128)
     )
     event = {"RequestType": "Create", "ResourceProperties": {"ReadRoleArns": ["r"], "WriteRoleArns": ["w"]}}
     assert setup.handler(event, _Context())["Data"] == {"Created": "True"}
