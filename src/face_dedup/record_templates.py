@@ -60,6 +60,11 @@ CENTROID_SCORE_OFFSET: dict[int, float] = {1: 0.0, 2: 0.019, 3: 0.026}
 MAX_MEASURED_TEMPLATES = 5
 
 
+# Two templates this close come from the same photo (different photos of one person score
+# well below: the highest of the LFW development genuine pairs, different photos, is 0.966).
+SAME_PHOTO_SCORE = 0.9999
+
+
 def score_offset(template_count: int) -> float:
     if template_count < 1:
         raise ValueError("a record holds at least one template")
@@ -167,6 +172,9 @@ def plan_addition(
         )
     if any(t.model_pack != new.model_pack for t in existing):
         raise TemplateRefused("pack_mismatch", "the record's templates are in another model pack")
+    # The same photo again (a resubmission or a retried request) would only weigh it twice.
+    if any(float(np.dot(t.embedding, new.embedding)) >= SAME_PHOTO_SCORE for t in existing):
+        raise TemplateRefused("already_held", "the record already holds this photo")
     kept = list(existing)
     replaced = None
     if len(kept) >= policy.max_templates:

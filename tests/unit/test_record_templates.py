@@ -308,6 +308,17 @@ def test_refusals_keep_nothing(built: tuple[DedupService, Adapters], fake: Score
     assert not [e for e in service.store.audit_events() if e.action == "record.template_added"]
 
 
+def test_the_same_photo_is_not_added_twice(built: tuple[DedupService, Adapters], fake: ScoredFake) -> None:
+    service, _ = built
+    record_id = _person(service, fake)
+    later = fake.face(b"the-same-later-photo", at_score(unit(fake.dim, 0), 0.9, 1))
+    add_photo(service, record_id, later, OFFICER)
+    with pytest.raises(TemplateRefused) as refused:
+        add_photo(service, record_id, later, OFFICER)
+    assert refused.value.reason == "already_held"
+    assert len(service.store.record_templates(record_id)) == 2
+
+
 def test_a_full_record_replaces_its_oldest_later_photo(
     built: tuple[DedupService, Adapters], fake: ScoredFake
 ) -> None:
