@@ -18,7 +18,13 @@ from moto import mock_aws
 from face_dedup.adapters.dynamodb_store import DynamoRecordStore, TableNames, create_tables, pack_attribute
 from face_dedup.adapters.s3_blobs import S3BlobStore
 from face_dedup.blob_keys import crop_key, photo_key
-from face_dedup.cloud_migration import BadItem, migrate_batch, pack_index_name, record_ids_from_keys
+from face_dedup.cloud_migration import (
+    SEVERAL_TEMPLATES,
+    BadItem,
+    migrate_batch,
+    pack_index_name,
+    record_ids_from_keys,
+)
 from face_dedup.domain import AuditEvent, ImportItem, Outcome, Record, RecordStatus
 from face_dedup.errors import InvalidState, Reason
 from face_dedup.models.registry import get_pack
@@ -101,10 +107,10 @@ def test_dynamodb_store_keeps_switches_and_drops_a_second_packs_templates(aws: d
     assert store.pack_templates(tenant="t1", model_pack=OLD) == {}  # the records' own are not "kept"
     assert store.pack_templates(tenant="t2", model_pack=NEW) == {}
     ids = [r.record_id for r in mine] + [other.record_id, "rec_never"]
-    assert store.missing_pack_templates(tenant="t1", model_pack=NEW, record_ids=ids) == [
-        mine[1].record_id,
-        mine[2].record_id,
-    ]
+    assert store.missing_pack_templates(tenant="t1", model_pack=NEW, record_ids=ids) == {
+        mine[1].record_id: 1,
+        mine[2].record_id: 1,
+    }
 
     # cut-over is refused, changing nothing, while a record has no template in the target pack
     with pytest.raises(InvalidState, match="2 record"):
@@ -199,6 +205,35 @@ def test_migrate_batch_reembeds_from_photos_idempotently_and_reports_failures(aw
     assert run().failed == {}
 
 
+def test_a_record_of_several_templates_is_reported_not_carried_over(aws: dict[str, Any]) -> None:
+    store, blobs = aws["store"], aws["blobs"]
+    analyzer = FakeFaceAnalyzer(get_pack(NEW))
+    record = _record(store, "t1", 1)
+    _keep(blobs, "t1", record.record_id, photo=analyzer.face(b"first", unit(DIM, 3)))
+    blobs.put(f"t1/{record.record_id}/templates/2/photo", analyzer.face(b"second", unit(DIM, 4)), "x")
+    aws["dynamodb"].update_item(  # as record_templates' addition leaves it
+        TableName="fd-records",
+        Key={"record_id": {"S": record.record_id}},
+        UpdateExpression="SET template_count = :n",
+        ExpressionAttributeValues={":n": {"N": "2"}},
+    )
+    ids = record_ids_from_keys(_listing(aws["s3"], "faces/t1/"), s3_prefix="faces/", tenant="t1")
+    assert ids == [record.record_id]  # the added template's keys name the same record
+    result = migrate_batch(
+        store=store,
+        blobs=blobs,
+        analyzer=analyzer,
+        active_pack=get_pack(OLD),
+        target_pack=get_pack(NEW),
+        tenant="t1",
+        record_ids=ids,
+    )
+    assert result.failed == {record.record_id: SEVERAL_TEMPLATES} and result.migrated == 0
+    assert store.pack_templates(tenant="t1", model_pack=NEW) == {}
+    with pytest.raises(InvalidState):  # so the cut-over refuses
+        store.switch_pack(tenant="t1", source=OLD, target=NEW, audit=_audit("t1"))
+
+
 @pytest.mark.parametrize(
     "key",
     [
@@ -206,6 +241,9 @@ def test_migrate_batch_reembeds_from_photos_idempotently_and_reports_failures(aw
         "faces/t1/../t2/rec_1/photo",
         "faces/t1/rec_1/other.bin",
         "faces/t1/rec_1",
+        "faces/t1/rec_1/templates/x/photo",
+        "faces/t1/rec_1/templates/2/other",
+        "faces/t1/rec_1/extra/2/photo",
         "elsewhere/t1/rec_1/photo",
         None,
     ],

@@ -711,16 +711,20 @@ class DynamoRecordStore(RecordStore):
             for item in self._pack_items(tenant, "attribute_exists(#t)", model_pack)
         }
 
-    def missing_pack_templates(self, *, tenant: str, model_pack: str, record_ids: Iterable[str]) -> list[str]:
+    def missing_pack_templates(
+        self, *, tenant: str, model_pack: str, record_ids: Iterable[str]
+    ) -> dict[str, int]:
+        """Those of `record_ids` in the tenant, in another pack, without a `model_pack` template
+        (in the given order), each with how many templates the record holds."""
         ids = list(dict.fromkeys(record_ids))
         attribute = pack_attribute(model_pack)
-        missing: list[str] = []
+        missing: dict[str, int] = {}
         for start in range(0, len(ids), 100):  # BatchGetItem takes at most 100 keys
             request: dict[str, Any] = {
                 self._names.records: {
                     "Keys": [{"record_id": {"S": i}} for i in ids[start : start + 100]],
                     "ConsistentRead": True,
-                    "ProjectionExpression": "record_id, tenant, model_pack, #t",
+                    "ProjectionExpression": "record_id, tenant, model_pack, template_count, #t",
                     "ExpressionAttributeNames": {"#t": attribute},
                 }
             }
@@ -732,10 +736,11 @@ class DynamoRecordStore(RecordStore):
                         and _str(item, "model_pack") != model_pack
                         and attribute not in item
                     ):
-                        missing.append(str(_str(item, "record_id")))
+                        missing[str(_str(item, "record_id"))] = int(
+                            item.get("template_count", {}).get("N", "1")
+                        )
                 request = response.get("UnprocessedKeys") or {}
-        order = {rid: n for n, rid in enumerate(ids)}
-        return sorted(missing, key=order.__getitem__)
+        return {rid: missing[rid] for rid in ids if rid in missing}
 
     def switch_pack(self, *, tenant: str, source: str, target: str, audit: AuditEvent) -> int:
         # DynamoDB has no transaction over a whole registry (100 items at most), so the switch
