@@ -23,7 +23,7 @@ from face_dedup.models.custom import find_pack
 from face_dedup.models.registry import ModelPack, get_pack, verified_path
 from face_dedup.ports import BlobStore, FaceAnalyzer, Notifier, RecordStore, VectorIndex, WorkflowStarter
 from face_dedup.queries import RegistryQueries
-from face_dedup.service import DedupService
+from face_dedup.service import DedupService, ServiceConfig
 from face_dedup.settings import Settings
 from face_dedup.vision.detect import YuNetDetector
 from face_dedup.vision.embed import SFaceEmbedder, create_session
@@ -46,12 +46,6 @@ def calibration_path(settings: Settings, pack_id: str) -> Path:
 def drift_path(settings: Settings) -> Path:
     """Where a local registry keeps its drift counts (`face-dedup report drift` reads them)."""
     return settings.data_dir / "drift.sqlite3"
-
-
-def open_drift_store(settings: Settings) -> SqliteDriftStore | None:
-    """A local registry's drift counts, for `face-dedup report drift`; None before any import."""
-    path = drift_path(settings)
-    return SqliteDriftStore(path) if path.is_file() else None
 
 
 def load_tail(settings: Settings, pack: ModelPack) -> ImpostorTail:
@@ -129,16 +123,6 @@ def _opensearch_client(settings: Settings) -> Any:
         connection_class=RequestsHttpConnection,
         timeout=10,
     )
-
-
-def read_secret(settings: Settings, secret_id: str) -> str:
-    """A Secrets Manager secret's string (the ABIS function's broker credentials)."""
-    return str(client_for(settings, "secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"])
-
-
-def build_search_index(settings: Settings) -> Any:
-    """The OpenSearch index as the settings name it (the deploy-time index setup creates it)."""
-    return _opensearch_index(settings)
 
 
 def _opensearch_index(settings: Settings) -> Any:
@@ -280,13 +264,13 @@ def build_function(settings: Settings, name: str) -> FunctionParts:
     }
     pack = get_pack(settings.model_pack)
     service = DedupService(
-        settings,
+        ServiceConfig.from_settings(settings, load_tail(settings, pack)),  # the core's small config
         build_engine(settings, pack) if spec.engine else None,
         cast(VectorIndex, ports[wiring.INDEX]),
         cast(RecordStore, ports[wiring.STORE]),
         cast(BlobStore, ports[wiring.BLOBS]),
         cast(Notifier, ports[wiring.NOTIFIER]),
-        load_tail(settings, pack),
+        settings=settings,
     )
     if wiring.DRIFT in spec.uses:  # the drift aggregates as CloudWatch metrics (EMF)
         service.drift = DriftRecorder(cast(DriftStore, ports[wiring.DRIFT]))
@@ -376,13 +360,13 @@ def build_service(
     tail = load_tail(settings, pack)
     adapters = build_adapters(settings)
     service = DedupService(
-        settings,
+        ServiceConfig.from_settings(settings, tail),  # the core's small config, tenant explicit
         engine,
         adapters.index,
         adapters.store,
         adapters.blobs,
         adapters.notifier,
-        tail,
+        settings=settings,
         **_local_registry(settings),
     )
     if settings.store_backend == "sqlite":  # one machine: drift counts next to the registry

@@ -15,11 +15,11 @@ import pytest
 from PIL import Image, ImageEnhance
 from typer.testing import CliRunner
 
-from face_dedup import service as service_module
 from face_dedup.bootstrap import build_service, drift_path
 from face_dedup.cli import app
 from face_dedup.service import InputRef, content_digest
 from face_dedup.settings import Settings
+from face_dedup.usecases import enrollment_writes as service_module  # where inputs are timestamped
 from face_dedup.vision.pipeline import FaceEngine
 
 pytestmark = pytest.mark.shared_data

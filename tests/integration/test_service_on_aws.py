@@ -19,7 +19,7 @@ from face_dedup.adapters.opensearch_index import OpenSearchVectorIndex
 from face_dedup.bootstrap import build_adapters, build_engine, load_tail
 from face_dedup.domain import Outcome
 from face_dedup.models.registry import get_pack
-from face_dedup.service import DedupService, InputRef
+from face_dedup.service import DedupService, InputRef, ServiceConfig
 from face_dedup.settings import Settings
 from tests.support.fake_knn_opensearch import FakeKnnOpenSearch
 
@@ -77,13 +77,13 @@ def aws_service(aws: dict[str, Any], base_settings: Settings, osmem_clone: Any) 
     index.ensure_index()  # the deployment's index-setup step
     adapters.index = index
     service = DedupService(
-        settings,
+        ServiceConfig.from_settings(settings, load_tail(settings, pack)),
         build_engine(settings, pack),
         adapters.index,
         adapters.store,
         adapters.blobs,
         adapters.notifier,
-        load_tail(settings, pack),
+        settings=settings,
     )
     yield service
 

@@ -1,0 +1,52 @@
+"""What the use cases are configured with: a small value, built once by the composition root
+(bootstrap) from `Settings`, with the tenant explicit. The use cases never see `Settings`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from face_dedup.calibration import ImpostorTail
+from face_dedup.decision import DecisionPolicy, PolicySettings
+
+
+class ConfigSettings(PolicySettings, Protocol):
+    """The part of `Settings` the core is built from (Settings has it; nothing here reads it)."""
+
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def keep_photos(self) -> bool: ...
+    @property
+    def review_link_base(self) -> str: ...
+    @property
+    def data_dir(self) -> Path: ...
+    def backups(self) -> dict[str, int]: ...
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    tenant: str  # whose registry: every read and write is this tenant's
+    policy: DecisionPolicy  # thresholds and outcomes (its tail names the model pack)
+    keep_photos: bool = True  # photos and aligned crops kept for case officers
+    review_link_base: str = "face-dedup://cases/"  # a notification's link: this + the case id
+    # Backups that keep erased data, name -> days (an erasure receipt says until when).
+    backups: tuple[tuple[str, int], ...] = ()
+    # One machine: where `face-dedup migrate` records each tenant's active pack (None: nowhere).
+    data_dir: Path | None = None
+
+    @property
+    def model_pack(self) -> str:
+        return self.policy.model_pack
+
+    @classmethod
+    def from_settings(cls, settings: ConfigSettings, tail: ImpostorTail) -> ServiceConfig:
+        return cls(
+            tenant=settings.tenant,
+            policy=DecisionPolicy.from_settings(settings, tail),
+            keep_photos=settings.keep_photos,
+            review_link_base=settings.review_link_base,
+            backups=tuple(sorted(settings.backups().items())),
+            data_dir=settings.data_dir,
+        )
