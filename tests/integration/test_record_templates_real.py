@@ -73,6 +73,10 @@ def test_a_second_photo_raises_the_persons_score_for_a_third(service: DedupServi
             break
     assert len(one) == PEOPLE, f"only {len(one)} people took a second photo ({refused} refused)"
     gains = np.array(two) - np.array(one)
+    print(
+        f"third photo's score, 1 -> 2 templates: {np.round(one, 4)} -> {np.round(two, 4)}; "
+        f"mean {gains.mean():+.4f}"
+    )
     # Even after the calibration offset (the centroid's higher impostor scores paid for).
     assert float(np.mean(gains)) > 0, gains
     assert int(np.sum(gains > 0)) > PEOPLE // 2, gains
