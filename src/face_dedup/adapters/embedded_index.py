@@ -4,7 +4,12 @@ in SQLite.
 Why exact: de-duplication needs every true duplicate above the threshold, and graph indexes
 lose some as the gallery grows (../shared/notes/vector-search.md). One exact query over N
 128-d vectors reads N x 512 bytes: about 20-30 ms at 1M faces on this machine (see
-BENCHMARKS.md), which keeps up with the embedder. Memory: 512 MB per million faces.
+BENCHMARKS.md). Memory: 512 MB per million faces.
+
+Threshold searches on a large partition scan a compact int8 copy first (`compact_scan.py`: a
+quarter of the bytes, onnxruntime's integer GEMM) and rescore in float32 every vector whose
+compact score lies within the proven quantisation-error margin of the threshold: the same
+answer as the float32 scan, nothing above the threshold lost. Memory: +128 MB per million.
 
 Persistence: every add/delete is a SQLite transaction (WAL, secure_delete so an erased
 template is overwritten on disk), and the matrix is rebuilt from it on open.
@@ -28,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from face_dedup.adapters import compact_scan
 from face_dedup.adapters.sqlite_files import (
     checkpoint_truncate,
     connect,
@@ -67,6 +73,7 @@ class _Partition:
     def __init__(self, dim: int) -> None:
         self.dim = dim
         self.matrix: NDArray[np.float32] = np.empty((0, dim), dtype=np.float32)
+        self.compact = compact_scan.CompactCopy(dim)  # row for row with `matrix`
         self.size = 0
         self.ids: list[str] = []
         self.rows: dict[str, int] = {}
@@ -75,6 +82,7 @@ class _Partition:
         if self.size:
             raise RuntimeError("bulk_load is for an empty partition")
         self.matrix = np.array(matrix, dtype=np.float32, copy=True)  # writable, owned
+        self.compact.load(self.matrix)
         self.ids = list(ids)
         self.rows = {record_id: row for row, record_id in enumerate(ids)}
         self.size = len(ids)
@@ -83,12 +91,15 @@ class _Partition:
         row = self.rows.get(record_id)
         if row is not None:
             self.matrix[row] = vector
+            self.compact.set_row(row, vector)
             return
         if self.size == len(self.matrix):
             grown = np.empty((max(1024, 2 * len(self.matrix)), self.dim), dtype=np.float32)
             grown[: self.size] = self.matrix[: self.size]
             self.matrix = grown
+            self.compact.grow(len(grown), self.size)
         self.matrix[self.size] = vector
+        self.compact.set_row(self.size, vector)
         self.rows[record_id] = self.size
         self.ids.append(record_id)
         self.size += 1
@@ -100,6 +111,7 @@ class _Partition:
         last = self.size - 1
         if row != last:  # move the last vector into the hole
             self.matrix[row] = self.matrix[last]
+            self.compact.move_row(last, row)
             moved = self.ids[last]
             self.ids[row] = moved
             self.rows[moved] = row
@@ -110,8 +122,11 @@ class _Partition:
 
 
 class ExactVectorIndex(VectorIndex):
-    def __init__(self, path: Path | None) -> None:
-        """`path=None` keeps everything in memory (tests, one-off searches)."""
+    def __init__(self, path: Path | None, *, compact_from: int = compact_scan.COMPACT_FROM) -> None:
+        """`path=None` keeps everything in memory (tests, one-off searches). Threshold searches
+        on partitions of at least `compact_from` vectors scan the compact copy first (0: always,
+        which the contract tests use to check it loses nothing)."""
+        self._compact_from = compact_from
         self._lock = threading.RLock()
         self._path = path
         self._db = connect(path)
@@ -314,6 +329,12 @@ class ExactVectorIndex(VectorIndex):
                 return []
             if partition.dim != len(query):
                 raise ValueError(f"query is {len(query)}-d, the index holds {partition.dim}-d vectors")
+            if min_score is not None and partition.size >= self._compact_from:
+                near = partition.compact.rows_near(query, min_score, partition.size)
+                if near is not None:  # every row that can score min_score, rescored in float32
+                    exact = partition.matrix[near] @ query
+                    keep = exact >= min_score
+                    return _ordered(partition.ids, near[keep], exact[keep], k)
             scores = partition.matrix[: partition.size] @ query
             if min_score is not None:
                 rows = np.flatnonzero(scores >= min_score)
@@ -321,10 +342,7 @@ class ExactVectorIndex(VectorIndex):
                 rows = np.argpartition(-scores, k - 1)[:k]
             else:
                 rows = np.arange(partition.size)
-            if len(rows) > k:
-                rows = rows[np.argpartition(-scores[rows], k - 1)[:k]]
-            ordered = rows[np.argsort(-scores[rows], kind="stable")]
-            return [Hit(partition.ids[row], float(scores[row])) for row in ordered]
+            return _ordered(partition.ids, rows, scores[rows], k)
 
     def delete(self, record_ids: Iterable[str]) -> int:
         removed = 0
@@ -367,6 +385,15 @@ class ExactVectorIndex(VectorIndex):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _ordered(ids: list[str], rows: NDArray[np.intp], scores: NDArray[np.float32], k: int) -> list[Hit]:
+    """The best `k` of `rows` (ascending), by score; ties in row order, as a full scan gives."""
+    if len(rows) > k:
+        best = np.sort(np.argpartition(-scores, k - 1)[:k])
+        rows, scores = rows[best], scores[best]
+    order = np.argsort(-scores, kind="stable")
+    return [Hit(ids[row], float(scores[i])) for i, row in zip(order, rows[order], strict=True)]
 
 
 def _identity(path: Path | None) -> tuple[int, int] | None:

@@ -1,0 +1,28 @@
+"""The whole VectorIndex contract again, on the embedded index with its compact int8 scan used
+for every threshold search (`compact_from=0`; by default it starts at 20,000 vectors, more than
+these tests hold)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from face_dedup.adapters.embedded_index import ExactVectorIndex
+from face_dedup.ports import VectorIndex
+from tests.unit.test_vector_index_contract import *  # noqa: F403 - the same tests, this adapter
+
+
+@pytest.fixture
+def make_index(tmp_path: Path) -> Iterator[Callable[[], VectorIndex]]:
+    opened: list[VectorIndex] = []
+
+    def factory() -> VectorIndex:
+        index = ExactVectorIndex(tmp_path / "index.sqlite", compact_from=0)
+        opened.append(index)
+        return index
+
+    yield factory
+    for index in opened:
+        index.close()

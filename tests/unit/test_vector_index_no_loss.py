@@ -1,0 +1,179 @@
+"""Issue 12: nothing above the threshold is lost, on every VectorIndex adapter and on the
+embedded index's compact int8 scan (adapters/compact_scan.py), adversarially: vectors placed
+just above and just below the threshold, with components on the quantisation grid's half steps
+(the largest rounding error), outliers that int8 cannot hold, and after deletes and a reopen.
+
+The expectation is always the float32 brute-force answer computed here, never a stored list."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from face_dedup.adapters import compact_scan
+from face_dedup.adapters.embedded_index import ExactVectorIndex
+from face_dedup.adapters.opensearch_index import OpenSearchVectorIndex
+from face_dedup.ports import IndexEntry, VectorIndex
+from tests.support.faiss_index import FaissHnswIndex
+from tests.support.fake_knn_opensearch import FakeKnnOpenSearch
+
+DIM = 128  # the default pack's size (at 16-d, a third of random unit vectors are int8 outliers)
+THRESHOLD = 0.6
+BACKGROUND = 3000
+
+
+@pytest.fixture(params=["embedded", "embedded-compact", "opensearch", "faiss-hnsw"])
+def make_index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], VectorIndex]]:
+    opened: list[VectorIndex] = []
+    build: Callable[[], VectorIndex]
+    if request.param == "embedded":
+        build = lambda: ExactVectorIndex(tmp_path / "index.sqlite")  # noqa: E731
+    elif request.param == "embedded-compact":  # the compact scan on every threshold search
+        build = lambda: ExactVectorIndex(tmp_path / "index.sqlite", compact_from=0)  # noqa: E731
+    elif request.param == "faiss-hnsw":
+        build = lambda: FaissHnswIndex(tmp_path / "index.faiss")  # noqa: E731
+    else:  # as the contract suite: osmem with the k-NN query answered by FakeKnnOpenSearch
+        client = FakeKnnOpenSearch(hosts=[request.getfixturevalue("osmem_clone").url])
+        name = f"faces-{uuid.uuid4().hex[:12]}"
+
+        def build() -> VectorIndex:
+            index = OpenSearchVectorIndex(client, name, DIM, engine="faiss")
+            index.ensure_index()
+            return index
+
+    def factory() -> VectorIndex:
+        index = build()
+        opened.append(index)
+        return index
+
+    yield factory
+    for index in opened:
+        index.close()
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def at_score(query: np.ndarray, score: float, rng: np.random.Generator, half_steps: bool) -> np.ndarray:
+    """A unit vector whose cosine with `query` is `score` (to float32 rounding). With
+    `half_steps`, its components sit near the middle between two int8 codes (step 1/256), where
+    rounding moves them most."""
+    other = rng.normal(size=query.shape)
+    other -= (other @ query) * query
+    vector = score * query + np.sqrt(1 - score**2) * other / np.linalg.norm(other)
+    if half_steps:
+        vector = (np.floor(vector * 256) + 0.5) / 256  # then re-aimed at the same score
+        other = vector - (vector @ query) * query
+        vector = score * query + np.sqrt(1 - score**2) * other / np.linalg.norm(other)
+    return unit(vector)
+
+
+def planted(query: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    vectors: dict[str, np.ndarray] = {}
+    for delta in (1e-5, 1e-4, 1e-3, 5e-3, 2e-2):
+        for side, sign in (("above", 1), ("below", -1)):
+            for copy in range(10):
+                name = f"{side}-{delta:g}-{copy}"
+                vectors[name] = at_score(query, THRESHOLD + sign * delta, rng, half_steps=copy % 2 == 0)
+    # int8 cannot hold a component above 127/256: these are rescored outright
+    spike = np.zeros(DIM)
+    spike[3] = 1.0
+    vectors["outlier-above"] = at_score(unit(query + 0.0), THRESHOLD + 1e-4, rng, False)
+    vectors["outlier-above"] = unit(0.8 * spike + 0.2 * vectors["outlier-above"])
+    for i in range(BACKGROUND):  # impostor-like scores; enough that the compact path is taken
+        vectors[f"bg-{i}"] = unit(rng.normal(size=DIM))
+    return vectors
+
+
+def brute(vectors: dict[str, np.ndarray], query: np.ndarray, threshold: float) -> set[str]:
+    names = list(vectors)
+    scores = np.stack([vectors[n] for n in names]) @ query
+    return {n for n, s in zip(names, scores, strict=True) if s >= threshold}
+
+
+def test_nothing_above_the_threshold_is_lost(
+    make_index: Callable[[], VectorIndex], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compact_answers: list[bool] = []
+    rows_near = compact_scan.CompactCopy.rows_near
+
+    def spy(self: compact_scan.CompactCopy, *args: object) -> object:
+        found = rows_near(self, *args)  # type: ignore[arg-type]
+        compact_answers.append(found is not None)
+        return found
+
+    monkeypatch.setattr(compact_scan.CompactCopy, "rows_near", spy)
+    index = make_index()
+    for seed in range(3):
+        query = unit(np.random.default_rng(100 + seed).normal(size=DIM))
+        vectors = planted(query, seed)
+        tenant = f"t{seed}"
+        index.add([IndexEntry(name, tenant, "p1", v) for name, v in vectors.items()])
+        # the outlier's real score, whatever it is, and the planted pairs decide the expectation
+        for threshold in (THRESHOLD, float(vectors["outlier-above"] @ query) - 1e-5):
+            expected = brute(vectors, query, threshold)
+            compact_answers.clear()
+            hits = index.search(query, tenant=tenant, model_pack="p1", k=len(vectors), min_score=threshold)
+            assert {h.record_id for h in hits} == expected
+            if threshold == THRESHOLD:
+                assert {n for n in vectors if n.startswith("above")} <= expected
+                assert not any(name.startswith("below") for name in expected)
+                # on the compact variant, the int8 scan answered (not the float32 fallback)
+                assert all(compact_answers)
+
+
+def test_compact_scan_keeps_every_row_after_deletes_updates_and_reopen(tmp_path: Path) -> None:
+    """Rows move (a delete fills the hole with the last row), get replaced, and are re-encoded
+    on reopen and by another process's refresh: the compact copy must follow every time."""
+    path = tmp_path / "index.sqlite"
+    writer = ExactVectorIndex(path, compact_from=0)
+    reader = ExactVectorIndex(path, compact_from=0)  # another process: catches up by refresh
+    query = unit(np.random.default_rng(7).normal(size=DIM))
+    vectors = planted(query, 7)
+    writer.add([IndexEntry(name, "t", "p", v) for name, v in vectors.items()])
+    gone = [name for name in vectors if name.endswith("-1")]
+    writer.delete(gone)
+    for name in gone:
+        del vectors[name]
+    rng = np.random.default_rng(8)
+    for name in [n for n in vectors if n.startswith("below")][:5]:  # now just above
+        vectors[name] = at_score(query, THRESHOLD + 2e-5, rng, half_steps=True)
+        writer.add([IndexEntry(name, "t", "p", vectors[name])])
+    expected = brute(vectors, query, THRESHOLD)
+    for index in (writer, reader, ExactVectorIndex(path, compact_from=0)):
+        hits = index.search(query, tenant="t", model_pack="p", k=1000, min_score=THRESHOLD)
+        assert {h.record_id for h in hits} == expected
+        index.close()
+
+
+def test_compact_score_is_within_the_derived_margin() -> None:
+    """The inequality the search relies on, checked on half-step vectors and random queries."""
+    rng = np.random.default_rng(3)
+    rows = np.stack([unit((np.floor(rng.normal(size=128) * 20) + 0.5) / 256) for _ in range(2000)])
+    copy = compact_scan.CompactCopy(128)
+    copy.load(rows)
+    assert copy.err_max <= np.sqrt(128) / 512 + 1e-12
+    for _ in range(20):
+        query = unit(rng.normal(size=128))
+        codes, step, bound = copy.margin(query)
+        compact = (copy.codes.astype(np.int64) - 128) @ codes.astype(np.int64) * step / 256
+        exact = rows.astype(np.float64) @ query.astype(np.float64)
+        assert np.all(np.abs(exact - compact) <= bound)
+        assert bound < 0.05  # and the margin is useful, not a scan of everything
+
+
+def test_many_rows_near_the_threshold_fall_back_to_the_full_scan() -> None:
+    index = ExactVectorIndex(None, compact_from=0)
+    query = unit(np.random.default_rng(1).normal(size=DIM))
+    rng = np.random.default_rng(2)
+    vectors = {f"r{i}": at_score(query, THRESHOLD + rng.uniform(-0.01, 0.01), rng, True) for i in range(300)}
+    index.add([IndexEntry(n, "t", "p", v) for n, v in vectors.items()])
+    hits = index.search(query, tenant="t", model_pack="p", k=1000, min_score=THRESHOLD)
+    assert {h.record_id for h in hits} == brute(vectors, query, THRESHOLD)
+    index.close()
