@@ -127,10 +127,14 @@ def _opensearch_client(settings: Settings) -> Any:
 
 def _opensearch_index(settings: Settings) -> Any:
     from face_dedup.adapters.opensearch_index import OpenSearchVectorIndex
+    from face_dedup.cloud_migration import pack_index_name  # each pack has its own index
 
     dim = get_pack(settings.model_pack).contract.embedding_dim
     return OpenSearchVectorIndex(
-        _opensearch_client(settings), settings.opensearch_index, dim, engine=settings.opensearch_engine
+        _opensearch_client(settings),
+        pack_index_name(settings.opensearch_index, settings.model_pack),
+        dim,
+        engine=settings.opensearch_engine,
     )
 
 

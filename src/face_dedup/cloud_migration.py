@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 from face_dedup.blob_keys import crop_key, photo_key
 from face_dedup.errors import ConfigError, FaceDedupError, NotFound
 from face_dedup.identifiers import tenant as valid_tenant
-from face_dedup.models.registry import ModelPack
+from face_dedup.models.registry import DEFAULT_PACK_ID, ModelPack
 from face_dedup.ports import BlobStore, FaceAnalyzer, RecordStore
 from face_dedup.vision.pipeline import FaceEngine, FaceTemplate
 
@@ -206,9 +206,14 @@ def migrate_batch(
 
 
 def pack_index_name(base: str, model_pack: str) -> str:
-    """The OpenSearch index holding `model_pack`'s vectors: one index per pack, because packs
-    may differ in embedding size (an index has one vector dimension) and so that a probe of one
-    pack can never be scored against another's vectors, even by a missing filter."""
+    """The OpenSearch index holding `model_pack`'s vectors (the bootstrap names the functions'
+    index with it, and the deploy-time index setup creates that one): one index per pack,
+    because packs may differ in embedding size (an index has one vector dimension), so that a
+    probe of one pack can never be scored against another's vectors even by a missing filter,
+    and so that the old pack's index stays whole for a rollback after a cut-over. The default
+    pack keeps the base name: deployments that ran it before indexes were per pack keep theirs."""
+    if model_pack == DEFAULT_PACK_ID:
+        return base
     slug = re.sub(r"[^a-z0-9_-]", "-", model_pack.lower()).strip("-_")
     if not slug:
         raise ConfigError(f"model pack id {_shown(model_pack)} gives no index name")

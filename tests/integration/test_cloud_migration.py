@@ -27,7 +27,7 @@ from face_dedup.cloud_migration import (
 )
 from face_dedup.domain import AuditEvent, ImportItem, Outcome, Record, RecordStatus
 from face_dedup.errors import InvalidState, Reason
-from face_dedup.models.registry import get_pack
+from face_dedup.models.registry import DEFAULT_PACK_ID, get_pack
 from face_dedup.ports import EnrollmentCommit
 from face_dedup.settings import Settings
 from face_dedup.vision.png import encode_png
@@ -253,9 +253,21 @@ def test_item_keys_outside_the_tenants_records_are_refused(key: object) -> None:
         record_ids_from_keys(["faces/t1/rec_ok/photo", key], s3_prefix="faces/", tenant="t1")
 
 
-def test_each_pack_has_its_own_index_name() -> None:
-    assert pack_index_name("faces", OLD) != pack_index_name("faces", NEW)
+def test_each_pack_has_its_own_index(base_settings: Settings) -> None:
+    assert pack_index_name("faces", DEFAULT_PACK_ID) == "faces"  # existing deployments keep theirs
+    assert pack_index_name("faces", OLD) == "faces-yunet-sface-v1"
     assert pack_index_name("faces", "My.Pack") == "faces-my-pack"
+    # the functions' index (and the one the deploy step creates) is the active pack's
+    from face_dedup.bootstrap import build_search_index
+
+    for pack in (OLD, NEW):
+        settings = base_settings.with_overrides(
+            index_backend="opensearch",
+            opensearch_url="http://127.0.0.1:9",
+            opensearch_auth="none",
+            model_pack=pack,
+        )
+        assert build_search_index(settings)._index == pack_index_name("faces", pack)
 
 
 # -- the Lambda handlers, built from their wiring declarations, with the real engine --------------
