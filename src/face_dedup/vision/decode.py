@@ -28,6 +28,10 @@ class DecodeLimits:
     # Large photos are reduced while decoding (JPEG DCT scaling) to about this long side;
     # detection works on at most ~1200 px anyway.
     working_long_side: int = 1600
+    # Selfie path (FaceEngine): a large JPEG is first decoded at the strongest DCT reduction
+    # (1/2, 1/4, 1/8) whose long side is still at least this, and the subject is detected on a
+    # copy this large (a selfie's face is large); 0 turns it off.
+    selfie_long_side: int = 320
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,13 @@ def _register_heif() -> None:
     pillow_heif.register_heif_opener()
 
 
-def decode_image(data: bytes, limits: DecodeLimits | None = None) -> DecodedImage:
+def decode_image(
+    data: bytes, limits: DecodeLimits | None = None, *, reduce_to: int | None = None
+) -> DecodedImage:
+    """`reduce_to`: decode a JPEG at the strongest DCT reduction (1/2, 1/4, 1/8) whose long
+    side stays at least this many pixels (other formats and small JPEGs decode as usual). The
+    size limits are checked on the header first either way: a reduced decode is no way around
+    them."""
     limits = limits or DecodeLimits()
     if not data:
         raise InputRejected(Reason.EMPTY_FILE, "the file is empty", measured=0)
@@ -129,7 +139,13 @@ def decode_image(data: bytes, limits: DecodeLimits | None = None) -> DecodedImag
                 # A registry scan can hold several pages; the face photo is the first (reported).
                 image.seek(0)
                 notes = (f"multi-page TIFF: the first of its {pages} pages was used",)
-            if fmt == "JPEG" and max(width, height) > 2 * limits.working_long_side:
+            reduction = _dct_reduction(width, height, reduce_to) if fmt == "JPEG" else 1
+            if reduction > 1:
+                # libjpeg scales in the DCT domain: 1/8 skips most of the inverse transform
+                # and colour work (the entropy decoding remains).
+                image.draft("RGB", (width // reduction, height // reduction))
+                scale = image.size[0] / width
+            elif reduce_to is None and fmt == "JPEG" and max(width, height) > 2 * limits.working_long_side:
                 # DCT-domain reduction: decodes a 24 MP JPEG several times faster.
                 image.draft("RGB", (limits.working_long_side, limits.working_long_side))
                 scale = image.size[0] / width
@@ -158,6 +174,16 @@ def decode_image(data: bytes, limits: DecodeLimits | None = None) -> DecodedImag
     if array.ndim != 3 or array.shape[2] != 3:
         raise InputRejected(Reason.UNDECODABLE, f"decoded to an unexpected shape {array.shape}")
     return DecodedImage(array, fmt, (width, height), exif_rotated, scale, notes)
+
+
+def _dct_reduction(width: int, height: int, reduce_to: int | None) -> int:
+    """The largest of 8, 4, 2 that keeps the long side >= reduce_to (1: no reduction)."""
+    if not reduce_to:
+        return 1
+    for factor in (8, 4, 2):
+        if -(-max(width, height) // factor) >= reduce_to:
+            return factor
+    return 1
 
 
 def _orientation(image: Image.Image) -> int | None:

@@ -65,10 +65,11 @@ class YuNetDetector:
         self._local.detector = detector
         return detector
 
-    def detect(self, rgb: NDArray[np.uint8]) -> list[DetectedFace]:
+    def detect(self, rgb: NDArray[np.uint8], max_side: int | None = None) -> list[DetectedFace]:
+        """`max_side` overrides the configured working size (the selfie path's face crop)."""
         detector = getattr(self._local, "detector", None) or self._create()
         height, width = rgb.shape[:2]
-        factor = min(1.0, self._config.max_side / max(height, width))
+        factor = min(1.0, (max_side or self._config.max_side) / max(height, width))
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         if factor < 1.0:
             bgr = cv2.resize(

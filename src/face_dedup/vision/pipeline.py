@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,7 +12,7 @@ from face_dedup.errors import InputRejected, Reason
 from face_dedup.models.registry import ModelPack
 from face_dedup.ports import FaceAnalyzer
 from face_dedup.vision.align import SimilarityFit, fit_similarity, warp_to_template
-from face_dedup.vision.decode import DecodedImage, DecodeLimits, decode_image
+from face_dedup.vision.decode import DecodedImage, DecodeLimits, decode_image, sniff_format
 from face_dedup.vision.detect import DetectedFace, YuNetDetector
 from face_dedup.vision.embed import SFaceEmbedder
 from face_dedup.vision.quality import QualityIssue, QualityThresholds, assess, crop_measures, pose_measures
@@ -50,6 +51,26 @@ class _Candidate:
     faces: list[DetectedFace]
 
 
+@dataclass(frozen=True)
+class _Source:
+    """What the aligned crop is cut from: an image in the candidate's orientation, the
+    subject's landmarks in it, their fit, and the image's pixels per original pixel."""
+
+    image: NDArray[np.uint8]
+    landmarks: NDArray[np.float64]
+    fit: SimilarityFit
+    scale: float
+
+
+# Selfie path: below this eye distance on the small copy the full path decides (small faces
+# need the detector's full working size); the crop for the landmark refinement reaches this
+# many box sizes from the face centre, and is detected at most this large; the crop is cut
+# from an image where the eyes are at least this many template eye distances apart.
+_REDUCED_MIN_EYE_PX = 20.0
+_REFINE_MARGIN = 1.0
+_REFINE_SIDE = 200
+_REFINE_DETAIL = 1.0
+
 _ROTATIONS = (0, 90, 270, 180)  # degrees clockwise; upright first, then the common sideways cases
 
 
@@ -83,6 +104,10 @@ class FaceEngine(FaceAnalyzer):
         return self._embedder.embed(aligned_rgb)
 
     def process(self, data: bytes) -> FaceTemplate | Rejection:
+        if self._limits.selfie_long_side and sniff_format(data) == "JPEG":
+            fast = self._process_reduced(data)
+            if fast is not None:
+                return fast
         try:
             decoded = decode_image(data, self._limits)
         except InputRejected as exc:
@@ -90,8 +115,80 @@ class FaceEngine(FaceAnalyzer):
         return self.process_decoded(decoded)
 
     def process_decoded(self, decoded: DecodedImage) -> FaceTemplate | Rejection:
-        t = self._thresholds
         candidate, faces_upright = self._find_subject(decoded.rgb)
+        return self._judge(decoded, candidate, faces_upright, None)
+
+    def _process_reduced(self, data: bytes) -> FaceTemplate | Rejection | None:
+        """The selfie path: a large JPEG decoded at 1/2-1/8 scale (DCT scaling), the subject
+        found on that small copy, its landmarks refined on a face-sized crop with at least the
+        template's detail. None when it does not apply (small photo, no clear large face, any
+        decoding problem): then the ordinary path decides, so rejections read the same."""
+        try:
+            small = decode_image(data, self._limits, reduce_to=self._limits.selfie_long_side)
+        except InputRejected:
+            return None
+        if small.scale >= 1.0:
+            return None
+        candidate, faces_upright = self._find_subject(small.rgb, max_side=self._limits.selfie_long_side)
+        if candidate is None or candidate.face.inter_eye_px < _REDUCED_MIN_EYE_PX:
+            return None
+        return self._judge(small, candidate, faces_upright, lambda c: self._refine(data, small, c))
+
+    def _refine(self, data: bytes, small: DecodedImage, candidate: _Candidate) -> _Source:
+        """Where the aligned crop of the selfie path comes from. The small copy serves when the
+        face has at least the template's eye distance there (downsampling in the DCT loses
+        nothing the 112 px template keeps); otherwise the photo is decoded less reduced, only
+        as much as needed. The detector then runs again on a crop around the face, so the
+        landmarks are as precise as on an LFW-size photo of that face."""
+        face = candidate.face
+        template_eye = float(np.linalg.norm(self._template[1] - self._template[0]))
+        image, scale = candidate.image, small.scale
+        if face.inter_eye_px < _REFINE_DETAIL * template_eye:
+            long_side = max(small.rgb.shape[:2]) * _REFINE_DETAIL * template_eye / face.inter_eye_px
+            try:
+                finer = decode_image(data, self._limits, reduce_to=int(np.ceil(long_side)))
+            except InputRejected:  # decoded once already; nothing new to say
+                finer = None
+            if finer is not None and finer.scale > small.scale:
+                image = finer.rgb if not candidate.rotation else _rotate(finer.rgb, candidate.rotation)
+                scale = finer.scale
+        factor = scale / small.scale
+        coarse = face.landmarks * factor
+        fallback = _Source(image, coarse, fit_similarity(coarse, self._template), scale)
+        x, y, w, h = (v * factor for v in face.box)
+        cx, cy, half = x + w / 2, y + h / 2, max(w, h) * _REFINE_MARGIN
+        height, width = image.shape[:2]
+        x0, y0 = max(0, int(cx - half)), max(0, int(cy - half))
+        x1, y1 = min(width, int(np.ceil(cx + half))), min(height, int(np.ceil(cy + half)))
+        if x1 - x0 < 16 or y1 - y0 < 16:
+            return fallback
+        crop = np.ascontiguousarray(image[y0:y1, x0:x1])
+        expected_eye = face.inter_eye_px * factor
+        found = [
+            f
+            for f in self._detector.detect(crop, max_side=_REFINE_SIDE)
+            if 0.67 * expected_eye <= f.inter_eye_px <= 1.5 * expected_eye
+        ]
+        if not found:
+            return fallback
+        nearest = min(
+            found,
+            key=lambda f: np.hypot(f.box[0] + f.box[2] / 2 - (cx - x0), f.box[1] + f.box[3] / 2 - (cy - y0)),
+        )
+        landmarks = nearest.landmarks + np.array([x0, y0], dtype=np.float64)
+        fit = fit_similarity(landmarks, self._template)
+        if not self._plausible(fit):
+            return fallback
+        return _Source(image, landmarks, fit, scale)
+
+    def _judge(
+        self,
+        decoded: DecodedImage,
+        candidate: _Candidate | None,
+        faces_upright: list[DetectedFace],
+        refine: Callable[[_Candidate], _Source] | None,
+    ) -> FaceTemplate | Rejection:
+        t = self._thresholds
         if candidate is None:
             if not faces_upright:
                 return Rejection(Reason.NO_FACE, "no face was found in the photo", {"faces_found": 0})
@@ -143,13 +240,19 @@ class FaceEngine(FaceAnalyzer):
         if candidate.rotation:
             notes.append(f"photo was rotated {candidate.rotation} degrees clockwise to make the face upright")
 
+        source = (
+            refine(candidate)
+            if refine is not None
+            else _Source(candidate.image, subject.landmarks, candidate.fit, decoded.scale)
+        )
         size = self._template_size()
-        aligned = warp_to_template(candidate.image, candidate.fit, size)
-        mapped = (candidate.fit.matrix[:, :2] @ subject.landmarks.T).T + candidate.fit.matrix[:, 2]
+        aligned = warp_to_template(source.image, source.fit, size)
+        mapped = (source.fit.matrix[:, :2] @ source.landmarks.T).T + source.fit.matrix[:, 2]
         yaw_ratio, pitch_offset = pose_measures(mapped)
         crop = crop_measures(aligned)
         # Eye distance in the photo as submitted, not in the reduced working copy.
-        inter_eye_px = subject.inter_eye_px / decoded.scale
+        eyes = source.landmarks[1] - source.landmarks[0]
+        inter_eye_px = float(np.hypot(eyes[0], eyes[1])) / source.scale
         measures.update(
             inter_eye_px=inter_eye_px,
             yaw_ratio=yaw_ratio,
@@ -191,7 +294,9 @@ class FaceEngine(FaceAnalyzer):
         t = self._thresholds
         return abs(fit.roll_degrees) <= t.max_roll_degrees and fit.residual <= t.max_landmark_residual
 
-    def _find_subject(self, rgb: NDArray[np.uint8]) -> tuple[_Candidate | None, list[DetectedFace]]:
+    def _find_subject(
+        self, rgb: NDArray[np.uint8], max_side: int | None = None
+    ) -> tuple[_Candidate | None, list[DetectedFace]]:
         """The subject face, tried upright first.
 
         Among confident faces whose landmarks fit an upright face and that are at least half
@@ -207,7 +312,7 @@ class FaceEngine(FaceAnalyzer):
         best: _Candidate | None = None
         for rotation in _ROTATIONS:
             image = rgb if rotation == 0 else _rotate(rgb, rotation)
-            faces = self._detector.detect(image)
+            faces = self._detector.detect(image, max_side=max_side)
             if rotation == 0:
                 upright_faces = faces
             plausible = []
