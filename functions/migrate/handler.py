@@ -14,17 +14,20 @@ Refused, changing nothing, while a record lacks a target template.
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from face_dedup.adapters.aws_errors import is_transient
 from face_dedup.bootstrap import FunctionParts, build_engine, build_function
 from face_dedup.cloud_migration import migrate_batch, record_ids_from_keys
 from face_dedup.domain import AuditEvent, utc_now
-from face_dedup.errors import ConfigError
+from face_dedup.errors import ConfigError, TransientError
 from face_dedup.identifiers import tenant as valid_tenant
 from face_dedup.models.custom import find_pack
 from face_dedup.settings import Settings
@@ -50,6 +53,26 @@ def _engine(pack_id: str) -> FaceEngine:
     return build_engine(settings, find_pack(pack_id, settings.models_dir))
 
 
+Step = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
+
+
+def retried_when_transient(step: Step) -> Step:
+    """An AWS throttle, 5xx or dropped connection that outlasted the SDK's own retries is raised
+    as `TransientError`, which the state machine retries with backoff; anything else fails the
+    item (or the cut-over) with its own error type."""
+
+    @functools.wraps(step)
+    def run(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        try:
+            return step(event, context)
+        except Exception as exc:
+            if is_transient(exc):
+                raise TransientError(f"AWS unavailable: {type(exc).__name__}") from exc
+            raise
+
+    return run
+
+
 def _pack_id(value: object, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{what} is missing")
@@ -58,6 +81,7 @@ def _pack_id(value: object, what: str) -> str:
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
+@retried_when_transient
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings, parts = _parts("migrate")
     batch = event.get("BatchInput") or {}
@@ -84,6 +108,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
+@retried_when_transient
 def switch(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings, parts = _parts("migrate_switch")
     tenant = valid_tenant(event.get("tenant"))

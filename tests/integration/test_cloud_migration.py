@@ -350,3 +350,21 @@ def test_migrate_handler_and_switch_on_moto(
     finally:
         migrate._parts.cache_clear()
         migrate._engine.cache_clear()
+
+
+def test_an_aws_outage_is_retried_by_the_state_machine_other_errors_fail_the_item() -> None:
+    from botocore.exceptions import EndpointConnectionError
+    from functions.migrate.handler import retried_when_transient
+
+    from face_dedup.errors import TransientError
+
+    def unreachable(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        raise EndpointConnectionError(endpoint_url="https://dynamodb.eu-west-1.amazonaws.com")
+
+    def bad(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        raise BadItem("key 'x' is not under the tenant's prefix")
+
+    with pytest.raises(TransientError):  # in the workflow's TRANSIENT list: retried with backoff
+        retried_when_transient(unreachable)({}, None)
+    with pytest.raises(BadItem):
+        retried_when_transient(bad)({}, None)
