@@ -28,6 +28,13 @@ def _service(data_dir: Path | None, models_dir: Path | None, tenant: str | None)
     from face_dedup.bootstrap import build_service
 
     settings = cli._run(lambda: cli._settings(data_dir, models_dir, tenant))
+    if settings.store_backend == "dynamodb":
+        # the cloud registry's packs come from its deployment, not packs.json: its migration is
+        # the Step Functions job (README, "In the cloud: the migration job")
+        cli.err.print(
+            "error: a cloud registry migrates with its migration job (README: migrating, in the cloud)"
+        )
+        raise typer.Exit(1)
     # No engine (nothing is decided here) and no reconcile: an interrupted cut-over is finished
     # by running it again, which a reconcile in between would make harder.
     service, adapters = cli._run(lambda: build_service(settings, with_engine=False, reconcile=False))

@@ -368,3 +368,16 @@ def test_an_aws_outage_is_retried_by_the_state_machine_other_errors_fail_the_ite
         retried_when_transient(unreachable)({}, None)
     with pytest.raises(BadItem):
         retried_when_transient(bad)({}, None)
+
+
+def test_the_local_migrate_command_refuses_a_cloud_registry(tmp_path: Any) -> None:
+    """packs.json means nothing to the cloud's functions (their pack is the deployment's): the
+    local command must not half-migrate a DynamoDB registry now that the store could."""
+    from typer.testing import CliRunner
+
+    from face_dedup.cli import app
+
+    env = {"FACE_DEDUP_STORE_BACKEND": "dynamodb", "FACE_DEDUP_DATA_DIR": str(tmp_path)}
+    for command in (["status"], ["cutover"], ["start", "--to", OLD]):
+        result = CliRunner().invoke(app, ["migrate", *command], env=env)
+        assert result.exit_code == 1 and "migration job" in result.output, result.output
