@@ -131,6 +131,10 @@ class DedupService:
     def blobs(self) -> BlobStore:
         return self._registry.blobs
 
+    @blobs.setter
+    def blobs(self, blobs: BlobStore) -> None:  # tests swap in another blob store
+        self._registry.blobs = blobs
+
     @property
     def notifier(self) -> Notifier:
         return self._registry.notifier
