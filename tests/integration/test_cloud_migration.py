@@ -381,3 +381,56 @@ def test_the_local_migrate_command_refuses_a_cloud_registry(tmp_path: Any) -> No
     for command in (["status"], ["cutover"], ["start", "--to", OLD]):
         result = CliRunner().invoke(app, ["migrate", *command], env=env)
         assert result.exit_code == 1 and "migration job" in result.output, result.output
+
+
+def test_after_the_cut_over_the_new_pack_is_searched_in_its_own_index_only(
+    aws: dict[str, Any], base_settings: Settings, osmem_clone: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cut-over's last steps as README describes them, on moto + osmem: the records switch,
+    the stack runs the new pack, its reconcile fills the new pack's own index from the records;
+    the old pack's index is left whole (a rollback needs it), and the new pack's probe is
+    searched only there. The k-NN query is answered by FakeKnnOpenSearch (osmem has no k-NN)."""
+    from face_dedup import bootstrap
+    from face_dedup.bootstrap import build_function, build_search_index
+    from face_dedup.ports import IndexEntry
+    from tests.support.fake_knn_opensearch import FakeKnnOpenSearch
+
+    monkeypatch.setattr(
+        bootstrap, "_opensearch_client", lambda s: FakeKnnOpenSearch(hosts=[s.opensearch_url])
+    )
+    cloud = base_settings.with_overrides(
+        index_backend="opensearch",
+        opensearch_url=osmem_clone.url,
+        opensearch_auth="none",
+        store_backend="dynamodb",
+        blob_backend="s3",
+        aws_region=REGION,
+        s3_bucket="faces",
+        dynamodb_table_prefix="fd-",
+    )
+    old, new = cloud.with_overrides(model_pack=OLD), cloud.with_overrides(model_pack=NEW)
+    store: DynamoRecordStore = aws["store"]
+    records = [_record(store, "t1", n) for n in range(3)]
+    old_index = build_search_index(old)
+    old_index.ensure_index()  # the deploy step, for the old pack
+    old_index.add([IndexEntry(r.record_id, "t1", OLD, r.embedding) for r in records])
+    for n, record in enumerate(records):
+        store.put_pack_template(
+            record_id=record.record_id,
+            tenant="t1",
+            model_pack=NEW,
+            embedding=unit(DIM, 60 + n).astype(np.float32),
+        )
+    assert store.switch_pack(tenant="t1", source=OLD, target=NEW, audit=_audit("t1")) == 3
+
+    new_index = build_search_index(new)
+    assert new_index._index != old_index._index
+    new_index.ensure_index()  # the deploy step, for the new pack
+    service = build_function(new, "reconcile").service.for_tenant("t1")
+    assert service.index._adapter._index == new_index._index  # the functions' index is the new pack's
+    assert service.reconcile() == {"added": 3, "removed": 0}
+    assert new_index.record_ids(tenant="t1", model_pack=NEW) == {r.record_id for r in records}
+    assert old_index.record_ids(tenant="t1", model_pack=OLD) == {r.record_id for r in records}  # whole
+    assert new_index.count(tenant="t1", model_pack=OLD) == 0  # no old-pack vector in the new index
+    hits = new_index.search(unit(DIM, 61).astype(np.float32), tenant="t1", model_pack=NEW, k=3)
+    assert hits[0].record_id == records[1].record_id and hits[0].score == pytest.approx(1.0, abs=1e-4)
