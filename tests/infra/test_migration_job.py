@@ -146,3 +146,10 @@ def test_an_unbounded_concurrency_is_refused_at_synth(bad: int) -> None:
     context = {"face-dedup:migration": "true", "face-dedup:migration-max-concurrency": str(bad)}
     with pytest.raises(ValueError):
         MigrationOptions.from_context(context.get)
+
+
+def test_the_job_and_its_results_are_stack_outputs(template: dict[str, Any]) -> None:
+    logical, _ = _definition(template)
+    results = next(k for k in _of(template, "AWS::S3::Bucket") if k.startswith("MigrationResults"))
+    values = [o["Value"] for o in template["Outputs"].values()]
+    assert {"Ref": logical} in values and {"Ref": results} in values

@@ -26,7 +26,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from aws_cdk import Acknowledgment, CfnResource, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import Acknowledgment, CfnOutput, CfnResource, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
@@ -36,7 +36,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from face_dedup import permissions, wiring
-from face_dedup.settings import Settings
+from face_dedup.deployment import FACES_PREFIX
 from face_dedup_infra.constructs.functions import Functions
 from face_dedup_infra.constructs.workflow import RETRY, TRANSIENT
 
@@ -151,7 +151,7 @@ class MigrationJob(Construct):
                 "source_pack.$": "$.source_pack",
                 "target_pack.$": "$.target_pack",
                 "cutover.$": "$.cutover",
-                "prefix.$": f"States.Format('{Settings.s3_prefix}{{}}/', $.tenant)",
+                "prefix.$": f"States.Format('{FACES_PREFIX}{{}}/', $.tenant)",
             },
         )
         records = sfn.DistributedMap(
@@ -197,6 +197,9 @@ class MigrationJob(Construct):
         # the result manifests are written encrypted with the stack's key
         key.grant_encrypt_decrypt(self.state_machine.role)
         self._acknowledge(built, key)
+        # what `aws stepfunctions start-execution --state-machine-arn` takes (README)
+        CfnOutput(self, "StateMachineArn", value=self.state_machine.state_machine_arn)
+        CfnOutput(self, "ResultsBucket", value=self.results.bucket_name)
         self.functions = built
         self.role: iam.IRole = self.state_machine.role
 
