@@ -29,6 +29,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -67,6 +68,22 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 _KEEP_CHANGES = 100_000  # older entries are pruned; a process further behind reloads everything
+
+
+class PrecomputedAnswers(Protocol):
+    """Search answers worked out in advance for a batch (bulk import's blocked self-join,
+    bulk.py). The index asks it first and scans only when it cannot answer (None)."""
+
+    def answer(
+        self, query: NDArray[np.float32], *, tenant: str, model_pack: str, k: int, min_score: float | None
+    ) -> list[Hit] | None: ...
+
+    def added(self, record_id: str, tenant: str, model_pack: str, vector: NDArray[np.float32]) -> None: ...
+
+    def removed(self, record_id: str) -> None: ...
+
+    def changed_elsewhere(self) -> None:
+        """Another process changed the index: the advance answers no longer hold."""
 
 
 class _Partition:
@@ -127,6 +144,7 @@ class ExactVectorIndex(VectorIndex):
         on partitions of at least `compact_from` vectors scan the compact copy first (0: always,
         which the contract tests use to check it loses nothing)."""
         self._compact_from = compact_from
+        self._answers: PrecomputedAnswers | None = None
         self._lock = threading.RLock()
         self._path = path
         self._db = connect(path)
@@ -239,6 +257,8 @@ class ExactVectorIndex(VectorIndex):
                             rows[row[0]] = row
             finally:
                 self._db.execute("COMMIT")
+            if self._answers is not None and (behind or ids):
+                self._answers.changed_elsewhere()
             if behind:
                 self._load()
                 return
@@ -302,6 +322,8 @@ class ExactVectorIndex(VectorIndex):
                 raise storage_error(self._path or Path(":memory:"), exc) from None
             for entry, vector in prepared:
                 self._place(entry.record_id, entry.tenant, entry.model_pack, vector)
+                if self._answers is not None:
+                    self._answers.added(entry.record_id, entry.tenant, entry.model_pack, vector)
 
     def _log(self, record_ids: list[str]) -> None:
         """Append to the change log (inside the caller's transaction) and prune its old end."""
@@ -324,6 +346,12 @@ class ExactVectorIndex(VectorIndex):
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
         with self._lock:
             self.refresh()
+            if self._answers is not None:
+                answered = self._answers.answer(
+                    query, tenant=tenant, model_pack=model_pack, k=k, min_score=min_score
+                )
+                if answered is not None:
+                    return answered
             partition = self._partitions.get((tenant, model_pack))
             if partition is None or partition.size == 0:
                 return []
@@ -354,6 +382,8 @@ class ExactVectorIndex(VectorIndex):
                 self._log(ids)
             for record_id in ids:
                 removed += int(self._forget(record_id))
+                if self._answers is not None:
+                    self._answers.removed(record_id)
             # The erased vectors' old pages are in the main file until the log is copied over them.
             checkpoint_truncate(self._db)
         return removed
@@ -363,6 +393,21 @@ class ExactVectorIndex(VectorIndex):
         with self._lock:
             self._reopen_if_replaced()
             return checkpoint_truncate(self._db)
+
+    def answering(self, answers: PrecomputedAnswers | None) -> None:
+        """Ask `answers` first on every search from now on (None: stop). Bulk import only."""
+        with self._lock:
+            self.refresh()
+            self._answers = answers
+
+    def snapshot(self, *, tenant: str, model_pack: str) -> tuple[list[str], NDArray[np.float32]]:
+        """The partition's record ids and a copy of their vectors, row for row."""
+        with self._lock:
+            self.refresh()
+            partition = self._partitions.get((tenant, model_pack))
+            if partition is None:
+                return [], np.empty((0, 0), dtype=np.float32)
+            return list(partition.ids), partition.matrix[: partition.size].copy()
 
     def count(self, *, tenant: str, model_pack: str) -> int:
         with self._lock:

@@ -1,0 +1,253 @@
+"""Bulk import: the same outcomes as importing the photos one by one in input order, with the
+de-duplication searches done as a blocked self-join (tiles of matrix products, BLAS) instead
+of one scan of the whole gallery per photo.
+
+What "one by one in order" means, and how it is kept:
+- Photo i is compared with the photos before it that were enrolled or held (a case), and with
+  the registry as it was when the run started; a rejected photo is never in the gallery. Which
+  of the earlier photos are in the gallery is only known after they are decided, so the join
+  computes every pair (j <= i) scoring at or above the lowest review threshold the run can use,
+  and the answer to photo i's search keeps the pairs whose photo j is in the index at that
+  moment (the index tells: `added` / `removed`, bulk records enrolled and held photos as they
+  are written).
+- The decision itself is the service's own: `register` runs for each photo in order, exactly as
+  `run_import` calls it; only the index's scan is replaced by the precomputed answer
+  (embedded_index.PrecomputedAnswers). The thresholds still come from the gallery size at
+  each photo (they grow with it); a search with a lower threshold than the join's, another
+  vector than the photo being registered, or another process writing to the index meanwhile
+  falls back to the index's own scan: slower, never different.
+- Scores are rescored per pair the way the index rescores (rows gathered, then one float32
+  product with the query), so the decisions see the same numbers to float32 rounding.
+
+Photos are analysed in parallel (as `run_import` does) one chunk ahead; each chunk is joined
+against every earlier template in tiles (memory: the templates, 512 bytes each, plus one tile
+of scores), then registered. An interrupted run resumes like an import: photos already
+registered are recognised by their idempotency key and are in the registry the join starts from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+from numpy.typing import NDArray
+
+from face_dedup.adapters.embedded_index import ExactVectorIndex
+from face_dedup.adapters.private_files import open_private
+from face_dedup.importer import ImportSummary, InputSpec, ReportLine, _Pending, _prepare, _register
+from face_dedup.ports import Hit
+from face_dedup.service import SYSTEM_ACTOR, DedupService
+from face_dedup.vision.pipeline import FaceTemplate
+
+TILE = 8192  # columns per matrix product: CHUNK x TILE float32 scores (128 MB) at a time
+CHUNK = 4096  # photos analysed, joined and registered together
+_SLACK = 1e-4  # the tiles' float32 products round differently from the rescoring (< 1e-5)
+
+
+def join_block(
+    rows: NDArray[np.float32], start: int, stop: int, threshold: float, tile: int = TILE
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
+    """Every pair (i, j) with start <= i < stop and j <= i whose score is >= `threshold` (less
+    `_SLACK`): query rows i, earlier rows j, sorted by (i, j), each score rescored the way the
+    index computes it (gathered rows @ the query)."""
+    queries = rows[start:stop]
+    found_i: list[NDArray[np.int64]] = []
+    found_j: list[NDArray[np.int64]] = []
+    for first in range(0, stop, tile):
+        last = min(first + tile, stop)
+        scores = queries @ rows[first:last].T  # BLAS sgemm: the whole cost
+        qi, cj = np.nonzero(scores >= threshold - _SLACK)
+        i, j = qi + start, cj + first
+        keep = j <= i  # only photos before it (and itself: the index holds it once registered)
+        found_i.append(i[keep].astype(np.int64))
+        found_j.append(j[keep].astype(np.int64))
+    i = np.concatenate(found_i) if found_i else np.empty(0, np.int64)
+    j = np.concatenate(found_j) if found_j else np.empty(0, np.int64)
+    order = np.lexsort((j, i))  # by query, then by row
+    i, j = i[order], j[order]
+    exact = np.empty(len(i), dtype=np.float32)
+    bounds = np.searchsorted(i, np.arange(start, stop + 1))
+    for n, query in enumerate(range(start, stop)):  # rescored like the index: gathered rows @ query
+        a, b = bounds[n], bounds[n + 1]
+        if b > a:
+            exact[a:b] = rows[j[a:b]] @ rows[query]
+    return i, j, exact
+
+
+class JoinAnswers:
+    """The join's pairs, answered as the index would at each photo's turn
+    (embedded_index.PrecomputedAnswers)."""
+
+    def __init__(
+        self, *, tenant: str, model_pack: str, threshold: float, ids: list[str], vectors: NDArray[np.float32]
+    ) -> None:
+        self.tenant, self.model_pack, self.threshold = tenant, model_pack, threshold
+        dim = vectors.shape[1] if len(vectors) else 0
+        self._rows = np.array(vectors, dtype=np.float32).reshape(len(vectors), dim)
+        self._size = len(vectors)
+        self._row_of_id: dict[str, int] = {rid: row for row, rid in enumerate(ids)}  # in the index now
+        self._id_of_row: dict[int, str] = dict(enumerate(ids))
+        self._pairs: dict[int, tuple[NDArray[np.int64], NDArray[np.float32]]] = {}
+        self._current: int | None = None
+        self.valid = True
+        self.answered = 0
+        self.fallbacks = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def append(self, vector: NDArray[np.float32]) -> int:
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if self._size == 0 and self._rows.shape[1] != len(vector):
+            self._rows = np.empty((0, len(vector)), dtype=np.float32)
+        if self._size == len(self._rows):
+            grown = np.empty((max(CHUNK, 2 * self._size), self._rows.shape[1]), dtype=np.float32)
+            grown[: self._size] = self._rows[: self._size]
+            self._rows = grown
+        self._rows[self._size] = vector
+        self._size += 1
+        return self._size - 1
+
+    def join(self, start: int) -> None:
+        """Pairs for the rows appended since `start` (the previous chunk's are dropped)."""
+        i, j, scores = join_block(self._rows[: self._size], start, self._size, self.threshold)
+        bounds = np.searchsorted(i, np.arange(start, self._size + 1))
+        self._pairs = {
+            start + n: (j[bounds[n] : bounds[n + 1]], scores[bounds[n] : bounds[n + 1]])
+            for n in range(self._size - start)
+        }
+
+    def expect(self, row: int | None) -> None:
+        """The photo about to be registered (None: one without a template)."""
+        self._current = row
+
+    # -- embedded_index.PrecomputedAnswers --------------------------------------------------
+
+    def answer(
+        self, query: NDArray[np.float32], *, tenant: str, model_pack: str, k: int, min_score: float | None
+    ) -> list[Hit] | None:
+        row = self._current
+        if (
+            not self.valid
+            or row is None
+            or (tenant, model_pack) != (self.tenant, self.model_pack)
+            or min_score is None
+            or min_score < self.threshold
+            or not np.array_equal(query, self._rows[row])
+        ):
+            self.fallbacks += 1
+            return None
+        self.answered += 1
+        js, scores = self._pairs[row]
+        found = [
+            (float(score), int(j))
+            for j, score in zip(js, scores, strict=True)
+            if score >= min_score and int(j) in self._id_of_row
+        ]
+        found.sort(key=lambda pair: (-pair[0], pair[1]))  # by score; ties in row order
+        return [Hit(self._id_of_row[j], score) for score, j in found[:k]]
+
+    def added(self, record_id: str, tenant: str, model_pack: str, vector: NDArray[np.float32]) -> None:
+        if (tenant, model_pack) != (self.tenant, self.model_pack):
+            return
+        self.removed(record_id)
+        row = self._current
+        if row is not None and np.array_equal(vector, self._rows[row]):
+            self._row_of_id[record_id] = row
+            self._id_of_row[row] = record_id
+        else:  # a vector the join has not seen (not this photo's template): scan from now on
+            self.valid = False
+
+    def removed(self, record_id: str) -> None:
+        row = self._row_of_id.pop(record_id, None)
+        if row is not None:
+            del self._id_of_row[row]
+
+    def changed_elsewhere(self) -> None:
+        self.valid = False
+
+
+def run_bulk_import(
+    service: DedupService,
+    index: ExactVectorIndex,
+    inputs: list[InputSpec],
+    *,
+    report: Path | None = None,
+    workers: int = 1,
+    on_progress: Callable[[ReportLine], None] | None = None,
+    chunk: int = CHUNK,
+    actor: str = SYSTEM_ACTOR,
+) -> tuple[ImportSummary, JoinAnswers]:
+    """As importer.run_import (same report lines, same outcomes), with the searches answered by
+    the blocked self-join. `index` is the embedded index the service writes to."""
+    tenant, pack = service.tenant, service.model_pack
+    ids, vectors = index.snapshot(tenant=tenant, model_pack=pack)
+    start_size = len(ids)
+    # The review threshold grows with the gallery: the smallest one this run can use.
+    threshold = min(service.thresholds(g).review for g in (start_size, start_size + len(inputs)))
+    answers = JoinAnswers(tenant=tenant, model_pack=pack, threshold=threshold, ids=ids, vectors=vectors)
+    summary = ImportSummary()
+    started = time.perf_counter()
+    handle = os.fdopen(open_private(report), "w", encoding="utf-8") if report else None
+    index.answering(answers)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="analyse") as pool:
+            batch: list[_Pending] = []
+            for pending in _prepare(service, inputs, pool, 2 * chunk):  # the next chunk is analysed meanwhile
+                batch.append(pending)
+                if len(batch) == chunk:
+                    _register_chunk(service, answers, batch, summary, handle, on_progress, actor)
+                    batch = []
+            _register_chunk(service, answers, batch, summary, handle, on_progress, actor)
+    finally:
+        index.answering(None)
+        if handle:
+            handle.close()
+    summary.seconds = time.perf_counter() - started
+    return summary, answers
+
+
+def _register_chunk(
+    service: DedupService,
+    answers: JoinAnswers,
+    batch: list[_Pending],
+    summary: ImportSummary,
+    handle: IO[str] | None,
+    on_progress: Callable[[ReportLine], None] | None,
+    actor: str,
+) -> None:
+    first = answers.size
+    rows: list[int | None] = []
+    for pending in batch:
+        row = None
+        if pending.done is None and pending.analysis is not None:
+            try:
+                analysis = pending.analysis.result()
+            except Exception:  # _register reports it, as run_import does
+                analysis = None
+            if isinstance(analysis, FaceTemplate):
+                row = answers.append(analysis.embedding)
+        rows.append(row)
+    if answers.size > first:
+        answers.join(first)
+    for pending, row in zip(batch, rows, strict=True):
+        answers.expect(row)
+        line = _register(service, pending, actor)
+        answers.expect(None)
+        summary.total += 1
+        summary.outcomes[line.item.outcome.value] += 1
+        if line.item.reason:
+            summary.reasons[line.item.reason] += 1
+        summary.resumed += int(line.resumed)
+        if handle is not None:
+            handle.write(json.dumps(line.as_dict(), ensure_ascii=False) + "\n")
+            handle.flush()
+        if on_progress:
+            on_progress(line)

@@ -1,0 +1,149 @@
+"""Bulk import (bulk.py) gives the same outcomes as importing the photos one by one in order:
+synthetic templates (FakeFaceAnalyzer, no models) with planted duplicates at scores around the
+review and duplicate thresholds, which grow with the gallery while the run goes on. The
+expectation is the sequential import's report, run here on a second registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from face_dedup.bootstrap import build_service
+from face_dedup.bulk import JoinAnswers, join_block, run_bulk_import
+from face_dedup.errors import Reason
+from face_dedup.importer import collect_inputs, run_import
+from face_dedup.models.custom import find_pack
+from face_dedup.settings import Settings
+from tests.support.fake_face_analyzer import FakeFaceAnalyzer
+
+
+def _settings(data_dir: Path) -> Settings:
+    return Settings.load({}, data_dir=data_dir, models_dir=data_dir.parent / "no-models")
+
+
+def _photos(folder: Path, fake: FakeFaceAnalyzer, people: int = 120, seed: int = 5) -> None:
+    """Each person has 1-3 photos; a later photo of a person scores 0.30-0.65 with the first
+    (across the review threshold, 0.37 -> 0.45 as the gallery grows, and the duplicate one);
+    some photos are rejected. File names shuffle the people so duplicates are far apart."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir()
+    dim = fake.dim
+    names: list[tuple[str, bytes]] = []
+    for person in range(people):
+        centre = rng.normal(size=dim)
+        centre /= np.linalg.norm(centre)
+        for shot in range(int(rng.integers(1, 4))):
+            photo = f"p{person}-{shot}".encode()
+            if shot == 0:
+                vector = centre
+            else:
+                other = rng.normal(size=dim)
+                other -= (other @ centre) * centre
+                score = rng.uniform(0.30, 0.65)
+                vector = score * centre + np.sqrt(1 - score**2) * other / np.linalg.norm(other)
+            if rng.random() < 0.05:
+                fake.reject(photo, Reason.NO_FACE, "no face")
+            else:
+                fake.face(photo, vector)
+            names.append((f"{rng.integers(10**9):09d}-{person}-{shot}.jpg", photo))
+    for name, photo in names:
+        (folder / name).write_bytes(photo)
+
+
+def _comparable(report: Path) -> list[dict[str, Any]]:
+    """Report lines with record ids replaced by the source that created them (ids are random)."""
+    lines = [__import__("json").loads(line) for line in report.read_text().splitlines()]
+    source_of = {line["record_id"]: line["source"] for line in lines if line["record_id"]}
+    return [
+        {
+            "source": line["source"],
+            "outcome": line["outcome"],
+            "reason": line["reason"],
+            "candidates": [
+                (source_of.get(c["record_id"], "before"), round(c["score"], 6)) for c in line["candidates"]
+            ],
+            "case": line["case_id"] is not None,
+        }
+        for line in lines
+    ]
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> FakeFaceAnalyzer:
+    settings = _settings(tmp_path / "seq")
+    return FakeFaceAnalyzer(find_pack(settings.model_pack, settings.models_dir))
+
+
+def test_bulk_import_gives_the_sequential_outcomes(tmp_path: Path, fake: FakeFaceAnalyzer) -> None:
+    _photos(tmp_path / "photos", fake)
+    inputs = collect_inputs(tmp_path / "photos")
+    service, adapters = build_service(_settings(tmp_path / "seq"), analyzer=fake)
+    run_import(service, inputs, report=tmp_path / "seq.jsonl", workers=2)
+    adapters.close()
+
+    service, adapters = build_service(_settings(tmp_path / "bulk"), analyzer=fake)
+    summary, answers = run_bulk_import(
+        service, adapters.index, inputs, report=tmp_path / "bulk.jsonl", workers=2, chunk=16
+    )
+    adapters.close()
+
+    sequential, bulk = _comparable(tmp_path / "seq.jsonl"), _comparable(tmp_path / "bulk.jsonl")
+    assert bulk == sequential
+    outcomes = {line["outcome"] for line in bulk}
+    assert {"enrolled", "rejected"} <= outcomes and len(outcomes) >= 4  # every band was reached
+    assert summary.total == len(inputs)
+    assert answers.answered > 0 and answers.fallbacks == 0  # the join answered every search
+
+
+def test_bulk_import_onto_a_registry_that_has_faces_already(tmp_path: Path, fake: FakeFaceAnalyzer) -> None:
+    """The second half imported in bulk onto a registry holding the first half (imported one by
+    one) decides exactly as one sequential import of everything; re-running it resumes."""
+    _photos(tmp_path / "photos", fake, people=80, seed=9)
+    inputs = collect_inputs(tmp_path / "photos")
+    half = len(inputs) // 2
+    service, adapters = build_service(_settings(tmp_path / "seq"), analyzer=fake)
+    run_import(service, inputs, report=tmp_path / "seq.jsonl")
+    adapters.close()
+
+    service, adapters = build_service(_settings(tmp_path / "bulk"), analyzer=fake)
+    run_import(service, inputs[:half], report=tmp_path / "first.jsonl")
+    run_bulk_import(service, adapters.index, inputs[half:], report=tmp_path / "second.jsonl", chunk=10)
+    again, _ = run_bulk_import(service, adapters.index, inputs[half:], chunk=10)
+    adapters.close()
+
+    (tmp_path / "both.jsonl").write_text(
+        (tmp_path / "first.jsonl").read_text() + (tmp_path / "second.jsonl").read_text()
+    )
+    assert _comparable(tmp_path / "both.jsonl") == _comparable(tmp_path / "seq.jsonl")
+    assert again.resumed == len(inputs) - half  # every input recognised: nothing decided twice
+
+
+def test_join_block_finds_every_pair_above_the_threshold_and_only_earlier_ones() -> None:
+    rng = np.random.default_rng(1)
+    rows = rng.normal(size=(700, 32)).astype(np.float32)
+    rows[350:400] = rows[:50] + 0.4 * rng.normal(size=(50, 32)).astype(np.float32)  # planted
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    i, j, scores = join_block(rows, 300, 700, 0.5, tile=64)
+    brute = rows[300:700] @ rows.T
+    expected = {(a + 300, b) for a, b in zip(*np.nonzero(brute >= 0.5), strict=True) if b <= a + 300}
+    assert {(int(a), int(b)) for a, b in zip(i, j, strict=True)} >= expected
+    assert all(b <= a for a, b in zip(i, j, strict=True))
+    assert np.allclose(scores, np.einsum("ij,ij->i", rows[i], rows[j]), atol=1e-6)
+    assert sum(1 for a, b in expected if a != b) >= 40  # the planted pairs are there
+
+
+def test_answers_fall_back_to_the_scan_when_they_cannot_be_sure() -> None:
+    vectors = np.eye(4, dtype=np.float32)
+    answers = JoinAnswers(tenant="t", model_pack="p", threshold=0.5, ids=["a"], vectors=vectors[:1])
+    row = answers.append(vectors[1])
+    answers.join(row)
+    answers.expect(row)
+    assert answers.answer(vectors[1], tenant="t", model_pack="p", k=5, min_score=0.5) == []
+    assert answers.answer(vectors[1], tenant="t", model_pack="p", k=5, min_score=0.4) is None  # lower
+    assert answers.answer(vectors[2], tenant="t", model_pack="p", k=5, min_score=0.5) is None  # other
+    assert answers.answer(vectors[1], tenant="u", model_pack="p", k=5, min_score=0.5) is None
+    answers.changed_elsewhere()
+    assert answers.answer(vectors[1], tenant="t", model_pack="p", k=5, min_score=0.5) is None
