@@ -130,12 +130,18 @@ def _opensearch_index(settings: Settings) -> Any:
     from face_dedup.cloud_migration import pack_index_name  # each pack has its own index
 
     dim = get_pack(settings.model_pack).contract.embedding_dim
-    return OpenSearchVectorIndex(
-        _opensearch_client(settings),
-        pack_index_name(settings.opensearch_index, settings.model_pack),
-        dim,
-        engine=settings.opensearch_engine,
-    )
+    try:
+        return OpenSearchVectorIndex(
+            _opensearch_client(settings),
+            pack_index_name(settings.opensearch_index, settings.model_pack),
+            dim,
+            engine=settings.opensearch_engine,
+            method=settings.opensearch_method,
+            encoding=settings.opensearch_encoding,
+            shards=settings.opensearch_shards,
+        )
+    except ValueError as exc:  # an unsupported method or encoding in the settings
+        raise ConfigError(str(exc)) from None
 
 
 def build_adapters(settings: Settings) -> Adapters:
