@@ -6,10 +6,10 @@ What "one by one in order" means, and how it is kept:
 - Photo i is compared with the photos before it that were enrolled or held (a case), and with
   the registry as it was when the run started; a rejected photo is never in the gallery. Which
   of the earlier photos are in the gallery is only known after they are decided, so the join
-  computes every pair (j <= i) scoring at or above the lowest review threshold the run can use,
-  and the answer to photo i's search keeps the pairs whose photo j is in the index at that
-  moment (the index tells: `added` / `removed`, bulk records enrolled and held photos as they
-  are written).
+  computes every pair (j <= i) scoring at or above the lowest review threshold the chunk can
+  use (the one at the gallery size before it: it only grows as photos are added), and the
+  answer to photo i's search keeps the pairs whose photo j is in the index at that moment (the
+  index tells: `added` / `removed`, as the service writes enrolled and held photos).
 - The decision itself is the service's own: `register` runs for each photo in order, exactly as
   `run_import` calls it; only the index's scan is replaced by the precomputed answer
   (embedded_index.PrecomputedAnswers). The thresholds still come from the gallery size at
@@ -115,8 +115,11 @@ class JoinAnswers:
         self._size += 1
         return self._size - 1
 
-    def join(self, start: int) -> None:
-        """Pairs for the rows appended since `start` (the previous chunk's are dropped)."""
+    def join(self, start: int, threshold: float) -> None:
+        """Pairs for the rows appended since `start` (the previous chunk's are dropped), at or
+        above `threshold`: the review threshold at the gallery size before this chunk, the
+        lowest any of its photos can be searched with (it only grows as photos are added)."""
+        self.threshold = threshold
         i, j, scores = join_block(self._rows[: self._size], start, self._size, self.threshold)
         bounds = np.searchsorted(i, np.arange(start, self._size + 1))
         self._pairs = {
@@ -189,9 +192,7 @@ def run_bulk_import(
     the blocked self-join. `index` is the embedded index the service writes to."""
     tenant, pack = service.tenant, service.model_pack
     ids, vectors = index.snapshot(tenant=tenant, model_pack=pack)
-    start_size = len(ids)
-    # The review threshold grows with the gallery: the smallest one this run can use.
-    threshold = min(service.thresholds(g).review for g in (start_size, start_size + len(inputs)))
+    threshold = service.thresholds(len(ids)).review  # set again for each chunk
     answers = JoinAnswers(tenant=tenant, model_pack=pack, threshold=threshold, ids=ids, vectors=vectors)
     summary = ImportSummary()
     started = time.perf_counter()
@@ -236,7 +237,7 @@ def _register_chunk(
                 row = answers.append(analysis.embedding)
         rows.append(row)
     if answers.size > first:
-        answers.join(first)
+        answers.join(first, service.thresholds().review)
     for pending, row in zip(batch, rows, strict=True):
         answers.expect(row)
         line = _register(service, pending, actor)

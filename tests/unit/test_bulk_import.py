@@ -139,7 +139,7 @@ def test_answers_fall_back_to_the_scan_when_they_cannot_be_sure() -> None:
     vectors = np.eye(4, dtype=np.float32)
     answers = JoinAnswers(tenant="t", model_pack="p", threshold=0.5, ids=["a"], vectors=vectors[:1])
     row = answers.append(vectors[1])
-    answers.join(row)
+    answers.join(row, 0.5)
     answers.expect(row)
     assert answers.answer(vectors[1], tenant="t", model_pack="p", k=5, min_score=0.5) == []
     assert answers.answer(vectors[1], tenant="t", model_pack="p", k=5, min_score=0.4) is None  # lower
