@@ -16,13 +16,14 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from face_dedup.bootstrap import build_function, read_secret
+from face_dedup.deployment import ABIS_BROKER_SECRET_ENV
 from face_dedup.mosip.amazon_mq import StompReplySender, credentials_from_secret, handle_event
 from face_dedup.mosip.config import AbisConfig
 from face_dedup.mosip.datashare import DatashareClient
 from face_dedup.mosip.handlers import AbisHandler
 from face_dedup.settings import Settings
 
-SECRET_ENV = "FACE_DEDUP_ABIS_BROKER_SECRET_ARN"  # noqa: S105 - the name of the variable holding the ARN
+SECRET_ENV = ABIS_BROKER_SECRET_ENV  # the name of the variable holding the secret's ARN
 
 logger = Logger(service="face-dedup-abis")
 tracer = Tracer(service="face-dedup-abis", auto_patch=False)  # see tests/infra/test_traces.py

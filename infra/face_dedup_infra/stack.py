@@ -5,7 +5,8 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from face_dedup import permissions, wiring
-from face_dedup.adapters.dynamodb_store import TABLES
+from face_dedup.deployment import CLOUD_SETTINGS
+from face_dedup.table_schema import TABLES
 from face_dedup_infra.config import DeploymentConfig
 from face_dedup_infra.constructs.abis_broker import AbisBroker, AbisOptions
 from face_dedup_infra.constructs.encryption import Encryption, EncryptLogs
@@ -54,20 +55,13 @@ class FaceDedupStack(Stack):
         )
         case_notes = CaseNotificationQueue(self, "CaseNotifications", key=key)
         settings = {
+            **CLOUD_SETTINGS,  # the AWS adapters, the models layer, scratch in /tmp (deployment.py)
             "model_pack": config.model_pack,
-            "models_dir": "/opt/models",
-            "data_dir": "/tmp/face-dedup",  # noqa: S108 - scratch only; nothing persistent lives there
             "target_fpir": config.target_fpir,
-            "index_backend": "opensearch",
             "opensearch_url": f"https://{search.domain.domain_endpoint}",
-            "opensearch_auth": "sigv4",
-            "opensearch_index": "faces",
             "opensearch_method": config.method.name,
             "opensearch_encoding": config.method.encoding,
             "opensearch_shards": str(config.index_shards),
-            "store_backend": "dynamodb",
-            "blob_backend": "s3",
-            "notifier_backend": "sqs",  # queued; the digest function tells officers (SNS)
             "aws_region": self.region,
             "s3_bucket": storage.faces.bucket_name,
             "kms_key_id": key.key_arn,

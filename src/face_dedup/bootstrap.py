@@ -48,6 +48,12 @@ def drift_path(settings: Settings) -> Path:
     return settings.data_dir / "drift.sqlite3"
 
 
+def open_drift_store(settings: Settings) -> SqliteDriftStore | None:
+    """A local registry's drift counts, for `face-dedup report drift`; None before any import."""
+    path = drift_path(settings)
+    return SqliteDriftStore(path) if path.is_file() else None
+
+
 def load_tail(settings: Settings, pack: ModelPack) -> ImpostorTail:
     own = calibration_path(settings, pack.id)
     if own.is_file():
@@ -125,7 +131,14 @@ def _opensearch_client(settings: Settings) -> Any:
     )
 
 
-def _opensearch_index(settings: Settings) -> Any:
+def read_secret(settings: Settings, secret_id: str) -> str:
+    """A Secrets Manager secret's string (the ABIS function's broker credentials)."""
+    return str(client_for(settings, "secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"])
+
+
+def build_search_index(settings: Settings) -> Any:
+    """The OpenSearch index as the settings name it, method and encoding included (the
+    functions, and the deploy-time index setup that creates it)."""
     from face_dedup.adapters.opensearch_index import OpenSearchVectorIndex
     from face_dedup.cloud_migration import pack_index_name  # each pack has its own index
 
@@ -142,6 +155,9 @@ def _opensearch_index(settings: Settings) -> Any:
         )
     except ValueError as exc:  # an unsupported method or encoding in the settings
         raise ConfigError(str(exc)) from None
+
+
+_opensearch_index = build_search_index  # the name older callers and tests use
 
 
 def build_adapters(settings: Settings) -> Adapters:
@@ -166,16 +182,7 @@ def build_adapters(settings: Settings) -> Adapters:
     if settings.store_backend == "sqlite":
         store = SqliteRecordStore(data / "registry.sqlite")
     elif settings.store_backend == "dynamodb":
-        from face_dedup.adapters.dynamodb_store import DynamoRecordStore, TableNames
-
-        default = TableNames.with_prefix(settings.dynamodb_table_prefix)
-        names = TableNames(
-            *(
-                getattr(settings, f"table_{role}") or getattr(default, role)
-                for role in ("records", "cases", "imports", "audit", "staged")
-            )
-        )
-        store = DynamoRecordStore(client_for(settings, "dynamodb"), names)
+        store = _dynamodb_store(settings)
     else:
         raise ConfigError(f"unknown store backend {settings.store_backend!r} (sqlite or dynamodb)")
     if isinstance(index, ExactVectorIndex) and index.needs_rebuild:
@@ -301,15 +308,12 @@ def _emf_drift() -> DriftStore:
 
 
 def _dynamodb_store(settings: Settings) -> RecordStore:
-    from face_dedup.adapters.dynamodb_store import DynamoRecordStore, TableNames
+    from face_dedup.adapters.dynamodb_store import DynamoRecordStore
+    from face_dedup.table_schema import ROLES, TableNames
 
+    # CloudFormation's names where the stack passes them (table_<role>), else prefix + role
     default = TableNames.with_prefix(settings.dynamodb_table_prefix)
-    names = TableNames(
-        *(
-            getattr(settings, f"table_{role}") or getattr(default, role)
-            for role in ("records", "cases", "imports", "audit", "staged")
-        )
-    )
+    names = TableNames(*(getattr(settings, f"table_{role}") or getattr(default, role) for role in ROLES))
     return DynamoRecordStore(client_for(settings, "dynamodb"), names)
 
 

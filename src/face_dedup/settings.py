@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from face_dedup import identifiers
+from face_dedup.deployment import DECODE_PREFIX, FACES_PREFIX, QUALITY_PREFIX, env_name
+from face_dedup.deployment import PREFIX as PREFIX
 from face_dedup.errors import ConfigError
 from face_dedup.models.registry import DEFAULT_PACK_ID
 from face_dedup.vision.decode import DecodeLimits
 from face_dedup.vision.quality import QualityThresholds
 
-PREFIX = "FACE_DEDUP_"
 _T = TypeVar("_T", QualityThresholds, DecodeLimits)
 
 
@@ -74,7 +75,7 @@ class Settings:
     aws_region: str = ""
     aws_endpoint_url: str = ""  # emulators only (moto server); empty for AWS itself
     s3_bucket: str = ""
-    s3_prefix: str = "faces/"
+    s3_prefix: str = FACES_PREFIX
     kms_key_id: str = ""
     dynamodb_table_prefix: str = "face-dedup-"
     # Explicit table names (the CDK app passes CloudFormation's); empty: prefix + role.
@@ -117,11 +118,11 @@ class Settings:
         for spec in fields(cls):
             if spec.name in ("quality", "decode"):
                 continue
-            raw = env.get(PREFIX + spec.name.upper())
+            raw = env.get(env_name(spec.name))
             if raw is not None:
                 values[spec.name] = _coerce(spec.name, raw, values.get(spec.name, spec.default))
-        values["quality"] = _nested(QualityThresholds(), env, PREFIX + "QUALITY_")
-        values["decode"] = _nested(DecodeLimits(), env, PREFIX + "DECODE_")
+        values["quality"] = _nested(QualityThresholds(), env, QUALITY_PREFIX)
+        values["decode"] = _nested(DecodeLimits(), env, DECODE_PREFIX)
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["data_dir"] = Path(values["data_dir"]).expanduser()
         _registry_packs(values)

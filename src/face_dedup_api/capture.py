@@ -25,7 +25,6 @@ import binascii
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 import time
@@ -51,6 +50,10 @@ from face_dedup.vision.detect import DetectorConfig
 from face_dedup.vision.quality import _TEMPLATE_PITCH
 from face_dedup_api.app import NotAvailableHere, _caller, _dependencies, _require, _service, app
 from face_dedup_api.auth import Unauthorized
+from face_dedup_api.capture_files import ORT_FILES as ORT_FILES
+from face_dedup_api.capture_files import PAGE_FILES as PAGE_FILES
+from face_dedup_api.capture_files import ROOT as ROOT
+from face_dedup_api.capture_files import ort_dir as ort_dir
 
 TOKEN_SECONDS = 15 * 60  # long enough to take a photo and read the outcome, short enough to be useless later
 MAX_UPLOAD = 10 * 1024 * 1024  # a phone camera's JPEG; the server's own decode limits apply after
@@ -59,21 +62,6 @@ LINK_ID = re.compile(r"^[0-9a-f]{16}$")
 # The uploads bucket's origin in the page's CSP: https, or plain http on loopback only (an S3
 # stand-in on this machine, as the browser test's moto server).
 _HTTPS_ORIGIN = re.compile(r"^(https://[A-Za-z0-9.-]+|http://(127\.0\.0\.1|localhost))(:[0-9]{1,5})?$")
-ROOT = Path(__file__).resolve().parents[2]
-# The installed onnxruntime-web package (`make capture`); FACE_DEDUP_CAPTURE_ORT_DIR overrides.
-ORT_DIR_DEFAULT = ROOT / "build" / "capture" / "node_modules" / "onnxruntime-web" / "dist"
-ORT_FILES = {
-    # The wasm-only ES module, the loader it imports, and the wasm file; no worker is started.
-    "ort.wasm.bundle.min.mjs": "text/javascript; charset=utf-8",
-    "ort-wasm-simd-threaded.mjs": "text/javascript; charset=utf-8",
-    "ort-wasm-simd-threaded.wasm": "application/wasm",
-}
-PAGE_FILES = {
-    "capture.js": "text/javascript; charset=utf-8",
-    "analysis.js": "text/javascript; charset=utf-8",
-    "strings.js": "text/javascript; charset=utf-8",
-    "capture.css": "text/css; charset=utf-8",
-}
 # Reasons a person can fix by taking another photo; anything else is reported as OTHER.
 PHOTO_REASONS = {
     Reason.NO_FACE,
@@ -216,10 +204,6 @@ def install_browser_detector(models_dir: Path, pack: ModelPack) -> Path:
         )
     staged.replace(target)
     return target
-
-
-def ort_dir() -> Path:
-    return Path(os.environ.get("FACE_DEDUP_CAPTURE_ORT_DIR") or ORT_DIR_DEFAULT)
 
 
 def capture_csp(connect_origins: tuple[str, ...] = ()) -> str:

@@ -26,6 +26,7 @@ from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
 
 from face_dedup.adapters.dynamodb_store import TableNames, create_tables
+from face_dedup.deployment import CLOUD_SETTINGS, PREFIX, env_name, environment
 from face_dedup.settings import Settings
 from tests.support.fake_knn_opensearch import FakeKnnOpenSearch
 
@@ -118,19 +119,22 @@ def cloud(
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": REGION,
-        "FACE_DEDUP_MODELS_DIR": str(base_settings.models_dir),
-        "FACE_DEDUP_DATA_DIR": str(tmp_path / "scratch"),
-        "FACE_DEDUP_INDEX_BACKEND": "opensearch",
-        "FACE_DEDUP_STORE_BACKEND": "dynamodb",
-        "FACE_DEDUP_BLOB_BACKEND": "s3",
-        "FACE_DEDUP_NOTIFIER_BACKEND": "sqs",  # case notifications queue up for the digest function
-        "FACE_DEDUP_AWS_REGION": REGION,
-        "FACE_DEDUP_S3_BUCKET": "faces",
-        "FACE_DEDUP_UPLOADS_BUCKET": "uploads",
-        "FACE_DEDUP_DYNAMODB_TABLE_PREFIX": "fd-",
-        "FACE_DEDUP_OPENSEARCH_URL": osmem_clone.url,
-        "FACE_DEDUP_OPENSEARCH_AUTH": "none",
-        "FACE_DEDUP_OPENSEARCH_METHOD": getattr(request, "param", "hnsw"),
+        # The deployment's own settings (the stack gives every function the same), then what
+        # only the emulation changes: folders on this machine, moto's names, osmem's URL.
+        **environment(
+            {
+                **CLOUD_SETTINGS,  # opensearch, dynamodb, s3, sqs (queued for the digest function)
+                "models_dir": str(base_settings.models_dir),
+                "data_dir": str(tmp_path / "scratch"),
+                "aws_region": REGION,
+                "s3_bucket": "faces",
+                "uploads_bucket": "uploads",
+                "dynamodb_table_prefix": "fd-",
+                "opensearch_url": osmem_clone.url,
+                "opensearch_auth": "none",
+                "opensearch_method": getattr(request, "param", "hnsw"),
+            }
+        ),
         "POWERTOOLS_METRICS_NAMESPACE": "FaceDedupTest",
         "POWERTOOLS_TRACE_DISABLED": "true",
     }
@@ -182,7 +186,7 @@ def cloud(
         )
         ingest_queue = sqs.create_queue(QueueName="ingest")["QueueUrl"]
         notifications_queue = sqs.create_queue(QueueName="case-notifications")["QueueUrl"]
-        monkeypatch.setenv("FACE_DEDUP_NOTIFICATION_QUEUE_URL", notifications_queue)
+        monkeypatch.setenv(env_name("notification_queue_url"), notifications_queue)
         ingest_arn = sqs.get_queue_attributes(QueueUrl=ingest_queue, AttributeNames=["QueueArn"])[
             "Attributes"
         ]["QueueArn"]
@@ -219,8 +223,8 @@ def cloud(
         machine = sfn.create_state_machine(
             name="dedup", definition=resolve_definition(parts_json, logical, arns), roleArn=role
         )["stateMachineArn"]
-        monkeypatch.setenv("FACE_DEDUP_SNS_TOPIC_ARN", topic)
-        monkeypatch.setenv("FACE_DEDUP_STATE_MACHINE_ARN", machine)
+        monkeypatch.setenv(env_name("sns_topic_arn"), topic)
+        monkeypatch.setenv(env_name("state_machine_arn"), machine)
 
         ingest_module = importlib.import_module("functions.ingest.handler")
         workflow_module = importlib.import_module("functions.workflow.handler")
@@ -281,7 +285,7 @@ def cloud(
 
 
 # Settings only the emulation needs (moto's names and endpoints, scratch and model folders here).
-EMULATION_ONLY = {"FACE_DEDUP_DYNAMODB_TABLE_PREFIX", "FACE_DEDUP_MODELS_DIR", "FACE_DEDUP_DATA_DIR"}
+EMULATION_ONLY = {env_name(s) for s in ("dynamodb_table_prefix", "models_dir", "data_dir")}
 
 
 def record_calls(
@@ -310,7 +314,7 @@ def record_calls(
         own = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith("FACE_DEDUP_") or k in given[name] or k in EMULATION_ONLY
+            if not k.startswith(PREFIX) or k in given[name] or k in EMULATION_ONLY
         }
         try:
             return real_build(Settings.load(own), name)
@@ -501,7 +505,7 @@ def test_uploads_to_decisions_on_emulated_aws(
     )
     assert after == before
     # The functions searched the index the way the deployment's method says (issue 15).
-    method = os.environ["FACE_DEDUP_OPENSEARCH_METHOD"]
+    method = os.environ[env_name("opensearch_method")]
     assert set(cloud["flaky"]["queries"]) == {"script_score" if method == "exact" else "knn"}
 
 

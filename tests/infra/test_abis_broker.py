@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from face_dedup import permissions, wiring
+from face_dedup.deployment import PREFIX
 from face_dedup.mosip.config import AbisConfig
-from face_dedup.settings import PREFIX
 from tests.infra.test_deployability import (
     ENDPOINT_NAME,
     RESOURCE_KINDS,

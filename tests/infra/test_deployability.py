@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from face_dedup import permissions, wiring
-from face_dedup.settings import PREFIX
+from face_dedup.deployment import FUNCTION_ENV, PREFIX
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "infra"))
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
@@ -92,8 +92,8 @@ def functions_by_name(template: dict[str, Any]) -> dict[str, tuple[str, dict[str
     found = {}
     for logical, fn in _of(template, "AWS::Lambda::Function").items():
         env = fn["Properties"].get("Environment", {}).get("Variables", {})
-        if "FACE_DEDUP_FUNCTION" in env:
-            found[env["FACE_DEDUP_FUNCTION"]] = (logical, fn)
+        if FUNCTION_ENV in env:
+            found[env[FUNCTION_ENV]] = (logical, fn)
     return found
 
 

@@ -36,6 +36,7 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct, IConstruct
 
 from face_dedup import permissions, wiring
+from face_dedup.deployment import ABIS_BROKER_SECRET_ENV, abis_env_name
 
 # The ABIS settings' own defaults (face_dedup.mosip.config.AbisConfig; a test keeps them equal).
 REQUEST_QUEUE = "mosip-to-abis"
@@ -225,14 +226,14 @@ class AbisBroker(Construct):
         # EC2's Describe* and network interface creation take no resource-level restriction
         role.add_to_policy(iam.PolicyStatement(actions=list(ESM_NETWORK_ACTIONS), resources=["*"]))
         environment = {
-            "FACE_DEDUP_ABIS_BROKER_URL": Fn.join(",", self.broker.attr_stomp_endpoints),
-            "FACE_DEDUP_ABIS_BROKER_SECRET_ARN": self.secret.secret_arn,
-            "FACE_DEDUP_ABIS_REQUEST_QUEUE": options.request_queue,
-            "FACE_DEDUP_ABIS_RESPONSE_QUEUE": options.response_queue,
-            "FACE_DEDUP_ABIS_TENANT": TENANT,
+            abis_env_name("broker_url"): Fn.join(",", self.broker.attr_stomp_endpoints),
+            ABIS_BROKER_SECRET_ENV: self.secret.secret_arn,
+            abis_env_name("request_queue"): options.request_queue,
+            abis_env_name("response_queue"): options.response_queue,
+            abis_env_name("tenant"): TENANT,
         }
         if options.datashare_hosts:
-            environment["FACE_DEDUP_ABIS_DATASHARE_HOSTS"] = options.datashare_hosts
+            environment[abis_env_name("datashare_hosts")] = options.datashare_hosts
         for name, value in environment.items():
             self.function.add_environment(name, value)
         self.mapping = lambda_.CfnEventSourceMapping(

@@ -15,10 +15,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from face_dedup.models.registry import BROWSER_DETECTOR, get_pack, sha256_file
-from face_dedup.settings import Settings
-from face_dedup_api.capture import ORT_FILES, PAGE_FILES, ort_dir
+from face_dedup_api.capture_files import ORT_FILES, PAGE_FILES, ort_dir
+
+if TYPE_CHECKING:  # loaded when the assets are staged, not when the app is imported
+    from face_dedup.settings import Settings
 
 PAGE_DIR = Path(__file__).resolve().parents[3] / "src" / "face_dedup_api" / "static" / "capture"
 
@@ -35,7 +38,10 @@ class StagedFolder:
 
 
 def stage_capture_assets(settings: Settings | None = None) -> list[StagedFolder]:
-    settings = settings or Settings.load()
+    if settings is None:
+        from face_dedup.settings import Settings  # the local models dir (`make capture`)
+
+        settings = Settings.load()
     root = Path(tempfile.mkdtemp(prefix="face-dedup-capture-"))
     atexit.register(shutil.rmtree, root, True)
     folders: dict[str, StagedFolder] = {}

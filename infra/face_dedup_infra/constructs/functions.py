@@ -13,12 +13,11 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from face_dedup import permissions, wiring
-from face_dedup.settings import PREFIX
+from face_dedup.deployment import FUNCTION_ENV, env_name
 
 FUNCTIONS_DIR = Path(__file__).resolve().parents[3] / "functions"
 RUNTIME = lambda_.Runtime.PYTHON_3_12  # the layers are built for exactly this runtime
 ARCHITECTURE = lambda_.Architecture.ARM_64  # onnxruntime + OpenCV fit the 250 MB limit only on arm64
-ENV_NAME = "FACE_DEDUP_FUNCTION"  # which declaration a function runs under (tests, logs)
 
 
 def camel(name: str) -> str:
@@ -110,7 +109,7 @@ class Functions(Construct):
         name = camel(spec.name)
         log_group = logs.LogGroup(self, f"{name}Logs", retention=logs.RetentionDays.ONE_YEAR)
         environment = {
-            ENV_NAME: spec.name,
+            FUNCTION_ENV: spec.name,  # which declaration it runs under (tests, logs)
             "POWERTOOLS_SERVICE_NAME": f"face-dedup-{spec.name}",
             # traces keep timings, never payloads: responses and errors carry ids and keys
             "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",
@@ -118,7 +117,7 @@ class Functions(Construct):
         }
         for setting in wiring.settings_for(spec):
             if setting in self._settings:  # the rest are added once their resource exists
-                environment[PREFIX + setting.upper()] = self._settings[setting]
+                environment[env_name(setting)] = self._settings[setting]
         return lambda_.Function(
             self,
             name,
@@ -149,7 +148,7 @@ class Functions(Construct):
         """A setting whose resource is created after the functions (the state machine's ARN)."""
         for spec in wiring.FUNCTIONS.values():
             if setting in wiring.settings_for(spec):
-                self.by_name[spec.name].add_environment(PREFIX + setting.upper(), value)
+                self.by_name[spec.name].add_environment(env_name(setting), value)
 
     def __getattr__(self, name: str) -> lambda_.Function:
         # stack.functions.search etc. (tests and the workflow read them by name)

@@ -13,7 +13,7 @@ from aws_cdk import aws_s3_deployment as s3deploy
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
-from face_dedup_api.capture import ORT_FILES
+from face_dedup_api.capture_files import ORT_FILES
 from face_dedup_infra.constructs.capture_assets import stage_capture_assets
 
 ROLES = ("officer", "supervisor", "auditor", "admin")

@@ -102,12 +102,12 @@ class SearchDomain(Construct):
         from aws_cdk import custom_resources as cr
 
         from face_dedup import wiring
-        from face_dedup.settings import PREFIX
+        from face_dedup.deployment import env_name
         from face_dedup_infra.constructs.functions import ARCHITECTURE, FUNCTIONS_DIR, RUNTIME
 
-        env = {PREFIX + name.upper(): settings[name] for name in wiring.PORT_SETTINGS[wiring.INDEX]}
+        env = {env_name(name): settings[name] for name in wiring.PORT_SETTINGS[wiring.INDEX]}
         env |= {
-            PREFIX + "MODEL_PACK": settings["model_pack"],
+            env_name("model_pack"): settings["model_pack"],
             "POWERTOOLS_SERVICE_NAME": "face-dedup-index-setup",
         }
         self.domain.grant_read_write(self.master_role)

@@ -1,11 +1,8 @@
 """DynamoDB adapter of the record/case/audit store (the cloud deployment's store).
 
-Tables (names are settings; `TABLES` is the one schema the CDK app and the tests also use):
-- records:  record_id; GSI by_tenant (tenant, record_id). Holds the template (binary).
-- cases:    case_id;   GSI by_tenant (tenant, created_case), GSI by_probe (probe_record_id).
-- imports:  key;       GSI by_record (record_id), GSI by_tenant (tenant, key).
-- audit:    tenant + event (time-ordered, unique). The service role may only PutItem here.
-- staged:   key; templates waiting for the workflow's decision, expiring by TTL.
+Tables: names are settings; keys, indexes and TTL are `face_dedup.table_schema` (the one
+schema the CDK app and the tests also use). Records hold the template (binary); the audit
+table is appended to.
 
 One input's writes are one TransactWriteItems call, conditioned on the import item not
 existing: a retried or duplicated event leaves the first outcome intact. Case decisions are
@@ -18,7 +15,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -41,40 +38,10 @@ from face_dedup.domain import (
 from face_dedup.errors import InvalidState, NotFound
 from face_dedup.ports import EnrollmentCommit, RecordStore
 from face_dedup.record_templates import Template, TemplateSource
-
-
-@dataclass(frozen=True)
-class TableNames:
-    records: str
-    cases: str
-    imports: str
-    audit: str
-    staged: str
-
-    @classmethod
-    def with_prefix(cls, prefix: str) -> TableNames:
-        return cls(*(f"{prefix}{role}" for role in ("records", "cases", "imports", "audit", "staged")))
-
-
-# role -> (partition key, sort key or None, {index name: (partition key, sort key or None)})
-TABLES: dict[str, tuple[str, str | None, dict[str, tuple[str, str | None]]]] = {
-    "records": (
-        "record_id",
-        None,
-        {"by_tenant": ("tenant", "record_id"), "by_application": ("tenant_application", "record_id")},
-    ),
-    "cases": (
-        "case_id",
-        None,
-        {"by_tenant": ("tenant", "created_case"), "by_probe": ("probe_record_id", None)},
-    ),
-    "imports": ("key", None, {"by_record": ("record_id", None), "by_tenant": ("tenant", "key")}),
-    "audit": ("tenant", "event", {}),
-    "staged": ("key", None, {}),
-}
-# Staged templates expire (DynamoDB TTL on this attribute) if their workflow never completes.
-STAGED_TTL_ATTRIBUTE = "expires_at"
-STAGED_TTL_SECONDS = 7 * 24 * 3600
+from face_dedup.table_schema import STAGED_TTL_ATTRIBUTE as STAGED_TTL_ATTRIBUTE
+from face_dedup.table_schema import STAGED_TTL_SECONDS as STAGED_TTL_SECONDS
+from face_dedup.table_schema import TABLES as TABLES
+from face_dedup.table_schema import TableNames as TableNames
 
 
 def create_tables(client: Any, names: TableNames) -> None:

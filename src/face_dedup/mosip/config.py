@@ -10,11 +10,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from face_dedup.deployment import ABIS_PREFIX
 from face_dedup.errors import ConfigError
 from face_dedup.identifiers import InvalidIdentifier, tenant
 from face_dedup.mosip.datashare import DatashareConfig
 
-PREFIX = "FACE_DEDUP_ABIS_"
+PREFIX = ABIS_PREFIX  # FACE_DEDUP_ABIS_<field> (deployment.py)
 
 
 @dataclass(frozen=True)

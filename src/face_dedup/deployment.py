@@ -1,0 +1,52 @@
+"""Environment variable names and the cloud deployment's fixed settings, declared once.
+
+Used by `settings.py` (which reads the variables), the CDK app (which writes them into each
+function's environment) and the tests that run the functions on emulated AWS. Standard library
+only: the CDK app imports it at synth without loading the runtime (numpy, OpenCV, boto3).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PREFIX: Final = "FACE_DEDUP_"  # every setting is FACE_DEDUP_<NAME> (Settings' field, upper case)
+QUALITY_PREFIX: Final = PREFIX + "QUALITY_"  # FACE_DEDUP_QUALITY_<QualityThresholds field>
+DECODE_PREFIX: Final = PREFIX + "DECODE_"  # FACE_DEDUP_DECODE_<DecodeLimits field>
+ABIS_PREFIX: Final = PREFIX + "ABIS_"  # the MOSIP ABIS front end's own (mosip/config.py)
+FUNCTION_ENV: Final = PREFIX + "FUNCTION"  # which wiring declaration a cloud function runs under
+# The ABIS function reads its broker credentials from this secret (never from the environment).
+ABIS_BROKER_SECRET_ENV: Final = ABIS_PREFIX + "BROKER_SECRET_ARN"
+CAPTURE_ORT_DIR_ENV: Final = PREFIX + "CAPTURE_ORT_DIR"  # where `make capture` put onnxruntime-web
+
+
+def env_name(setting: str) -> str:
+    """The environment variable of a `Settings` field: `s3_bucket` -> FACE_DEDUP_S3_BUCKET."""
+    return PREFIX + setting.upper()
+
+
+def abis_env_name(setting: str) -> str:
+    """The environment variable of an `AbisConfig` field: `tenant` -> FACE_DEDUP_ABIS_TENANT."""
+    return ABIS_PREFIX + setting.upper()
+
+
+FACES_PREFIX: Final = "faces/"  # where the faces bucket keeps records' photos (Settings.s3_prefix)
+
+# What every cloud function runs with, whatever the stack's size or options: the AWS adapters,
+# models from the models layer, scratch space in /tmp. The stack adds its resources' names.
+LAMBDA_MODELS_DIR: Final = "/opt/models"  # the models layer's mount point
+LAMBDA_SCRATCH_DIR: Final = "/tmp/face-dedup"  # noqa: S108 - scratch only; nothing persistent lives there
+CLOUD_SETTINGS: Final[dict[str, str]] = {
+    "models_dir": LAMBDA_MODELS_DIR,
+    "data_dir": LAMBDA_SCRATCH_DIR,
+    "index_backend": "opensearch",
+    "opensearch_auth": "sigv4",
+    "opensearch_index": "faces",
+    "store_backend": "dynamodb",
+    "blob_backend": "s3",
+    "notifier_backend": "sqs",  # queued; the digest function tells officers (SNS)
+}
+
+
+def environment(settings: dict[str, str]) -> dict[str, str]:
+    """Settings (field -> value) as the environment variables that carry them."""
+    return {env_name(name): value for name, value in settings.items()}
