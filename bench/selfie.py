@@ -8,7 +8,7 @@ written to disk), then each goes through `FaceEngine.process` with the selfie pa
 one after the other (so the machine's load affects both alike), onnxruntime and OpenCV on one
 thread. Reported: wall and thread-CPU time per photo (median, p95), whether both paths
 reached the same decision (template, or the same rejection reason), and the cosine between
-the two templates where both enrolled.
+the two templates where both enrolled with the photo turned the same way.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def compare(fast: FaceEngine, full: FaceEngine, blobs: list[bytes]) -> dict[str,
     }
     cosines: list[float] = []
     differ: list[dict[str, str]] = []
+    turned: list[dict[str, object]] = []
     for n, data in enumerate(blobs):
         results = {}
         # alternate which path runs first, so neither always meets a warm cache
@@ -81,11 +82,15 @@ def compare(fast: FaceEngine, full: FaceEngine, blobs: list[bytes]) -> dict[str,
         if outcome(a) != outcome(b):
             differ.append({"photo": str(n), "selfie": outcome(a), "ordinary": outcome(b)})
         elif isinstance(a, FaceTemplate) and isinstance(b, FaceTemplate):
-            cosines.append(float(a.embedding @ b.embedding))
+            if a.rotation_degrees == b.rotation_degrees:
+                cosines.append(float(a.embedding @ b.embedding))
+            else:  # one path turned the photo: their templates are of different images
+                turned.append({"photo": str(n), "selfie": a.rotation_degrees, "ordinary": b.rotation_degrees})
     report: dict[str, object] = {
         "photos": len(blobs),
         "same_decision": len(blobs) - len(differ),
         "different_decisions": differ,
+        "turned_differently": turned,
         "template_cosine_min": round(min(cosines), 4) if cosines else None,
         "template_cosine_median": round(statistics.median(cosines), 4) if cosines else None,
     }
