@@ -177,9 +177,12 @@ class JoinAnswers:
         self.valid = False
 
 
+class BulkNotSupported(ValueError):
+    """Bulk import answers searches from the embedded index; this registry uses another."""
+
+
 def run_bulk_import(
     service: DedupService,
-    index: ExactVectorIndex,
     inputs: list[InputSpec],
     *,
     report: Path | None = None,
@@ -189,7 +192,10 @@ def run_bulk_import(
     actor: str = SYSTEM_ACTOR,
 ) -> tuple[ImportSummary, JoinAnswers]:
     """As importer.run_import (same report lines, same outcomes), with the searches answered by
-    the blocked self-join. `index` is the embedded index the service writes to."""
+    the blocked self-join, on the service's embedded index."""
+    index = service.index
+    if not isinstance(index, ExactVectorIndex):
+        raise BulkNotSupported(f"bulk import needs the embedded index, not {type(index).__name__}")
     tenant, pack = service.tenant, service.model_pack
     ids, vectors = index.snapshot(tenant=tenant, model_pack=pack)
     threshold = service.thresholds(len(ids)).review  # set again for each chunk

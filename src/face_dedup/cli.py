@@ -27,7 +27,7 @@ from face_dedup.adapters.sqlite_files import storage_error
 from face_dedup.bootstrap import build_service
 from face_dedup.domain import Actor, Case, CaseDecision, Role
 from face_dedup.errors import ConfigError, FaceDedupError, InvalidState, ModelError, NotFound
-from face_dedup.importer import ManifestError, ReportLine, collect_inputs, run_import
+from face_dedup.importer import ImportSummary, ManifestError, ReportLine, collect_inputs, run_import
 from face_dedup.models.install import (
     FileStatus,
     install_demo_samples,
@@ -242,6 +242,13 @@ def import_(
     follow_links_out: Annotated[
         bool, typer.Option(help="Import symbolic links that lead out of the folder (refused by default).")
     ] = False,
+    bulk: Annotated[
+        bool,
+        typer.Option(
+            help="De-duplicate by a blocked self-join (matrix products) instead of one search per "
+            "photo: the same outcomes, for large batches (an existing registry joining)."
+        ),
+    ] = False,
     data_dir: DataDir = None,
     models_dir: ModelsDir = None,
     tenant: Tenant = None,
@@ -270,8 +277,15 @@ def import_(
         def advance(_: ReportLine) -> None:
             progress.advance(task)
 
+        importer = run_import
+        if bulk:
+            from face_dedup.bulk import run_bulk_import
+
+            def importer(*args: Any, **kwargs: Any) -> ImportSummary:  # same outcomes (bulk.py)
+                return run_bulk_import(*args, **kwargs)[0]
+
         summary = _run(  # disk full, read-only...: one line; a re-run resumes where it stopped
-            lambda: run_import(
+            lambda: importer(
                 service,
                 inputs,
                 report=report,

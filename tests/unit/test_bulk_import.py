@@ -85,9 +85,7 @@ def test_bulk_import_gives_the_sequential_outcomes(tmp_path: Path, fake: FakeFac
     adapters.close()
 
     service, adapters = build_service(_settings(tmp_path / "bulk"), analyzer=fake)
-    summary, answers = run_bulk_import(
-        service, adapters.index, inputs, report=tmp_path / "bulk.jsonl", workers=2, chunk=16
-    )
+    summary, answers = run_bulk_import(service, inputs, report=tmp_path / "bulk.jsonl", workers=2, chunk=16)
     adapters.close()
 
     sequential, bulk = _comparable(tmp_path / "seq.jsonl"), _comparable(tmp_path / "bulk.jsonl")
@@ -110,8 +108,8 @@ def test_bulk_import_onto_a_registry_that_has_faces_already(tmp_path: Path, fake
 
     service, adapters = build_service(_settings(tmp_path / "bulk"), analyzer=fake)
     run_import(service, inputs[:half], report=tmp_path / "first.jsonl")
-    run_bulk_import(service, adapters.index, inputs[half:], report=tmp_path / "second.jsonl", chunk=10)
-    again, _ = run_bulk_import(service, adapters.index, inputs[half:], chunk=10)
+    run_bulk_import(service, inputs[half:], report=tmp_path / "second.jsonl", chunk=10)
+    again, _ = run_bulk_import(service, inputs[half:], chunk=10)
     adapters.close()
 
     (tmp_path / "both.jsonl").write_text(
