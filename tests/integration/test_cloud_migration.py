@@ -434,3 +434,77 @@ def test_after_the_cut_over_the_new_pack_is_searched_in_its_own_index_only(
     assert new_index.count(tenant="t1", model_pack=OLD) == 0  # no old-pack vector in the new index
     hits = new_index.search(unit(DIM, 61).astype(np.float32), tenant="t1", model_pack=NEW, k=3)
     assert hits[0].record_id == records[1].record_id and hits[0].score == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.shared_data
+def test_the_item_processor_on_real_photos_gives_the_new_packs_own_templates(
+    aws: dict[str, Any],
+    base_settings: Settings,
+    faces_root: Any,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Records enrolled from real LFW photos by the old pack (photo and aligned crop kept as the
+    service keeps them) are re-embedded by the handler from their crops; each new template is
+    what the new pack makes of the photo itself, and the same person still matches."""
+    from functions.migrate import handler as migrate
+
+    from face_dedup.bootstrap import build_engine
+    from face_dedup.vision.pipeline import FaceTemplate
+
+    old_engine, new_engine = (
+        build_engine(base_settings, get_pack(OLD)),
+        build_engine(base_settings, get_pack(NEW)),
+    )
+    photos = {
+        "a1": "lfw/Abel_Pacheco/Abel_Pacheco_0001.jpg",
+        "a2": "lfw/Abel_Pacheco/Abel_Pacheco_0004.jpg",
+        "b1": "lfw/Akhmed_Zakayev/Akhmed_Zakayev_0001.jpg",
+    }
+    store, blobs = aws["store"], aws["blobs"]
+    ids: dict[str, str] = {}
+    for n, (name, path) in enumerate(photos.items()):
+        data = (faces_root / path).read_bytes()
+        analysis = old_engine.process(data)
+        assert isinstance(analysis, FaceTemplate)
+        record = _record(store, "t1", n)
+        store._client.update_item(  # the old pack's real template on the record
+            TableName="fd-records",
+            Key={"record_id": {"S": record.record_id}},
+            UpdateExpression="SET embedding = :e",
+            ExpressionAttributeValues={":e": {"B": analysis.embedding.astype(np.float32).tobytes()}},
+        )
+        blobs.put(photo_key("t1", record.record_id), data, "application/octet-stream")
+        blobs.put(crop_key("t1", record.record_id), encode_png(analysis.aligned_crop), "image/png")
+        ids[name] = record.record_id
+    for name, value in {
+        "FACE_DEDUP_MODEL_PACK": OLD,
+        "FACE_DEDUP_MODELS_DIR": str(base_settings.models_dir),
+        "FACE_DEDUP_DATA_DIR": str(tmp_path / "scratch"),
+        "FACE_DEDUP_STORE_BACKEND": "dynamodb",
+        "FACE_DEDUP_BLOB_BACKEND": "s3",
+        "FACE_DEDUP_AWS_REGION": REGION,
+        "FACE_DEDUP_S3_BUCKET": "faces",
+        "FACE_DEDUP_DYNAMODB_TABLE_PREFIX": "fd-",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    migrate._parts.cache_clear()
+    migrate._engine.cache_clear()
+    try:
+        items = [{"key": k} for k in _listing(aws["s3"], "faces/t1/")]
+        done = migrate.handler(
+            {"Items": items, "BatchInput": {"tenant": "t1", "target_pack": NEW}}, FakeContext()
+        )
+    finally:
+        migrate._parts.cache_clear()
+        migrate._engine.cache_clear()
+    assert done["migrated"] == 3 and done["failed"] == 0
+    kept = store.pack_templates(tenant="t1", model_pack=NEW)
+    for name, path in photos.items():
+        fresh = new_engine.process((faces_root / path).read_bytes())
+        assert isinstance(fresh, FaceTemplate)
+        assert float(kept[ids[name]] @ fresh.embedding) > 0.999  # from the crop = from the photo
+    same = float(kept[ids["a1"]] @ kept[ids["a2"]])
+    other = max(float(kept[ids["a1"]] @ kept[ids["b1"]]), float(kept[ids["a2"]] @ kept[ids["b1"]]))
+    assert same > other
