@@ -82,6 +82,11 @@ slow: models
 bench: models
 	$(BIN)/python bench/accuracy.py --json artifacts/accuracy.json
 	$(BIN)/python bench/speed.py
+	$(BIN)/python bench/selfie.py --json artifacts/selfie.json
+	$(BIN)/python bench/ingest_cold_start.py --all --json artifacts/cold_start.json
+	@if $(BIN)/python -c "import face_recognition" 2>/dev/null; then \
+		$(BIN)/python bench/peers.py --json artifacts/peers.json; \
+	else echo "bench/peers.py skipped: pip install '.[peers]' && pip install --no-deps face-recognition==1.3.0"; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts build
