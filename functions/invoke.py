@@ -33,6 +33,7 @@ HANDLERS = {
     # deployed with face-dedup:migration=true
     "migrate": ("functions.migrate.handler", "handler"),
     "migrate.switch": ("functions.migrate.handler", "switch"),
+    "migrate.finish": ("functions.migrate.handler", "finish"),
 }
 
 

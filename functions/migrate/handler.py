@@ -1,4 +1,4 @@
-"""The model-pack migration job's two Lambda steps (infra: constructs/migration.py).
+"""The model-pack migration job's Lambda functions (infra: constructs/migration.py).
 
 `handler`: the Distributed Map's item processor. Input, as the map builds it:
     {"Items": [{"key": "<faces bucket key>"}, ...],
@@ -10,6 +10,9 @@ whose cause lists record ids and reason codes only (the map's result writer keep
 `switch`: the cut-over (or roll-back) step: {"tenant", "source_pack", "target_pack"} -> every
 record of the source pack takes its target template as its own (the old one kept beside it).
 Refused, changing nothing, while a record lacks a target template.
+
+`finish` (invoked directly, once the migration is final): {"tenant", "pack"} -> the old pack's
+templates kept beside the records are erased.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from face_dedup.adapters.aws_errors import is_transient
 from face_dedup.bootstrap import FunctionParts, build_engine, build_function
 from face_dedup.cloud_migration import migrate_batch, record_ids_from_keys
 from face_dedup.domain import AuditEvent, utc_now
-from face_dedup.errors import ConfigError, TransientError
+from face_dedup.errors import ConfigError, InvalidState, TransientError
 from face_dedup.identifiers import tenant as valid_tenant
 from face_dedup.models.custom import find_pack
 from face_dedup.settings import Settings
@@ -126,3 +129,32 @@ def switch(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     switched = parts.service.store.switch_pack(tenant=tenant, source=source, target=target, audit=audit)
     logger.info("switched", source=source, target=target, records=switched)
     return {"tenant": tenant, "active": target, "previous": source, "records": switched}
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@retried_when_transient
+def finish(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """{"tenant", "pack"} -> erase every template of `pack` kept beside the records (after a
+    cut-over, the old pack's; no rollback after this). Refused while the deployment runs that
+    pack or any record of the tenant still has it as its own."""
+    settings, parts = _parts("migrate_finish")
+    tenant = valid_tenant(event.get("tenant"))
+    pack = find_pack(_pack_id(event.get("pack"), "pack"), settings.models_dir).id
+    store = parts.service.store
+    if pack == settings.model_pack:
+        raise ConfigError(f"{pack} is the deployment's active pack: its templates are the records' own")
+    if store.count_templates(tenant=tenant, model_pack=pack):
+        raise InvalidState(f"records of {tenant} are still in {pack}: cut over first")
+    erased = store.drop_pack_templates(tenant=tenant, model_pack=pack)
+    store.append_audit(
+        AuditEvent(
+            at=utc_now(),
+            actor="migration",
+            action="migration.finished",
+            tenant=tenant,
+            details={"erased_pack": pack, "templates": erased},
+        )
+    )
+    logger.info("finished", erased_pack=pack, templates=erased)
+    return {"tenant": tenant, "erased_pack": pack, "templates_erased": erased}

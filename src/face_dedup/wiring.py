@@ -226,6 +226,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
 ABIS = "abis"
 MIGRATE = "migrate"
 MIGRATE_SWITCH = "migrate_switch"
+MIGRATE_FINISH = "migrate_finish"
 OPTIONAL_FUNCTIONS: dict[str, FunctionSpec] = {
     ABIS: FunctionSpec(
         name=ABIS,
@@ -282,6 +283,17 @@ OPTIONAL_FUNCTIONS: dict[str, FunctionSpec] = {
         memory=512,
         timeout_s=900,
         description="migration job: cut over (or roll back) every record to the other pack's template",
+    ),
+    MIGRATE_FINISH: FunctionSpec(
+        name=MIGRATE_FINISH,
+        handler="handler.finish",
+        code_dir="migrate",
+        # erases the old pack's templates kept beside the records (no rollback after it)
+        uses={STORE: ("count_templates", "drop_pack_templates", "append_audit")},
+        settings=SERVICE_SETTINGS,
+        memory=512,
+        timeout_s=900,
+        description="migration job: erase the old pack's templates once the migration is final",
     ),
 }
 

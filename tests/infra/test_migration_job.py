@@ -136,6 +136,22 @@ def test_the_cutover_step_switches_records_and_audits_only(template: dict[str, A
     assert not {"dynamodb:DeleteItem", "dynamodb:Scan", "dynamodb:BatchWriteItem"} & actions
 
 
+def test_the_finish_step_erases_kept_templates_only(template: dict[str, Any]) -> None:
+    fn, granted = _granted(template, wiring.MIGRATE_FINISH)
+    actions = _actions(granted) - {"xray:PutTelemetryRecords", "xray:PutTraceSegments"}
+    assert actions == {
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
+        "dynamodb:PutItem",  # its audit entry
+        "kms:Decrypt",
+        "kms:Encrypt",
+        "kms:GenerateDataKey",
+    }
+    assert fn["Properties"]["ReservedConcurrentExecutions"] == 1
+    values = [o["Value"] for o in template["Outputs"].values()]
+    assert {"Ref": functions_by_name(template)[wiring.MIGRATE_FINISH][0]} in values
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1001])
 def test_an_unbounded_concurrency_is_refused_at_synth(bad: int) -> None:
     from face_dedup_infra.constructs.migration import MAX_CONCURRENCY_LIMIT, MigrationOptions

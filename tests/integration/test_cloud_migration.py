@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 import numpy as np
@@ -26,12 +26,15 @@ from face_dedup.cloud_migration import (
     record_ids_from_keys,
 )
 from face_dedup.domain import AuditEvent, ImportItem, Outcome, Record, RecordStatus
-from face_dedup.errors import InvalidState, Reason
+from face_dedup.errors import ConfigError, InvalidState, Reason
 from face_dedup.models.registry import DEFAULT_PACK_ID, get_pack
 from face_dedup.ports import EnrollmentCommit
 from face_dedup.settings import Settings
 from face_dedup.vision.png import encode_png
 from tests.support.fake_face_analyzer import FakeFaceAnalyzer, unit
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 REGION = "eu-west-1"
 OLD, NEW = "yunet-sface-v1", "yunet-sface-flip-v1"
@@ -347,6 +350,19 @@ def test_migrate_handler_and_switch_on_moto(
         assert {r.record_id: list(r.embedding) for r in store.iter_templates(tenant="t1")} == {
             r.record_id: list(r.embedding) for r in records
         }
+
+        # finish: refused for the deployment's active pack and while records are in the pack;
+        # then the other pack's kept templates are erased, the records' own untouched
+        with pytest.raises(ConfigError):
+            migrate.finish({"tenant": "t1", "pack": OLD}, FakeContext())
+        assert migrate.finish({"tenant": "t1", "pack": NEW}, FakeContext())["templates_erased"] == 3
+        assert store.pack_templates(tenant="t1", model_pack=NEW) == {}
+        assert len(list(store.iter_templates(tenant="t1"))) == 3
+        assert "migration.finished" in [e.action for e in store.audit_events(tenant="t1")]
+        monkeypatch.setenv("FACE_DEDUP_MODEL_PACK", NEW)  # a deployment already on the other pack
+        migrate._parts.cache_clear()
+        with pytest.raises(InvalidState, match="still in"):
+            migrate.finish({"tenant": "t1", "pack": OLD}, FakeContext())
     finally:
         migrate._parts.cache_clear()
         migrate._engine.cache_clear()
@@ -364,10 +380,11 @@ def test_an_aws_outage_is_retried_by_the_state_machine_other_errors_fail_the_ite
     def bad(event: dict[str, Any], context: Any) -> dict[str, Any]:
         raise BadItem("key 'x' is not under the tenant's prefix")
 
+    no_context = cast("LambdaContext", None)  # neither task reads its context
     with pytest.raises(TransientError):  # in the workflow's TRANSIENT list: retried with backoff
-        retried_when_transient(unreachable)({}, None)
+        retried_when_transient(unreachable)({}, no_context)
     with pytest.raises(BadItem):
-        retried_when_transient(bad)({}, None)
+        retried_when_transient(bad)({}, no_context)
 
 
 def test_the_local_migrate_command_refuses_a_cloud_registry(tmp_path: Any) -> None:
@@ -427,7 +444,8 @@ def test_after_the_cut_over_the_new_pack_is_searched_in_its_own_index_only(
     assert new_index._index != old_index._index
     new_index.ensure_index()  # the deploy step, for the new pack
     service = build_function(new, "reconcile").service.for_tenant("t1")
-    assert service.index._adapter._index == new_index._index  # the functions' index is the new pack's
+    declared = cast(Any, service.index)  # bootstrap's _Declared wrapper around the adapter
+    assert declared._adapter._index == new_index._index  # the functions' index is the new pack's
     assert service.reconcile() == {"added": 3, "removed": 0}
     assert new_index.record_ids(tenant="t1", model_pack=NEW) == {r.record_id for r in records}
     assert old_index.record_ids(tenant="t1", model_pack=OLD) == {r.record_id for r in records}  # whole

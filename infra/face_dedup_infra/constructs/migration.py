@@ -96,7 +96,12 @@ class MigrationJob(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         built = {}
-        for name, reserved in ((wiring.MIGRATE, options.max_concurrency), (wiring.MIGRATE_SWITCH, 1)):
+        steps = (
+            (wiring.MIGRATE, options.max_concurrency),
+            (wiring.MIGRATE_SWITCH, 1),
+            (wiring.MIGRATE_FINISH, 1),
+        )
+        for name, reserved in steps:
             spec = wiring.OPTIONAL_FUNCTIONS[name]
             found = permissions.needs(spec)
             # reserved concurrency: the job can never take more Lambda instances than it is given
@@ -200,6 +205,8 @@ class MigrationJob(Construct):
         # what `aws stepfunctions start-execution --state-machine-arn` takes (README)
         CfnOutput(self, "StateMachineArn", value=self.state_machine.state_machine_arn)
         CfnOutput(self, "ResultsBucket", value=self.results.bucket_name)
+        # invoked by hand once the migration is final (README): erases the old pack's templates
+        CfnOutput(self, "FinishFunction", value=built[wiring.MIGRATE_FINISH].function_name)
         self.functions = built
         self.role: iam.IRole = self.state_machine.role
 
@@ -219,7 +226,8 @@ class MigrationJob(Construct):
         found = {
             **{
                 f"IAM5[Resource::<{logical(fn)}.Arn>:*]": "The job invokes this function (its versions too)."
-                for fn in built.values()
+                for step, fn in built.items()
+                if step != wiring.MIGRATE_FINISH  # invoked by hand, not by the state machine
             },
             f"IAM5[Resource::arn:<AWS::Partition>:s3:::<{logical(self.results)}>/*]": (
                 "The Distributed Map's result writer puts its manifests in the job's own results bucket."
