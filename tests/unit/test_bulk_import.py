@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from face_dedup.adapters import compact_scan
 from face_dedup.bootstrap import build_service
 from face_dedup.bulk import JoinAnswers, join_block, run_bulk_import
 from face_dedup.errors import Reason
@@ -119,18 +120,38 @@ def test_bulk_import_onto_a_registry_that_has_faces_already(tmp_path: Path, fake
     assert again.resumed == len(inputs) - half  # every input recognised: nothing decided twice
 
 
-def test_join_block_finds_every_pair_above_the_threshold_and_only_earlier_ones() -> None:
+@pytest.mark.parametrize("coded", [False, True])
+def test_join_block_finds_every_pair_above_the_threshold_and_only_earlier_ones(coded: bool) -> None:
+    """Float32 tiles, and int8 code tiles with the margin: planted pairs placed just above and
+    just below the threshold (components on the codes' half steps), and outlier rows that int8
+    cannot hold, asking and asked."""
     rng = np.random.default_rng(1)
-    rows = rng.normal(size=(700, 32)).astype(np.float32)
-    rows[350:400] = rows[:50] + 0.4 * rng.normal(size=(50, 32)).astype(np.float32)  # planted
+    dim, threshold = 128, 0.5
+    rows = rng.normal(size=(900, dim))
     rows /= np.linalg.norm(rows, axis=1, keepdims=True)
-    i, j, scores = join_block(rows, 300, 700, 0.5, tile=64)
-    brute = rows[300:700] @ rows.T
-    expected = {(a + 300, b) for a, b in zip(*np.nonzero(brute >= 0.5), strict=True) if b <= a + 300}
-    assert {(int(a), int(b)) for a, b in zip(i, j, strict=True)} >= expected
+    for n in range(120):  # row 400 + n pairs with row n at threshold +- 1e-5 .. 1e-3
+        base = rows[n]
+        other = rng.normal(size=dim)
+        other = (np.floor(other * 8) + 0.5) / 256 * 20  # half steps
+        other -= (other @ base) * base
+        score = threshold + (1 if n % 2 else -1) * 10.0 ** -(3 + n % 3)
+        rows[400 + n] = score * base + np.sqrt(1 - score**2) * other / np.linalg.norm(other)
+    rows[10] = 0.9 * np.eye(dim)[5] + 0.1 * rows[10]  # outliers
+    rows[450] = 0.6 * rows[10] + 0.4 * rows[450]
+    rows[600] = 0.9 * np.eye(dim)[7] + 0.1 * rows[600]
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    rows = rows.astype(np.float32)
+    codes = compact_scan.encode(rows) if coded else None
+    assert codes is None or codes[1][[10, 600]].all()
+    i, j, scores = join_block(rows, 300, 900, threshold, tile=64, coded=codes)
+    brute = rows[300:900] @ rows.T
+    expected = {(a + 300, b) for a, b in zip(*np.nonzero(brute >= threshold), strict=True) if b <= a + 300}
+    got = {(int(a), int(b)) for a, b in zip(i, j, strict=True)}
+    assert got >= expected
     assert all(b <= a for a, b in zip(i, j, strict=True))
     assert np.allclose(scores, np.einsum("ij,ij->i", rows[i], rows[j]), atol=1e-6)
-    assert sum(1 for a, b in expected if a != b) >= 40  # the planted pairs are there
+    assert sum(1 for a, b in expected if 400 <= a < 520 and b == a - 400) >= 55  # the planted above
+    assert (450, 10) in expected  # an outlier pair
 
 
 def test_answers_fall_back_to_the_scan_when_they_cannot_be_sure() -> None:
