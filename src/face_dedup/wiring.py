@@ -102,7 +102,10 @@ FUNCTIONS: dict[str, FunctionSpec] = {
             },
             engine=True,
             settings=SERVICE_SETTINGS,
-            memory=3008,
+            # One vCPU (1769 MB): the pipeline runs on one thread (process CPU = 1.01x the
+            # thread's, bench/ingest_cold_start.py --per-photo), so 3008 MB's ~1.7 vCPU went
+            # unused; peak RSS was 335 MB on a 39 MP photo (BENCHMARKS.md, "Lambda sizing").
+            memory=1769,
             timeout_s=60,
             description="upload -> photo checks, template, staged; starts the workflow",
         ),
