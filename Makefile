@@ -84,6 +84,8 @@ bench: models
 	$(BIN)/python bench/speed.py
 	$(BIN)/python bench/selfie.py --json artifacts/selfie.json
 	$(BIN)/python bench/ingest_cold_start.py --all --json artifacts/cold_start.json
+	$(BIN)/python bench/search_compact.py
+	$(BIN)/python bench/bulk_join.py
 	@if $(BIN)/python -c "import face_recognition" 2>/dev/null; then \
 		$(BIN)/python bench/peers.py --json artifacts/peers.json; \
 	else echo "bench/peers.py skipped: pip install '.[peers]' && pip install --no-deps face-recognition==1.3.0"; fi
