@@ -235,6 +235,11 @@ def test_a_record_of_several_templates_is_reported_not_carried_over(aws: dict[st
     assert store.pack_templates(tenant="t1", model_pack=NEW) == {}
     with pytest.raises(InvalidState):  # so the cut-over refuses
         store.switch_pack(tenant="t1", source=OLD, target=NEW, audit=_audit("t1"))
+    # nor is one kept before a photo was added switched: it would be stale
+    store.put_pack_template(record_id=record.record_id, tenant="t1", model_pack=NEW, embedding=unit(DIM, 5))
+    with pytest.raises(InvalidState, match="several templates"):
+        store.switch_pack(tenant="t1", source=OLD, target=NEW, audit=_audit("t1"))
+    assert store.get_record(record.record_id).model_pack == OLD
 
 
 @pytest.mark.parametrize(

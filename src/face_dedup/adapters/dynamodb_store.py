@@ -714,14 +714,23 @@ class DynamoRecordStore(RecordStore):
         # is one conditional update per record: a record switches once (`model_pack = source`
         # is the condition), and an interrupted switch is finished by running it again. The
         # caller (face_dedup.migration) sees the half-switched state as `interrupted`.
+        # A record of several photos (record_templates) is not switched: its target template
+        # must be the target pack's centroid of all of them, which only the local migration
+        # makes; one kept before a photo was added would be stale.
         missing = sum(
             1
             for _ in self._pack_items(
-                tenant, "model_pack = :s AND attribute_not_exists(#t)", target, **{":s": {"S": source}}
+                tenant,
+                "model_pack = :s AND (attribute_not_exists(#t) OR template_count > :one)",
+                target,
+                **{":s": {"S": source}, ":one": {"N": "1"}},
             )
         )
         if missing:
-            raise InvalidState(f"{missing} record(s) of {source} have no {target} template yet")
+            raise InvalidState(
+                f"{missing} record(s) of {source} have no {target} template yet "
+                "(or hold several templates, which the cloud migration does not re-make)"
+            )
         switched = 0
         for item in self._pack_items(
             tenant, "model_pack = :s AND attribute_exists(#t)", target, **{":s": {"S": source}}
@@ -732,13 +741,18 @@ class DynamoRecordStore(RecordStore):
                     Key={"record_id": item["record_id"]},
                     # the record's own template goes beside it (rollback); the target's becomes its own
                     UpdateExpression="SET model_pack = :target, embedding = :new, #o = :old REMOVE #t",
-                    ConditionExpression="model_pack = :s AND #t = :new",
+                    # unchanged since it was read: a photo added meanwhile makes it wait
+                    ConditionExpression=(
+                        "model_pack = :s AND #t = :new AND embedding = :old "
+                        "AND (attribute_not_exists(template_count) OR template_count = :one)"
+                    ),
                     ExpressionAttributeNames={"#t": pack_attribute(target), "#o": pack_attribute(source)},
                     ExpressionAttributeValues={
                         ":target": {"S": target},
                         ":s": {"S": source},
                         ":new": item[pack_attribute(target)],
                         ":old": item["embedding"],
+                        ":one": {"N": "1"},
                     },
                 )
                 switched += 1
