@@ -28,7 +28,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from face_dedup.adapters.aws_errors import is_transient
 from face_dedup.bootstrap import FunctionParts, build_engine, build_function
-from face_dedup.cloud_migration import migrate_batch, record_ids_from_keys
+from face_dedup.cloud_migration import BadItem, migrate_batch, record_ids_from_keys
 from face_dedup.domain import AuditEvent, utc_now
 from face_dedup.errors import ConfigError, InvalidState, TransientError
 from face_dedup.identifiers import tenant as valid_tenant
@@ -87,7 +87,9 @@ def _pack_id(value: object, what: str) -> str:
 @retried_when_transient
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings, parts = _parts("migrate")
-    batch = event.get("BatchInput") or {}
+    batch = event.get("BatchInput")
+    if not isinstance(batch, dict):
+        raise BadItem("the item has no BatchInput object (tenant, target_pack)")
     tenant = valid_tenant(batch.get("tenant"))
     target = find_pack(_pack_id(batch.get("target_pack"), "target_pack"), settings.models_dir)
     active = find_pack(settings.model_pack, settings.models_dir)

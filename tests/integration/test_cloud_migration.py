@@ -337,6 +337,8 @@ def test_migrate_handler_and_switch_on_moto(
         }
         with pytest.raises(BadItem):
             migrate.handler({"Items": [{"key": "faces/t2/rec_x/photo"}], "BatchInput": batch}, FakeContext())
+        with pytest.raises(BadItem):
+            migrate.handler({"Items": ok, "BatchInput": "t1"}, FakeContext())
 
         # cut-over: refused while the third record has no template; then done once it has one
         step = {"tenant": "t1", "source_pack": OLD, "target_pack": NEW}
