@@ -7,12 +7,13 @@ in it): what `face-dedup import --bulk` spends instead of one gallery scan per p
 Templates are drawn from the two-covariance model fitted to the real LFW templates
 (synthetic.py; .cache/bench/lfw-templates.npz, random unit vectors without it). 1% of the rows
 are a second photo of an earlier row's person, placed at a random later position. Each chunk is
-joined (int8 code tiles with float32 rescoring, as bulk.py; --float32 for float32 tiles) at
+joined (int8 code tiles with float32 rescoring, as bulk.py; `--tiles int8 float32` for both) at
 the default pack's review threshold for the gallery size before it (every earlier
 row counted as enrolled: the most work), as bulk.py does. Every planted pair whose score is at
 or above its threshold must be found (checked). BLAS uses every core (2 here); wall and CPU
 (process) time are both printed, with the load average: the machine is shared. The cost grows
-with N^2: the script fits t = c N^2 to the sizes run and extrapolates to 1M (marked as such).
+with N^2: the script fits t = c N^2 to the sizes run (first kind of tile) and extrapolates to
+1M (marked as such).
 """
 
 from __future__ import annotations
@@ -117,15 +118,17 @@ def main() -> int:
     parser.add_argument("--chunk", type=int, default=4096)
     parser.add_argument("--tile", type=int, default=2048)
     parser.add_argument(
-        "--float32", action="store_true", help="float32 tiles (default: int8 codes, as bulk.py)"
+        "--tiles", nargs="*", default=["int8"], choices=["int8", "float32"], help="int8: as bulk.py"
     )
     args = parser.parse_args()
     review = review_thresholds()
     results = []
     for n in args.sizes:
-        row = bench(n, args.chunk, args.tile, review, coded=not args.float32)
-        results.append(row)
-        print(json.dumps(row), flush=True)
+        for kind in args.tiles:  # each size with each kind of tile, in one run
+            row = bench(n, args.chunk, args.tile, review, coded=kind == "int8")
+            print(json.dumps(row), flush=True)
+            if kind == args.tiles[0]:
+                results.append(row)
     sizes = np.array([r["templates"] for r in results], dtype=np.float64)
     walls = np.array([r["wall_s"] for r in results], dtype=np.float64)
     cpus = np.array([r["cpu_s"] for r in results], dtype=np.float64)

@@ -140,16 +140,16 @@ def test_join_block_finds_every_pair_above_the_threshold_and_only_earlier_ones(c
     rows[450] = 0.6 * rows[10] + 0.4 * rows[450]
     rows[600] = 0.9 * np.eye(dim)[7] + 0.1 * rows[600]
     rows /= np.linalg.norm(rows, axis=1, keepdims=True)
-    rows = rows.astype(np.float32)
-    codes = compact_scan.encode(rows) if coded else None
+    data = rows.astype(np.float32)
+    codes = compact_scan.encode(data) if coded else None
     assert codes is None or codes[1][[10, 600]].all()
-    i, j, scores = join_block(rows, 300, 900, threshold, tile=64, coded=codes)
-    brute = rows[300:900] @ rows.T
+    i, j, scores = join_block(data, 300, 900, threshold, tile=64, coded=codes)
+    brute = data[300:900] @ data.T
     expected = {(a + 300, b) for a, b in zip(*np.nonzero(brute >= threshold), strict=True) if b <= a + 300}
     got = {(int(a), int(b)) for a, b in zip(i, j, strict=True)}
     assert got >= expected
     assert all(b <= a for a, b in zip(i, j, strict=True))
-    assert np.allclose(scores, np.einsum("ij,ij->i", rows[i], rows[j]), atol=1e-6)
+    assert np.allclose(scores, np.einsum("ij,ij->i", data[i], data[j]), atol=1e-6)
     assert sum(1 for a, b in expected if 400 <= a < 520 and b == a - 400) >= 55  # the planted above
     assert (450, 10) in expected  # an outlier pair
 
