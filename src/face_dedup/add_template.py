@@ -120,11 +120,11 @@ def add_photo(
                 f"record {record_id} is in model pack {record.model_pack}, this process runs {pack}"
             )
         existing = current_templates(service, record)
-        verify_threshold = service.tail.threshold_for_fmr(service.settings.verify_fmr)
+        verify_threshold = service.policy.verify_threshold  # the decision policy's 1:1 rule
         verify_score = calibrated_score(float(np.dot(record.embedding, probe)), record.template_count)
         review = service.thresholds().review
         found = service.index.search_above(
-            probe, tenant=tenant, model_pack=pack, min_score=review, limit=service.settings.max_candidates
+            probe, tenant=tenant, model_pack=pack, min_score=review, limit=service.policy.max_candidates
         )
         others = service.store.describe_records(h.record_id for h in found.hits if h.record_id != record_id)
         rivals = [
@@ -154,7 +154,7 @@ def add_photo(
             verify_threshold=verify_threshold,
             rival_record_ids=rivals,
         )
-        if service.settings.keep_photos:  # for officers, and for a migration to re-embed from
+        if service.config.keep_photos:  # for officers, and for a migration to re-embed from
             service.blobs.put(
                 template_photo_key(tenant, record_id, new.number), data, "application/octet-stream"
             )
