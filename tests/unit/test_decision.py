@@ -136,3 +136,29 @@ def test_officers_are_told_of_cases_only() -> None:
     assert [o for o in Outcome if case_to_notify(o, "case-1")] == list(OPENS_CASE)
     assert case_to_notify(Outcome.REVIEW, None) is None
     assert case_to_notify("duplicate", "case-1") == "case-1"
+
+
+def test_no_new_copy_of_the_threshold_rule_outside_the_policy() -> None:
+    """The copies in calibrate and bench/accuracy dropped the duplicate floor: thresholds come
+    from DecisionPolicy. The two left compute only the review threshold from raw numbers (the
+    planner's sweep over sizes, a benchmark's fixed operating point): listed, so a new one fails."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    allowed = {"src/face_dedup/decision.py", "src/face_dedup/planner.py", "bench/index_recall.py"}
+    callers = set()
+    for path in [
+        *(root / "src").rglob("*.py"),
+        *(root / "bench").rglob("*.py"),
+        *(root / "functions").rglob("*.py"),
+    ]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                name = (
+                    node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+                )
+                if name == "dedup_thresholds":
+                    callers.add(path.relative_to(root).as_posix())
+    assert "src/face_dedup/decision.py" in callers  # the scan sees the policy's own call
+    assert callers <= allowed, f"thresholds assembled outside DecisionPolicy: {sorted(callers - allowed)}"
