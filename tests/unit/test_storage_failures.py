@@ -65,7 +65,7 @@ def test_a_full_disk_names_the_file_and_a_rerun_with_space_loses_nothing(tmp_pat
     data_dir.mkdir(mode=0o700)
     py = f"{sys.executable} -c '{REGISTER}'"
     out = _in_namespace(
-        f"mount -t tmpfs -o size=400k,mode=0700 tmpfs {data_dir}\n"
+        f"mount -t tmpfs -o size=1m,mode=0700 tmpfs {data_dir}\n"
         f"{py} {data_dir} 0 200\n"
         f"mount -o remount,size=64m {data_dir}\n"
         f"{py} {data_dir} 0 200\n"
