@@ -113,6 +113,22 @@ def test_the_policy_refuses_below_the_quality_floor() -> None:
         _plan([enrolled], unmeasured)
 
 
+def test_a_photo_must_match_the_enrollment_photo_not_only_the_centroid() -> None:
+    """A lookalike's photo that once passed pulls the centroid towards its owner; their next
+    photo matches that centroid but not the enrolled person: refused (no drift)."""
+    enrolled = template(1, TemplateSource.ENROLLMENT, vec(1, 0, 0))
+    lookalike = template(2, TemplateSource.VERIFIED, vec(0.6, 0.8, 0))  # 0.6: passed at 0.5
+    theirs = template(3, TemplateSource.VERIFIED, vec(0.2, 1, 0))
+    against_centroid = float(np.dot(centroid([enrolled.embedding, lookalike.embedding]), theirs.embedding))
+    assert against_centroid > 0.6  # the centroid alone would take it
+    with pytest.raises(TemplateRefused) as refused:
+        _plan([enrolled, lookalike], theirs, verify_score=against_centroid)
+    assert refused.value.reason == "no_match_with_enrollment_photo"
+    # The same person's photo, close to the enrollment photo, is still taken.
+    plan = _plan([enrolled, lookalike], template(3, TemplateSource.VERIFIED, vec(1, 0.3, 0)))
+    assert [t.number for t in plan.templates] == [1, 2, 3]  # type: ignore[attr-defined]
+
+
 def test_a_full_record_replaces_its_oldest_later_photo_never_the_enrollment_photo() -> None:
     t1 = template(1, TemplateSource.ENROLLMENT, vec(1, 0, 0))
     t2 = template(2, TemplateSource.VERIFIED, vec(1, 0.2, 0))
