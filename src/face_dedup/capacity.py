@@ -117,18 +117,24 @@ DEPLOYABLE = frozenset({("hnsw", "fp32"), ("hnsw", "fp16"), ("exact", "fp32")})
 PREFERENCE = (DEFAULT_METHOD, IndexMethod("hnsw", "fp16"), EXACT_METHOD)
 
 # Exact search's cost: vectors scored per CPU-second by one search thread, measured with faiss's
-# SIMD flat scan (bench/index_recall.py --methods exact, median single query at 1M and 15M,
-# 128-d fp32; BENCHMARKS.md "Cloud index"). The k-NN plugin's `knn_score` runs in the JVM over
-# doc values and is slower per vector; EXACT_SCRIPT_FACTOR is an ASSUMED slowdown (not measured
-# here: no OpenSearch runs on this machine) that the planner applies so a domain is not sized
-# on a floor. Measure a deployed domain with bench/index_recall.py's figures before relying on it.
-EXACT_VECTORS_PER_CPU_S = 44_000_000.0
+# SIMD flat scan (bench/index_recall.py --methods exact, median single query, 128-d fp32: 42.7M
+# at 1M, 34.1M at 15M under heavier load; the lower is kept; BENCHMARKS.md "Cloud index").
+# The k-NN plugin's `knn_score` runs in the JVM over doc values and is slower per vector;
+# EXACT_SCRIPT_FACTOR is an ASSUMED slowdown (not measured here: no OpenSearch runs on this
+# machine) that the planner applies so a domain is not sized on a floor. Time searches on the
+# deployed domain before relying on it.
+EXACT_VECTORS_PER_CPU_S = 34_000_000.0
 EXACT_SCRIPT_FACTOR = 10.0
 EXACT_LATENCY_S = 1.0  # an enrollment's duplicate search (the workflow tolerates ~1 s)
 
 
 def _validated_list() -> str:
-    return ", ".join(f"{name} {encoding} (to {faces:,})" for (name, encoding), faces in VALIDATED.items())
+    """The methods a deployment may choose: validated and deployable."""
+    return ", ".join(
+        f"{name} {encoding} (to {faces:,})"
+        for (name, encoding), faces in VALIDATED.items()
+        if (name, encoding) in DEPLOYABLE
+    )
 
 
 def check_method(method: IndexMethod, faces: int) -> None:

@@ -10,7 +10,11 @@ see that module for what this leaves unchecked).
 because these sets are small enough for ef_search 256 to visit nearly everything: at registry
 scale no approximate engine promises exact top-k or complete radial results. The adapter
 compensates with 4x oversampling and client re-scoring (measured: BENCHMARKS.md, "Cloud
-index"), and a radial search that fills its cap says so (`capped`), which becomes a case."""
+index"), and a radial search that fills its cap says so (`capped`), which becomes a case.
+
+`opensearch-exact` runs it on the adapter's exact method (the deployed default above 100k
+faces: a `script_score` query with the k-NN plugin's `knn_score` script, no graph), which meets
+every contract by construction; the plugin's script is answered by `FakeKnnOpenSearch`."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 from opensearchpy import OpenSearch
 
 from face_dedup.adapters.embedded_index import ExactVectorIndex
@@ -32,14 +37,14 @@ from tests.support.fake_knn_opensearch import FakeKnnOpenSearch
 DIM = 16
 
 
-def unit(seed: int, dim: int = DIM) -> np.ndarray:
+def unit(seed: int, dim: int = DIM) -> NDArray[np.float32]:
     vector = np.random.default_rng(seed).normal(size=dim).astype(np.float32)
-    return vector / np.linalg.norm(vector)
+    return (vector / np.linalg.norm(vector)).astype(np.float32)
 
 
-def near(vector: np.ndarray, noise: float, seed: int) -> np.ndarray:
+def near(vector: NDArray[np.float32], noise: float, seed: int) -> NDArray[np.float32]:
     moved = vector + noise * np.random.default_rng(seed).normal(size=vector.shape).astype(np.float32)
-    return (moved / np.linalg.norm(moved)).astype(np.float32)
+    return np.asarray(moved / np.linalg.norm(moved), dtype=np.float32)
 
 
 def opensearch_factory(request: pytest.FixtureRequest, method: str = "hnsw") -> Callable[[], VectorIndex]:
@@ -87,7 +92,7 @@ def make_index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
 
 def fill(
     index: VectorIndex, n: int, tenant: str = "t1", pack: str = "p1", offset: int = 0
-) -> list[np.ndarray]:
+) -> list[NDArray[np.float32]]:
     vectors = [unit(offset + i) for i in range(n)]
     index.add([IndexEntry(f"{tenant}-{offset + i}", tenant, pack, v) for i, v in enumerate(vectors)])
     return vectors
