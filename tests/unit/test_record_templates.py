@@ -429,3 +429,47 @@ def test_api_route_adds_a_photo_for_officers_only(
     assert status == 200 and added["template"] == 2 and added["source"] == "renewal"
     (template_2,) = [t for t in service.store.record_templates(record_id) if t.number == 2]
     assert template_2.captured_at == "2026-11-30" and template_2.source is TemplateSource.RENEWAL
+
+
+# -- a migration racing an added photo --------------------------------------------------------------
+
+
+def test_a_migration_copy_read_before_a_photo_was_added_is_not_kept(
+    built: tuple[DedupService, Adapters], fake: ScoredFake
+) -> None:
+    """`migrate run` reads a record's templates, re-embeds them, then writes the new pack's copy;
+    a photo added in between (another process, under the registry lock) must not be lost at the
+    cut-over by that stale copy: the write is refused and the next run redoes the record."""
+    service, _ = built
+    store = service.store
+    assert isinstance(store, SqliteRecordStore)
+    base = unit(fake.dim, 0)
+    single = _person(service, fake)
+    read_single = store.get_record(single)  # the migration reads a one-template record...
+    assert read_single is not None and read_single.template_count == 1
+    add_photo(service, single, fake.face(b"later-1", at_score(base, 0.9, 1)), OFFICER)  # ...a photo lands
+    assert not store.put_pack_template(
+        record_id=single, tenant=service.tenant, model_pack="other-pack", embedding=read_single.embedding
+    )
+    assert single not in store.pack_templates(tenant=service.tenant, model_pack="other-pack")
+
+    read = store.record_templates(single)  # now a two-template record, read by the next run
+    remade = [replace(t, model_pack="other-pack") for t in read]
+    add_photo(service, single, fake.face(b"later-2", at_score(base, 0.9, 2)), OFFICER)  # a third lands
+    assert not store.put_pack_record_templates(
+        record_id=single,
+        tenant=service.tenant,
+        templates=remade,
+        centroid=centroid([t.embedding for t in remade]),
+    )
+    assert store.pack_record_templates(single, "other-pack") == []
+    assert single not in store.pack_templates(tenant=service.tenant, model_pack="other-pack")
+    # Read again after the addition, the copy is kept: all three templates.
+    remade = [replace(t, model_pack="other-pack") for t in store.record_templates(single)]
+    assert store.put_pack_record_templates(
+        record_id=single,
+        tenant=service.tenant,
+        templates=remade,
+        centroid=centroid([t.embedding for t in remade]),
+    )
+    assert [t.number for t in store.pack_record_templates(single, "other-pack")] == [1, 2, 3]

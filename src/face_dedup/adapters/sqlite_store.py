@@ -389,11 +389,13 @@ class SqliteRecordStore(RecordStore):
     ) -> bool:
         blob = np.asarray(embedding, dtype=np.float32).tobytes()
         with self._lock, self._db:
-            # Only while the record exists: an erasure that got there first wins.
+            # Only while the record exists (an erasure that got there first wins) and holds one
+            # template: a photo added since its crop was read makes it a several-template record,
+            # migrated by put_pack_record_templates (else the added photo is lost at cut-over).
             cursor = self._db.execute(
                 "INSERT OR REPLACE INTO pack_templates(record_id, tenant, model_pack, embedding) "
                 "SELECT record_id, tenant, ?, ? FROM records WHERE record_id = ? AND tenant = ? "
-                "AND model_pack != ?",
+                "AND model_pack != ? AND template_count = 1",
                 (model_pack, blob, record_id, tenant, model_pack),
             )
             return cursor.rowcount == 1
@@ -476,25 +478,41 @@ class SqliteRecordStore(RecordStore):
         self, *, record_id: str, tenant: str, templates: list[Template], centroid: NDArray[np.float32]
     ) -> bool:
         """A migration's re-embedded templates of a several-template record, with their centroid
-        as the record's template in that pack; False when the record is gone."""
+        as the record's template in that pack; False when the record is gone, or no longer holds
+        exactly the templates that were re-made (a photo added or replaced since the migration
+        read them: kept, this stale copy would drop it at cut-over; the next run redoes it)."""
         if not templates:
             raise ValueError("no templates")
         pack = templates[0].model_pack
+        numbers = sorted({int(t.number) for t in templates})
+        if len(numbers) != len(templates) or any(t.model_pack != pack for t in templates):
+            raise ValueError("the templates are not distinct templates of one pack")
         with self._lock, self._db:
-            if not self._db.execute(
-                "SELECT 1 FROM records WHERE record_id = ? AND tenant = ? AND model_pack != ?",
-                (record_id, tenant, pack),
-            ).fetchone():
+            # The check and the first write are one statement: atomic against another process.
+            # Template numbers are never reused, so the same numbers are the same templates.
+            kept = self._db.execute(
+                "INSERT OR REPLACE INTO pack_templates(record_id, tenant, model_pack, embedding) "
+                "SELECT r.record_id, r.tenant, ?, ? FROM records r WHERE r.record_id = ? AND r.tenant = ? "
+                "AND r.model_pack != ? AND r.template_count = ? AND (SELECT COUNT(*) FROM record_templates t "
+                "WHERE t.record_id = r.record_id AND t.model_pack = r.model_pack "
+                "AND t.number IN (SELECT value FROM json_each(?))) = ?",
+                (
+                    pack,
+                    np.asarray(centroid, dtype=np.float32).tobytes(),
+                    record_id,
+                    tenant,
+                    pack,
+                    len(numbers),
+                    json.dumps(numbers),
+                    len(numbers),
+                ),
+            ).rowcount
+            if kept != 1:
                 return False
             self._db.execute(
                 "DELETE FROM record_templates WHERE record_id = ? AND model_pack = ?", (record_id, pack)
             )
             self._insert_templates(templates)
-            self._db.execute(
-                "INSERT OR REPLACE INTO pack_templates(record_id, tenant, model_pack, embedding) "
-                "VALUES (?, ?, ?, ?)",
-                (record_id, tenant, pack, np.asarray(centroid, dtype=np.float32).tobytes()),
-            )
         return True
 
     @_names_the_file
