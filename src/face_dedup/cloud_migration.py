@@ -13,6 +13,10 @@ to re-embed from, without a scan of the table. The map hands batches of object k
   packs align alike: no re-detection) or else its stored photo, and the template is kept beside
   the record's own (`RecordStore.put_pack_template`, conditional: an erasure that got there first
   wins);
+- a record of several photos (record_templates.py) has every one of them re-embedded from its
+  own stored crop (else photo) by `template_migration.migrate_record_templates`, the local
+  migration's own code: the target pack's templates and their centroid are kept on the record's
+  item (`put_pack_record_templates`), so the cut-over gives it the right template count;
 - a record that cannot be re-embedded (no photo kept, no face found by the new pack) is reported
   with its reason; the handler fails the item with those reasons (record ids and reason codes
   only), which the map counts against its tolerated-failure threshold and writes to its results.
@@ -36,6 +40,7 @@ from face_dedup.errors import ConfigError, FaceDedupError, NotFound
 from face_dedup.identifiers import tenant as valid_tenant
 from face_dedup.models.registry import DEFAULT_PACK_ID, ModelPack
 from face_dedup.ports import BlobStore, FaceAnalyzer, RecordStore
+from face_dedup.template_migration import migrate_record_templates
 from face_dedup.vision.pipeline import FaceEngine, FaceTemplate
 
 # Record ids are the service's own (`stable_id`): a letter or digit, then letters, digits, _ and -.
@@ -43,7 +48,17 @@ _RECORD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 _FILES = ("photo", "aligned.png")  # blob_keys: what a record's prefix holds
 _TEMPLATE_NUMBER = re.compile(r"^[1-9][0-9]{0,3}$")  # blob_keys.template_prefix: templates/<n>/
 MAX_BATCH = 1000  # records per item: one invocation's work stays well inside its timeout
-SEVERAL_TEMPLATES = "SEVERAL_TEMPLATES_NOT_MIGRATED_IN_THE_CLOUD"
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """What template_migration.migrate_record_templates reads of a service: one tenant's
+    records and blobs (the job's item names its tenant; the function's service is not per
+    tenant)."""
+
+    store: RecordStore
+    blobs: BlobStore
+    tenant: str
 
 
 class BadItem(FaceDedupError, ValueError):
@@ -185,12 +200,18 @@ def migrate_batch(
     result = BatchResult(records=len(record_ids))
     todo = missing_templates(store, tenant=tenant, model_pack=target_pack.id, record_ids=record_ids)
     result.already = len(record_ids) - len(todo)
+    scope = _Scope(store=store, blobs=blobs, tenant=tenant)
     for record_id, templates in todo.items():
         if templates > 1:
-            # its template is the centroid of several photos' (template_migration.py does it
-            # locally); the cloud job does not re-make several yet, and carrying the first
-            # photo's over would be wrong: reported, so the cut-over refuses until it is done
-            result.failed[record_id] = SEVERAL_TEMPLATES
+            # every photo re-embedded from its own crop (else photo), their centroid the
+            # record's template in the target pack: what the local migration does
+            kept = migrate_record_templates(scope, analyzer, active_pack, record_id)
+            if isinstance(kept, str):
+                result.failed[record_id] = kept
+            elif kept:
+                result.migrated += 1
+            else:
+                result.gone += 1  # erased, or a photo added meanwhile (the next run re-makes it)
             continue
         vector = reembed(analyzer, active_pack, target_pack, blobs, tenant, record_id)
         if isinstance(vector, str):

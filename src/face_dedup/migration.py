@@ -36,7 +36,7 @@ from face_dedup.decision import DecisionPolicy
 from face_dedup.domain import Candidate, ImportItem, Outcome, StagedInput, utc_now
 from face_dedup.errors import ConfigError, InvalidState, NotFound
 from face_dedup.models.registry import ModelPack
-from face_dedup.ports import IndexEntry, RecordStore
+from face_dedup.ports import FaceAnalyzer, IndexEntry, RecordStore
 from face_dedup.settings import PACKS_FILE, Settings
 from face_dedup.vision.pipeline import FaceEngine, FaceTemplate
 
@@ -83,12 +83,13 @@ def compatible_crops(a: ModelPack, b: ModelPack) -> bool:
 
 
 def template_for(
-    engine: FaceEngine, crop_pack: ModelPack, crop: bytes | None, photo: bytes | None
+    engine: FaceAnalyzer, crop_pack: ModelPack, crop: bytes | None, photo: bytes | None
 ) -> NDArray[np.float32] | str:
-    """The shadow pack's template from a stored crop or photo, or why there is none."""
+    """The shadow pack's template from a stored crop or photo, or why there is none. A crop is
+    embedded as it is by a real engine only (another analyzer re-detects from the photo)."""
     import cv2
 
-    if crop is not None and compatible_crops(crop_pack, engine.pack):
+    if crop is not None and isinstance(engine, FaceEngine) and compatible_crops(crop_pack, engine.pack):
         bgr = cv2.imdecode(np.frombuffer(crop, np.uint8), cv2.IMREAD_COLOR)
         width, height = engine.pack.contract.input_size
         if bgr is not None and bgr.shape == (height, width, 3):

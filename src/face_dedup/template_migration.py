@@ -14,14 +14,15 @@ from face_dedup.record_templates import Template, centroid
 
 if TYPE_CHECKING:
     from face_dedup.models.registry import ModelPack
-    from face_dedup.vision.pipeline import FaceEngine
+    from face_dedup.ports import FaceAnalyzer
 
 
 def migrate_record_templates(
-    service: Any, engine: FaceEngine, active_pack: ModelPack, record_id: str
+    service: Any, engine: FaceAnalyzer, active_pack: ModelPack, record_id: str
 ) -> bool | str:
     """Re-embed the record's templates into `engine`'s pack: True when kept, False when the
-    record is gone (erased meanwhile), or a reason code when a template could not be re-made."""
+    record is gone (erased meanwhile), or a reason code when a template could not be re-made.
+    `service` needs `store`, `blobs` and `tenant` only (the cloud job passes just those)."""
     from face_dedup.migration import stored_blob, template_for
 
     store, tenant, target = service.store, service.tenant, engine.pack.id

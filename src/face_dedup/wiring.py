@@ -268,7 +268,13 @@ OPTIONAL_FUNCTIONS: dict[str, FunctionSpec] = {
         handler="handler.handler",
         code_dir="migrate",
         uses={
-            STORE: ("missing_pack_templates", "put_pack_template"),
+            # a record of several photos: its templates read, the target pack's written beside
+            STORE: (
+                "missing_pack_templates",
+                "put_pack_template",
+                "record_templates",
+                "put_pack_record_templates",
+            ),
             BLOBS: ("get",),  # the record's aligned crop, else its photo
         },
         engine=True,  # the models layer: the target pack's files

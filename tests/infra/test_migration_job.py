@@ -111,6 +111,7 @@ def test_the_item_processor_can_only_read_crops_and_write_templates(template: di
     assert actions == {
         "s3:GetObject",
         "dynamodb:BatchGetItem",
+        "dynamodb:GetItem",  # a record of several photos: its templates
         "dynamodb:UpdateItem",
         "kms:Decrypt",
         "kms:Encrypt",

@@ -17,9 +17,8 @@ from moto import mock_aws
 
 from face_dedup.adapters.dynamodb_store import DynamoRecordStore, TableNames, create_tables, pack_attribute
 from face_dedup.adapters.s3_blobs import S3BlobStore
-from face_dedup.blob_keys import crop_key, photo_key
+from face_dedup.blob_keys import crop_key, photo_key, template_crop_key, template_photo_key
 from face_dedup.cloud_migration import (
-    SEVERAL_TEMPLATES,
     BadItem,
     migrate_batch,
     pack_index_name,
@@ -29,6 +28,7 @@ from face_dedup.domain import AuditEvent, ImportItem, Outcome, Record, RecordSta
 from face_dedup.errors import ConfigError, InvalidState, Reason
 from face_dedup.models.registry import DEFAULT_PACK_ID, get_pack
 from face_dedup.ports import EnrollmentCommit
+from face_dedup.record_templates import Template, TemplateSource, centroid, score_offset
 from face_dedup.settings import Settings
 from face_dedup.vision.png import encode_png
 from tests.support.fake_face_analyzer import FakeFaceAnalyzer, unit
@@ -208,20 +208,140 @@ def test_migrate_batch_reembeds_from_photos_idempotently_and_reports_failures(aw
     assert run().failed == {}
 
 
-def test_a_record_of_several_templates_is_reported_not_carried_over(aws: dict[str, Any]) -> None:
+def _two_templates(store: DynamoRecordStore, record: Record, first: Any, second: Any) -> Record:
+    """The record as `records add-photo` leaves it: its enrollment photo's template and a
+    verified photo's, their centroid its own template (replace_templates)."""
+    templates = [
+        Template(record.record_id, n, record.model_pack, source, "2026-12-01", "2026-12-01", {"n": n}, v)
+        for n, source, v in (
+            (1, TemplateSource.ENROLLMENT, np.asarray(first, np.float32)),
+            (2, TemplateSource.VERIFIED, np.asarray(second, np.float32)),
+        )
+    ]
+    both = centroid([t.embedding for t in templates])
+    event = AuditEvent(action="record.template_added", actor="t", tenant=record.tenant, at="x", details={})
+    assert store.replace_templates(record, templates, both, event)
+    stored = store.get_record(record.record_id)
+    assert stored is not None and stored.template_count == 2
+    return stored
+
+
+def _scored(settings: Settings, probe: Any) -> dict[str, float]:
+    """What the deployment's functions score `probe` at against each record of t1, after the
+    reconcile filled the pack's own index from the records (README's cut-over steps)."""
+    from face_dedup.bootstrap import build_function, build_search_index
+
+    build_search_index(settings).ensure_index()  # the deploy step, for this pack
+    build_function(settings, "reconcile").service.for_tenant("t1").reconcile()
+    registry = cast(Any, build_function(settings, "search").service.for_tenant("t1"))._registry
+    hits = registry.index.search(probe, tenant="t1", model_pack=settings.model_pack, k=5)
+    return {c.record_id: c.score for c in registry.describe(hits, probe)}
+
+
+def test_a_record_of_several_templates_migrates_cuts_over_and_rolls_back(
+    aws: dict[str, Any], base_settings: Settings, osmem_clone: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from face_dedup import bootstrap
+    from tests.support.fake_knn_opensearch import FakeKnnOpenSearch
+
+    monkeypatch.setattr(
+        bootstrap, "_opensearch_client", lambda s: FakeKnnOpenSearch(hosts=[s.opensearch_url])
+    )
+    cloud = base_settings.with_overrides(
+        index_backend="opensearch",
+        opensearch_url=osmem_clone.url,
+        opensearch_auth="none",
+        store_backend="dynamodb",
+        blob_backend="s3",
+        aws_region=REGION,
+        s3_bucket="faces",
+        dynamodb_table_prefix="fd-",
+    )
     store, blobs = aws["store"], aws["blobs"]
     analyzer = FakeFaceAnalyzer(get_pack(NEW))
-    record = _record(store, "t1", 1)
-    _keep(blobs, "t1", record.record_id, photo=analyzer.face(b"first", unit(DIM, 3)))
-    blobs.put(f"t1/{record.record_id}/templates/2/photo", analyzer.face(b"second", unit(DIM, 4)), "x")
-    aws["dynamodb"].update_item(  # as record_templates' addition leaves it
-        TableName="fd-records",
-        Key={"record_id": {"S": record.record_id}},
-        UpdateExpression="SET template_count = :n",
-        ExpressionAttributeValues={":n": {"N": "2"}},
-    )
+    record = _two_templates(store, _record(store, "t1", 1), unit(DIM, 3), unit(DIM, 4))
+    old_own = {t.number: t.embedding.copy() for t in store.record_templates(record.record_id)}
+    single = _record(store, "t1", 2)
+    # each photo shows the new pack a face of its own; the fake re-detects from the photo
+    new1, new2 = unit(DIM, 10) + 0.5 * unit(DIM, 11), unit(DIM, 12)
+    _keep(blobs, "t1", record.record_id, photo=analyzer.face(b"first", new1))
+    blobs.put(template_photo_key("t1", record.record_id, 2), analyzer.face(b"second", new2), "x")
+    _keep(blobs, "t1", single.record_id, photo=analyzer.face(b"single", unit(DIM, 20)))
     ids = record_ids_from_keys(_listing(aws["s3"], "faces/t1/"), s3_prefix="faces/", tenant="t1")
-    assert ids == [record.record_id]  # the added template's keys name the same record
+    assert ids == [record.record_id, single.record_id]  # an added template's keys name its record
+
+    def run() -> Any:
+        return migrate_batch(
+            store=store,
+            blobs=blobs,
+            analyzer=analyzer,
+            active_pack=get_pack(OLD),
+            target_pack=get_pack(NEW),
+            tenant="t1",
+            record_ids=ids,
+        )
+
+    first = run()
+    assert (first.migrated, first.failed) == (2, {})
+    expected = centroid([(new1 / np.linalg.norm(new1)).astype(np.float32), new2.astype(np.float32)])
+    kept = store.pack_templates(tenant="t1", model_pack=NEW)
+    assert np.allclose(kept[record.record_id], expected, atol=1e-6)  # the NEW pack's centroid
+    assert not np.allclose(kept[record.record_id], record.embedding, atol=1e-3)  # not the old one
+    # the record still answers in its own pack until the cut-over
+    assert [t.model_pack for t in store.record_templates(record.record_id)] == [OLD, OLD]
+    calls = analyzer.calls
+    again = run()  # idempotent: nothing re-embedded
+    assert (again.migrated, again.already, analyzer.calls) == (0, 2, calls)
+
+    assert store.switch_pack(tenant="t1", source=OLD, target=NEW, audit=_audit("t1")) == 2
+    after = store.get_record(record.record_id)
+    assert after is not None and after.model_pack == NEW and after.template_count == 2
+    assert np.allclose(after.embedding, expected, atol=1e-6)
+    now = store.record_templates(record.record_id)  # the record's own are the new pack's now
+    assert [(t.number, t.model_pack, t.source) for t in now] == [
+        (1, NEW, TemplateSource.ENROLLMENT),
+        (2, NEW, TemplateSource.VERIFIED),
+    ]
+    assert np.allclose(now[1].embedding, new2) and now[0].quality == {"n": 1}
+    alone = store.get_record(single.record_id)
+    assert alone is not None and alone.template_count == 1
+    # scored in the new pack: its new centroid, lowered by the 2-template calibration offset
+    probe = centroid([expected, unit(DIM, 30).astype(np.float32)])
+    scores = _scored(cloud.with_overrides(model_pack=NEW), probe)
+    assert scores[record.record_id] == pytest.approx(float(expected @ probe) - score_offset(2), abs=1e-5)
+    assert scores[single.record_id] == pytest.approx(0.0, abs=1e-5)  # one template: no offset
+
+    # rollback: the old centroid, its two templates, its count
+    assert store.switch_pack(tenant="t1", source=NEW, target=OLD, audit=_audit("t1")) == 2
+    back = store.get_record(record.record_id)
+    assert back is not None and back.model_pack == OLD and back.template_count == 2
+    assert np.array_equal(back.embedding, record.embedding)
+    assert {t.number: list(t.embedding) for t in store.record_templates(record.record_id)} == {
+        n: list(v) for n, v in old_own.items()
+    }
+    old_probe = centroid([record.embedding, unit(DIM, 31).astype(np.float32)])
+    scores = _scored(cloud.with_overrides(model_pack=OLD), old_probe)
+    assert scores[record.record_id] == pytest.approx(
+        float(record.embedding @ old_probe) - score_offset(2), abs=1e-5
+    )
+
+    # finish: the new pack's copies leave the record's list too
+    assert store.drop_pack_templates(tenant="t1", model_pack=NEW) == 2
+    item = aws["dynamodb"].get_item(TableName="fd-records", Key={"record_id": {"S": record.record_id}})[
+        "Item"
+    ]
+    assert pack_attribute(NEW) not in item
+    assert {t["M"]["model_pack"]["S"] for t in item["templates"]["L"]} == {OLD}
+
+
+def test_a_several_template_record_is_not_cut_over_on_a_stale_or_partial_template(
+    aws: dict[str, Any],
+) -> None:
+    store, blobs = aws["store"], aws["blobs"]
+    analyzer = FakeFaceAnalyzer(get_pack(NEW))
+    record = _two_templates(store, _record(store, "t1", 1), unit(DIM, 3), unit(DIM, 4))
+    # the second photo is gone: the record is reported with the template that failed
+    _keep(blobs, "t1", record.record_id, photo=analyzer.face(b"first", unit(DIM, 10)), crop=False)
     result = migrate_batch(
         store=store,
         blobs=blobs,
@@ -229,17 +349,35 @@ def test_a_record_of_several_templates_is_reported_not_carried_over(aws: dict[st
         active_pack=get_pack(OLD),
         target_pack=get_pack(NEW),
         tenant="t1",
-        record_ids=ids,
+        record_ids=[record.record_id],
     )
-    assert result.failed == {record.record_id: SEVERAL_TEMPLATES} and result.migrated == 0
+    assert result.failed == {record.record_id: "TEMPLATE_2_NO_PHOTO_KEPT"} and result.migrated == 0
     assert store.pack_templates(tenant="t1", model_pack=NEW) == {}
     with pytest.raises(InvalidState):  # so the cut-over refuses
         store.switch_pack(tenant="t1", source=OLD, target=NEW, audit=_audit("t1"))
-    # nor is one kept before a photo was added switched: it would be stale
+    # one template kept as if the record had one photo (stale: not every photo re-made)
     store.put_pack_template(record_id=record.record_id, tenant="t1", model_pack=NEW, embedding=unit(DIM, 5))
     with pytest.raises(InvalidState, match="several templates"):
         store.switch_pack(tenant="t1", source=OLD, target=NEW, audit=_audit("t1"))
-    assert store.get_record(record.record_id).model_pack == OLD
+    stale = store.get_record(record.record_id)
+    assert stale is not None and stale.model_pack == OLD
+    # the second photo is back: the next run re-makes the stale copy from both, and it cuts over
+    blobs.put(template_photo_key("t1", record.record_id, 2), analyzer.face(b"second", unit(DIM, 12)), "x")
+    again = migrate_batch(
+        store=store,
+        blobs=blobs,
+        analyzer=analyzer,
+        active_pack=get_pack(OLD),
+        target_pack=get_pack(NEW),
+        tenant="t1",
+        record_ids=[record.record_id],
+    )
+    assert (again.migrated, again.already, again.failed) == (1, 0, {})
+    assert store.switch_pack(tenant="t1", source=OLD, target=NEW, audit=_audit("t1")) == 1
+    after = store.get_record(record.record_id)
+    assert after is not None and after.template_count == 2
+    both = centroid([unit(DIM, 10).astype(np.float32), unit(DIM, 12).astype(np.float32)])
+    assert np.allclose(after.embedding, both, atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -502,6 +640,23 @@ def test_the_item_processor_on_real_photos_gives_the_new_packs_own_templates(
         blobs.put(photo_key("t1", record.record_id), data, "application/octet-stream")
         blobs.put(crop_key("t1", record.record_id), encode_png(analysis.aligned_crop), "image/png")
         ids[name] = record.record_id
+    # a record of two photos of one person (enrollment + a verified one), each crop kept
+    several = ("lfw/Akhmed_Zakayev/Akhmed_Zakayev_0002.jpg", "lfw/Akhmed_Zakayev/Akhmed_Zakayev_0003.jpg")
+    old_templates = [old_engine.process((faces_root / p).read_bytes()) for p in several]
+    assert all(isinstance(a, FaceTemplate) for a in old_templates)
+    two = _two_templates(
+        store,
+        _record(store, "t1", 9),
+        *(cast(FaceTemplate, a).embedding for a in old_templates),
+    )
+    for number, (path, analysis) in enumerate(zip(several, old_templates, strict=True), start=1):
+        crop = encode_png(cast(FaceTemplate, analysis).aligned_crop)
+        if number == 1:
+            blobs.put(photo_key("t1", two.record_id), (faces_root / path).read_bytes(), "x")
+            blobs.put(crop_key("t1", two.record_id), crop, "image/png")
+        else:
+            blobs.put(template_photo_key("t1", two.record_id, number), (faces_root / path).read_bytes(), "x")
+            blobs.put(template_crop_key("t1", two.record_id, number), crop, "image/png")
     for name, value in {
         "FACE_DEDUP_MODEL_PACK": OLD,
         "FACE_DEDUP_MODELS_DIR": str(base_settings.models_dir),
@@ -521,11 +676,24 @@ def test_the_item_processor_on_real_photos_gives_the_new_packs_own_templates(
         done = migrate.handler(
             {"Items": items, "BatchInput": {"tenant": "t1", "target_pack": NEW}}, FakeContext()
         )
+        step = {"tenant": "t1", "source_pack": OLD, "target_pack": NEW}
+        kept = store.pack_templates(tenant="t1", model_pack=NEW)
+        assert migrate.switch(step, FakeContext())["records"] == 4
     finally:
         migrate._parts.cache_clear()
         migrate._engine.cache_clear()
-    assert done["migrated"] == 3 and done["failed"] == 0
-    kept = store.pack_templates(tenant="t1", model_pack=NEW)
+    assert done["migrated"] == 4 and done["failed"] == 0
+    fresh_two = [new_engine.process((faces_root / p).read_bytes()) for p in several]
+    made = centroid([cast(FaceTemplate, a).embedding for a in fresh_two])
+    after = store.get_record(two.record_id)
+    assert after is not None and after.model_pack == NEW and after.template_count == 2
+    assert float(after.embedding @ made) > 0.999  # the new pack's centroid of both photos
+    # not the old pack's carried over (the shipped packs are close: SFace, and SFace with flip)
+    assert float(after.embedding @ made) > float(two.embedding @ made) + 1e-3
+    both = store.record_templates(two.record_id)
+    assert [t.model_pack for t in both] == [NEW, NEW]
+    for template, fresh in zip(both, fresh_two, strict=True):
+        assert float(template.embedding @ cast(FaceTemplate, fresh).embedding) > 0.999
     for name, path in photos.items():
         fresh = new_engine.process((faces_root / path).read_bytes())
         assert isinstance(fresh, FaceTemplate)

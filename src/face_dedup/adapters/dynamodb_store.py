@@ -562,6 +562,48 @@ class DynamoRecordStore(RecordStore):
             return False
         return True
 
+    def put_pack_record_templates(
+        self, *, record_id: str, tenant: str, templates: list[Template], centroid: NDArray[np.float32]
+    ) -> bool:
+        """A migration's re-embedded templates of a several-template record (all of one other
+        pack) go into the record's `templates` list beside its own, and their centroid is the
+        record's template in that pack (`pack:<id>`); False when the record is gone, in another
+        tenant, already in that pack, or changed since it was read (a photo added meanwhile:
+        it is re-embedded on the next run)."""
+        if not templates:
+            raise ValueError("no templates")
+        pack = templates[0].model_pack
+        if any(t.model_pack != pack or t.record_id != record_id for t in templates):
+            raise ValueError("the templates are not all this record's, in one pack")
+        item = self._get(self._names.records, {"record_id": {"S": record_id}})
+        if item is None:
+            return False
+        kept = [t for t in item.get("templates", {}).get("L", []) if t["M"]["model_pack"]["S"] != pack]
+        update: dict[str, Any] = {
+            "TableName": self._names.records,
+            "Key": {"record_id": {"S": record_id}},
+            "UpdateExpression": "SET templates = :t, #p = :c",
+            "ConditionExpression": "attribute_exists(record_id) AND tenant = :tenant AND model_pack = :own "
+            "AND model_pack <> :pack AND embedding = :e AND "
+            "(template_count = :count OR (attribute_not_exists(template_count) AND :count = :one))",
+            "ExpressionAttributeNames": {"#p": pack_attribute(pack)},
+            "ExpressionAttributeValues": {
+                ":t": {"L": kept + [{"M": self._template_item(t)} for t in templates]},
+                ":c": {"B": np.asarray(centroid, dtype=np.float32).tobytes()},
+                ":tenant": {"S": tenant},
+                ":own": item["model_pack"],
+                ":pack": {"S": pack},
+                ":e": item["embedding"],
+                ":count": item.get("template_count", {"N": "1"}),
+                ":one": {"N": "1"},
+            },
+        }
+        try:
+            self._client.update_item(**update)
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
     @staticmethod
     def _template_item(template: Template) -> dict[str, Any]:
         return {
@@ -661,13 +703,14 @@ class DynamoRecordStore(RecordStore):
     def _pack_items(
         self, tenant: str, expression: str, model_pack: str, **values: Any
     ) -> Iterator[dict[str, Any]]:
+        names = {"ExpressionAttributeNames": {"#t": pack_attribute(model_pack)}} if "#t" in expression else {}
         yield from self._query(
             TableName=self._names.records,
             IndexName="by_tenant",
             KeyConditionExpression="tenant = :tenant",
             FilterExpression=expression,
-            ExpressionAttributeNames={"#t": pack_attribute(model_pack)},
             ExpressionAttributeValues={":tenant": {"S": tenant}, **values},
+            **names,
         )
 
     def pack_templates(self, *, tenant: str, model_pack: str) -> dict[str, Any]:
@@ -682,7 +725,8 @@ class DynamoRecordStore(RecordStore):
         self, *, tenant: str, model_pack: str, record_ids: Iterable[str]
     ) -> dict[str, int]:
         """Those of `record_ids` in the tenant, in another pack, without a `model_pack` template
-        (in the given order), each with how many templates the record holds."""
+        (in the given order), each with how many templates the record holds. A record of several
+        templates whose `model_pack` copy was not re-made from every one of them is missing too."""
         ids = list(dict.fromkeys(record_ids))
         attribute = pack_attribute(model_pack)
         missing: dict[str, int] = {}
@@ -691,21 +735,23 @@ class DynamoRecordStore(RecordStore):
                 self._names.records: {
                     "Keys": [{"record_id": {"S": i}} for i in ids[start : start + 100]],
                     "ConsistentRead": True,
-                    "ProjectionExpression": "record_id, tenant, model_pack, template_count, #t",
+                    "ProjectionExpression": "record_id, tenant, model_pack, template_count, templates, #t",
                     "ExpressionAttributeNames": {"#t": attribute},
                 }
             }
             while request:
                 response = self._client.batch_get_item(RequestItems=request)
                 for item in response["Responses"].get(self._names.records, []):
+                    count = _template_count(item)
                     if (
                         _str(item, "tenant") == tenant
                         and _str(item, "model_pack") != model_pack
-                        and attribute not in item
-                    ):
-                        missing[str(_str(item, "record_id"))] = int(
-                            item.get("template_count", {}).get("N", "1")
+                        and (
+                            attribute not in item
+                            or (count > 1 and _pack_template_count(item, model_pack) != count)
                         )
+                    ):
+                        missing[str(_str(item, "record_id"))] = count
                 request = response.get("UnprocessedKeys") or {}
         return {rid: missing[rid] for rid in ids if rid in missing}
 
@@ -714,67 +760,82 @@ class DynamoRecordStore(RecordStore):
         # is one conditional update per record: a record switches once (`model_pack = source`
         # is the condition), and an interrupted switch is finished by running it again. The
         # caller (face_dedup.migration) sees the half-switched state as `interrupted`.
-        # A record of several photos (record_templates) is not switched: its target template
-        # must be the target pack's centroid of all of them, which only the local migration
-        # makes; one kept before a photo was added would be stale.
-        missing = sum(
-            1
-            for _ in self._pack_items(
-                tenant,
-                "model_pack = :s AND (attribute_not_exists(#t) OR template_count > :one)",
-                target,
-                **{":s": {"S": source}, ":one": {"N": "1"}},
-            )
-        )
-        if missing:
+        # A record of several photos (record_templates) switches only when it holds the target
+        # pack's re-made template of every one of them (put_pack_record_templates, whose
+        # centroid is its `pack:<target>`); its template count becomes theirs, so the score
+        # offset of a several-template record stays right after the cut-over and a rollback.
+        attribute = pack_attribute(target)
+        items = list(self._pack_items(tenant, "model_pack = :s", target, **{":s": {"S": source}}))
+        ready = [(item, _pack_template_count(item, target)) for item in items if attribute in item]
+        missing = len(items) - len(ready)
+        stale = sum(1 for item, count in ready if count != _template_count(item) and count)
+        several = sum(1 for item, count in ready if _template_count(item) > 1 and not count)
+        if missing or stale or several:
             raise InvalidState(
-                f"{missing} record(s) of {source} have no {target} template yet "
-                "(or hold several templates, which the cloud migration does not re-make)"
+                f"{missing + stale + several} record(s) of {source} have no {target} template yet"
+                + (
+                    f" ({stale + several} of several templates not re-made from all their photos)"
+                    if stale or several
+                    else ""
+                )
             )
         switched = 0
-        for item in self._pack_items(
-            tenant, "model_pack = :s AND attribute_exists(#t)", target, **{":s": {"S": source}}
-        ):
+        for item, count in ready:
             try:
                 self._client.update_item(
                     TableName=self._names.records,
                     Key={"record_id": item["record_id"]},
                     # the record's own template goes beside it (rollback); the target's becomes its own
-                    UpdateExpression="SET model_pack = :target, embedding = :new, #o = :old REMOVE #t",
+                    UpdateExpression="SET model_pack = :target, embedding = :new, #o = :old, "
+                    "template_count = :n REMOVE #t",
                     # unchanged since it was read: a photo added meanwhile makes it wait
                     ConditionExpression=(
-                        "model_pack = :s AND #t = :new AND embedding = :old "
-                        "AND (attribute_not_exists(template_count) OR template_count = :one)"
+                        "model_pack = :s AND #t = :new AND embedding = :old AND (template_count = :count "
+                        "OR (attribute_not_exists(template_count) AND :count = :one))"
                     ),
-                    ExpressionAttributeNames={"#t": pack_attribute(target), "#o": pack_attribute(source)},
+                    ExpressionAttributeNames={"#t": attribute, "#o": pack_attribute(source)},
                     ExpressionAttributeValues={
                         ":target": {"S": target},
                         ":s": {"S": source},
-                        ":new": item[pack_attribute(target)],
+                        ":new": item[attribute],
                         ":old": item["embedding"],
+                        ":n": {"N": str(max(1, count))},
+                        ":count": {"N": str(_template_count(item))},
                         ":one": {"N": "1"},
                     },
                 )
                 switched += 1
             except self._client.exceptions.ConditionalCheckFailedException:
-                continue  # erased, or switched by a concurrent run: nothing to do for it
+                continue  # erased, changed or switched by a concurrent run: run the switch again
         self.append_audit(audit)
         return switched
 
     def drop_pack_templates(self, *, tenant: str, model_pack: str) -> int:
+        """Erase `model_pack`'s templates kept beside records of other packs: the `pack:<id>`
+        template and, for a record of several photos, that pack's entries in its list."""
         dropped = 0
-        for item in self._pack_items(tenant, "attribute_exists(#t)", model_pack):
+        for item in self._pack_items(tenant, "model_pack <> :p", model_pack, **{":p": {"S": model_pack}}):
+            listed = item.get("templates", {}).get("L", [])
+            kept = [t for t in listed if t["M"]["model_pack"]["S"] != model_pack]
+            if pack_attribute(model_pack) not in item and len(kept) == len(listed):
+                continue
             try:
                 self._client.update_item(
                     TableName=self._names.records,
                     Key={"record_id": item["record_id"]},
-                    UpdateExpression="REMOVE #t",
-                    ConditionExpression="attribute_exists(record_id)",
+                    UpdateExpression="SET templates = :t REMOVE #t",
+                    # unchanged since it was read: a photo added meanwhile changes the centroid
+                    ConditionExpression="attribute_exists(record_id) AND model_pack <> :p AND embedding = :e",
                     ExpressionAttributeNames={"#t": pack_attribute(model_pack)},
+                    ExpressionAttributeValues={
+                        ":t": {"L": kept},
+                        ":p": {"S": model_pack},
+                        ":e": item["embedding"],
+                    },
                 )
-                dropped += 1
+                dropped += pack_attribute(model_pack) in item
             except self._client.exceptions.ConditionalCheckFailedException:
-                continue  # erased meanwhile: the template went with it
+                continue  # erased, or a photo added: either took the other packs' templates
         return dropped
 
     # -- item mapping -----------------------------------------------------------------------
@@ -838,6 +899,15 @@ class DynamoRecordStore(RecordStore):
             candidates=candidates_from_json(str(_str(item, "candidates"))),
             measures=json.loads(str(_str(item, "measures"))),
         )
+
+
+def _template_count(item: dict[str, Any]) -> int:
+    return int(item.get("template_count", {}).get("N", "1"))
+
+
+def _pack_template_count(item: dict[str, Any], model_pack: str) -> int:
+    """How many of the record's listed templates are `model_pack`'s."""
+    return sum(1 for t in item.get("templates", {}).get("L", []) if t["M"]["model_pack"]["S"] == model_pack)
 
 
 def _json_default(value: object) -> object:
