@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -63,6 +64,19 @@ MAX_MEASURED_TEMPLATES = 5
 # Two templates this close come from the same photo (different photos of one person score
 # well below: the highest of the LFW development genuine pairs, different photos, is 0.966).
 SAME_PHOTO_SCORE = 0.9999
+
+
+# A capture date may be a local date ahead of UTC (up to +14:00), never later than that.
+CAPTURE_CLOCK_SKEW = timedelta(days=1)
+
+
+def _instant(value: str) -> datetime:
+    """An ISO 8601 date or time as an aware instant (a date or naive time is taken as UTC)."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise TemplateRefused("bad_capture_date", f"{value!r} is not an ISO 8601 date") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def score_offset(template_count: int) -> float:
@@ -151,6 +165,10 @@ def plan_addition(
         raise TemplateRefused("bad_source", "only the enrollment photo is an enrollment template")
     if not existing:
         raise TemplateRefused("no_templates", "the record holds no template to verify against")
+    if _instant(new.captured_at) > _instant(new.added_at) + CAPTURE_CLOCK_SKEW:
+        raise TemplateRefused(
+            "captured_in_future", f"the capture date {new.captured_at} is after today: check the date"
+        )
     if verify_score < verify_threshold:
         raise TemplateRefused(
             "no_verified_match",

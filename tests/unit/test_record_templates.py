@@ -113,6 +113,21 @@ def test_the_policy_refuses_below_the_quality_floor() -> None:
         _plan([enrolled], unmeasured)
 
 
+def test_a_capture_date_after_today_is_refused() -> None:
+    enrolled = template(1, TemplateSource.ENROLLMENT, vec(1, 0, 0))
+    later = template(2, TemplateSource.VERIFIED, vec(1, 0.1, 0))  # added 2026-01-02 (UTC)
+    for wrong in ("9999-12-31", "2026-01-04", "2026-01-03T12:00:00+00:00"):
+        with pytest.raises(TemplateRefused) as refused:
+            _plan([enrolled], replace(later, captured_at=wrong))
+        assert refused.value.reason == "captured_in_future", wrong
+    with pytest.raises(TemplateRefused) as refused:
+        _plan([enrolled], replace(later, captured_at="yesterday"))
+    assert refused.value.reason == "bad_capture_date"
+    # Earlier dates, and a local date a timezone ahead of UTC, are fine.
+    for fine in ("2019-05-01", "2026-01-02", "2026-01-02T23:30:00+14:00"):
+        _plan([enrolled], replace(later, captured_at=fine))
+
+
 def test_a_photo_must_match_the_enrollment_photo_not_only_the_centroid() -> None:
     """A lookalike's photo that once passed pulls the centroid towards its owner; their next
     photo matches that centroid but not the enrolled person: refused (no drift)."""
