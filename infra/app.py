@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
@@ -19,7 +20,7 @@ from face_dedup_infra.stack import FaceDedupStack
 
 
 def build_app(
-    outdir: str | None = None, context: dict[str, object] | None = None
+    outdir: str | None = None, context: Mapping[str, object] | None = None
 ) -> tuple[cdk.App, FaceDedupStack]:
     # cdk.json's context (options and feature flags) applies to every synth, the CLI's and a
     # plain `python app.py` or a test alike; explicit context overrides it.

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 from osmem_server import OsmemServer
 from PIL import Image
 
@@ -73,7 +74,7 @@ def service(base_settings: Settings, tmp_path: Path) -> Iterator[DedupService]:
     adapters.close()
 
 
-def encode(image: Image.Image | np.ndarray, fmt: str = "PNG", **params: object) -> bytes:
+def encode(image: Image.Image | NDArray[np.uint8], fmt: str = "PNG", **params: object) -> bytes:
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     buffer = io.BytesIO()

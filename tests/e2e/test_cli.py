@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -73,7 +74,7 @@ def make_batch(faces_root: Path, folder: Path) -> Path:
     return manifest
 
 
-def read_report(path: Path) -> dict[str, dict[str, object]]:
+def read_report(path: Path) -> dict[str, dict[str, Any]]:  # JSON lines: values of any JSON type
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     return {Path(str(line["source"])).name: line for line in lines}
 
@@ -136,8 +137,8 @@ def test_import_review_decide_erase(base_settings: Settings, faces_root: Path, t
         k: v["record_id"] for k, v in report.items()
     }
 
-    cases = json.loads(cli(base_settings, "cases", "list", "--data-dir", data, "--json").stdout)
-    assert {c["case_id"] for c in cases} == {
+    listed = json.loads(cli(base_settings, "cases", "list", "--data-dir", data, "--json").stdout)
+    assert {c["case_id"] for c in listed} == {
         report["scan-004.jpg"]["case_id"],
         report["scan-005.jpg"]["case_id"],
     }
@@ -364,11 +365,11 @@ def test_calibrate_with_pairs_and_labels(base_settings: Settings, faces_root: Pa
     people = sorted((faces_root / "lfw").iterdir())[:80]
     labels = tmp_path / "labels.csv"
     with labels.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "identity"])
+        labelled = csv.writer(handle)
+        labelled.writerow(["file", "identity"])
         for person in people:
             for photo in sorted(person.iterdir())[:3]:
-                writer.writerow([photo.relative_to(faces_root).as_posix(), person.name])
+                labelled.writerow([photo.relative_to(faces_root).as_posix(), person.name])
     report = json.loads(
         cli(
             base_settings,

@@ -340,7 +340,7 @@ def record_calls(
 
 def drain(cloud: dict[str, Any]) -> list[dict[str, Any]]:
     """Deliver the queued S3 events to the real ingest handler, as the SQS event source does."""
-    bodies = []
+    bodies: list[dict[str, Any]] = []
     while True:
         messages = cloud["sqs"].receive_message(QueueUrl=cloud["ingest_queue"], MaxNumberOfMessages=10)
         batch = messages.get("Messages", [])
@@ -403,7 +403,9 @@ def deliver_notifications(cloud: dict[str, Any]) -> dict[str, Any]:
 def wait_for_executions(cloud: dict[str, Any], expected: int, timeout: float = 90) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        executions = cloud["sfn"].list_executions(stateMachineArn=cloud["machine"])["executions"]
+        executions: list[dict[str, Any]] = cloud["sfn"].list_executions(stateMachineArn=cloud["machine"])[
+            "executions"
+        ]
         if len(executions) >= expected and all(e["status"] != "RUNNING" for e in executions):
             return executions
         time.sleep(0.2)

@@ -271,7 +271,7 @@ def _grant_write(t: dict[str, Any]) -> None:
     }
 
 
-FAULTS: dict[str, Callable[[dict[str, Any]], None]] = {
+FAULTS: dict[str, Callable[[dict[str, Any]], object]] = {  # each edits the template in place
     "no secret permission": _drop_action("secretsmanager:GetSecretValue"),
     "no mq:DescribeBroker": _drop_action("mq:DescribeBroker"),
     "no ec2:DescribeVpcs": _drop_action("ec2:DescribeVpcs"),

@@ -42,7 +42,7 @@ def test_a_rewritten_or_removed_entry_is_counted_not_archived(
         invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:audit-archive"
         aws_request_id = "r"
 
-    result = archive_handler.handler({"Records": records}, Context())  # type: ignore[arg-type]
+    result = archive_handler.handler({"Records": records}, Context())
     assert result == {"batchItemFailures": []}
     assert archived == []  # the archive keeps the original: nothing overwrites it
     out = capsys.readouterr().out

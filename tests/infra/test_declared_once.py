@@ -64,9 +64,10 @@ def test_the_adapter_and_the_construct_share_one_schema() -> None:
     from face_dedup.adapters import dynamodb_store
     from face_dedup_infra.constructs import tables
 
-    assert dynamodb_store.TABLES is table_schema.TABLES is tables.TABLES
+    construct = vars(tables)  # the names the construct module uses (imported, not re-exported)
+    assert dynamodb_store.TABLES is table_schema.TABLES is construct["TABLES"]
     assert dynamodb_store.TableNames is table_schema.TableNames
-    assert tables.STAGED_TTL_ATTRIBUTE == dynamodb_store.STAGED_TTL_ATTRIBUTE
+    assert construct["STAGED_TTL_ATTRIBUTE"] == dynamodb_store.STAGED_TTL_ATTRIBUTE
     assert set(table_schema.TABLES) == set(table_schema.ROLES)
     # every table role is a setting the stack can fill with CloudFormation's name
     assert {f"table_{role}" for role in table_schema.ROLES} <= set(Settings.__dataclass_fields__)

@@ -72,7 +72,9 @@ def _listed(value: Any) -> list[Any]:
 
 
 def _logical(prefix: str, template: dict[str, Any], kinds: tuple[str, ...]) -> str:
-    found = [k for k, v in template["Resources"].items() if k.startswith(prefix) and v["Type"] in kinds]
+    found: list[str] = [
+        k for k, v in template["Resources"].items() if k.startswith(prefix) and v["Type"] in kinds
+    ]
     assert len(found) == 1, (prefix, found)
     return found[0]
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from face_dedup import calibration as cal
 from face_dedup.bootstrap import load_tail
@@ -26,7 +27,7 @@ FIVE_FOLD_FLOOR = 0.990
 TAR_AT_1E3_FLOOR = 0.975
 
 
-def embed_all(engine: FaceEngine, root: Path, files: list[str]) -> dict[str, np.ndarray]:
+def embed_all(engine: FaceEngine, root: Path, files: list[str]) -> dict[str, NDArray[np.float32]]:
     with ThreadPoolExecutor(2) as pool:
         results = dict(
             zip(files, pool.map(lambda f: engine.process((root / f).read_bytes()), files), strict=True)
@@ -34,7 +35,7 @@ def embed_all(engine: FaceEngine, root: Path, files: list[str]) -> dict[str, np.
     return {f: r.embedding for f, r in results.items() if isinstance(r, FaceTemplate)}
 
 
-def pair_scores(vectors: dict[str, np.ndarray], rows: list[dict[str, str]]) -> np.ndarray:
+def pair_scores(vectors: dict[str, NDArray[np.float32]], rows: list[dict[str, str]]) -> NDArray[np.float64]:
     """A pair with an unusable photo scores -1: it counts against accuracy."""
     return np.array(
         [

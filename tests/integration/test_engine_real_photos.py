@@ -193,7 +193,7 @@ def test_bad_input_corpus_gets_typed_outcomes_never_crashes(engine: FaceEngine, 
     assert outcomes["wrong_extension_png_bytes"] == "template"  # bytes decide, not names
     assert outcomes["gzip"] is Reason.UNSUPPORTED_FORMAT
     assert outcomes["html"] is Reason.UNSUPPORTED_FORMAT
-    assert outcomes["bit_flipped"] == "template" or outcomes["bit_flipped"] in Reason
+    assert outcomes["bit_flipped"] == "template" or isinstance(outcomes["bit_flipped"], Reason)
 
 
 def test_big_multi_megapixel_photo_reports_eye_distance_in_original_pixels(

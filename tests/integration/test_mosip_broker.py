@@ -59,11 +59,14 @@ class Mosip:
         self.conn.connect(wait=True)
         self.conn.subscribe("/queue/" + queues.response_queue, id="replies", ack="auto")
 
-    def send(self, body: dict[str, Any], *, as_bytes: bool = False, **extra: str) -> str:
+    def send(
+        self, body: dict[str, Any], *, as_bytes: bool = False, extra: dict[str, str] | None = None
+    ) -> str:
+        """`extra`: more STOMP headers (names such as correlation-id are not Python names)."""
         payload = json.dumps(body).encode()
         headers = {
             "persistent": "true",
-            **extra,
+            **(extra or {}),
             **({"content-length": str(len(payload))} if as_bytes else {}),
         }
         self.conn.send("/queue/" + self.queues.request_queue, payload, headers=headers)
@@ -122,7 +125,7 @@ def test_every_operation_over_the_broker_identify_after_queued_inserts(
     mosip, consumer, share = setup
     # Everything is queued before the ABIS starts: the identify must see the inserts before it.
     sent = [
-        mosip.send(request("ping"), **{"correlation-id": "corr-7"}),
+        mosip.send(request("ping"), extra={"correlation-id": "corr-7"}),
         mosip.send(
             request("insert", referenceId="a1", referenceURL=share.share(cbeff_from_photo(faces_root / A1)))
         ),

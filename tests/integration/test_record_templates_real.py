@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from face_dedup import migration
 from face_dedup.add_template import add_photo
@@ -42,7 +43,7 @@ def _people(faces_root: Path, wanted: int) -> list[list[Path]]:
     return found
 
 
-def _embedding(service: DedupService, photo: Path) -> np.ndarray:
+def _embedding(service: DedupService, photo: Path) -> NDArray[np.float32]:
     result = service.analyze(photo.read_bytes())
     assert isinstance(result, FaceTemplate), photo.name
     return result.embedding
@@ -156,6 +157,7 @@ def test_migration_re_embeds_every_template(
             remade, (crop_key("default", record_id), template_crop_key("default", record_id, 2)), strict=True
         ):
             bgr = cv2.imdecode(np.frombuffer(service.blobs.get(key), np.uint8), cv2.IMREAD_COLOR)
+            assert bgr is not None, key
             crop = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
             assert float(np.dot(t.embedding, new_engine.embed(crop))) > 0.9999
         expected = centroid([t.embedding for t in remade])

@@ -29,8 +29,9 @@ from face_dedup.ports import Hit, IndexEntry, VectorIndex
 class _Graph:
     def __init__(self, dim: int, method: IndexMethod) -> None:
         self.dim = dim
-        self.index = faiss.IndexHNSWFlat(dim, method.m, faiss.METRIC_INNER_PRODUCT)
-        self.index.hnsw.efConstruction = method.ef_construction
+        graph = faiss.IndexHNSWFlat(dim, method.m, faiss.METRIC_INNER_PRODUCT)
+        graph.hnsw.efConstruction = method.ef_construction
+        self.index: faiss.Index = graph  # or one read back by deserialize_index
         self.vectors: list[NDArray[np.float32]] = []
         self.ids: list[str] = []
         self.live: dict[str, int] = {}  # record id -> its current row
@@ -95,7 +96,8 @@ class FaissHnswIndex(VectorIndex):
             return []
         pool = k * self._method.oversample
         rows = np.fromiter(graph.live.values(), dtype=np.int64)
-        params = faiss.SearchParametersHNSW(
+        # faiss's bundled stubs lack SearchParametersHNSW (in the library since 1.7.3)
+        params = faiss.SearchParametersHNSW(  # type: ignore[attr-defined]
             sel=faiss.IDSelectorBatch(rows), efSearch=max(self._method.ef_search, pool)
         )
         _, found = graph.index.search(query[None, :], pool, params=params)

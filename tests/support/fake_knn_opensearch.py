@@ -29,7 +29,7 @@ def _inner_product_score(ip: float) -> float:
     return 1.0 + ip if ip >= 0 else 1.0 / (1.0 - ip)
 
 
-class FakeKnnOpenSearch(OpenSearch):  # type: ignore[misc]
+class FakeKnnOpenSearch(OpenSearch):
     def search(self, body: Any = None, index: Any = None, **kwargs: Any) -> Any:
         query = (body or {}).get("query", {})
         if "knn" in query:

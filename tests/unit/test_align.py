@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.typing import NDArray
 
 from face_dedup.models.registry import ARCFACE_112_TEMPLATE
 from face_dedup.vision.align import fit_similarity
@@ -10,10 +11,12 @@ from face_dedup.vision.align import fit_similarity
 TEMPLATE = np.asarray(ARCFACE_112_TEMPLATE)
 
 
-def transform(points: np.ndarray, scale: float, degrees: float, shift: tuple[float, float]) -> np.ndarray:
+def transform(
+    points: NDArray[np.float64], scale: float, degrees: float, shift: tuple[float, float]
+) -> NDArray[np.float64]:
     angle = math.radians(degrees)
     rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-    return (scale * (rotation @ points.T)).T + np.asarray(shift)
+    return np.asarray((scale * (rotation @ points.T)).T + np.asarray(shift), dtype=np.float64)
 
 
 def test_exact_template_fits_with_identity() -> None:

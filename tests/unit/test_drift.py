@@ -54,11 +54,17 @@ def _counts(items: list[ImportItem]) -> dict[tuple[str, str], int]:
 
 
 def _sites(rng: np.random.Generator, n: int, shifted: dict[str, float] | None = None) -> list[ImportItem]:
-    """n inputs from three sites; `shifted` applies to site 3 only (a new camera there)."""
+    """n inputs from three sites; `shifted` applies to site 3 only (a new camera there): its
+    `dark` and `scale` factors."""
+    shift = shifted or {}
+    assert set(shift) <= {"dark", "scale"}, shift
     items = []
     for i in range(n):
         site = i % 3
-        items.append(_item(rng, **(shifted or {})) if site == 2 else _item(rng))
+        if site == 2:
+            items.append(_item(rng, dark=shift.get("dark", 1.0), scale=shift.get("scale", 1.0)))
+        else:
+            items.append(_item(rng))
     return items
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from face_dedup import fairness as fx
 
@@ -22,7 +23,7 @@ def _population(
     shared: dict[str, float] | None = None,
     reject: dict[str, float] | None = None,
     seed: int = 0,
-) -> tuple[np.ndarray, fx.Labelled]:
+) -> tuple[NDArray[np.float32], fx.Labelled]:
     """`groups`: people per group. `noise`: spread of a person's photos around their face
     (more: lower genuine scores, more false non-matches). `shared`: a direction all faces of the
     group share (more: higher scores between different people, more false matches). `reject`:
@@ -47,7 +48,7 @@ def _population(
     return np.asarray(vectors, dtype=np.float32), data
 
 
-def _pairs(embeddings: np.ndarray, data: fx.Labelled, seed: int = 1) -> dict[str, Any]:
+def _pairs(embeddings: NDArray[np.float32], data: fx.Labelled, seed: int = 1) -> dict[str, Any]:
     resampler = fx.Resampler(data.person_strata(), RESAMPLES, seed)
     counts = fx.pair_counts(embeddings, data, THRESHOLD)
     return fx.rates_at_threshold(counts, data, resampler, THRESHOLD)
@@ -124,7 +125,7 @@ def test_failure_to_enroll_per_group_and_reason() -> None:
 def test_rejected_photos_are_left_out_of_pair_rates() -> None:
     embeddings, data = _population({"A": 50}, reject={"A": 0.3}, seed=7)
     counts = fx.pair_counts(embeddings, data, THRESHOLD)
-    usable_people = {}
+    usable_people: dict[str, int] = {}
     for p, ok in zip(data.person, data.usable, strict=True):
         usable_people[p] = usable_people.get(p, 0) + int(ok)
     assert len(counts.genuine_score) == sum(n * (n - 1) // 2 for n in usable_people.values())
@@ -177,7 +178,9 @@ def test_dedup_recall_and_false_alarms_per_group() -> None:
 
 def test_case_outcomes_per_group() -> None:
     rng = np.random.default_rng(4)
-    groups, decisions, overturned = [], [], []
+    groups: list[str] = []
+    decisions: list[str | None] = []
+    overturned: list[bool] = []
     for name, cannot_tell in (("A", 0.05), ("B", 0.4)):
         for _ in range(200):
             decision = "cannot_tell" if rng.random() < cannot_tell else "same_person"

@@ -38,7 +38,7 @@ class RecordingKnnOpenSearch(FakeKnnOpenSearch):
 
 def unit(rng: np.random.Generator, n: int) -> NDArray[np.float32]:
     rows = rng.standard_normal((n, DIM)).astype(np.float32)
-    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+    return np.asarray(rows / np.linalg.norm(rows, axis=1, keepdims=True), dtype=np.float32)
 
 
 @pytest.fixture

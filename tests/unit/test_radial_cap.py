@@ -3,18 +3,21 @@ is escalated to a case that says so, on the service's real decision path."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import NDArray
 
 from face_dedup.domain import ImportItem, Outcome, Record, RecordStatus, StagedInput, utc_now
 from face_dedup.ports import EnrollmentCommit, IndexEntry
 from face_dedup.service import DedupService
 
 
-def _unit(vector: np.ndarray) -> np.ndarray:
+def _unit(vector: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
     return (vector / np.linalg.norm(vector)).astype(np.float32)
 
 
-def _enroll(service: DedupService, record_id: str, vector: np.ndarray) -> None:
+def _enroll(service: DedupService, record_id: str, vector: NDArray[np.float32]) -> None:
     now = utc_now()
     record = Record(
         record_id,
@@ -41,7 +44,7 @@ def _enroll(service: DedupService, record_id: str, vector: np.ndarray) -> None:
     service.index.add([IndexEntry(record_id, service.tenant, service.model_pack, vector)])
 
 
-def _staged(service: DedupService, vector: np.ndarray) -> StagedInput:
+def _staged(service: DedupService, vector: NDArray[np.float32]) -> StagedInput:
     return StagedInput(
         "probe-key", "probe", service.tenant, service.model_pack, "/in/probe.jpg", None, "1" * 64, vector
     )

@@ -35,7 +35,7 @@ def event(action: str = "x") -> AuditEvent:
 
 
 def record(record_id: str, status: RecordStatus = RecordStatus.ENROLLED) -> Record:
-    vector = np.ones(4, dtype=np.float32) / 2
+    vector = np.full(4, 0.5, dtype=np.float32)
     return Record(
         record_id,
         "t1",

@@ -14,7 +14,8 @@ from face_dedup.ports import VectorIndex
 from tests.unit.test_vector_index_contract import *  # noqa: F403 - the same tests, this adapter
 
 
-@pytest.fixture
+# replaces the star-imported fixture of the same name: that is the point of this module
+@pytest.fixture  # type: ignore[no-redef]
 def make_index(tmp_path: Path) -> Iterator[Callable[[], VectorIndex]]:
     opened: list[VectorIndex] = []
 

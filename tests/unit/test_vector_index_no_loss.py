@@ -10,9 +10,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from face_dedup.adapters import compact_scan
 from face_dedup.adapters.embedded_index import ExactVectorIndex
@@ -55,11 +57,13 @@ def make_index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
         index.close()
 
 
-def unit(v: np.ndarray) -> np.ndarray:
+def unit(v: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
     return (v / np.linalg.norm(v)).astype(np.float32)
 
 
-def at_score(query: np.ndarray, score: float, rng: np.random.Generator, half_steps: bool) -> np.ndarray:
+def at_score(
+    query: NDArray[np.float32], score: float, rng: np.random.Generator, half_steps: bool
+) -> NDArray[np.float32]:
     """A unit vector whose cosine with `query` is `score` (to float32 rounding). With
     `half_steps`, its components sit near the middle between two int8 codes (step 1/256), where
     rounding moves them most."""
@@ -73,9 +77,9 @@ def at_score(query: np.ndarray, score: float, rng: np.random.Generator, half_ste
     return unit(vector)
 
 
-def planted(query: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+def planted(query: NDArray[np.float32], seed: int) -> dict[str, NDArray[np.float32]]:
     rng = np.random.default_rng(seed)
-    vectors: dict[str, np.ndarray] = {}
+    vectors: dict[str, NDArray[np.float32]] = {}
     for delta in (1e-5, 1e-4, 1e-3, 5e-3, 2e-2):
         for side, sign in (("above", 1), ("below", -1)):
             for copy in range(10):
@@ -91,7 +95,7 @@ def planted(query: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     return vectors
 
 
-def brute(vectors: dict[str, np.ndarray], query: np.ndarray, threshold: float) -> set[str]:
+def brute(vectors: dict[str, NDArray[np.float32]], query: NDArray[np.float32], threshold: float) -> set[str]:
     names = list(vectors)
     scores = np.stack([vectors[n] for n in names]) @ query
     return {n for n, s in zip(names, scores, strict=True) if s >= threshold}
