@@ -166,3 +166,18 @@ def test_answers_fall_back_to_the_scan_when_they_cannot_be_sure() -> None:
     assert answers.answer(vectors[1], tenant="u", model_pack="p", k=5, min_score=0.5) is None
     answers.changed_elsewhere()
     assert answers.answer(vectors[1], tenant="t", model_pack="p", k=5, min_score=0.5) is None
+
+
+def test_bulk_import_refuses_a_registry_on_another_index(tmp_path: Path, fake: FakeFaceAnalyzer) -> None:
+    """The precomputed answers live in the embedded index; on any other, a typed refusal that
+    imports nothing (the CLI prints it as one line)."""
+    from face_dedup.bulk import BulkNotSupported
+    from tests.support.faiss_index import FaissHnswIndex
+
+    _photos(tmp_path / "photos", fake, people=3)
+    service, adapters = build_service(_settings(tmp_path / "bulk"), analyzer=fake)
+    service.index = FaissHnswIndex(tmp_path / "index.faiss")
+    with pytest.raises(BulkNotSupported, match="embedded index"):
+        run_bulk_import(service, collect_inputs(tmp_path / "photos"))
+    assert adapters.store.count_templates(tenant=service.tenant, model_pack=service.model_pack) == 0
+    adapters.close()
