@@ -143,8 +143,11 @@ class Workload:
             raise ValueError("daily enrollments must not be negative")
         if not 0 <= self.duplicate_share < 1:
             raise ValueError("the duplicate share must be in [0, 1)")
-        if self.minutes_per_case <= 0 or self.officer_hours_per_day <= 0:
-            raise ValueError("minutes per case and officer hours per day must be positive")
+        # `not 0 < x`: NaN fails it too (it would reach --json as NaN, which is not JSON).
+        if not 0 < self.minutes_per_case <= 24 * 60 or not 0 < self.officer_hours_per_day <= 24:
+            raise ValueError(
+                "minutes per case (at most a day) and officer hours per day (at most 24) must be positive"
+            )
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,9 @@ def test_bad_inputs_are_refused() -> None:
         planner.plan(TAIL, GENUINE, [10], WORK, target_fpir=0.01, thresholds=[1.2])
     with pytest.raises(ValueError, match="duplicate share"):
         planner.Workload(10, 1.0, 5, 6)
+    for minutes, hours in ((float("nan"), 6), (float("inf"), 6), (5, float("nan")), (5, 25), (0, 6)):
+        with pytest.raises(ValueError, match="minutes per case"):  # NaN would reach --json as NaN
+            planner.Workload(10, 0.02, minutes, hours)
     with pytest.raises(ValueError, match="too few"):
         curve([0.5] * 3)
 
