@@ -119,6 +119,8 @@ def test_a_pack_without_calibration_serves_no_decision(
         ({"alignment_template": [[1, 2]] * 4}, "alignment_template"),
         ({"id": "yunet-sface-v1"}, "id"),
         ({"id": "../escape"}, "id"),
+        ({"id": "my-sface\n"}, "id"),  # `$` alone lets a trailing newline through
+        ({"embedder": {"file": "sface.onnx\n", "sha256": "0" * 64}}, "embedder.file"),
         ({"license": None}, "license"),
         ({"licence": "typo"}, "licence"),
         ({"flip_average": "yes"}, "flip_average"),

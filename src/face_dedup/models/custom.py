@@ -102,11 +102,11 @@ def _file(folder: Path, raw: Any, role: str) -> tuple[ModelFile, Path]:
     if not isinstance(raw, dict) or set(raw) - {"file", "sha256"}:
         raise PackManifestError(role, 'must be {"file": NAME, "sha256": HEX}')
     name, digest = raw.get("file"), raw.get("sha256")
-    if not isinstance(name, str) or not _FILE.match(name):
+    if not isinstance(name, str) or not _FILE.fullmatch(name):
         raise PackManifestError(
             f"{role}.file", "must be a plain .onnx file name in the manifest's folder (no path, no '..')"
         )
-    if not isinstance(digest, str) or not _SHA.match(digest):
+    if not isinstance(digest, str) or not _SHA.fullmatch(digest):
         raise PackManifestError(f"{role}.sha256", "must be 64 lower-case hex digits")
     path = folder / name
     if path.is_symlink() or not path.is_file():
@@ -138,7 +138,7 @@ def read_manifest(manifest_path: Path) -> PackManifest:
     if unknown:
         raise PackManifestError(unknown[0][:40], "unknown field (a typo would be silently ignored)")
     pack_id = _text(raw, "id", 63)
-    if not _ID.match(pack_id):
+    if not _ID.fullmatch(pack_id):  # fullmatch: `$` would let a trailing newline through
         raise PackManifestError("id", "3-63 characters: lower-case letters, digits, '.' and '-'")
     if pack_id in PACKS:
         raise PackManifestError("id", f"{pack_id} is a shipped pack: choose another id")
@@ -234,7 +234,7 @@ def custom_dir(models_dir: Path, pack_id: str) -> Path:
 
 def load_custom_pack(models_dir: Path, pack_id: str) -> ModelPack | None:
     """An added pack from the cache (its manifest re-validated, its files re-hashed), or None."""
-    if not _ID.match(pack_id):
+    if not _ID.fullmatch(pack_id):  # fullmatch: `$` would let a trailing newline through
         return None
     folder = custom_dir(models_dir, pack_id)
     if not (folder / MANIFEST_NAME).is_file():
