@@ -62,10 +62,12 @@ class _Source:
     scale: float
 
 
-# Selfie path: below this eye distance on the small copy the full path decides (small faces
-# need the detector's full working size); the crop for the landmark refinement reaches this
-# many box sizes from the face centre, and is detected at most this large; the crop is cut
-# from an image where the eyes are at least this many template eye distances apart.
+# Selfie path: below this eye distance in the detector's small working copy the full path
+# decides. Small faces need the full working size, and so do rivals: a face 0.6x the
+# subject's (MULTIPLE_FACES) must still have eyes >= 12 px apart there to be found. The crop
+# for the landmark refinement reaches this many box sizes from the face centre, and is
+# detected at most this large; it is cut from an image where the eyes are at least this many
+# template eye distances apart.
 _REDUCED_MIN_EYE_PX = 20.0
 _REFINE_MARGIN = 1.0
 _REFINE_SIDE = 200
@@ -130,7 +132,8 @@ class FaceEngine(FaceAnalyzer):
         if small.scale >= 1.0:
             return None
         candidate, faces_upright = self._find_subject(small.rgb, max_side=self._limits.selfie_long_side)
-        if candidate is None or candidate.face.inter_eye_px < _REDUCED_MIN_EYE_PX:
+        detector_scale = min(1.0, self._limits.selfie_long_side / max(small.rgb.shape[:2]))
+        if candidate is None or candidate.face.inter_eye_px * detector_scale < _REDUCED_MIN_EYE_PX:
             return None
         return self._judge(small, candidate, faces_upright, lambda c: self._refine(data, small, c))
 
