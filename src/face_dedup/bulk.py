@@ -19,8 +19,9 @@ What "one by one in order" means, and how it is kept:
 - Scores are rescored per pair (one float32 dot product each), so the decisions see the
   index's numbers to float32 rounding (~1e-7; the index's own two scans differ by as much).
 
-Photos are analysed in parallel (as `run_import` does) one chunk ahead; each chunk is joined
-against every earlier template in tiles (memory: the templates, 512 bytes each, plus one tile
+Photos are analysed in parallel (as `run_import` does), a window ahead; each chunk (4,096
+photos, fewer when their files exceed 256 MB together) is joined against every earlier
+template in tiles (memory: the templates, 512 bytes each, plus one tile
 of scores), then registered. An interrupted run resumes like an import: photos already
 registered are recognised by their idempotency key and are in the registry the join starts from.
 """
@@ -47,7 +48,8 @@ from face_dedup.service import SYSTEM_ACTOR, DedupService
 from face_dedup.vision.pipeline import FaceTemplate
 
 TILE = 2048  # columns per matrix product: CHUNK x TILE float32 scores (32 MB) at a time
-CHUNK = 4096  # photos analysed, joined and registered together
+CHUNK = 4096  # photos analysed, joined and registered together, at most
+HELD_BYTES = 256 << 20  # ... and fewer when their files hold more than this (phone photos: ~60)
 _SLACK = 1e-4  # the tiles' float32 products round differently from the rescoring (< 1e-5)
 Coded = tuple[NDArray[np.uint8], NDArray[np.bool_], float]  # compact_scan.encode's codes, outliers, error
 
@@ -60,6 +62,7 @@ def join_block(
     tile: int = TILE,
     *,
     coded: Coded | None = None,
+    transposed: dict[int, NDArray[np.uint8]] | None = None,
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
     """Every pair (i, j) with start <= i < stop and j <= i whose float32 score is >= `threshold`
     (less `_SLACK`): query rows i, earlier rows j, sorted by (i, j), with that score.
@@ -67,7 +70,9 @@ def join_block(
     With `coded` (the rows' int8 codes, compact_scan.py), the tiles are exact integer products
     of the codes (about 4x less CPU than float32 here) and every pair within the derived
     quantisation margin of the threshold is rescored in float32; pairs with an outlier row
-    (which int8 cannot hold) are computed in float32 outright. Without, float32 tiles."""
+    (which int8 cannot hold) are computed in float32 outright. Without, float32 tiles.
+    `transposed` keeps the transposed codes of whole tiles before `start` between calls (rows
+    are only ever appended, so they do not change): each is copied once, not once per chunk."""
     queries = rows[start:stop]
     found_i: list[NDArray[np.int64]] = []
     found_j: list[NDArray[np.int64]] = []
@@ -87,7 +92,12 @@ def join_block(
         left = codes[start:stop]
         for first in range(0, stop, tile):
             last = min(first + tile, stop)
-            products = compact_scan.code_products(left, np.ascontiguousarray(codes[first:last].T))
+            right = None if transposed is None else transposed.get(first)
+            if right is None:
+                right = np.ascontiguousarray(codes[first:last].T)
+                if transposed is not None and last - first == tile and last <= start:
+                    transposed[first] = right
+            products = compact_scan.code_products(left, right)
             flat = np.flatnonzero(products >= floor)
             found_i.append(flat // (last - first) + start)
             found_j.append(flat % (last - first) + first)
@@ -125,6 +135,7 @@ class JoinAnswers:
         self._codes = np.empty((0, dim), dtype=np.uint8)
         self._outlier = np.empty(0, dtype=np.bool_)
         self._err_max = 0.0
+        self._transposed: dict[int, NDArray[np.uint8]] = {}  # join_block's cache
         self._row_of_id: dict[str, int] = {rid: row for row, rid in enumerate(ids)}  # in the index now
         self._id_of_row: dict[int, str] = dict(enumerate(ids))
         self._pairs: dict[int, tuple[NDArray[np.int64], NDArray[np.float32]]] = {}
@@ -156,7 +167,9 @@ class JoinAnswers:
         self.threshold = threshold
         self._encode()
         coded = (self._codes[: self._size], self._outlier[: self._size], self._err_max)
-        i, j, scores = join_block(self._rows[: self._size], start, self._size, threshold, coded=coded)
+        i, j, scores = join_block(
+            self._rows[: self._size], start, self._size, threshold, coded=coded, transposed=self._transposed
+        )
         bounds = np.searchsorted(i, np.arange(start, self._size + 1))
         self._pairs = {
             start + n: (j[bounds[n] : bounds[n + 1]], scores[bounds[n] : bounds[n + 1]])
@@ -241,6 +254,7 @@ def run_bulk_import(
     workers: int = 1,
     on_progress: Callable[[ReportLine], None] | None = None,
     chunk: int = CHUNK,
+    held_bytes: int = HELD_BYTES,
     actor: str = SYSTEM_ACTOR,
 ) -> tuple[ImportSummary, JoinAnswers]:
     """As importer.run_import (same report lines, same outcomes), with the searches answered by
@@ -259,11 +273,14 @@ def run_bulk_import(
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="analyse") as pool:
             batch: list[_Pending] = []
-            for pending in _prepare(service, inputs, pool, 2 * chunk):  # the next chunk is analysed meanwhile
+            held = 0  # bytes of the photos in `batch` (kept until registered: the photo store)
+            # A window of photos is read and analysed ahead, as in run_import (bounded memory).
+            for pending in _prepare(service, inputs, pool, max(64, 8 * max(1, workers))):
                 batch.append(pending)
-                if len(batch) == chunk:
+                held += len(pending.data or b"")
+                if len(batch) == chunk or held >= held_bytes:
                     _register_chunk(service, answers, batch, summary, handle, on_progress, actor)
-                    batch = []
+                    batch, held = [], 0
             _register_chunk(service, answers, batch, summary, handle, on_progress, actor)
     finally:
         index.answering(None)

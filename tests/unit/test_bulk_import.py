@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from face_dedup.adapters import compact_scan
 from face_dedup.bootstrap import build_service
@@ -109,7 +110,8 @@ def test_bulk_import_onto_a_registry_that_has_faces_already(tmp_path: Path, fake
 
     service, adapters = build_service(_settings(tmp_path / "bulk"), analyzer=fake)
     run_import(service, inputs[:half], report=tmp_path / "first.jsonl")
-    run_bulk_import(service, inputs[half:], report=tmp_path / "second.jsonl", chunk=10)
+    # chunks closed by bytes held (a few photos each), not by count
+    run_bulk_import(service, inputs[half:], report=tmp_path / "second.jsonl", chunk=1000, held_bytes=40)
     again, _ = run_bulk_import(service, inputs[half:], chunk=10)
     adapters.close()
 
@@ -152,6 +154,14 @@ def test_join_block_finds_every_pair_above_the_threshold_and_only_earlier_ones(c
     assert np.allclose(scores, np.einsum("ij,ij->i", data[i], data[j]), atol=1e-6)
     assert sum(1 for a, b in expected if 400 <= a < 520 and b == a - 400) >= 55  # the planted above
     assert (450, 10) in expected  # an outlier pair
+    if codes is not None:  # chunk by chunk, with the transposed tiles kept between calls
+        cache: dict[int, NDArray[np.uint8]] = {}
+        parts = [
+            join_block(data, a, b, threshold, tile=64, coded=codes, transposed=cache)
+            for a, b in ((0, 300), (300, 900))
+        ]
+        assert cache and all(first + 64 <= 300 for first in cache)
+        assert np.array_equal(parts[1][0], i) and np.array_equal(parts[1][1], j)
 
 
 def test_answers_fall_back_to_the_scan_when_they_cannot_be_sure() -> None:
