@@ -34,6 +34,8 @@ HANDLERS = {
     "migrate": ("functions.migrate.handler", "handler"),
     "migrate.switch": ("functions.migrate.handler", "switch"),
     "migrate.finish": ("functions.migrate.handler", "finish"),
+    "migrate.shadow": ("functions.migrate.handler", "shadow"),
+    "migrate.report": ("functions.migrate.handler", "report"),
 }
 
 

@@ -13,6 +13,13 @@ Refused, changing nothing, while a record lacks a target template.
 
 `finish` (invoked directly, once the migration is final): {"tenant", "pack"} -> the old pack's
 templates kept beside the records are erased.
+
+`shadow` (shadow mode, while the deployment declares a shadow pack): {"tenant", "decision": the
+search step's output} -> the same input searched in the shadow pack, deciding nothing; whether
+the packs agree is audited (face_dedup.cloud_shadow; record ids only).
+
+`report` (invoked directly): {"tenant", "shadow_pack"} -> the migration's progress and the
+shadow's comparisons and disagreements, as `face-dedup migrate status` reports them locally.
 """
 
 from __future__ import annotations
@@ -26,13 +33,18 @@ from typing import Any
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from face_dedup import wiring
 from face_dedup.adapters.aws_errors import is_transient
 from face_dedup.bootstrap import FunctionParts, build_engine, build_function
 from face_dedup.cloud_migration import BadItem, migrate_batch, record_ids_from_keys
+from face_dedup.cloud_shadow import NotShadowed, compare
+from face_dedup.cloud_shadow import report as shadow_report
+from face_dedup.deployment import env_name
 from face_dedup.domain import AuditEvent, utc_now
 from face_dedup.errors import ConfigError, InvalidState, TransientError
 from face_dedup.identifiers import tenant as valid_tenant
 from face_dedup.models.custom import find_pack
+from face_dedup.service import StagedDecision
 from face_dedup.settings import Settings
 from face_dedup.vision.pipeline import FaceEngine
 
@@ -48,6 +60,16 @@ class RecordsFailed(Exception):
 def _parts(function: str) -> tuple[Settings, FunctionParts]:
     settings = Settings.load()
     return settings, build_function(settings, function)
+
+
+@cache
+def _shadow_parts() -> tuple[Settings, FunctionParts]:
+    """The shadow step is a search step of the SHADOW pack: engine, calibration and index."""
+    settings = Settings.load()
+    if not settings.shadow_pack:
+        raise ConfigError(f"no shadow pack declared ({env_name('shadow_pack')}): no migration under way")
+    shadow = settings.with_overrides(model_pack=settings.shadow_pack, shadow_pack="")
+    return settings, build_function(shadow, wiring.MIGRATE_SHADOW)
 
 
 @cache
@@ -160,3 +182,36 @@ def finish(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     )
     logger.info("finished", erased_pack=pack, templates=erased)
     return {"tenant": tenant, "erased_pack": pack, "templates_erased": erased}
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@retried_when_transient
+def shadow(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """{"tenant", "decision"} -> the shadow pack's comparison (audited), or why there is none."""
+    settings, parts = _shadow_parts()
+    tenant = valid_tenant(event.get("tenant"))
+    decision = event.get("decision")
+    if not isinstance(decision, dict):
+        raise BadItem("the event has no decision object (the search step's output)")
+    active = find_pack(settings.model_pack, settings.models_dir)
+    try:
+        details = compare(
+            parts.service.for_tenant(tenant), active, StagedDecision.from_dict(decision), actor="migration"
+        )
+    except NotShadowed as exc:
+        logger.info("not shadowed", reason=str(exc))
+        return {"compared": False, "reason": str(exc)}
+    logger.info("shadowed", agree=details["agree"], shadow_pack=details["model_pack"])
+    return {"compared": True, "agree": details["agree"], "shadow_outcome": details["shadow_outcome"]}
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@retried_when_transient
+def report(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """{"tenant", "shadow_pack"} -> progress and the shadow's disagreements (record ids only)."""
+    settings, parts = _parts(wiring.MIGRATE_REPORT)
+    tenant = valid_tenant(event.get("tenant"))
+    pack = find_pack(_pack_id(event.get("shadow_pack"), "shadow_pack"), settings.models_dir).id
+    return shadow_report(parts.service.for_tenant(tenant), pack)

@@ -230,6 +230,8 @@ ABIS = "abis"
 MIGRATE = "migrate"
 MIGRATE_SWITCH = "migrate_switch"
 MIGRATE_FINISH = "migrate_finish"
+MIGRATE_SHADOW = "migrate_shadow"
+MIGRATE_REPORT = "migrate_report"
 OPTIONAL_FUNCTIONS: dict[str, FunctionSpec] = {
     ABIS: FunctionSpec(
         name=ABIS,
@@ -303,6 +305,34 @@ OPTIONAL_FUNCTIONS: dict[str, FunctionSpec] = {
         memory=512,
         timeout_s=900,
         description="migration job: erase the old pack's templates once the migration is final",
+    ),
+    # Shadow mode (cloud_shadow.py): built for the SHADOW pack (engine, calibration, index);
+    # reads the staged input and its crop, searches, audits agreement. Decides nothing.
+    MIGRATE_SHADOW: FunctionSpec(
+        name=MIGRATE_SHADOW,
+        handler="handler.shadow",
+        code_dir="migrate",
+        uses={
+            INDEX: ("count", "search_above"),
+            STORE: ("get_staged", "describe_records", "append_audit"),
+            BLOBS: ("get",),  # the staged input's aligned crop, else its photo
+        },
+        engine=True,
+        settings=(*SERVICE_SETTINGS, "shadow_pack"),
+        memory=1769,
+        timeout_s=60,
+        description="migration: the search again in the shadow pack; agreement audited (ids only)",
+    ),
+    MIGRATE_REPORT: FunctionSpec(
+        name=MIGRATE_REPORT,
+        handler="handler.report",
+        code_dir="migrate",
+        # progress (records, shadow templates) and the shadow's audited comparisons
+        uses={STORE: ("count_templates", "pack_templates", "audit_events")},
+        settings=SERVICE_SETTINGS,
+        memory=1024,
+        timeout_s=900,
+        description="migration: progress and shadow disagreements (record ids only)",
     ),
 }
 

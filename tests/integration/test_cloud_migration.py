@@ -701,3 +701,122 @@ def test_the_item_processor_on_real_photos_gives_the_new_packs_own_templates(
     same = float(kept[ids["a1"]] @ kept[ids["a2"]])
     other = max(float(kept[ids["a1"]] @ kept[ids["b1"]]), float(kept[ids["a2"]] @ kept[ids["b1"]]))
     assert same > other
+
+
+# -- shadow mode in the cloud (cloud_shadow.py; functions/migrate shadow and report) -----------
+
+
+def test_shadow_mode_in_the_cloud_audits_agreement_by_record_ids_and_reports_it(
+    aws: dict[str, Any],
+    base_settings: Settings,
+    osmem_clone: Any,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The shadow step, built from its wiring declaration for the shadow pack (its engine is a
+    FakeFaceAnalyzer: it re-detects from the staged photo), searches the shadow pack's own
+    index and audits whether it agrees with the active pack's decision; the report step reads
+    the comparisons back. The shadow index is filled by the test (see README: what remains)."""
+    from functions.migrate import handler as migrate
+
+    from face_dedup import bootstrap
+    from face_dedup.bootstrap import build_search_index
+    from face_dedup.domain import StagedInput
+    from face_dedup.ports import IndexEntry
+    from tests.support.fake_knn_opensearch import FakeKnnOpenSearch
+
+    fake = FakeFaceAnalyzer(get_pack(NEW))
+    monkeypatch.setattr(
+        bootstrap, "_opensearch_client", lambda s: FakeKnnOpenSearch(hosts=[s.opensearch_url])
+    )
+    monkeypatch.setattr(bootstrap, "build_engine", lambda settings, pack, **kw: fake)
+    env = {
+        "FACE_DEDUP_MODEL_PACK": OLD,
+        "FACE_DEDUP_SHADOW_PACK": NEW,
+        "FACE_DEDUP_MODELS_DIR": str(base_settings.models_dir),
+        "FACE_DEDUP_DATA_DIR": str(tmp_path / "scratch"),
+        "FACE_DEDUP_STORE_BACKEND": "dynamodb",
+        "FACE_DEDUP_BLOB_BACKEND": "s3",
+        "FACE_DEDUP_INDEX_BACKEND": "opensearch",
+        "FACE_DEDUP_OPENSEARCH_URL": osmem_clone.url,
+        "FACE_DEDUP_OPENSEARCH_AUTH": "none",
+        "FACE_DEDUP_AWS_REGION": REGION,
+        "FACE_DEDUP_S3_BUCKET": "faces",
+        "FACE_DEDUP_DYNAMODB_TABLE_PREFIX": "fd-",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    store, blobs = aws["store"], aws["blobs"]
+    a, b = _record(store, "t1", 1), _record(store, "t1", 2)
+    shadow_settings = Settings.load().with_overrides(model_pack=NEW, shadow_pack="")
+    shadow_index = build_search_index(shadow_settings)
+    assert shadow_index._index == pack_index_name("faces", NEW)
+    shadow_index.ensure_index()
+    for record, axis in ((a, 40), (b, 50)):  # their templates in the shadow pack, as migrated
+        vector = unit(DIM, axis).astype(np.float32)
+        assert store.put_pack_template(
+            record_id=record.record_id, tenant="t1", model_pack=NEW, embedding=vector
+        )
+        shadow_index.add([IndexEntry(record.record_id, "t1", NEW, vector)])
+
+    def staged(n: int, photo: bytes) -> str:
+        rid = f"rec_new_{n}"
+        store.stage(
+            StagedInput(
+                key=f"t1:k{n}",
+                record_id=rid,
+                tenant="t1",
+                model_pack=OLD,
+                source="test",
+                application_id=None,
+                content_sha256=f"{n:064x}",
+                embedding=unit(DIM, 70 + n).astype(np.float32),  # the active pack's: never read here
+                created_at="2026-12-02T00:00:00Z",
+            )
+        )
+        blobs.put(photo_key("t1", rid), photo, "application/octet-stream")
+        return f"t1:k{n}"
+
+    first = staged(1, fake.face(b"looks like a", unit(DIM, 40)))  # the shadow pack finds a
+    second = staged(2, fake.face(b"nobody", unit(DIM, 41)))
+    enrolled = {"outcome": "enrolled", "candidates": [], "thresholds": {}}
+    migrate._shadow_parts.cache_clear()
+    migrate._parts.cache_clear()
+    try:
+        one = migrate.shadow({"tenant": "t1", "decision": {"key": first, **enrolled}}, FakeContext())
+        assert one["compared"] and not one["agree"] and one["shadow_outcome"] != "enrolled"
+        two = migrate.shadow({"tenant": "t1", "decision": {"key": second, **enrolled}}, FakeContext())
+        assert two == {"compared": True, "agree": True, "shadow_outcome": "enrolled"}
+        gone = migrate.shadow({"tenant": "t1", "decision": {"key": "t1:never", **enrolled}}, FakeContext())
+        assert gone == {"compared": False, "reason": "NOT_STAGED"}
+        verified = {"key": first, "outcome": "verified", "candidates": [], "thresholds": {}}
+        assert migrate.shadow({"tenant": "t1", "decision": verified}, FakeContext())["compared"] is False
+        with pytest.raises(BadItem):
+            migrate.shadow({"tenant": "t1", "decision": "enrolled"}, FakeContext())
+
+        compared = [e.details for e in store.audit_events(tenant="t1") if e.action == "shadow.compared"]
+        assert len(compared) == 2
+        assert compared[0]["record_id"] == "rec_new_1" and compared[0]["shadow_candidates"] == [a.record_id]
+        for details in compared:  # record ids, outcomes and counts: no template, score or photo
+            assert not any(isinstance(v, float | bytes) for v in details.values())
+            assert set(details) == {
+                "record_id",
+                "model_pack",
+                "agree",
+                "active_outcome",
+                "shadow_outcome",
+                "active_candidates",
+                "shadow_candidates",
+                "shadow_gallery_size",
+            }
+
+        report = migrate.report({"tenant": "t1", "shadow_pack": NEW}, FakeContext())
+        assert (report["records"], report["shadow_templates"], report["ready_to_cut_over"]) == (2, 2, True)
+        assert (report["shadow_compared"], report["shadow_disagreements"]) == (2, 1)
+        assert [d["record_id"] for d in report["disagreements"]] == ["rec_new_1"]
+        with pytest.raises(ConfigError):
+            migrate.report({"tenant": "t1", "shadow_pack": ""}, FakeContext())
+    finally:
+        migrate._shadow_parts.cache_clear()
+        migrate._parts.cache_clear()
