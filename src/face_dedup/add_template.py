@@ -182,8 +182,13 @@ def add_photo(
             },
         )
         if not service.store.replace_templates(record, plan.templates, plan.centroid, audit):
-            with suppress(NotFound):
-                service.blobs.delete_prefix(template_prefix(tenant, record_id, new.number))
+            # Without a registry lock (the cloud) another addition may have won with the same
+            # number: N's files are then its template's, not ours to delete. (Had our files
+            # landed after its, N keeps our photo, of the same person by the same checks:
+            # rare, and unlike a deletion it leaves the template re-embeddable.)
+            if all(t.number != new.number for t in service.store.record_templates(record_id)):
+                with suppress(NotFound):
+                    service.blobs.delete_prefix(template_prefix(tenant, record_id, new.number))
             raise InvalidState(f"record {record_id} changed while the photo was added: try again")
         # The index after the store. A crash here leaves the previous centroid indexed: the
         # record is still found, and every decision recomputes its score from the store's

@@ -488,3 +488,36 @@ def test_a_migration_copy_read_before_a_photo_was_added_is_not_kept(
         centroid=centroid([t.embedding for t in remade]),
     )
     assert [t.number for t in store.pack_record_templates(single, "other-pack")] == [1, 2, 3]
+
+
+def test_an_add_that_loses_a_race_leaves_the_winners_photo(
+    built: tuple[DedupService, Adapters], fake: ScoredFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where nothing serialises additions (the cloud has no registry lock), two photos added to
+    one record at once both become its template N. The one whose store write loses must not
+    delete N's files: they are the winner's template's photo and crop now."""
+    from contextlib import nullcontext
+
+    from face_dedup.blob_keys import template_crop_key, template_photo_key
+    from face_dedup.errors import InvalidState
+
+    service, _ = built
+    record_id = _person(service, fake)
+    base = unit(fake.dim, 0)
+    winner = fake.face(b"the winner's photo", at_score(base, 0.9, 1))
+    loser = fake.face(b"the loser's photo", at_score(base, 0.9, 2))
+    monkeypatch.setattr(service._registry, "registry_lock", nullcontext)  # as in the cloud
+    store = service.store
+    real = store.replace_templates
+
+    def racing(*args: object) -> bool:  # the other request lands between the read and the write
+        monkeypatch.setattr(store, "replace_templates", real)
+        assert add_photo(service, record_id, winner, OFFICER).number == 2
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "replace_templates", racing)
+    with pytest.raises(InvalidState, match="try again"):
+        add_photo(service, record_id, loser, OFFICER)
+    assert [t.number for t in store.record_templates(record_id)] == [1, 2]
+    assert service.blobs.get(template_photo_key(service.tenant, record_id, 2)) == winner
+    assert service.blobs.get(template_crop_key(service.tenant, record_id, 2))
