@@ -25,6 +25,7 @@ from face_dedup.domain import Actor, CaseDecision, Role
 from face_dedup.errors import ModelError
 from face_dedup.importer import collect_inputs, run_import
 from face_dedup.models.install import DEMO_DIR_NAME, verify_demo_samples
+from face_dedup.queries import Reader
 from face_dedup.settings import Settings
 
 
@@ -132,7 +133,7 @@ def run_demo(settings: Settings, console: Console | None) -> dict[str, Any]:
         summary = run_import(service, inputs, report=report, workers=demo_settings.worker_count)
         lines = [line for line in report.read_text(encoding="utf-8").splitlines() if line]
         results = [json.loads(line) for line in lines]
-        cases = service.store.list_cases(tenant=service.tenant, status="open")
+        cases = adapters.queries().reader(Reader.OPERATOR, service.tenant).cases(status="open")
         decided = sheet = None
         if cases:
             case = cases[0]
