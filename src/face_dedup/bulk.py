@@ -263,14 +263,19 @@ def run_bulk_import(
     if not isinstance(index, ExactVectorIndex):
         raise BulkNotSupported(f"bulk import needs the embedded index, not {type(index).__name__}")
     tenant, pack = service.tenant, service.model_pack
-    ids, vectors = index.snapshot(tenant=tenant, model_pack=pack)
-    threshold = service.thresholds(len(ids)).review  # set again for each chunk
-    answers = JoinAnswers(tenant=tenant, model_pack=pack, threshold=threshold, ids=ids, vectors=vectors)
+    threshold = service.thresholds().review  # set again for each chunk
     summary = ImportSummary()
     started = time.perf_counter()
-    handle = os.fdopen(open_private(report), "w", encoding="utf-8") if report else None
-    index.answering(answers)
+    answers = index.answering(
+        tenant,
+        pack,
+        lambda ids, vectors: JoinAnswers(
+            tenant=tenant, model_pack=pack, threshold=threshold, ids=ids, vectors=vectors
+        ),
+    )
+    handle = None
     try:
+        handle = os.fdopen(open_private(report), "w", encoding="utf-8") if report else None
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="analyse") as pool:
             batch: list[_Pending] = []
             held = 0  # bytes of the photos in `batch` (kept until registered: the photo store)
@@ -283,7 +288,7 @@ def run_bulk_import(
                     batch, held = [], 0
             _register_chunk(service, answers, batch, summary, handle, on_progress, actor)
     finally:
-        index.answering(None)
+        index.stop_answering()
         if handle:
             handle.close()
     summary.seconds = time.perf_counter() - started

@@ -191,3 +191,31 @@ def test_bulk_import_refuses_a_registry_on_another_index(tmp_path: Path, fake: F
         run_bulk_import(service, collect_inputs(tmp_path / "photos"))
     assert adapters.store.count_templates(tenant=service.tenant, model_pack=service.model_pack) == 0
     adapters.close()
+
+
+def test_another_process_writing_meanwhile_makes_the_answers_step_aside(tmp_path: Path) -> None:
+    """A face enrolled by another process during a bulk run is not in the join: the index
+    notices it on its next refresh and scans instead, so it is still found."""
+    from face_dedup.adapters.embedded_index import ExactVectorIndex
+    from face_dedup.ports import IndexEntry
+
+    vectors = np.eye(8, dtype=np.float32)
+    mine = ExactVectorIndex(tmp_path / "index.sqlite")
+    other = ExactVectorIndex(tmp_path / "index.sqlite")  # another process's connection
+    mine.add([IndexEntry("a", "t", "p", vectors[0])])
+    answers = mine.answering(
+        "t",
+        "p",
+        lambda ids, rows: JoinAnswers(tenant="t", model_pack="p", threshold=0.5, ids=ids, vectors=rows),
+    )
+    row = answers.append(vectors[1])
+    answers.join(row, 0.5)
+    answers.expect(row)
+    assert mine.search(vectors[1], tenant="t", model_pack="p", k=5, min_score=0.5) == []  # answered
+    assert answers.answered == 1
+    other.add([IndexEntry("b", "t", "p", vectors[1])])
+    hits = mine.search(vectors[1], tenant="t", model_pack="p", k=5, min_score=0.5)
+    assert [h.record_id for h in hits] == ["b"] and not answers.valid
+    mine.stop_answering()
+    mine.close()
+    other.close()

@@ -27,9 +27,9 @@ import logging
 import sqlite3
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -84,6 +84,9 @@ class PrecomputedAnswers(Protocol):
 
     def changed_elsewhere(self) -> None:
         """Another process changed the index: the advance answers no longer hold."""
+
+
+_Answers = TypeVar("_Answers", bound=PrecomputedAnswers)
 
 
 class _Partition:
@@ -394,20 +397,29 @@ class ExactVectorIndex(VectorIndex):
             self._reopen_if_replaced()
             return checkpoint_truncate(self._db)
 
-    def answering(self, answers: PrecomputedAnswers | None) -> None:
-        """Ask `answers` first on every search from now on (None: stop). Bulk import only."""
-        with self._lock:
-            self.refresh()
-            self._answers = answers
-
-    def snapshot(self, *, tenant: str, model_pack: str) -> tuple[list[str], NDArray[np.float32]]:
-        """The partition's record ids and a copy of their vectors, row for row."""
+    def answering(
+        self,
+        tenant: str,
+        model_pack: str,
+        build: Callable[[list[str], NDArray[np.float32]], _Answers],
+    ) -> _Answers:
+        """Build answers from the partition as it is now (its record ids and a copy of their
+        vectors, row for row) and ask them first on every search from now on, in one step under
+        the lock: no change can fall between what they start from and what they are told of
+        (another process's change makes them step aside). Bulk import only."""
         with self._lock:
             self.refresh()
             partition = self._partitions.get((tenant, model_pack))
             if partition is None:
-                return [], np.empty((0, 0), dtype=np.float32)
-            return list(partition.ids), partition.matrix[: partition.size].copy()
+                answers = build([], np.empty((0, 0), dtype=np.float32))
+            else:
+                answers = build(list(partition.ids), partition.matrix[: partition.size].copy())
+            self._answers = answers
+            return answers
+
+    def stop_answering(self) -> None:
+        with self._lock:
+            self._answers = None
 
     def count(self, *, tenant: str, model_pack: str) -> int:
         with self._lock:
