@@ -178,7 +178,7 @@ def plan_addition(
     # Anchored to the enrollment photo too, not only to the centroid: a lookalike's photo that
     # got in once pulls the centroid towards its owner, and without the anchor that owner's next
     # photos would match the centroid ever more easily until the record is mostly theirs
-    # (measured on LFW dev, 150 people, each impostor's best of 6 photos: of the 11 impostors
+    # (bench/template_drift.py on LFW dev, 150 people, each impostor's best of 6 photos: of the 11
     # whose first photo passed, 11 got a second in against the centroid alone, 2 with the
     # anchor; genuine third photos accepted: 147 of 150 without, 145 with).
     anchor = min(existing, key=lambda t: t.number)
