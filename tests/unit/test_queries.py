@@ -183,3 +183,69 @@ def test_the_cli_and_the_api_read_only_through_the_queries() -> None:
     for path in sources:
         text = path.read_text(encoding="utf-8")
         assert ".store." not in text and ".blobs." not in text, path.name
+
+
+def test_the_api_function_reads_through_the_queries_its_bootstrap_built(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """functions/api/handler.py at cold start: the service, the uploads and the queries all come
+    from `bootstrap.build_function(settings, "api")`; a request then reads through those."""
+    import json
+    from typing import Any, cast
+
+    from functions.api import handler
+
+    from face_dedup.adapters.local_blobs import LocalBlobStore
+    from face_dedup.bootstrap import FunctionParts
+    from face_dedup_api.app import app
+    from face_dedup_api.local_server import LocalContext, to_event
+
+    data = tmp_path / "registry"
+    fake = FakeFaceAnalyzer(find_pack(_settings(data, "tenant-a").model_pack, data.parent / "no-models"))
+    service, adapters = build_service(_settings(data, "tenant-a"), analyzer=fake, reconcile=False)
+    built: list[str] = []
+    spy = RegistryQueries(adapters.store, adapters.blobs)
+    reads: list[str] = []
+    real_reader = spy.reader
+
+    def reader(who: Actor | Reader, tenant: str) -> TenantReader:
+        reads.append(tenant)
+        return real_reader(who, tenant)
+
+    monkeypatch.setattr(spy, "reader", reader)
+
+    def build_function(settings: Settings, name: str) -> FunctionParts:
+        built.append(name)
+        unused = cast(Any, None)  # the review API starts no workflow and notifies nobody
+        return FunctionParts(service, LocalBlobStore(tmp_path / "uploads"), unused, unused, unused, spy)
+
+    monkeypatch.setattr(handler, "build_function", build_function)
+    handler._configured.cache_clear()
+    try:
+        handler._configured()
+
+        def get(path: str, role: str, tenant: str) -> int:
+            who = {"cognito:username": "u", "cognito:groups": role, "custom:tenant": tenant}
+            response = app.resolve(to_event("GET", path, {}, b"", who), LocalContext())  # type: ignore[arg-type]
+            return int(response["statusCode"])
+
+        assert built == ["api"]
+        assert get("/cases", "officer", "tenant-a") == 200
+        assert get(f"/cases/{registry.case_id}", "auditor", "tenant-a") == 200
+        assert get(f"/cases/{registry.case_id}", "supervisor", "tenant-b") == 404
+        assert get("/cases", "admin", "tenant-a") == 403
+        assert reads and set(reads) == {"tenant-a", "tenant-b"}  # every read went through `spy`
+        body = app.resolve(
+            to_event(
+                "GET",
+                "/cases",
+                {},
+                b"",
+                {"cognito:username": "u", "cognito:groups": "officer", "custom:tenant": "tenant-a"},
+            ),
+            LocalContext(),  # type: ignore[arg-type]
+        )["body"]
+        assert [c["case_id"] for c in json.loads(body)["cases"]] == [registry.case_id]
+    finally:
+        handler._configured.cache_clear()
+        adapters.close()
