@@ -36,6 +36,7 @@ HANDLERS = {
     "migrate.finish": ("functions.migrate.handler", "finish"),
     "migrate.shadow": ("functions.migrate.handler", "shadow"),
     "migrate.report": ("functions.migrate.handler", "report"),
+    "migrate.shadow_fill": ("functions.migrate.handler", "shadow_fill"),
 }
 
 

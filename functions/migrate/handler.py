@@ -18,6 +18,9 @@ templates kept beside the records are erased.
 search step's output} -> the same input searched in the shadow pack, deciding nothing; whether
 the packs agree is audited (face_dedup.cloud_shadow; record ids only).
 
+`shadow_fill` (invoked after each run of the job): {"tenant"} -> the shadow pack's own index
+holds exactly the templates the job kept in that pack.
+
 `report` (invoked directly): {"tenant", "shadow_pack"} -> the migration's progress and the
 shadow's comparisons and disagreements, as `face-dedup migrate status` reports them locally.
 """
@@ -37,7 +40,7 @@ from face_dedup import wiring
 from face_dedup.adapters.aws_errors import is_transient
 from face_dedup.bootstrap import FunctionParts, build_engine, build_function
 from face_dedup.cloud_migration import BadItem, migrate_batch, record_ids_from_keys
-from face_dedup.cloud_shadow import NotShadowed, compare
+from face_dedup.cloud_shadow import NotShadowed, compare, fill_index
 from face_dedup.cloud_shadow import report as shadow_report
 from face_dedup.deployment import env_name
 from face_dedup.domain import AuditEvent, utc_now
@@ -63,13 +66,13 @@ def _parts(function: str) -> tuple[Settings, FunctionParts]:
 
 
 @cache
-def _shadow_parts() -> tuple[Settings, FunctionParts]:
-    """The shadow step is a search step of the SHADOW pack: engine, calibration and index."""
+def _shadow_parts(function: str = wiring.MIGRATE_SHADOW) -> tuple[Settings, FunctionParts]:
+    """The shadow steps are built for the SHADOW pack: its engine, calibration and index."""
     settings = Settings.load()
     if not settings.shadow_pack:
         raise ConfigError(f"no shadow pack declared ({env_name('shadow_pack')}): no migration under way")
     shadow = settings.with_overrides(model_pack=settings.shadow_pack, shadow_pack="")
-    return settings, build_function(shadow, wiring.MIGRATE_SHADOW)
+    return settings, build_function(shadow, function)
 
 
 @cache
@@ -215,3 +218,17 @@ def report(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     tenant = valid_tenant(event.get("tenant"))
     pack = find_pack(_pack_id(event.get("shadow_pack"), "shadow_pack"), settings.models_dir).id
     return shadow_report(parts.service.for_tenant(tenant), pack)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@retried_when_transient
+def shadow_fill(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """{"tenant"} -> the shadow pack's index filled from the templates the job kept."""
+    settings, parts = _shadow_parts(wiring.MIGRATE_SHADOW_FILL)
+    tenant = valid_tenant(event.get("tenant"))
+    done = fill_index(parts.service.for_tenant(tenant))
+    logger.info(
+        "shadow index filled", shadow_pack=settings.shadow_pack, added=done["added"], removed=done["removed"]
+    )
+    return {"tenant": tenant, "shadow_pack": settings.shadow_pack, **done}

@@ -15,6 +15,9 @@ record ids and scores only) it
 - appends `shadow.compared` to the audit log: agree or not, both outcomes, both candidate
   lists as record ids, the shadow gallery's size. No template, score or photo is recorded.
 
+The shadow pack's own index is filled by `fill_index` (functions/migrate `shadow_fill`, after
+each run of the migration job) from the templates the job kept on the records.
+
 `report` reads those events back beside the migration's progress, as `face-dedup migrate
 status` does locally (it is `migration.status`). Embeddings of different packs are never
 compared: the probe is the shadow pack's, searched only among that pack's templates.
@@ -29,6 +32,7 @@ from face_dedup.domain import Candidate, Outcome
 from face_dedup.errors import ConfigError, FaceDedupError, NotFound
 from face_dedup.migration import status, template_for
 from face_dedup.models.registry import ModelPack
+from face_dedup.ports import IndexEntry
 from face_dedup.record_templates import calibrated_score
 from face_dedup.usecases.inputs import StagedDecision
 
@@ -104,6 +108,24 @@ def compare(
     }
     shadow.record_event(ACTION, actor, **details)
     return details
+
+
+def fill_index(shadow: DedupService, *, batch: int = 5000) -> dict[str, int]:
+    """Make the shadow pack's own index hold exactly the templates the migration job kept in
+    that pack for the tenant (`pack:<id>` on the records): run after each run of the job. The
+    same index serves the pack after the cut-over, whose reconcile then finds it full.
+    A record whose kept template was dropped (erased, or a photo added) leaves the index; its
+    re-made template comes back with the job's next run and the next fill."""
+    tenant, pack = shadow.tenant, shadow.model_pack
+    kept = shadow.store.pack_templates(tenant=tenant, model_pack=pack)
+    indexed = shadow.index.record_ids(tenant=tenant, model_pack=pack)
+    missing = [IndexEntry(rid, tenant, pack, v) for rid, v in kept.items() if rid not in indexed]
+    orphans = [rid for rid in indexed if rid not in kept]
+    for start in range(0, len(missing), batch):
+        shadow.index.add(missing[start : start + batch])
+    if orphans:
+        shadow.index.delete(orphans)
+    return {"added": len(missing), "removed": len(orphans), "kept": len(kept)}
 
 
 def report(service: DedupService, shadow_pack: str) -> dict[str, Any]:

@@ -232,6 +232,7 @@ MIGRATE_SWITCH = "migrate_switch"
 MIGRATE_FINISH = "migrate_finish"
 MIGRATE_SHADOW = "migrate_shadow"
 MIGRATE_REPORT = "migrate_report"
+MIGRATE_SHADOW_FILL = "migrate_shadow_fill"
 OPTIONAL_FUNCTIONS: dict[str, FunctionSpec] = {
     ABIS: FunctionSpec(
         name=ABIS,
@@ -322,6 +323,17 @@ OPTIONAL_FUNCTIONS: dict[str, FunctionSpec] = {
         memory=1769,
         timeout_s=60,
         description="migration: the search again in the shadow pack; agreement audited (ids only)",
+    ),
+    MIGRATE_SHADOW_FILL: FunctionSpec(
+        name=MIGRATE_SHADOW_FILL,
+        handler="handler.shadow_fill",
+        code_dir="migrate",
+        # the shadow pack's own index := the templates the job kept in that pack
+        uses={INDEX: ("record_ids", "add", "delete"), STORE: ("pack_templates",)},
+        settings=(*SERVICE_SETTINGS, "shadow_pack"),
+        memory=1024,
+        timeout_s=900,
+        description="migration: fill the shadow pack's index from the templates the job kept",
     ),
     MIGRATE_REPORT: FunctionSpec(
         name=MIGRATE_REPORT,

@@ -715,8 +715,8 @@ def test_shadow_mode_in_the_cloud_audits_agreement_by_record_ids_and_reports_it(
 ) -> None:
     """The shadow step, built from its wiring declaration for the shadow pack (its engine is a
     FakeFaceAnalyzer: it re-detects from the staged photo), searches the shadow pack's own
-    index and audits whether it agrees with the active pack's decision; the report step reads
-    the comparisons back. The shadow index is filled by the test (see README: what remains)."""
+    index (filled by the shadow_fill step from the templates the job kept) and audits whether
+    it agrees with the active pack's decision; the report step reads the comparisons back."""
     from functions.migrate import handler as migrate
 
     from face_dedup import bootstrap
@@ -753,12 +753,13 @@ def test_shadow_mode_in_the_cloud_audits_agreement_by_record_ids_and_reports_it(
     shadow_index = build_search_index(shadow_settings)
     assert shadow_index._index == pack_index_name("faces", NEW)
     shadow_index.ensure_index()
-    for record, axis in ((a, 40), (b, 50)):  # their templates in the shadow pack, as migrated
+    for record, axis in ((a, 40), (b, 50)):  # their templates in the shadow pack, as the job keeps them
         vector = unit(DIM, axis).astype(np.float32)
         assert store.put_pack_template(
             record_id=record.record_id, tenant="t1", model_pack=NEW, embedding=vector
         )
-        shadow_index.add([IndexEntry(record.record_id, "t1", NEW, vector)])
+    stray = unit(DIM, 90).astype(np.float32)
+    shadow_index.add([IndexEntry("rec_erased_meanwhile", "t1", NEW, stray)])
 
     def staged(n: int, photo: bytes) -> str:
         rid = f"rec_new_{n}"
@@ -784,6 +785,11 @@ def test_shadow_mode_in_the_cloud_audits_agreement_by_record_ids_and_reports_it(
     migrate._shadow_parts.cache_clear()
     migrate._parts.cache_clear()
     try:
+        # the shadow pack's index := the templates the job kept (after each run of the job)
+        filled = migrate.shadow_fill({"tenant": "t1"}, FakeContext())
+        assert (filled["added"], filled["removed"], filled["kept"]) == (2, 1, 2)
+        assert shadow_index.record_ids(tenant="t1", model_pack=NEW) == {a.record_id, b.record_id}
+        assert migrate.shadow_fill({"tenant": "t1"}, FakeContext())["added"] == 0  # again: nothing
         one = migrate.shadow({"tenant": "t1", "decision": {"key": first, **enrolled}}, FakeContext())
         assert one["compared"] and not one["agree"] and one["shadow_outcome"] != "enrolled"
         two = migrate.shadow({"tenant": "t1", "decision": {"key": second, **enrolled}}, FakeContext())
@@ -817,6 +823,9 @@ def test_shadow_mode_in_the_cloud_audits_agreement_by_record_ids_and_reports_it(
         assert [d["record_id"] for d in report["disagreements"]] == ["rec_new_1"]
         with pytest.raises(ConfigError):
             migrate.report({"tenant": "t1", "shadow_pack": ""}, FakeContext())
+        store.erase_record(b.record_id, _audit("t1"))  # its kept template goes with it
+        assert migrate.shadow_fill({"tenant": "t1"}, FakeContext())["removed"] == 1
+        assert shadow_index.record_ids(tenant="t1", model_pack=NEW) == {a.record_id}
     finally:
         migrate._shadow_parts.cache_clear()
         migrate._parts.cache_clear()
