@@ -178,7 +178,7 @@ def decode_image(
 
 def _dct_reduction(width: int, height: int, reduce_to: int | None) -> int:
     """The largest of 8, 4, 2 that keeps the long side >= reduce_to (1: no reduction)."""
-    if not reduce_to:
+    if reduce_to is None or reduce_to <= 0:
         return 1
     for factor in (8, 4, 2):
         if -(-max(width, height) // factor) >= reduce_to:

@@ -106,7 +106,7 @@ class FaceEngine(FaceAnalyzer):
         return self._embedder.embed(aligned_rgb)
 
     def process(self, data: bytes) -> FaceTemplate | Rejection:
-        if self._limits.selfie_long_side and sniff_format(data) == "JPEG":
+        if self._limits.selfie_long_side > 0 and sniff_format(data) == "JPEG":
             fast = self._process_reduced(data)
             if fast is not None:
                 return fast
