@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from face_dedup.blob_keys import template_crop_key, template_photo_key, template_prefix
-from face_dedup.domain import Actor, AuditEvent, Record, Role, utc_now
+from face_dedup.domain import Actor, AuditEvent, Record, RecordStatus, Role, utc_now
 from face_dedup.errors import InvalidState, NotFound, PermissionDenied
 from face_dedup.ports import IndexEntry
 from face_dedup.record_templates import (
@@ -32,7 +32,13 @@ from face_dedup.vision.pipeline import Rejection
 from face_dedup.vision.png import encode_png
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from face_dedup.service import DedupService
+
+# Only a duplicate confirmed by the two-person review is the same person; one linked on its
+# score alone (`linked_duplicate`) still waits for that review, and stays a rival.
+_DUPLICATE = (RecordStatus.CONFIRMED_DUPLICATE,)
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,22 @@ def current_templates(service: DedupService, record: Record) -> list[Template]:
     return [enrollment_template(record)]
 
 
+def _linked_to(record_id: str, records: Iterable[Record]) -> set[str]:
+    """The records confirmed to be this person's duplicates (linked to the record, directly or
+    through another of them): the same person, so never a rival for their photo. Any other
+    record (a pending or unconfirmed case, a 'different people' decision) stays a rival."""
+    linked = {record_id}
+    pending = [r for r in records if r.status in _DUPLICATE and r.linked_to is not None]
+    grew = True
+    while grew:
+        grew = False
+        for r in pending:
+            if r.record_id not in linked and r.linked_to in linked:
+                linked.add(r.record_id)
+                grew = True
+    return linked - {record_id}
+
+
 def add_photo(
     service: DedupService,
     record_id: str,
@@ -127,10 +149,12 @@ def add_photo(
             probe, tenant=tenant, model_pack=pack, min_score=review, limit=service.policy.max_candidates
         )
         others = service.store.describe_records(h.record_id for h in found.hits if h.record_id != record_id)
+        same_person = _linked_to(record_id, others.values())
         rivals = [
             o.record_id
             for o in others.values()
-            if calibrated_score(float(np.dot(o.embedding, probe)), o.template_count) >= review
+            if o.record_id not in same_person
+            and calibrated_score(float(np.dot(o.embedding, probe)), o.template_count) >= review
         ]
         if found.capped and not rivals:  # more faces above the threshold than listed: not clear
             rivals = ["(more than the listed candidates)"]

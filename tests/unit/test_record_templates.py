@@ -521,3 +521,36 @@ def test_an_add_that_loses_a_race_leaves_the_winners_photo(
     assert [t.number for t in store.record_templates(record_id)] == [1, 2]
     assert service.blobs.get(template_photo_key(service.tenant, record_id, 2)) == winner
     assert service.blobs.get(template_crop_key(service.tenant, record_id, 2))
+
+
+def test_a_record_with_a_linked_duplicate_still_takes_a_photo(
+    built: tuple[DedupService, Adapters], fake: ScoredFake
+) -> None:
+    """A person who applied twice has a second record, confirmed (two-person review) to be the
+    first one's duplicate. Their later photo matches both: the confirmed duplicate is not
+    another person, so it is no rival. Before the confirmation it is (test_refusals_keep_
+    nothing), and a photo that also matches an unlinked record is still refused."""
+    from face_dedup.domain import CaseDecision
+
+    service, _ = built
+    record_id = _person(service, fake)
+    base = unit(fake.dim, 0)
+    again = service.enroll(fake.face(b"applied again", at_score(base, 0.97, 3)), InputRef("q.jpg", "APP-2"))
+    assert again.outcome is Outcome.DUPLICATE and again.case_id is not None
+    renewal = fake.face(b"renewal", at_score(base, 0.95, 1))
+    with pytest.raises(TemplateRefused, match="other record"):  # linked on its score alone
+        add_photo(service, record_id, renewal, OFFICER)
+    service.decide_case(again.case_id, CaseDecision.SAME_PERSON, OFFICER, "same", matched_record_id=record_id)
+    service.confirm_case(again.case_id, Actor("sam", Role.SUPERVISOR), True, "agreed")
+    linked = service.store.get_record(str(again.record_id))
+    assert linked is not None and linked.linked_to == record_id
+    assert linked.status is RecordStatus.CONFIRMED_DUPLICATE
+    added = add_photo(service, record_id, renewal, OFFICER)
+    assert added.template_count == 2
+    stranger = service.enroll(fake.face(b"someone else", at_score(base, 0.45, 5)), InputRef("s.jpg", "APP-3"))
+    assert stranger.record_id is not None and stranger.outcome is Outcome.REVIEW
+    # A photo between the person and the stranger: matches the stranger at the review threshold.
+    between = centroid([base.astype(np.float32), at_score(base, 0.45, 5).astype(np.float32)])
+    with pytest.raises(TemplateRefused) as refused:
+        add_photo(service, record_id, fake.face(b"between", between), OFFICER)
+    assert refused.value.reason == "matches_another_record"
