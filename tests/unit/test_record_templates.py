@@ -554,3 +554,27 @@ def test_a_record_with_a_linked_duplicate_still_takes_a_photo(
     with pytest.raises(TemplateRefused) as refused:
         add_photo(service, record_id, fake.face(b"between", between), OFFICER)
     assert refused.value.reason == "matches_another_record"
+
+
+def test_the_erasure_scan_reads_the_record_and_skips_other_records_added_photos(tmp_path: Path) -> None:
+    """Its own added photos' folders are read; other records' (most files of a registry whose
+    records hold several photos) are skipped like their enrollment photo and crop."""
+    from face_dedup.adapters.erasure_scan import DataDirScan
+
+    needle = b"bytes of the erased person's photo " * 4
+    for relative in (
+        "blobs/default/rec_other/photo",
+        "blobs/default/rec_other/templates/2/photo",
+        "blobs/default/rec_gone/templates/3/aligned.png",
+        "blobs/default/stray.bin",
+        "registry.sqlite-wal",
+    ):
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"header" + needle + b"trailer")
+    found = DataDirScan(tmp_path)("rec_gone", {"photo": needle})
+    assert found == [
+        "its photo is still in blobs/default/rec_gone/templates/3/aligned.png",
+        "its photo is still in blobs/default/stray.bin",
+        "its photo is still in registry.sqlite-wal",
+    ]

@@ -17,9 +17,10 @@ class DataDirScan:
         """One line per copy found ("its template is still in index.sqlite-wal"), or per file
         that could not be read (which is not verified either). Empty: nothing is left.
 
-        Every file is read except the photo folders of *other* records (`blobs/<tenant>/<id>/`):
-        each holds one other input's photo and crop, which can contain these bytes only if it
-        is the same photo, and identical photos are left out of `needles` by the caller. Reading
+        Every file is read except the photo folders of *other* records (`blobs/<tenant>/<id>/`,
+        with their added photos' `templates/<n>/`): each holds other inputs' photos and crops,
+        which can contain these bytes only if it is the same photo, and identical photos are
+        left out of `needles` by the caller. Reading
         every photo of a registry for each erasure would cost minutes at scale; the databases,
         their logs and everything else are always read."""
         wanted = {name: data for name, data in needles.items() if data}
@@ -29,7 +30,9 @@ class DataDirScan:
         for path in sorted(_files(self._root)):
             shown = path.relative_to(self._root).as_posix()
             parts = shown.split("/")
-            if len(parts) == 4 and parts[0] == "blobs" and parts[2] != record_id:
+            # blobs/<tenant>/<other id>/...: its photo and crop, and those of its added photos
+            # (templates/<n>/, several templates per record), which at scale are most files.
+            if len(parts) >= 4 and parts[0] == "blobs" and parts[2] != record_id:
                 continue
             try:
                 with path.open("rb") as handle:
