@@ -10,6 +10,25 @@ from typing import Any
 from face_dedup import capacity
 
 
+def _whole_number(name: str, raw: Any) -> int:
+    """A count from the context (JSON number or -c string), refused unless it is a plain whole
+    number: `int()` would take true as 1 and 1.9 as 1, and say nothing of which option was bad."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdigit():
+        return int(raw.strip())
+    raise capacity.CapacityError(f"face-dedup:{name} must be a whole number of faces, not {raw!r}")
+
+
+def _named_method(method: str | None, encoding: str) -> capacity.IndexMethod | None:
+    """The method the context names, or None for the size's default. An encoding other than
+    fp32 names HNSW even without `index-method` (only the graph has encodings), so that
+    `index-encoding=fp16` (or an 8-bit one) is deployed or refused, never silently dropped."""
+    if method is None and encoding == "fp32":
+        return None
+    return capacity.IndexMethod(method or "hnsw", encoding)
+
+
 @dataclass(frozen=True)
 class DeploymentConfig:
     layers_dir: Path  # built by `make layers`: runtime/ and models/ layer folders
@@ -51,11 +70,12 @@ class DeploymentConfig:
 
     @property
     def method(self) -> capacity.IndexMethod:
-        if self.index_method is None:
+        named = _named_method(self.index_method, self.index_encoding)
+        if named is None:
             return capacity.default_method(
                 self.registry_size, replicas=self.opensearch_replicas, zones=self.opensearch_zones
             )
-        return capacity.IndexMethod(self.index_method, self.index_encoding)
+        return named
 
     @property
     def index_shards(self) -> int:
@@ -73,12 +93,12 @@ class DeploymentConfig:
             raw = value(name, default)
             return tuple(str(v) for v in (raw.split(",") if isinstance(raw, str) else raw) if str(v))
 
-        registry_size = int(value("registry-size", 100_000))
+        registry_size = _whole_number("registry-size", value("registry-size", 100_000))
         replicas = cls.opensearch_replicas
         zones = int(value("opensearch-zones", 2))
         named = value("index-method", None)
         encoding = str(value("index-encoding", "fp32"))
-        method = None if named is None else capacity.IndexMethod(str(named), encoding)
+        method = _named_method(None if named is None else str(named), encoding)
         # Unset node type, count or volume: what `face-dedup plan-capacity` says for this size
         # and method (none named: the default for the size; refused below if none is validated).
         planned = capacity.plan(registry_size, method=method, replicas=replicas, zones=zones)

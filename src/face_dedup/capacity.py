@@ -61,6 +61,10 @@ class IndexMethod:
             raise CapacityError(f"unknown encoding {self.encoding!r} ({', '.join(ENCODING_BYTES)})")
         if min(self.m, self.ef_construction, self.ef_search, self.oversample) < 1:
             raise CapacityError("m, ef_construction, ef_search and oversample must be at least 1")
+        if self.name == "exact" and self.encoding != "fp32":  # its label and cost assume fp32
+            raise CapacityError(
+                f"exact search reads the fp32 vectors; encoding {self.encoding!r} applies to hnsw only"
+            )
 
     def for_size(self, faces: int) -> IndexMethod:
         """IVF's list counts filled in for a registry of `faces` (no change for HNSW)."""
@@ -361,10 +365,14 @@ def plan(
             method = default_method(faces, dim=dim, replicas=replicas, zones=zones)
         except CapacityError:  # beyond every measurement: plan what was measured furthest (render says so)
             method = max(PREFERENCE, key=lambda m: VALIDATED.get((m.name, m.encoding), 0))
-    if replicas < 0 or zones < 1:
-        raise CapacityError("replicas must be >= 0 and zones >= 1")
-    if replicas + 1 < zones and zones > 1:
-        raise CapacityError(f"{zones} zones need at least {zones - 1} replica(s) to survive a zone loss")
+    if replicas < 0 or zones not in (1, 2, 3):
+        raise CapacityError("replicas must be >= 0 and zones 1, 2 or 3 (what OpenSearch Service offers)")
+    # Zone awareness puts a shard's copies in different zones, so one replica survives the loss
+    # of any one zone, with 2 zones or 3 (the README's production profile: 3 zones, 1 replica).
+    if zones > 1 and replicas < 1:
+        raise CapacityError(f"{zones} zones need at least 1 replica to survive a zone loss")
+    if enrollments_per_month < 0:
+        raise CapacityError("enrollments a month must be >= 0")
     need = index_memory_bytes(method, faces, dim, replicas) * 1.2
     choices: tuple[InstanceType, ...] = INSTANCE_TYPES
     if instance_type is not None:

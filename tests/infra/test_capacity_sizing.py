@@ -95,3 +95,38 @@ def test_the_adapter_deploys_the_method_the_planner_validated() -> None:
     }
     assert body["settings"]["index"]["knn.algo_param.ef_search"] == capacity.DEFAULT_METHOD.ef_search
     assert index._oversample == capacity.DEFAULT_METHOD.oversample
+
+
+def test_an_encoding_named_alone_is_deployed_or_refused_never_dropped() -> None:
+    """`-c face-dedup:index-encoding=fp16` (what BENCHMARKS.md tells a registry to pass) used to
+    be ignored without `index-method`: the functions got fp32 and an 8-bit ask synthesized."""
+    fp16 = config(**{"registry-size": 100_000, "index-encoding": "fp16"})
+    assert (fp16.method.name, fp16.method.encoding) == ("hnsw", "fp16")
+    with pytest.raises(capacity.CapacityError, match="hnsw sq8 cannot be deployed"):
+        config(**{"registry-size": 100_000, "index-encoding": "sq8"})
+    with pytest.raises(capacity.CapacityError, match=r"fp16 .* 1,000,000 faces"):
+        config(**{"registry-size": 1_000_000, "index-encoding": "fp16"})  # HNSW is not validated there
+    with pytest.raises(capacity.CapacityError, match="applies to hnsw only"):
+        config(**{"registry-size": 1_000_000, "index-method": "exact", "index-encoding": "fp16"})
+    assert config(**{"registry-size": 1_000_000, "index-encoding": "fp32"}).method.name == "exact"
+
+
+@pytest.mark.parametrize("bogus", ["abc", "1e6", "-5", "1.5", True, 1.9, "", "٣"])
+def test_a_bogus_registry_size_is_refused_naming_the_option(bogus: object) -> None:
+    # int() would have read true as 1 face and 1.9 as 1, and "abc" as a bare ValueError.
+    with pytest.raises(capacity.CapacityError, match="face-dedup:registry-size must be a whole number"):
+        config(**{"registry-size": bogus})
+    assert config(**{"registry-size": "1000000"}).registry_size == 1_000_000  # -c gives strings
+
+
+def test_the_production_profiles_zones_plan_with_one_replica() -> None:
+    """Zone awareness keeps a shard's two copies in different zones: one replica survives a zone
+    loss with 3 zones too. The planner asked for zones - 1 replicas, which the stack (one
+    replica) never has, so every 3-zone config was refused."""
+    for faces in (100_000, 1_000_000, 15_000_000):
+        chosen = config(**{"registry-size": faces, "opensearch-zones": 3})
+        assert chosen.opensearch_data_nodes % 3 == 0
+    with pytest.raises(capacity.CapacityError, match="at least 1 replica"):
+        capacity.plan(100_000, zones=2, replicas=0)
+    with pytest.raises(capacity.CapacityError, match="zones 1, 2 or 3"):
+        capacity.plan(100_000, zones=4, replicas=3)

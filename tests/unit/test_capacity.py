@@ -139,9 +139,12 @@ def test_the_default_is_the_cheapest_validated_deployable_method_at_each_size() 
             if capacity.VALIDATED.get((m.name, m.encoding), 0) >= size
         )
         assert capacity.plan(size, method=chosen).domain_monthly == cheapest
-    for method in (IndexMethod("hnsw", "sq8"), IndexMethod("ivf", "fp32"), IndexMethod("exact", "fp16")):
+    for method in (IndexMethod("hnsw", "sq8"), IndexMethod("ivf", "fp32")):
         with pytest.raises(CapacityError, match="cannot be deployed"):
             capacity.check_deployable(method)
+    # The scan reads fp32 vectors whatever is asked: an encoding on it is refused, not relabelled.
+    with pytest.raises(CapacityError, match="applies to hnsw only"):
+        IndexMethod("exact", "fp16")
 
 
 def test_exact_search_gets_shards_and_vcpus_for_its_latency(monkeypatch: pytest.MonkeyPatch) -> None:
