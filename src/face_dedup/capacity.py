@@ -321,6 +321,9 @@ class Plan:
             "faces": self.faces,
             "dim": self.dim,
             "method": self.method.label(),
+            # As the text says it: a script reading the JSON must see an unvalidated method too.
+            "validated_and_deployable": validated(self.method, self.faces),
+            "recall_verdict": recall_verdict(self.method, self.faces),
             "replicas": self.replicas,
             "index_gib": round(self.index_bytes / 2**30, 2),
             "instance_type": self.instance.name,
@@ -428,11 +431,25 @@ def plan(
     )
 
 
+def validated(method: IndexMethod, faces: int) -> bool:
+    """Shown to keep REQUIRED_RECALL at `faces` and deployable on the stack."""
+    try:
+        check_method(method, faces)
+        check_deployable(method)
+    except CapacityError:
+        return False
+    return True
+
+
 def recall_verdict(method: IndexMethod, faces: int) -> str:
     try:
         check_method(method, faces)
     except CapacityError as exc:
         return f"NOT VALIDATED: {exc}"
+    try:
+        check_deployable(method)
+    except CapacityError as exc:
+        return f"validated: duplicate recall >= {REQUIRED_RECALL:.1%} measured, but NOT DEPLOYABLE: {exc}"
     return f"validated: duplicate recall >= {REQUIRED_RECALL:.1%} measured at this size or above"
 
 

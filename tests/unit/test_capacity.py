@@ -90,6 +90,20 @@ def test_cli_prints_the_plan_and_its_json() -> None:
     assert data["prices_as_of"] == capacity.PRICES_AS_OF
     bad = runner.invoke(app, ["plan-capacity", "1000", "--encoding", "int4"])
     assert bad.exit_code == 1 and "int4" in bad.output
+    # The JSON says what the text says: an unvalidated or undeployable method is marked.
+    for args, ok in (
+        (["1000000"], True),
+        (["1000000", "--method", "hnsw"], False),  # HNSW: measured to 100k only
+        (["100000", "--encoding", "sq8"], False),  # held 99.62% but the stack cannot create it
+    ):
+        data = json.loads(runner.invoke(app, ["plan-capacity", *args, "--json"]).output)
+        assert data["validated_and_deployable"] is ok, args
+        assert data["recall_verdict"].startswith("validated") == ("hnsw" not in args), args
+    sq8 = "\n".join(capacity.render(capacity.plan(100_000, method=IndexMethod("hnsw", "sq8"))))
+    assert "NOT DEPLOYABLE" in sq8
+    for args in (["1000", "--enrollments", "-5"], ["1000", "--zones", "4", "--replicas", "3"]):
+        refused = runner.invoke(app, ["plan-capacity", *args])
+        assert refused.exit_code == 1 and "error" in refused.output, args
 
 
 def test_generator_refits_its_own_statistics() -> None:
