@@ -1,7 +1,8 @@
 """Several templates per record with the real models and labelled photos (../shared; skipped
 without them): a verified second photo of a person raises the person's score for a third
 photo; the CLI adds a photo; a migration between the shipped packs re-embeds every template
-from its stored crop, and the cut-over record is the new pack's centroid of them all."""
+from its stored crop, and the cut-over record is the new pack's centroid of them all; an
+erasure after replacements and a cut-over leaves none of the record's vectors or files."""
 
 from __future__ import annotations
 
@@ -176,3 +177,74 @@ def test_migration_re_embeds_every_template(
         assert [t.model_pack for t in service.store.record_templates(record_id)] == [new, new]
     finally:
         adapters.close()
+
+
+def test_erasure_after_replacements_and_a_cut_over_leaves_nothing_in_any_file(
+    base_settings: Settings, faces_root: Path, tmp_path: Path
+) -> None:
+    """Every vector and file the record ever had: each added photo (three replaced), every
+    centroid it passed through, its templates in both packs after a migration and cut-over;
+    after the erasure no file of the data dir holds any of them."""
+    old, new = YUNET_SFACE.id, YUNET_SFACE_FLIP.id
+    data_dir = tmp_path / "registry"
+    person = next(p for p in sorted((faces_root / "lfw").iterdir()) if len(list(p.glob("*.jpg"))) >= 7)
+    photos = sorted(person.glob("*.jpg"))
+    needles: dict[str, bytes] = {}
+
+    def remember(service: DedupService, record_id: str, stage: str) -> None:
+        record = service.store.get_record(record_id)
+        assert record is not None
+        needles[f"{stage}: centroid"] = np.asarray(record.embedding, np.float32).tobytes()
+        for t in service.store.record_templates(record_id):
+            needles[f"{stage}: template {t.number}"] = np.asarray(t.embedding, np.float32).tobytes()
+        for key in service.blobs.keys(f"{service.tenant}/{record_id}/"):
+            needles[f"{stage}: {key}"] = service.blobs.get(key)
+
+    settings = Settings.load(
+        environ={}, data_dir=data_dir, models_dir=base_settings.models_dir, model_pack=old
+    )
+    service, adapters = build_service(settings)
+    try:
+        record_id = str(service.enroll(photos[0].read_bytes(), InputRef(photos[0].name, "APP-1")).record_id)
+        added = 0
+        for n, photo in enumerate(photos[1:6], start=1):
+            try:
+                add_photo(service, record_id, photo.read_bytes(), OFFICER)
+                added += 1
+            except TemplateRefused:
+                continue
+            remember(service, record_id, f"after photo {n}")
+        assert added >= 4, "too few of this person's photos were accepted to replace any"
+    finally:
+        adapters.close()
+    migration.write_packs(data_dir, "default", old, new)
+    live = Settings.load(environ={}, data_dir=data_dir, models_dir=base_settings.models_dir)
+    service, adapters = build_service(live)
+    try:
+        assert migration.run(service, build_engine(live, YUNET_SFACE_FLIP), YUNET_SFACE).failed == {}
+        migration.switch(service, live, action="cutover")
+    finally:
+        adapters.close()
+    after = Settings.load(environ={}, data_dir=data_dir, models_dir=base_settings.models_dir)
+    service, adapters = build_service(after)
+    try:
+        remember(service, record_id, "cut over")
+        kept_old = service.store.pack_record_templates(record_id, old)  # type: ignore[attr-defined]
+        assert len(kept_old) == 3  # the old pack's templates kept beside, for a rollback
+        needles |= {
+            f"old pack template {t.number}": np.asarray(t.embedding, np.float32).tobytes() for t in kept_old
+        }
+        files = [f for f in data_dir.rglob("*") if f.is_file()]
+        assert any(needles["cut over: centroid"] in f.read_bytes() for f in files)  # findable
+        receipt = service.erase(record_id, "dpo", "request")
+        assert receipt["records"] == 1
+    finally:
+        adapters.close()
+    left = sorted(
+        (name, str(f.relative_to(data_dir)))
+        for f in data_dir.rglob("*")
+        if f.is_file()
+        for name, needle in needles.items()
+        if needle in f.read_bytes()
+    )
+    assert len(needles) > 20 and left == []
