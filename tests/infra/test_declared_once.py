@@ -56,8 +56,13 @@ def test_the_declarations_need_nothing_but_the_standard_library(module: str) -> 
 def test_importing_the_cdk_app_loads_no_runtime() -> None:
     # The stack and every construct, as `cdk synth` imports them (staging the capture page's
     # detector reads the local Settings later, when the stack is built, not on import).
-    assert _loaded_after("face_dedup_infra.stack", ROOT / "infra") == []
-    assert _loaded_after("face_dedup_infra.constructs.tables", ROOT / "infra") == []
+    hint = (
+        "a construct imports a runtime module: keep what the CDK app shares with the runtime in "
+        "standard-library-only modules (deployment.py, table_schema.py, wiring.py, capacity.py) "
+        "or import the runtime module inside the function that needs it at synth"
+    )
+    assert _loaded_after("face_dedup_infra.stack", ROOT / "infra") == [], hint
+    assert _loaded_after("face_dedup_infra.constructs.tables", ROOT / "infra") == [], hint
 
 
 def test_the_adapter_and_the_construct_share_one_schema() -> None:
