@@ -142,6 +142,8 @@ def add_photo(
                 f"record {record_id} is in model pack {record.model_pack}, this process runs {pack}"
             )
         existing = current_templates(service, record)
+        if record.template_count > 1:  # heals an index write an earlier addition did not make
+            service.index.add([IndexEntry(record_id, tenant, pack, record.embedding)])
         verify_threshold = service.policy.verify_threshold  # the decision policy's 1:1 rule
         verify_score = calibrated_score(float(np.dot(record.embedding, probe)), record.template_count)
         review = service.thresholds().review
@@ -214,14 +216,18 @@ def add_photo(
                 with suppress(NotFound):
                     service.blobs.delete_prefix(template_prefix(tenant, record_id, new.number))
             raise InvalidState(f"record {record_id} changed while the photo was added: try again")
-        # The index after the store. A crash here leaves the previous centroid indexed: the
-        # record is still found, and every decision recomputes its score from the store's
-        # centroid; the next add to this record writes the index vector again.
-        service.index.add([IndexEntry(record_id, tenant, pack, plan.centroid)])
-        if plan.replaced is not None:
-            service.blobs.delete_prefix(template_prefix(tenant, record_id, plan.replaced.number))
-        if service.shadow is not None:  # a migration re-embeds this record on its next run
-            service.shadow.forget(record_id)
+        # The index after the store. A crash or an index error here leaves the previous
+        # centroid indexed: the record is still found, and every decision recomputes its score
+        # from the store's centroid; the next attempt on this record (even one refused, such
+        # as a retry of this photo) writes the index vector again (above). The replaced
+        # photo goes whatever happens to the index.
+        try:
+            service.index.add([IndexEntry(record_id, tenant, pack, plan.centroid)])
+        finally:
+            if plan.replaced is not None:
+                service.blobs.delete_prefix(template_prefix(tenant, record_id, plan.replaced.number))
+            if service.shadow is not None:  # a migration re-embeds this record on its next run
+                service.shadow.forget(record_id)
     return TemplateAdded(
         record_id,
         new.number,

@@ -23,7 +23,7 @@ from face_dedup.bootstrap import Adapters, build_service
 from face_dedup.domain import Actor, AuditEvent, ImportItem, Outcome, Record, RecordStatus, Role, utc_now
 from face_dedup.errors import PermissionDenied
 from face_dedup.models.custom import find_pack
-from face_dedup.ports import EnrollmentCommit, RecordStore
+from face_dedup.ports import EnrollmentCommit, IndexEntry, RecordStore
 from face_dedup.record_templates import (
     CENTROID_SCORE_OFFSET,
     Template,
@@ -578,3 +578,41 @@ def test_the_erasure_scan_reads_the_record_and_skips_other_records_added_photos(
         "its photo is still in blobs/default/stray.bin",
         "its photo is still in registry.sqlite-wal",
     ]
+
+
+def test_an_index_error_after_the_store_write_is_healed_by_the_next_attempt(
+    built: tuple[DedupService, Adapters], fake: ScoredFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store took the new template but the index write failed (an outage): the replaced
+    photo is deleted anyway, and the next attempt on the record, even the retry of the same
+    photo (refused: already held), writes the record's centroid to the index."""
+    service, _ = built
+    record_id = _person(service, fake)
+    base = unit(fake.dim, 0)
+    for n in (1, 2):
+        add_photo(service, record_id, fake.face(f"later-{n}".encode(), at_score(base, 0.9, n)), OFFICER)
+    index = service.index
+    real_add = index.add
+
+    before = service.store.get_record(record_id)
+    assert before is not None
+
+    def outage(entries: list[IndexEntry]) -> None:  # the new centroid's write fails
+        if any(not np.array_equal(e.vector, before.embedding) for e in entries):
+            raise OSError("index unavailable")
+        real_add(entries)
+
+    monkeypatch.setattr(index, "add", outage)
+    third = fake.face(b"later-3", at_score(base, 0.9, 3))
+    with pytest.raises(OSError):
+        add_photo(service, record_id, third, OFFICER)
+    record = service.store.get_record(record_id)
+    assert record is not None and [t.number for t in service.store.record_templates(record_id)] == [1, 3, 4]
+    assert service.blobs.keys(template_prefix(service.tenant, record_id, 2)) == []  # replaced: gone
+    hit = index.search(record.embedding, tenant=service.tenant, model_pack=service.model_pack, k=1)[0]
+    assert hit.score < 0.9999  # the index still holds the previous centroid
+    monkeypatch.setattr(index, "add", real_add)
+    with pytest.raises(TemplateRefused, match="already holds"):
+        add_photo(service, record_id, third, OFFICER)
+    hit = index.search(record.embedding, tenant=service.tenant, model_pack=service.model_pack, k=1)[0]
+    assert hit.record_id == record_id and hit.score == pytest.approx(1.0, abs=1e-5)
