@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from face_dedup.blob_keys import template_crop_key, template_photo_key, template_prefix
 from face_dedup.domain import Actor, AuditEvent, Record, RecordStatus, Role, utc_now
@@ -105,6 +106,20 @@ def _linked_to(record_id: str, records: Iterable[Record]) -> set[str]:
     return linked - {record_id}
 
 
+def _index(service: DedupService, record_id: str, pack: str, vector: NDArray[np.float32]) -> None:
+    """Write the record's centroid `vector` (as read or just stored) to the index. Without a
+    registry lock (the cloud) the record may have changed or been erased since: read it again
+    after the write. Unchanged, any later writer indexes after us; a newer centroid is written
+    instead; an erased record's vector is deleted again (the erasure deleted it before ours)."""
+    tenant = service.tenant
+    service.index.add([IndexEntry(record_id, tenant, pack, vector)])
+    now = service.store.get_record(record_id)
+    if now is None or now.tenant != tenant:
+        service.index.delete([record_id])
+    elif now.model_pack == pack and not np.array_equal(now.embedding, vector):
+        service.index.add([IndexEntry(record_id, tenant, pack, now.embedding)])
+
+
 def add_photo(
     service: DedupService,
     record_id: str,
@@ -143,7 +158,7 @@ def add_photo(
             )
         existing = current_templates(service, record)
         if record.template_count > 1:  # heals an index write an earlier addition did not make
-            service.index.add([IndexEntry(record_id, tenant, pack, record.embedding)])
+            _index(service, record_id, pack, record.embedding)
         verify_threshold = service.policy.verify_threshold  # the decision policy's 1:1 rule
         verify_score = calibrated_score(float(np.dot(record.embedding, probe)), record.template_count)
         review = service.thresholds().review
@@ -222,7 +237,7 @@ def add_photo(
         # as a retry of this photo) writes the index vector again (above). The replaced
         # photo goes whatever happens to the index.
         try:
-            service.index.add([IndexEntry(record_id, tenant, pack, plan.centroid)])
+            _index(service, record_id, pack, plan.centroid)
         finally:
             if plan.replaced is not None:
                 service.blobs.delete_prefix(template_prefix(tenant, record_id, plan.replaced.number))

@@ -616,3 +616,28 @@ def test_an_index_error_after_the_store_write_is_healed_by_the_next_attempt(
         add_photo(service, record_id, third, OFFICER)
     hit = index.search(record.embedding, tenant=service.tenant, model_pack=service.model_pack, k=1)[0]
     assert hit.record_id == record_id and hit.score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_an_erasure_racing_an_addition_leaves_no_vector_in_the_index(
+    built: tuple[DedupService, Adapters], fake: ScoredFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where nothing serialises them (the cloud has no registry lock), an erasure may land
+    between an addition's store write and its index write: the record's new centroid must not
+    be left in the index of an erased record."""
+    from contextlib import nullcontext
+
+    service, _ = built
+    record_id = _person(service, fake)
+    monkeypatch.setattr(service._registry, "registry_lock", nullcontext)  # as in the cloud
+    store = service.store
+    real = store.replace_templates
+
+    def then_erased(*args: object) -> bool:
+        done = real(*args)  # type: ignore[arg-type]
+        service.erase(record_id, "dpo", "request")
+        return done
+
+    monkeypatch.setattr(store, "replace_templates", then_erased)
+    add_photo(service, record_id, fake.face(b"later", at_score(unit(fake.dim, 0), 0.9, 1)), OFFICER)
+    assert store.get_record(record_id) is None
+    assert record_id not in service.index.record_ids(tenant=service.tenant, model_pack=service.model_pack)
