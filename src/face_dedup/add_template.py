@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from face_dedup.blob_keys import template_crop_key, template_photo_key, template_prefix
+from face_dedup.blob_keys import record_prefix, template_crop_key, template_photo_key, template_prefix
 from face_dedup.domain import Actor, AuditEvent, Record, RecordStatus, Role, utc_now
 from face_dedup.errors import InvalidState, NotFound, PermissionDenied
 from face_dedup.ports import IndexEntry
@@ -110,11 +110,16 @@ def _index(service: DedupService, record_id: str, pack: str, vector: NDArray[np.
     """Write the record's centroid `vector` (as read or just stored) to the index. Without a
     registry lock (the cloud) the record may have changed or been erased since: read it again
     after the write. Unchanged, any later writer indexes after us; a newer centroid is written
-    instead; an erased record's vector is deleted again (the erasure deleted it before ours)."""
+    instead; an erased record's vector and files are deleted again (the erasure may have
+    deleted them before ours were written)."""
     tenant = service.tenant
     service.index.add([IndexEntry(record_id, tenant, pack, vector)])
     now = service.store.get_record(record_id)
-    if now is None or now.tenant != tenant:
+    if now is None:  # erased: our vector, and the files we put, were not there to erase
+        service.index.delete([record_id])
+        with suppress(NotFound):
+            service.blobs.delete_prefix(record_prefix(tenant, record_id))
+    elif now.tenant != tenant:
         service.index.delete([record_id])
     elif now.model_pack == pack and not np.array_equal(now.embedding, vector):
         service.index.add([IndexEntry(record_id, tenant, pack, now.embedding)])

@@ -641,3 +641,27 @@ def test_an_erasure_racing_an_addition_leaves_no_vector_in_the_index(
     add_photo(service, record_id, fake.face(b"later", at_score(unit(fake.dim, 0), 0.9, 1)), OFFICER)
     assert store.get_record(record_id) is None
     assert record_id not in service.index.record_ids(tenant=service.tenant, model_pack=service.model_pack)
+
+
+def test_an_erasure_that_deleted_the_files_before_the_addition_wrote_them_leaves_none(
+    built: tuple[DedupService, Adapters], fake: ScoredFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The erasure deletes the record's files first and its row last; an addition can write its
+    photo in between and still win its store write. Its files must not outlive the record."""
+    from contextlib import nullcontext
+
+    service, _ = built
+    record_id = _person(service, fake)
+    monkeypatch.setattr(service._registry, "registry_lock", nullcontext)  # as in the cloud
+    store = service.store
+    real = store.replace_templates
+
+    def row_erased_after(*args: object) -> bool:  # the erasure's last step lands now
+        done = real(*args)  # type: ignore[arg-type]
+        store.erase_record(record_id, AuditEvent("record.erased", "dpo", service.tenant, utc_now(), {}))
+        return done
+
+    monkeypatch.setattr(store, "replace_templates", row_erased_after)
+    add_photo(service, record_id, fake.face(b"later", at_score(unit(fake.dim, 0), 0.9, 1)), OFFICER)
+    assert service.blobs.keys(f"{service.tenant}/{record_id}/") == []
+    assert record_id not in service.index.record_ids(tenant=service.tenant, model_pack=service.model_pack)
