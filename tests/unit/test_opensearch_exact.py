@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 from numpy.typing import NDArray
+from opensearchpy.exceptions import RequestError
 
-from face_dedup.adapters.opensearch_index import OpenSearchVectorIndex, index_body
+from face_dedup.adapters.opensearch_index import OpenSearchVectorIndex, exact_query, index_body
 from face_dedup.bootstrap import _opensearch_index
 from face_dedup.errors import ConfigError
 from face_dedup.ports import IndexEntry
@@ -139,3 +140,56 @@ def test_the_bootstrap_passes_the_method_and_refuses_an_unknown_one() -> None:
         _opensearch_index(Settings.load({}, **common, opensearch_method="annoy"))
     with pytest.raises(ConfigError, match="8-bit is not offered"):
         _opensearch_index(Settings.load({}, **common, opensearch_encoding="sq8"))
+
+
+def test_an_hnsw_search_on_the_exact_index_fails_as_on_a_real_domain(
+    exact: tuple[OpenSearchVectorIndex, RecordingKnnOpenSearch],
+) -> None:
+    """The plugin answers a `knn` query only on a field built with a graph: on the exact
+    method's index (no `method`, `index.knn: false`) a real domain says "Field 'vector' is not
+    built for ANN search." (k-NN KNNQueryBuilder). The fake used to answer it with a scan, so a
+    deployment whose functions ask HNSW of an index created exact (the method changed without a
+    new index, README "Sizing the cloud index") looked fine in tests. The opposite direction
+    works on a real domain (knn_score scores an HNSW field's vectors too) and here."""
+    index, client = exact
+    vector = unit(np.random.default_rng(3), 1)[0]
+    index.add([IndexEntry("r1", "t1", "p1", vector)])
+    as_hnsw = OpenSearchVectorIndex(client, index._index, DIM)  # the default method: hnsw
+    with pytest.raises(RequestError, match="not built for ANN search"):
+        as_hnsw.search(vector, tenant="t1", model_pack="p1", k=3)
+    graph = OpenSearchVectorIndex(client, f"faces-{uuid.uuid4().hex[:12]}", DIM)
+    graph.ensure_index()
+    graph.add([IndexEntry("r1", "t1", "p1", vector)])
+    as_exact = OpenSearchVectorIndex(client, graph._index, DIM, method="exact")
+    assert [h.record_id for h in as_exact.search(vector, tenant="t1", model_pack="p1", k=3)] == ["r1"]
+    # Beyond the result window (10,000) the server refuses a search; the adapter never asks.
+    with pytest.raises(RequestError, match="Result window is too large"):
+        client.search(index=index._index, body=exact_query(vector.tolist(), "t1", "p1", 10_001, 0.5))
+    with pytest.raises(ValueError, match="above what OpenSearch"):
+        index.search(vector, tenant="t1", model_pack="p1", k=10_001)
+
+
+def test_the_fakes_scores_are_the_plugins(osmem_clone: Any) -> None:
+    """knn_score's formulas in k-NN's KNNScoringSpace: innerproduct is normalizeScore(-ip),
+    1 + ip for ip >= 0 and 1 / (1 - ip) below; cosinesimil is 1 + cos (not the approximate
+    query's (1 + cos) / 2)."""
+    client = FakeKnnOpenSearch(hosts=[osmem_clone.url])
+    index = OpenSearchVectorIndex(client, f"faces-{uuid.uuid4().hex[:12]}", DIM, method="exact")
+    index.ensure_index()
+    query = np.zeros(DIM, dtype=np.float32)
+    query[0] = 1.0
+    cosines = {"up": 0.6, "zero": 0.0, "down": -0.5}
+    entries = []
+    for rid, cos in cosines.items():
+        v = np.zeros(DIM, dtype=np.float32)
+        v[0], v[1] = cos, np.sqrt(1 - cos * cos)
+        entries.append(IndexEntry(rid, "t1", "p1", v))
+    index.add(entries)
+    for space, expected in (
+        ("innerproduct", {"up": 1.6, "zero": 1.0, "down": 1 / 1.5}),
+        ("cosinesimil", {"up": 1.6, "zero": 1.0, "down": 0.5}),
+    ):
+        body = exact_query(query.tolist(), "t1", "p1", 10, None)
+        body["query"]["script_score"]["script"]["params"]["space_type"] = space
+        hits = client.search(index=index._index, body=body)["hits"]["hits"]
+        assert {h["_id"]: h["_score"] for h in hits} == pytest.approx(expected, abs=1e-6), space
