@@ -37,6 +37,7 @@ HANDLERS = {
     "migrate.shadow": ("functions.migrate.handler", "shadow"),
     "migrate.report": ("functions.migrate.handler", "report"),
     "migrate.shadow_fill": ("functions.migrate.handler", "shadow_fill"),
+    "bulk_analyse": ("functions.bulk.handler", "handler"),  # deployed with face-dedup:bulk-import=true
 }
 
 

@@ -9,6 +9,7 @@ from face_dedup.deployment import CLOUD_SETTINGS
 from face_dedup.table_schema import TABLES
 from face_dedup_infra.config import DeploymentConfig
 from face_dedup_infra.constructs.abis_broker import AbisBroker, AbisOptions
+from face_dedup_infra.constructs.bulk_import import BulkImportJob, BulkImportOptions
 from face_dedup_infra.constructs.encryption import Encryption, EncryptLogs
 from face_dedup_infra.constructs.functions import Functions
 from face_dedup_infra.constructs.ingest_queue import CaseNotificationQueue, IngestQueue
@@ -157,6 +158,17 @@ class FaceDedupStack(Stack):
                 options=migration,
                 functions=functions,
                 faces=storage.faces,
+                access_logs=storage.access_logs,
+                key=key,
+            )
+        bulk = BulkImportOptions.from_context(self.node.try_get_context)
+        if bulk.enabled:  # the bulk de-duplication job's analysis map: off unless asked for (README)
+            self.bulk_import = BulkImportJob(
+                self,
+                "BulkImport",
+                options=bulk,
+                functions=functions,
+                uploads=storage.uploads,
                 access_logs=storage.access_logs,
                 key=key,
             )

@@ -233,6 +233,7 @@ MIGRATE_FINISH = "migrate_finish"
 MIGRATE_SHADOW = "migrate_shadow"
 MIGRATE_REPORT = "migrate_report"
 MIGRATE_SHADOW_FILL = "migrate_shadow_fill"
+BULK_ANALYSE = "bulk_analyse"
 OPTIONAL_FUNCTIONS: dict[str, FunctionSpec] = {
     ABIS: FunctionSpec(
         name=ABIS,
@@ -345,6 +346,20 @@ OPTIONAL_FUNCTIONS: dict[str, FunctionSpec] = {
         memory=1024,
         timeout_s=900,
         description="migration: progress and shadow disagreements (record ids only)",
+    ),
+    # `face-dedup:bulk-import=true` adds the bulk de-duplication job's item processor
+    # (cloud_bulk.py): a batch of manifest rows -> their photos analysed -> one part of the job
+    # in the faces bucket. Nothing searched, nothing registered: not in the VPC.
+    BULK_ANALYSE: FunctionSpec(
+        name=BULK_ANALYSE,
+        handler="handler.handler",
+        code_dir="bulk",
+        uses={UPLOADS: ("get",), BLOBS: ("put",)},
+        engine=True,
+        settings=SERVICE_SETTINGS,
+        memory=3008,
+        timeout_s=600,
+        description="bulk job: analyse a batch of manifest rows, write their templates (encrypted)",
     ),
 }
 

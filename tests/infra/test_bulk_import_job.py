@@ -1,0 +1,122 @@
+"""The bulk de-duplication job (context `face-dedup:bulk-import=true`) in the synthesized template.
+
+moto cannot run a Distributed Map (no ItemReader, batcher or result writer): the ASL the CDK app
+emits is checked here, and the item processor is run on moto in
+tests/integration/test_cloud_bulk.py. cdk-nag runs on this synth too (build_app fails on an
+unacknowledged finding)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from face_dedup import permissions, wiring
+from tests.infra.test_deployability import _of, functions_by_name, statements
+from tests.infra.test_migration_job import _actions
+
+CONCURRENCY = 5
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from aws_cdk.assertions import Template
+
+    from app import build_app
+
+    tmp = tmp_path_factory.mktemp("bulk")
+    for name in ("runtime", "models"):
+        (tmp / "layers" / name).mkdir(parents=True)
+        (tmp / "layers" / name / "README").write_text("placeholder\n")
+    context = {
+        "face-dedup:layers-dir": str(tmp / "layers"),
+        "face-dedup:bulk-import": "true",
+        "face-dedup:bulk-import-max-concurrency": str(CONCURRENCY),
+        "face-dedup:bulk-import-tolerated-failure-percent": "1",
+    }
+    _, stack = build_app(str(tmp / "cdk.out"), context)
+    return dict(Template.from_stack(stack).to_json())
+
+
+def _definition(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    found = [
+        (logical, resource)
+        for logical, resource in _of(template, "AWS::StepFunctions::StateMachine").items()
+        if logical.startswith("BulkImport")
+    ]
+    assert len(found) == 1
+    logical, resource = found[0]
+    parts = resource["Properties"]["DefinitionString"]["Fn::Join"][1]
+
+    def token(part: dict[str, Any]) -> str:
+        ref = part.get("Ref") or part.get("Fn::GetAtt", [""])[0]
+        return f"@@{ref}@@"
+
+    return logical, json.loads("".join(p if isinstance(p, str) else token(p) for p in parts))
+
+
+def test_the_job_is_a_bounded_distributed_map_over_the_manifest_rows(template: dict[str, Any]) -> None:
+    _, asl = _definition(template)
+    states = asl["States"]
+    assert asl["StartAt"] == "Plan"
+    plan = states["Plan"]["Parameters"]
+    assert plan["manifest.$"] == "States.Format('bulk/{}/{}/manifest.csv', $.tenant, $.batch)"
+    assert plan["job.$"] == "$$.Execution.Name"
+    rows = states["Rows"]
+    assert rows["Type"] == "Map" and rows["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+    uploads = next(k for k in _of(template, "AWS::S3::Bucket") if k.startswith("StorageUploads"))
+    reader = rows["ItemReader"]
+    assert reader["Resource"].endswith(":states:::s3:getObject")
+    assert reader["ReaderConfig"] == {"InputType": "CSV", "CSVHeaderLocation": "FIRST_ROW"}
+    assert reader["Parameters"] == {"Bucket": f"@@{uploads}@@", "Key.$": "$.manifest"}
+    # the row's index (manifest order), its file and application id: nothing else of the row
+    assert rows["ItemSelector"] == {
+        "row.$": "$$.Map.Item.Index",
+        "file.$": "$$.Map.Item.Value.file",
+        "application_id.$": "$$.Map.Item.Value.application_id",
+    }
+    assert rows["ItemBatcher"]["BatchInput"] == {
+        "tenant.$": "$.tenant",
+        "batch.$": "$.batch",
+        "job.$": "$.job",
+    }
+    assert 1 <= rows["ItemBatcher"]["MaxItemsPerBatch"] <= 500
+    assert rows["MaxConcurrency"] == CONCURRENCY
+    assert rows["ToleratedFailurePercentage"] == 1
+    results = next(k for k in _of(template, "AWS::S3::Bucket") if k.startswith("BulkImportResults"))
+    assert rows["ResultWriter"]["Parameters"]["Bucket"] == f"@@{results}@@"
+    (analyse,) = rows["ItemProcessor"]["States"].values()
+    assert analyse["Resource"] == f"@@{functions_by_name(template)[wiring.BULK_ANALYSE][0]}@@"
+    retried = {e for r in analyse.get("Retry", []) for e in r["ErrorEquals"]}
+    assert "TransientError" in retried and "BadItem" not in retried
+    assert rows.get("End") is True  # the ordered decide step is not built yet (README)
+
+
+def test_the_item_processor_reads_uploads_and_writes_parts_only(template: dict[str, Any]) -> None:
+    _, fn = functions_by_name(template)[wiring.BULK_ANALYSE]
+    granted = statements(template, fn["Properties"]["Role"]["Fn::GetAtt"][0])
+    actions = _actions(granted) - {"xray:PutTelemetryRecords", "xray:PutTraceSegments"}
+    spec = wiring.OPTIONAL_FUNCTIONS[wiring.BULK_ANALYSE]
+    needs = permissions.needs(spec)
+    assert actions == {n.action for n in needs | permissions.key_needs(needs)}
+    assert not any(a.startswith(("dynamodb:", "es:", "states:", "sqs:", "sns:")) for a in actions)
+    assert {"s3:GetObject", "s3:PutObject"} <= actions and "s3:DeleteObject" not in actions
+    others = {
+        k for k in _of(template, "AWS::S3::Bucket") if not k.startswith(("StorageFaces", "StorageUploads"))
+    }
+    assert not any(k in json.dumps(granted) for k in others)
+    props = fn["Properties"]
+    assert "VpcConfig" not in props  # never reaches the index
+    assert props["ReservedConcurrentExecutions"] == CONCURRENCY
+
+
+def test_off_unless_asked_and_unbounded_concurrency_refused() -> None:
+    from face_dedup_infra.constructs.bulk_import import BulkImportOptions
+
+    assert not BulkImportOptions.from_context({}.get).enabled
+    for bad in (0, -1, 1001):
+        with pytest.raises(ValueError, match="max-concurrency"):
+            BulkImportOptions(enabled=True, max_concurrency=bad)
+    with pytest.raises(ValueError, match="batch-size"):
+        BulkImportOptions(enabled=True, batch_size=501)
