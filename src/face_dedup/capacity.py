@@ -130,6 +130,8 @@ PREFERENCE = (DEFAULT_METHOD, IndexMethod("hnsw", "fp16"), EXACT_METHOD)
 EXACT_VECTORS_PER_CPU_S = 34_000_000.0
 EXACT_SCRIPT_FACTOR = 10.0
 EXACT_LATENCY_S = 1.0  # an enrollment's duplicate search (the workflow tolerates ~1 s)
+# infra/cdk.json pins the node type and count: `-c` cannot unset them, so the refusal says where.
+UNPIN = " (infra/cdk.json sets both: override them with -c or remove them there)"
 
 
 def _validated_list() -> str:
@@ -467,8 +469,8 @@ def render(p: Plan) -> list[str]:
         *(
             [
                 f"exact search: {p.shards} primary shard(s); {p.search_seconds:.2f} s a search planned "
-                f"({exact_search_cpu_s(p.faces) / EXACT_SCRIPT_FACTOR:.3f} CPU-s measured with faiss's "
-                f"scan x {EXACT_SCRIPT_FACTOR:g} assumed for the JVM script), "
+                f"({exact_search_cpu_s(p.faces) / EXACT_SCRIPT_FACTOR:.3f} CPU-s at faiss's measured "
+                f"scan rate x {EXACT_SCRIPT_FACTOR:g} assumed for the JVM script), "
                 f"{p.searches_per_s:,.0f} searches/s sustained by {p.data_nodes * p.instance.vcpus} vCPUs"
             ]
             if p.method.name == "exact"
@@ -515,7 +517,7 @@ def check_deployment(
             f"{data_nodes} x {instance_type} hold {have / 2**30:.1f} GiB of k-NN graphs; "
             f"{faces:,} faces with {method.label()} and {replicas} replica(s) need "
             f"{need / 2**30:.1f} GiB (with 20% headroom). Use {planned.data_nodes} x "
-            f"{planned.instance.name} (face-dedup plan-capacity {faces}) or leave both unset."
+            f"{planned.instance.name} (face-dedup plan-capacity {faces}) or leave both unset{UNPIN}."
         )
     if method.name == "exact" and data_nodes * instance.vcpus < exact_shards(faces):
         planned = plan(faces, dim=dim, method=method, replicas=replicas)
@@ -523,5 +525,5 @@ def check_deployment(
             f"{data_nodes} x {instance_type} have {data_nodes * instance.vcpus} vCPUs; an exact search "
             f"over {faces:,} faces needs {exact_shards(faces)} primary shards scanned in parallel to "
             f"finish within {EXACT_LATENCY_S:g} s. Use {planned.data_nodes} x {planned.instance.name} "
-            f"(face-dedup plan-capacity {faces} --method exact) or leave both unset."
+            f"(face-dedup plan-capacity {faces} --method exact) or leave both unset{UNPIN}."
         )

@@ -130,3 +130,14 @@ def test_the_production_profiles_zones_plan_with_one_replica() -> None:
         capacity.plan(100_000, zones=2, replicas=0)
     with pytest.raises(capacity.CapacityError, match="zones 1, 2 or 3"):
         capacity.plan(100_000, zones=4, replicas=3)
+
+
+def test_the_refusal_of_pinned_nodes_says_where_they_are_pinned() -> None:
+    """cdk.json pins the node type and count; `-c registry-size=15000000` alone is refused, and
+    "leave both unset" cannot be done with -c: the message names the file."""
+    import json
+
+    pinned = json.loads((INFRA / "cdk.json").read_text())["context"]
+    context = {**pinned, "face-dedup:registry-size": 15_000_000}
+    with pytest.raises(capacity.CapacityError, match=r"Use 6 x r7g.large.search .*infra/cdk.json sets both"):
+        DeploymentConfig.from_context(context.get, INFRA)
