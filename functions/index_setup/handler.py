@@ -28,6 +28,19 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "face_dedup_read": list(properties.get("ReadRoleArns") or []),
         "face_dedup_write": list(properties.get("WriteRoleArns") or []),
     }
-    result = provision(build_search_index(Settings.load()), role_arns)
-    logger.info("index provisioned", index_created=result["created"], roles_mapped=result["mapped"])
+    settings = Settings.load()
+    # a migration's shadow pack (deployed with -c face-dedup:shadow-pack): its own index, of its
+    # own dimension, created beside the active pack's and readable/writable by the same roles
+    shadow = (
+        [build_search_index(settings.with_overrides(model_pack=settings.shadow_pack, shadow_pack=""))]
+        if settings.shadow_pack
+        else []
+    )
+    result = provision(build_search_index(settings), role_arns, also=shadow)
+    logger.info(
+        "index provisioned",
+        index_created=result["created"],
+        shadow_indexes=len(shadow),
+        roles_mapped=result["mapped"],
+    )
     return {"PhysicalResourceId": physical_id, "Data": {"Created": str(result["created"])}}

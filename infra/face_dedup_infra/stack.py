@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from aws_cdk import Aspects, Stack
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from face_dedup import permissions, wiring
@@ -13,7 +14,7 @@ from face_dedup_infra.constructs.bulk_import import BulkImportJob, BulkImportOpt
 from face_dedup_infra.constructs.encryption import Encryption, EncryptLogs
 from face_dedup_infra.constructs.functions import Functions
 from face_dedup_infra.constructs.ingest_queue import CaseNotificationQueue, IngestQueue
-from face_dedup_infra.constructs.migration import MigrationJob, MigrationOptions
+from face_dedup_infra.constructs.migration import MigrationJob, MigrationOptions, add_shadow_functions
 from face_dedup_infra.constructs.monitoring import Monitoring
 from face_dedup_infra.constructs.network import Network
 from face_dedup_infra.constructs.notifications import Notifications
@@ -114,6 +115,14 @@ class FaceDedupStack(Stack):
         assert ingest_timeout is not None  # every function is built with an explicit timeout
         queue = IngestQueue(self, "Ingest", uploads=storage.uploads, function_timeout=ingest_timeout)
         functions.consume(queue.queue, max_concurrency=max(2, index_concurrency))
+        migration = MigrationOptions.from_context(self.node.try_get_context)
+        # shadow mode (README, "Migrating between packs in the cloud"): refused at synth unless
+        # the migration job is deployed and the pack is a shipped one other than the active one
+        shadow_pack = migration.shadow_for(config.model_pack)
+        shadow: dict[str, lambda_.Function] = {}
+        if shadow_pack:
+            settings["shadow_pack"] = shadow_pack  # before the index setup: it creates that index
+            shadow = add_shadow_functions(functions, index_concurrency=index_concurrency)
         workflow = DedupWorkflow(
             self,
             "Workflow",
@@ -121,6 +130,7 @@ class FaceDedupStack(Stack):
             complete=functions.complete,
             notify=functions.notify,
             record_failure=functions.record_failure,
+            shadow=shadow.get(wiring.MIGRATE_SHADOW),
         )
         functions.set_setting("state_machine_arn", workflow.state_machine.state_machine_arn)
         # The state machine exists only now: the one grant that cannot be in `resources` up front.
@@ -150,7 +160,6 @@ class FaceDedupStack(Stack):
             functions.roles, settings, layer=functions.runtime_layer, security_group=network.functions_sg
         )
         network.add_endpoints_for(functions.roles)
-        migration = MigrationOptions.from_context(self.node.try_get_context)
         if migration.enabled:  # the model-pack migration job: off unless asked for (README)
             self.migration = MigrationJob(
                 self,
@@ -160,6 +169,7 @@ class FaceDedupStack(Stack):
                 faces=storage.faces,
                 access_logs=storage.access_logs,
                 key=key,
+                shadow=shadow or None,
             )
         bulk = BulkImportOptions.from_context(self.node.try_get_context)
         if bulk.enabled:  # the bulk de-duplication job's analysis map: off unless asked for (README)

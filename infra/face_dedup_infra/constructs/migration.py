@@ -10,6 +10,8 @@ A Step Functions state machine:
          (a record without a usable photo or crop, raised as `RecordsFailed` with record ids and
          reason codes) are tolerated up to `tolerated_failure_percent`, and every item's result,
          failures with their cause, is written to the results bucket (ResultWriter)
+      -> FillShadowIndex (only with a shadow pack declared: functions/migrate `shadow_fill`,
+         the shadow pack's own index := the templates the job kept in it)
       -> CutOver? (Choice on the input's `cutover`)
       -> Switch (functions/migrate `switch`: every record takes its target template as its own;
          refused, changing nothing, while any record lacks one).
@@ -18,6 +20,12 @@ Both functions are declared in face_dedup.wiring (OPTIONAL_FUNCTIONS) and built 
 like every other: their roles hold exactly what their adapters' code performs. Neither is in
 the VPC: the job never touches the index (the new pack's index is filled by the reconcile
 function once the stack runs the new pack).
+
+Shadow mode (context `face-dedup:shadow-pack=<pack id>`, only with the job): `add_shadow_functions`
+deploys `migrate_shadow` (the workflow's shadow step, DedupWorkflow), `migrate_shadow_fill` (a
+state of this job) and `migrate_report` (invoked by hand). The first two reach the index, so they
+run in the VPC, and the deploy-time index setup creates the shadow pack's own index beside the
+active one (functions/index_setup).
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from constructs import Construct
 
 from face_dedup import permissions, wiring
 from face_dedup.deployment import FACES_PREFIX
+from face_dedup.models.registry import PACKS
 from face_dedup_infra.constructs.functions import Functions
 from face_dedup_infra.constructs.workflow import RETRY, TRANSIENT
 
@@ -54,8 +63,20 @@ class MigrationOptions:
     max_concurrency: int = 10
     tolerated_failure_percent: float = 1.0
     batch_size: int = 50  # records' keys per item (each record lists its photo and its crop)
+    # the migration's target pack run in shadow beside the active one ("" = no shadow mode)
+    shadow_pack: str = ""
 
     def __post_init__(self) -> None:
+        if self.shadow_pack and not self.enabled:
+            raise ValueError(
+                "face-dedup:shadow-pack needs face-dedup:migration=true: shadow mode runs the "
+                "migration's target pack, whose templates only the migration job makes"
+            )
+        if self.shadow_pack and self.shadow_pack not in PACKS:
+            raise ValueError(
+                f"face-dedup:shadow-pack must be a shipped model pack ({', '.join(sorted(PACKS))}), "
+                f"got {self.shadow_pack!r}"
+            )
         if not 1 <= self.max_concurrency <= MAX_CONCURRENCY_LIMIT:
             raise ValueError(
                 f"face-dedup:migration-max-concurrency must be 1..{MAX_CONCURRENCY_LIMIT} "
@@ -79,7 +100,38 @@ class MigrationOptions:
                 value("-tolerated-failure-percent", cls.tolerated_failure_percent)
             ),
             batch_size=int(value("-batch-size", cls.batch_size)),
+            shadow_pack=str(get("face-dedup:shadow-pack") or ""),
         )
+
+    def shadow_for(self, active_pack: str) -> str:
+        """The declared shadow pack ("" when none), refused when it is the active pack."""
+        if self.shadow_pack and self.shadow_pack == active_pack:
+            raise ValueError(
+                f"face-dedup:shadow-pack {self.shadow_pack!r} is the active pack (face-dedup:model-pack): "
+                "the shadow must be the migration's other pack"
+            )
+        return self.shadow_pack
+
+
+SHADOW_STEPS = (wiring.MIGRATE_SHADOW, wiring.MIGRATE_SHADOW_FILL, wiring.MIGRATE_REPORT)
+
+
+def add_shadow_functions(functions: Functions, *, index_concurrency: int) -> dict[str, Any]:
+    """The shadow mode's three functions, each with exactly what its adapters' code performs.
+    Called before the index setup is declared, so that the two that reach the index are mapped
+    to their security-plugin roles and admitted by the domain's policy like every other."""
+    reserved = {
+        # one shadow search per workflow execution: bounded like the search step it follows
+        wiring.MIGRATE_SHADOW: index_concurrency,
+        wiring.MIGRATE_SHADOW_FILL: 1,  # one fill at a time (each run of the job)
+        wiring.MIGRATE_REPORT: 1,
+    }
+    built = {}
+    for name in SHADOW_STEPS:
+        spec = wiring.OPTIONAL_FUNCTIONS[name]
+        found = permissions.needs(spec)
+        built[name] = functions.add(spec, found | permissions.key_needs(found), reserved[name])
+    return built
 
 
 class MigrationJob(Construct):
@@ -93,9 +145,10 @@ class MigrationJob(Construct):
         faces: s3.IBucket,
         access_logs: s3.IBucket,
         key: kms.IKey,
+        shadow: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
-        built = {}
+        built: dict[str, Any] = {}
         steps = (
             (wiring.MIGRATE, options.max_concurrency),
             (wiring.MIGRATE_SWITCH, 1),
@@ -190,11 +243,23 @@ class MigrationJob(Construct):
             .when(sfn.Condition.boolean_equals("$.cutover", True), switch.next(done))
             .otherwise(done)
         )
+        after_records: sfn.IChainable = cutover
+        if shadow:
+            # the records just re-embedded enter the shadow pack's index before any cut-over:
+            # the shadow searches (and, after a cut-over, the new pack) see the whole gallery
+            fill = invoke(
+                "FillShadowIndex",
+                shadow[wiring.MIGRATE_SHADOW_FILL],
+                sfn.TaskInput.from_object({"tenant.$": "$.tenant"}),
+                "$.shadow_fill",
+            )
+            built[wiring.MIGRATE_SHADOW_FILL] = shadow[wiring.MIGRATE_SHADOW_FILL]
+            after_records = fill.next(cutover)
         log_group = logs.LogGroup(self, "Logs", retention=logs.RetentionDays.ONE_YEAR)
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",
-            definition_body=sfn.DefinitionBody.from_chainable(plan.next(records).next(cutover)),
+            definition_body=sfn.DefinitionBody.from_chainable(plan.next(records).next(after_records)),
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
             timeout=Duration.days(7),
@@ -207,6 +272,8 @@ class MigrationJob(Construct):
         CfnOutput(self, "ResultsBucket", value=self.results.bucket_name)
         # invoked by hand once the migration is final (README): erases the old pack's templates
         CfnOutput(self, "FinishFunction", value=built[wiring.MIGRATE_FINISH].function_name)
+        if shadow:  # invoked by hand: progress and the shadow's disagreements (README)
+            CfnOutput(self, "ShadowReportFunction", value=shadow[wiring.MIGRATE_REPORT].function_name)
         self.functions = built
         self.role: iam.IRole = self.state_machine.role
 

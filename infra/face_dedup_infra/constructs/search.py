@@ -110,6 +110,8 @@ class SearchDomain(Construct):
             env_name("model_pack"): settings["model_pack"],
             "POWERTOOLS_SERVICE_NAME": "face-dedup-index-setup",
         }
+        if settings.get("shadow_pack"):  # a migration's shadow pack: its own index is created too
+            env[env_name("shadow_pack")] = settings["shadow_pack"]
         self.domain.grant_read_write(self.master_role)
         self.setup_function = lambda_.Function(
             self,

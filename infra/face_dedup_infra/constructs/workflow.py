@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import Acknowledgment, CfnResource, Duration, Stack, Validations
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
@@ -23,6 +23,8 @@ PERMANENT = "PermanentError"  # raised by functions/workflow/handler.py for non-
 # Retried with full jitter for about 18 minutes (3 s, 7.5 s, ... capped at 5 minutes, 8 attempts):
 # an overloaded cluster or throttled Lambda recovers within that, and jitter spreads the retries.
 RETRY = {"interval_s": 3, "backoff_rate": 2.5, "max_attempts": 8, "max_delay_s": 300}
+# The shadow step's own limit: a shadow search adds at most this to an enrollment's latency.
+SHADOW_TIMEOUT_S = 30
 OUTCOME = "$.search.result.outcome"  # StagedDecision.to_dict()'s outcome, as the search task returns it
 
 
@@ -50,7 +52,11 @@ class DedupWorkflow(Construct):
         complete: lambda_.IFunction,
         notify: lambda_.IFunction,
         record_failure: lambda_.IFunction,
+        shadow: lambda_.IFunction | None = None,
     ) -> None:
+        """`shadow`: the migration's shadow step (functions/migrate `shadow`), called between
+        the search and the decision while a shadow pack is declared (README, "Migrating between
+        packs in the cloud"); None leaves the state machine as it is without one."""
         super().__init__(scope, construct_id)
 
         def invoke(
@@ -114,11 +120,14 @@ class DedupWorkflow(Construct):
             # decided before (a redelivered upload): its stored outcome, nothing to do
             .otherwise(sfn.Succeed(self, "AlreadyDecided"))
         )
+        after_search: sfn.IChainable = decide
+        if shadow is not None:
+            after_search = self._shadow_step(shadow, decide)
         log_group = logs.LogGroup(self, "Logs", retention=logs.RetentionDays.ONE_YEAR)
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",
-            definition_body=sfn.DefinitionBody.from_chainable(search_task.next(decide)),
+            definition_body=sfn.DefinitionBody.from_chainable(search_task.next(after_search)),
             tracing_enabled=True,
             # no execution data: inputs carry upload keys and application ids
             logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
@@ -126,3 +135,35 @@ class DedupWorkflow(Construct):
             # retries + their attempts): the execution's own timeout must not cut retries short
             timeout=Duration.hours(2),
         )
+        if shadow is not None:
+            # CDK's invoke grant names the function's versions too (`<arn>:*`); cdk-nag's finding
+            # acknowledged on this state machine only (face_dedup_infra.nag does the others)
+            child = shadow.node.default_child
+            assert isinstance(child, CfnResource)
+            arn = f"<{Stack.of(self).resolve(child.logical_id)}.Arn>"
+            Validations.of(self.state_machine).acknowledge(
+                Acknowledgment(
+                    id=f"AwsSolutions::AwsSolutions-IAM5[Resource::{arn}:*]",
+                    reason="The workflow invokes the shadow step's function (its versions too).",
+                )
+            )
+
+    def _shadow_step(self, shadow: lambda_.IFunction, decide: sfn.Choice) -> sfn.IChainable:
+        """The search again in the shadow pack, deciding nothing: its result is discarded (the
+        decision reads the search step's output, unchanged), it is not retried, it has a short
+        timeout, and any failure at all (States.ALL: a timeout, a crash, a throttle) is caught
+        and goes on to the decision as if the step had not run. A shadow failure can delay an
+        enrollment by at most SHADOW_TIMEOUT_S, never block or change it. It runs before the
+        decision because it reads the staged input, which completing the record removes."""
+        step = tasks.LambdaInvoke(
+            self,
+            "Shadow",
+            lambda_function=shadow,
+            payload=sfn.TaskInput.from_object({"tenant.$": "$.tenant", "decision.$": "$.search.result"}),
+            payload_response_only=True,
+            result_path=sfn.JsonPath.DISCARD,
+            retry_on_service_exceptions=False,
+            task_timeout=sfn.Timeout.duration(Duration.seconds(SHADOW_TIMEOUT_S)),
+        )
+        step.add_catch(decide, errors=[sfn.Errors.ALL], result_path=sfn.JsonPath.DISCARD)
+        return step.next(decide)

@@ -323,17 +323,27 @@ SECURITY_ROLES: dict[str, dict[str, Any]] = {
 }
 
 
-def provision(index: OpenSearchVectorIndex, role_arns: dict[str, list[str]]) -> dict[str, Any]:
+def provision(
+    index: OpenSearchVectorIndex,
+    role_arns: dict[str, list[str]],
+    *,
+    also: Sequence[OpenSearchVectorIndex] = (),
+) -> dict[str, Any]:
     """The deployment's index step (run as the domain's master user): create the index with its
     mapping if absent, define the read and write roles on that one index, and map each
-    function's IAM role to its role. Idempotent: every deployment runs it again."""
+    function's IAM role to its role. Idempotent: every deployment runs it again. `also`: further
+    indexes (a migration's shadow pack) created alike and covered by the same two roles; a
+    deployment without them drops them from the roles (the indexes themselves are kept)."""
     created = index.ensure_index()
+    for other in also:
+        other.ensure_index()
+    patterns = [index._index, *(other._index for other in also)]
     client: Any = index._client
     for name, role in SECURITY_ROLES.items():
         body = {
             "cluster_permissions": role["cluster_permissions"],
             "index_permissions": [
-                {"index_patterns": [index._index], **permission} for permission in role["index_permissions"]
+                {"index_patterns": patterns, **permission} for permission in role["index_permissions"]
             ],
         }
         with _transient_errors():
