@@ -193,3 +193,31 @@ def test_the_fakes_scores_are_the_plugins(osmem_clone: Any) -> None:
         body["query"]["script_score"]["script"]["params"]["space_type"] = space
         hits = client.search(index=index._index, body=body)["hits"]["hits"]
         assert {h["_id"]: h["_score"] for h in hits} == pytest.approx(expected, abs=1e-6), space
+
+
+def test_faces_a_hair_either_side_of_the_threshold(
+    exact: tuple[OpenSearchVectorIndex, RecordingKnnOpenSearch],
+) -> None:
+    """The shards keep scores a hair (1e-4) below the threshold, so the JVM's float rounding
+    cannot drop a face the client keeps; the client's own cosine then decides: a face 2e-5
+    below the threshold reaches the client and is dropped there, one 2e-5 above is kept, and
+    a radial search counting only those above is not capped by the ones just below."""
+    index, client = exact
+    threshold = 0.6
+    query = np.zeros(DIM, dtype=np.float32)
+    query[0] = 1.0
+    offsets = {"above": 2e-5, "below": -2e-5, "far": 0.3, "under": -0.3}
+    entries = []
+    for rid, offset in offsets.items():
+        cos = threshold + offset
+        v = np.zeros(DIM, dtype=np.float32)
+        v[0], v[1] = cos, np.sqrt(1 - cos * cos)
+        entries.append(IndexEntry(rid, "t1", "p1", v))
+    index.add(entries)
+    # What the shards return with the body the adapter sends: the one just below too.
+    raw = client.search(index=index._index, body=exact_query(query.tolist(), "t1", "p1", 10, threshold))
+    assert {h["_id"] for h in raw["hits"]["hits"]} == {"far", "above", "below"}
+    found = index.search_above(query, tenant="t1", model_pack="p1", min_score=threshold, limit=2)
+    assert [h.record_id for h in found.hits] == ["far", "above"] and not found.capped
+    one = index.search_above(query, tenant="t1", model_pack="p1", min_score=threshold, limit=1)
+    assert [h.record_id for h in one.hits] == ["far"] and one.capped
