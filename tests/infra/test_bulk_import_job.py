@@ -19,8 +19,7 @@ from tests.infra.test_migration_job import _actions
 CONCURRENCY = 5
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def _synth(tmp_path_factory: pytest.TempPathFactory, flags: dict[str, str]) -> dict[str, Any]:
     from aws_cdk.assertions import Template
 
     from app import build_app
@@ -29,14 +28,27 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     for name in ("runtime", "models"):
         (tmp / "layers" / name).mkdir(parents=True)
         (tmp / "layers" / name / "README").write_text("placeholder\n")
-    context = {
-        "face-dedup:layers-dir": str(tmp / "layers"),
-        "face-dedup:bulk-import": "true",
-        "face-dedup:bulk-import-max-concurrency": str(CONCURRENCY),
-        "face-dedup:bulk-import-tolerated-failure-percent": "1",
-    }
-    _, stack = build_app(str(tmp / "cdk.out"), context)
+    _, stack = build_app(str(tmp / "cdk.out"), {"face-dedup:layers-dir": str(tmp / "layers"), **flags})
     return dict(Template.from_stack(stack).to_json())
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return _synth(
+        tmp_path_factory,
+        {
+            "face-dedup:bulk-import": "true",
+            "face-dedup:bulk-import-max-concurrency": str(CONCURRENCY),
+            "face-dedup:bulk-import-tolerated-failure-percent": "1",
+        },
+    )
+
+
+def test_nothing_changes_without_the_flag(tmp_path_factory: pytest.TempPathFactory) -> None:
+    default = _synth(tmp_path_factory, {})
+    assert not [k for k in default["Resources"] if k.startswith("BulkImport")]
+    assert wiring.BULK_ANALYSE not in functions_by_name(default)
+    assert not [k for k in default.get("Outputs", {}) if k.startswith("BulkImport")]
 
 
 def _definition(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
