@@ -170,6 +170,7 @@ class FaceDedupStack(Stack):
                 access_logs=storage.access_logs,
                 key=key,
                 shadow=shadow or None,
+                shadow_pack=shadow_pack,
             )
         bulk = BulkImportOptions.from_context(self.node.try_get_context)
         if bulk.enabled:  # the bulk de-duplication job's analysis map: off unless asked for (README)

@@ -203,7 +203,12 @@ def test_the_migration_job_fills_the_shadow_index_after_the_records_and_before_a
     shadowed: dict[str, Any], plain: dict[str, Any]
 ) -> None:
     states = _asl(shadowed, "Migration")["States"]
-    assert states["Records"]["Next"] == "FillShadowIndex"
+    assert states["Records"]["Next"] == "IntoShadowPack"
+    # only a run into the deployed shadow pack fills its index; any other goes on to CutOver
+    assert states["IntoShadowPack"]["Choices"] == [
+        {"Variable": "$.target_pack", "StringEquals": SHADOW, "Next": "FillShadowIndex"}
+    ]
+    assert states["IntoShadowPack"]["Default"] == "CutOver"
     fill = states["FillShadowIndex"]
     logical, _ = functions_by_name(shadowed)[wiring.MIGRATE_SHADOW_FILL]
     assert fill["Resource"] == f"@@{logical}@@"

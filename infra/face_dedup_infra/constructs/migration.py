@@ -146,6 +146,7 @@ class MigrationJob(Construct):
         access_logs: s3.IBucket,
         key: kms.IKey,
         shadow: dict[str, Any] | None = None,
+        shadow_pack: str = "",
     ) -> None:
         super().__init__(scope, construct_id)
         built: dict[str, Any] = {}
@@ -244,7 +245,7 @@ class MigrationJob(Construct):
             .otherwise(done)
         )
         after_records: sfn.IChainable = cutover
-        if shadow:
+        if shadow and shadow_pack:
             # the records just re-embedded enter the shadow pack's index before any cut-over:
             # the shadow searches (and, after a cut-over, the new pack) see the whole gallery
             fill = invoke(
@@ -254,7 +255,13 @@ class MigrationJob(Construct):
                 "$.shadow_fill",
             )
             built[wiring.MIGRATE_SHADOW_FILL] = shadow[wiring.MIGRATE_SHADOW_FILL]
-            after_records = fill.next(cutover)
+            # only a run into the deployed shadow pack fills its index (a run into another
+            # pack, e.g. a rollback's, has nothing of the shadow's to add)
+            after_records = (
+                sfn.Choice(self, "IntoShadowPack")
+                .when(sfn.Condition.string_equals("$.target_pack", shadow_pack), fill.next(cutover))
+                .otherwise(cutover)
+            )
         log_group = logs.LogGroup(self, "Logs", retention=logs.RetentionDays.ONE_YEAR)
         self.state_machine = sfn.StateMachine(
             self,
