@@ -265,3 +265,38 @@ def test_the_deploy_step_creates_the_shadow_index_and_opens_both_to_the_roles() 
     provision(active, {})  # the migration over: the shadow index leaves the roles (it is kept)
     role = [b for _, u, b in client.requests if u.endswith("/roles/face_dedup_read")][-1]
     assert role["index_permissions"][0]["index_patterns"] == ["faces"]
+
+
+def test_the_index_setup_handler_creates_the_declared_shadow_packs_index(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from functions.index_setup import handler as setup
+
+    from face_dedup.adapters.opensearch_index import OpenSearchVectorIndex
+    from face_dedup.cloud_migration import pack_index_name
+    from face_dedup.models.registry import get_pack
+    from tests.infra.test_function_wiring import FakeSecurityClient, _Context
+
+    client = FakeSecurityClient()
+    built: list[str] = []
+
+    def build(settings: Any) -> OpenSearchVectorIndex:
+        built.append(settings.model_pack)
+        dim = get_pack(settings.model_pack).contract.embedding_dim
+        return OpenSearchVectorIndex(client, pack_index_name("faces", settings.model_pack), dim)
+
+    monkeypatch.setattr(setup, "build_search_index", build)
+    monkeypatch.setenv(env_name("model_pack"), DEFAULT_PACK_ID)
+    monkeypatch.setenv(env_name("shadow_pack"), SHADOW)
+    event = {"RequestType": "Create", "ResourceProperties": {"ReadRoleArns": ["r"], "WriteRoleArns": ["w"]}}
+    setup.handler(event, _Context())
+    assert built == [SHADOW, DEFAULT_PACK_ID]  # each index built for its own pack (name, dimension)
+    assert client.created == [pack_index_name("faces", DEFAULT_PACK_ID), pack_index_name("faces", SHADOW)]
+    assert client.created[0] != client.created[1]
+    monkeypatch.delenv(env_name("shadow_pack"))
+    fresh = FakeSecurityClient()
+    monkeypatch.setattr(
+        setup, "build_search_index", lambda settings: OpenSearchVectorIndex(fresh, "faces", 128)
+    )
+    setup.handler(event, _Context())
+    assert fresh.created == ["faces"]  # no shadow pack declared: the active pack's index alone
