@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from face_dedup.analysis import Rejection
 from face_dedup.blob_keys import record_prefix, template_crop_key, template_photo_key, template_prefix
 from face_dedup.domain import Actor, AuditEvent, Record, RecordStatus, Role, utc_now
 from face_dedup.errors import InvalidState, NotFound, PermissionDenied
@@ -29,8 +30,6 @@ from face_dedup.record_templates import (
     calibrated_score,
     plan_addition,
 )
-from face_dedup.vision.pipeline import Rejection
-from face_dedup.vision.png import encode_png
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -206,7 +205,7 @@ def add_photo(
             )
             service.blobs.put(
                 template_crop_key(tenant, record_id, new.number),
-                encode_png(analysis.aligned_crop),
+                service.engine.crop_png(analysis.aligned_crop),
                 "image/png",
             )
         audit = AuditEvent(

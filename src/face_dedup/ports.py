@@ -23,8 +23,8 @@ from face_dedup.domain import (
 from face_dedup.record_templates import Template
 
 if TYPE_CHECKING:  # names only: the core needs no model code to speak of the engine
+    from face_dedup.analysis import FaceTemplate, Rejection
     from face_dedup.models.registry import ModelPack
-    from face_dedup.vision.pipeline import FaceTemplate, Rejection
 
 
 class FaceAnalyzer(ABC):
@@ -38,6 +38,11 @@ class FaceAnalyzer(ABC):
     @abstractmethod
     def process(self, data: bytes) -> FaceTemplate | Rejection:
         """Pure and thread-safe: decode, detect, check quality, align, embed."""
+
+    @abstractmethod
+    def crop_png(self, crop: NDArray[np.uint8]) -> bytes:
+        """A template's aligned crop as PNG, the image officers review: encoding stays behind
+        the engine, so the use cases that store it load no image library."""
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ from face_dedup.usecases.registry import SYSTEM_ACTOR, Registry
 from face_dedup.usecases.review import Review
 
 if TYPE_CHECKING:
+    from face_dedup.analysis import FaceTemplate, Rejection
     from face_dedup.migration import ShadowPack
     from face_dedup.settings import Settings  # carried for the entry points only, never read here
-    from face_dedup.vision.pipeline import FaceTemplate, Rejection
 
 # The names callers import from here.
 __all__ = [

@@ -8,10 +8,11 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from face_dedup.analysis import FaceTemplate, Rejection
 from face_dedup.errors import Reason
 from face_dedup.models.registry import ModelPack
 from face_dedup.ports import FaceAnalyzer
-from face_dedup.vision.pipeline import FaceTemplate, Rejection
+from face_dedup.vision.png import encode_png
 
 
 class FakeFaceAnalyzer(FaceAnalyzer):
@@ -36,6 +37,9 @@ class FakeFaceAnalyzer(FaceAnalyzer):
     def reject(self, photo: bytes, reason: Reason, message: str) -> bytes:
         self._answers[photo] = Rejection(reason, message)
         return photo
+
+    def crop_png(self, crop: NDArray[np.uint8]) -> bytes:
+        return encode_png(crop)  # the real encoder: tests decode the crops they store
 
     def process(self, data: bytes) -> FaceTemplate | Rejection:
         self.calls += 1

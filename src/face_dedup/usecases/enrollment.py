@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from face_dedup.analysis import FaceTemplate, Rejection
 from face_dedup.blob_keys import record_prefix
 from face_dedup.domain import Candidate, ImportItem, Outcome, StagedInput, stable_id, utc_now
 from face_dedup.errors import NotFound, Reason
@@ -16,7 +17,6 @@ from face_dedup.record_templates import calibrated_score
 from face_dedup.usecases.enrollment_writes import EnrollmentWriter
 from face_dedup.usecases.inputs import InputRef, StagedDecision, StageResult, content_digest
 from face_dedup.usecases.registry import SYSTEM_ACTOR, Registry
-from face_dedup.vision.pipeline import FaceTemplate, Rejection
 
 # Outcomes that put the input's template in the index.
 _INDEXED = (Outcome.ENROLLED, Outcome.REVIEW, Outcome.DUPLICATE)

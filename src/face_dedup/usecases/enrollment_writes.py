@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from face_dedup.analysis import FaceTemplate, Rejection
 from face_dedup.blob_keys import crop_key, photo_key, record_prefix
 from face_dedup.domain import (
     Candidate,
@@ -23,8 +24,6 @@ from face_dedup.outcomes import case_to_notify
 from face_dedup.ports import EnrollmentCommit, IndexEntry
 from face_dedup.usecases.inputs import InputRef, StagedDecision, rounded
 from face_dedup.usecases.registry import Registry
-from face_dedup.vision.pipeline import FaceTemplate, Rejection
-from face_dedup.vision.png import encode_png
 
 _RECORD_STATUS = {
     Outcome.ENROLLED: RecordStatus.ENROLLED,
@@ -62,7 +61,9 @@ class EnrollmentWriter:
         r = self.r
         if r.config.keep_photos:
             r.blobs.put(photo_key(r.tenant, record_id), data, "application/octet-stream")
-            r.blobs.put(crop_key(r.tenant, record_id), encode_png(analysis.aligned_crop), "image/png")
+            r.blobs.put(
+                crop_key(r.tenant, record_id), r.analyzer().crop_png(analysis.aligned_crop), "image/png"
+            )
 
     def rejection(self, key: str, ref: InputRef, digest: str, analysis: Rejection, actor: str) -> ImportItem:
         r = self.r

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from face_dedup.analysis import FaceTemplate, Rejection
 from face_dedup.domain import Candidate, utc_now
 from face_dedup.usecases.registry import SYSTEM_ACTOR, Registry
-from face_dedup.vision.pipeline import FaceTemplate, Rejection
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
+from face_dedup.analysis import FaceTemplate as FaceTemplate  # re-exported: callers import them here too
+from face_dedup.analysis import Rejection as Rejection
 from face_dedup.errors import InputRejected, Reason
 from face_dedup.models.registry import ModelPack
 from face_dedup.ports import FaceAnalyzer
@@ -15,31 +17,8 @@ from face_dedup.vision.align import SimilarityFit, fit_similarity, warp_to_templ
 from face_dedup.vision.decode import DecodedImage, DecodeLimits, decode_image, sniff_format
 from face_dedup.vision.detect import DetectedFace, YuNetDetector
 from face_dedup.vision.embed import SFaceEmbedder
-from face_dedup.vision.quality import QualityIssue, QualityThresholds, assess, crop_measures, pose_measures
-
-
-@dataclass(frozen=True)
-class FaceTemplate:
-    """What one photo yields: the embedding of its subject and how it was obtained.
-    `measures` and `notes` carry no biometric data and may be logged and audited."""
-
-    embedding: NDArray[np.float32]
-    model_pack: str
-    aligned_crop: NDArray[np.uint8]
-    box: tuple[float, float, float, float]
-    measures: dict[str, float]
-    notes: tuple[str, ...]
-    image_format: str
-    faces_found: int
-    rotation_degrees: int = 0
-
-
-@dataclass(frozen=True)
-class Rejection:
-    reason: Reason
-    message: str
-    measures: dict[str, float] = field(default_factory=dict)
-    issues: tuple[QualityIssue, ...] = ()
+from face_dedup.vision.png import encode_png
+from face_dedup.vision.quality import QualityThresholds, assess, crop_measures, pose_measures
 
 
 @dataclass(frozen=True)
@@ -96,6 +75,9 @@ class FaceEngine(FaceAnalyzer):
         self._thresholds = thresholds or QualityThresholds()
         self._limits = limits or DecodeLimits()
         self._template = np.asarray(pack.contract.template, dtype=np.float64)
+
+    def crop_png(self, crop: NDArray[np.uint8]) -> bytes:
+        return encode_png(crop)
 
     def detect(self, rgb: NDArray[np.uint8]) -> list[DetectedFace]:
         """Every face in an upright RGB image, largest first (no subject choice, no quality)."""

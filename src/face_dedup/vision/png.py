@@ -3,12 +3,13 @@ they hand the engine's crop over and store bytes, and never touch an image libra
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 
 def encode_png(rgb: NDArray[np.uint8]) -> bytes:
+    import cv2  # here, not at the top: loading this module must not load OpenCV
+
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise RuntimeError("could not encode the aligned crop")

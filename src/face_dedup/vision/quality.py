@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from face_dedup.analysis import QualityIssue as QualityIssue  # re-exported
 from face_dedup.errors import Reason
 
 
@@ -38,14 +39,6 @@ class QualityThresholds:
     # ... and whose centre is less than this much (fraction of the image diagonal) further from
     # the image centre than the subject's. On LFW, bystanders sit >= 0.18 away, subjects <= 0.08.
     rival_center_margin: float = 0.08
-
-
-@dataclass(frozen=True)
-class QualityIssue:
-    reason: Reason
-    measured: float
-    limit: float
-    message: str
 
 
 # Template geometry (112x112 ArcFace template): used to express pose in a scale-free way.
