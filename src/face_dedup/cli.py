@@ -773,8 +773,8 @@ def report_cases(
 
     def build() -> dict[str, Any]:
         mapping = applicant_groups(read_csv(labels, ("application_id", group_by)), group_by)
-        with _opened(_settings(data_dir, None, tenant)) as service:
-            return case_groups_report(service, mapping, group_by, resamples=resamples)
+        with _reading(_settings(data_dir, None, tenant)) as (_, reader):
+            return case_groups_report(reader, mapping, group_by, resamples=resamples)
 
     result = _run(build)
     _emit(as_json, result, lambda: out.print(render_cases_text(result), markup=False, highlight=False))

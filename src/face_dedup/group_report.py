@@ -22,7 +22,7 @@ from face_dedup import fairness as fx
 from face_dedup.calibration import ImpostorTail
 from face_dedup.decision import DecisionPolicy
 from face_dedup.domain import Case
-from face_dedup.service import DedupService
+from face_dedup.queries import TenantReader
 from face_dedup.settings import Settings
 
 MAX_GROUPS = 50  # more distinct values than this is an identifier, not a group
@@ -229,25 +229,26 @@ def applicant_groups(rows: Sequence[dict[str, str]], column: str) -> dict[str, s
 
 
 def case_groups_report(
-    service: DedupService,
+    reader: TenantReader,
     labels: dict[str, str],
     column: str,
     resamples: int = fx.DEFAULT_RESAMPLES,
     page: int = 500,
 ) -> dict[str, Any]:
-    """Cases of the service's tenant by the group of the applicant (the probe's application id,
-    looked up in `labels`); cases whose applicant is not labelled are counted, not guessed."""
+    """Cases of the reader's tenant by the group of the applicant (the probe's application id,
+    looked up in `labels`); cases whose applicant is not labelled are counted, not guessed.
+    Read through `queries` like every other read: its tenant and role checks apply."""
     groups: list[str] = []
     decisions: list[str | None] = []
     overturned: list[bool] = []
     unlabelled = 0
     offset = 0
     while True:
-        cases = service.store.list_cases(tenant=service.tenant, limit=page, offset=offset)
+        cases = reader.cases(limit=page, offset=offset)
         if not cases:
             break
         offset += len(cases)
-        probes = service.store.describe_records([c.probe_record_id for c in cases])
+        probes = reader.records([c.probe_record_id for c in cases])
         for case in cases:
             record = probes.get(case.probe_record_id)
             group = labels.get(record.application_id or "") if record is not None else None
@@ -263,7 +264,7 @@ def case_groups_report(
             "nothing to compare"
         )
     report = fx.case_outcomes_by_group(groups, decisions, overturned, resamples=resamples)
-    return {"group_by": column, "tenant": service.tenant, "unlabelled_cases": unlabelled} | report
+    return {"group_by": column, "tenant": reader.tenant, "unlabelled_cases": unlabelled} | report
 
 
 def render_cases_text(report: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ A reader is built per caller (`RegistryQueries.reader`); the tenant is explicit,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from enum import StrEnum
 from typing import Protocol, TypeVar
 
@@ -132,6 +132,13 @@ class TenantReader:
         """A case's probe or candidate; None when erased (or never this tenant's)."""
         self._allow(Read.CASES)
         return self._own(self._store.get_record(record_id))
+
+    def records(self, record_ids: Iterable[str]) -> dict[str, Record]:
+        """Several cases' records in one store call (reports over every case); erased ones and
+        another tenant's are left out."""
+        self._allow(Read.CASES)
+        found = self._store.describe_records(record_ids)
+        return {key: record for key, record in found.items() if self._own(record) is not None}
 
     # -- an application's own view -------------------------------------------------------------
 

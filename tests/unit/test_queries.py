@@ -120,6 +120,27 @@ def test_another_tenants_ids_do_not_exist_for_a_reader(registry: Registry) -> No
     assert {e.tenant for e in registry.queries.reader(AUDITOR, "tenant-b").audit_events()} == {"tenant-b"}
 
 
+def test_several_records_at_once_keep_the_tenant_rule(registry: Registry) -> None:
+    ids = [registry.probe_id, registry.record_b, "no-such-record"]
+    assert list(registry.queries.reader(AUDITOR, "tenant-a").records(ids)) == [registry.probe_id]
+    assert list(registry.queries.reader(AUDITOR, "tenant-b").records(ids)) == [registry.record_b]
+    with pytest.raises(PermissionDenied):
+        registry.queries.reader(ADMIN, "tenant-a").records(ids)
+
+
+def test_the_officers_outcomes_report_reads_through_a_reader(registry: Registry) -> None:
+    """`face-dedup report cases`: the same tenant and role rules as every other read."""
+    from face_dedup.group_report import case_groups_report
+
+    labels = {"APP-1": "F", "APP-2": "M", "APP-9": "F"}
+    with pytest.raises(ValueError, match=r"cases of 1 labelled group\(s\) only \(0 cases unlabelled\)"):
+        case_groups_report(registry.queries.reader(AUDITOR, "tenant-a"), labels, "sex", resamples=10)
+    with pytest.raises(ValueError, match=r"cases of 0 labelled group\(s\) only"):
+        case_groups_report(registry.queries.reader(AUDITOR, "tenant-b"), labels, "sex", resamples=10)
+    with pytest.raises(PermissionDenied):
+        case_groups_report(registry.queries.reader(ADMIN, "tenant-a"), labels, "sex", resamples=10)
+
+
 @pytest.mark.parametrize("tenant", ["../tenant-a", "tenant-a/x", "", "a" * 64])
 def test_a_tenant_name_from_outside_is_validated(registry: Registry, tenant: str) -> None:
     with pytest.raises(ValueError):
@@ -178,6 +199,7 @@ def test_the_cli_and_the_api_read_only_through_the_queries() -> None:
     root = Path(__file__).resolve().parents[2]
     sources = [
         root / "src" / "face_dedup" / "cli.py",
+        root / "src" / "face_dedup" / "group_report.py",  # `report cases`
         *sorted((root / "src" / "face_dedup_api").glob("*.py")),
     ]
     for path in sources:
