@@ -56,6 +56,7 @@ OPENSEARCH_VERBS = {
     "count": "Post",
     "indices.exists": "Head",
     "indices.create": "Put",
+    "indices.get_mapping": "Get",
 }
 TRANSACT_KINDS = {
     "Put": "PutItem",

@@ -93,6 +93,7 @@ class FakeSecurityClient:
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, Any]] = []
         self.created: list[str] = []
+        self.bodies: dict[str, Any] = {}
         self.indices = self
         self.transport = self
 
@@ -101,6 +102,10 @@ class FakeSecurityClient:
 
     def create(self, index: str, body: Any) -> None:
         self.created.append(index)
+        self.bodies[index] = body
+
+    def get_mapping(self, index: str) -> Any:  # a later deployment's step reads the mapping
+        return {index: {"mappings": self.bodies[index]["mappings"]}}
 
     def perform_request(self, method: str, url: str, body: Any = None) -> None:
         self.requests.append((method, url, body))

@@ -168,6 +168,7 @@ def test_every_method_never_includes_what_only_the_deployment_runs() -> None:
     from face_dedup import wiring
 
     setup = wiring.FunctionSpec("probe", "h", "d", {wiring.INDEX: ("ensure_index",)})
-    assert {n.action for n in permissions.needs(setup)} == {"es:ESHttpHead", "es:ESHttpPut"}
+    # HEAD and PUT to create the index; GET reads an existing one's mapping (refused if graphless).
+    assert {n.action for n in permissions.needs(setup)} == {"es:ESHttpHead", "es:ESHttpPut", "es:ESHttpGet"}
     api = permissions.needs(wiring.FUNCTIONS["api"])
     assert {n.action for n in api if n.resource == wiring.INDEX} == {"es:ESHttpPost"}

@@ -157,8 +157,13 @@ def test_an_hnsw_search_on_the_exact_index_fails_as_on_a_real_domain(
     as_hnsw = OpenSearchVectorIndex(client, index._index, DIM)  # the default method: hnsw
     with pytest.raises(RequestError, match="not built for ANN search"):
         as_hnsw.search(vector, tenant="t1", model_pack="p1", k=3)
+    # So the deployment's index step refuses it (a registry-size that chose exact, lowered).
+    with pytest.raises(ConfigError, match=r"created for exact search.*index-method=exact"):
+        as_hnsw.ensure_index()
     graph = OpenSearchVectorIndex(client, f"faces-{uuid.uuid4().hex[:12]}", DIM)
     graph.ensure_index()
+    assert not graph.ensure_index()  # an hnsw deployment again: its own index is fine
+    assert not OpenSearchVectorIndex(client, graph._index, DIM, method="exact").ensure_index()
     graph.add([IndexEntry("r1", "t1", "p1", vector)])
     as_exact = OpenSearchVectorIndex(client, graph._index, DIM, method="exact")
     assert [h.record_id for h in as_exact.search(vector, tenant="t1", model_pack="p1", k=3)] == ["r1"]

@@ -32,7 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from face_dedup.capacity import DEFAULT_METHOD
-from face_dedup.errors import TransientError
+from face_dedup.errors import ConfigError, TransientError
 from face_dedup.ports import Hit, IndexEntry, VectorIndex
 
 MAX_K = 10_000  # OpenSearch's largest k-NN `k` and default `index.max_result_window`
@@ -194,14 +194,31 @@ class OpenSearchVectorIndex(VectorIndex):
         self._refresh = refresh
 
     def ensure_index(self) -> bool:
-        """Create the index with its mapping if absent (deployment, local setups); True if created."""
+        """Create the index with its mapping if absent (deployment, local setups); True if created.
+        An existing index built without a graph (the exact method's) cannot answer the `knn`
+        query an hnsw deployment sends (the plugin: "Field 'vector' is not built for ANN
+        search."), so such a deployment is refused here, at its index step, rather than failing
+        every enrollment after it. The other way works (knn_score scores a graph's field too)."""
         with _transient_errors():
             if self._client.indices.exists(index=self._index):
+                if self._method == "hnsw":
+                    self._refuse_graphless(self._client.indices.get_mapping(index=self._index))
                 return False
             self._client.indices.create(
                 index=self._index, body=index_body(self._dim, engine=self._engine, **self._params)
             )
         return True
+
+    def _refuse_graphless(self, mappings: dict[str, Any]) -> None:
+        for name, found in mappings.items():
+            vector = found.get("mappings", {}).get("properties", {}).get("vector", {})
+            if "method" not in vector:
+                raise ConfigError(
+                    f"index {name} was created for exact search (no k-NN graph); this deployment "
+                    "asks hnsw of it, which OpenSearch refuses on every search. Deploy with "
+                    "-c face-dedup:index-method=exact (the registry-size that chose exact), or "
+                    "create a new index and reindex (README, 'Sizing the cloud index')"
+                )
 
     def _check(self, vector: NDArray[np.float32], what: str) -> NDArray[np.float32]:
         array = np.asarray(vector, dtype=np.float32).reshape(-1)
