@@ -350,6 +350,20 @@ def switch(service: Any, settings: Settings, *, action: str) -> dict[str, Any]:
     return {"action": action, "active": target, "shadow": source, "records": switched or len(entries)}
 
 
+def finish(service: Any, settings: Settings, actor: str) -> dict[str, Any]:
+    """End the migration: every template of the shadow pack is erased (no rollback after
+    this) and packs.json names no shadow; audited with the count."""
+    shadow = settings.shadow_pack
+    if not shadow:
+        raise ConfigError("no migration under way")
+    store: RecordStore = service.store
+    with service.registry_lock():
+        dropped = store.drop_pack_templates(tenant=settings.tenant, model_pack=shadow)
+        write_packs(settings.data_dir, settings.tenant, settings.model_pack, "")
+    service.record_event("migration.finished", actor, erased_pack=shadow, templates=dropped)
+    return {"active": settings.model_pack, "erased_pack": shadow, "templates_erased": dropped}
+
+
 def interrupted(store: RecordStore, settings: Settings) -> bool:
     """The registry's records are in the shadow pack: a cut-over or rollback stopped between
     its store transaction and packs.json. Serving now would search an empty partition."""

@@ -170,21 +170,9 @@ def finish(
 ) -> None:
     """End the migration: erase every template of the shadow pack; no rollback after this."""
     from face_dedup import cli
-    from face_dedup.errors import ConfigError
 
     settings, service, adapters = _service(data_dir, models_dir, tenant)
     try:
-
-        def end() -> dict[str, Any]:
-            shadow = settings.shadow_pack
-            if not shadow:
-                raise ConfigError("no migration under way")
-            with service.registry_lock():
-                dropped = service.store.drop_pack_templates(tenant=settings.tenant, model_pack=shadow)
-                migration.write_packs(settings.data_dir, settings.tenant, settings.model_pack, "")
-            service.record_event("migration.finished", cli._actor(), erased_pack=shadow, templates=dropped)
-            return {"active": settings.model_pack, "erased_pack": shadow, "templates_erased": dropped}
-
-        _show(as_json, cli._run(end))
+        _show(as_json, cli._run(lambda: migration.finish(service, settings, cli._actor())))
     finally:
         adapters.close()
