@@ -985,8 +985,8 @@ def abis_reply(
     from face_dedup.mosip.config import AbisConfig
 
     config = _run(AbisConfig.load)
-    with _opened(_settings(data_dir, models_dir, config.tenant)) as service:
-        reply = _run(lambda: adjudication_reply(service, case_id, request_id))
+    with _reading(_settings(data_dir, models_dir, config.tenant)) as (_, reader):
+        reply = _run(lambda: adjudication_reply(reader, case_id, request_id))
     sys.stdout.write(json.dumps(reply, indent=2) + "\n")
 
 

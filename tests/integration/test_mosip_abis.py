@@ -24,6 +24,7 @@ from face_dedup.mosip.crypto import encrypt_for
 from face_dedup.mosip.datashare import DatashareClient, DatashareConfig
 from face_dedup.mosip.handlers import AbisHandler
 from face_dedup.mosip.iso_face import JP2_LOSSLESS, write_face_record
+from face_dedup.queries import Reader, RegistryQueries, TenantReader
 from face_dedup.service import DedupService
 from face_dedup.settings import Settings
 from tests.support.mosip import Datashare, assert_reply_shape, cbeff_from_photo, datashare_server, request
@@ -187,6 +188,11 @@ def test_ping_pending_jobs_and_unparseable_messages(abis: AbisHandler) -> None:
     assert reply["returnValue"] == "2" and reply["failureReason"] == "4" and reply["requestId"] == ""
 
 
+def _reader(service: DedupService) -> TenantReader:
+    """The reads `face-dedup abis-reply` makes (the operator's, of the ABIS tenant)."""
+    return RegistryQueries(service.store, service.blobs).reader(Reader.OPERATOR, service.tenant)
+
+
 def test_identify_opens_a_case_and_the_two_person_decision_becomes_a_mas_reply(
     service: DedupService, share: Datashare, faces_root: Path
 ) -> None:
@@ -200,14 +206,14 @@ def test_identify_opens_a_case_and_the_two_person_decision_becomes_a_mas_reply(
     (case,) = service.store.list_cases(tenant=service.tenant)
     assert case.candidates[0].application_id == "a1"
     with pytest.raises(InvalidState):
-        adjudication_reply(service, case.case_id, "mas-1")  # nobody decided yet
+        adjudication_reply(_reader(service), case.case_id, "mas-1")  # nobody decided yet
 
     officer, supervisor = Actor("officer-7", Role.OFFICER), Actor("super-2", Role.SUPERVISOR)
     service.decide_case(case.case_id, CaseDecision.SAME_PERSON, officer, "same ears and scar")
     with pytest.raises(InvalidState):
-        adjudication_reply(service, case.case_id, "mas-1")  # one person is not enough
+        adjudication_reply(_reader(service), case.case_id, "mas-1")  # one person is not enough
     service.confirm_case(case.case_id, supervisor, True, "agree")
-    reply = adjudication_reply(service, case.case_id, "mas-1")
+    reply = adjudication_reply(_reader(service), case.case_id, "mas-1")
     assert reply["id"] == "mosip.manual.adjudication.adjudicate" and reply["requestId"] == "mas-1"
     assert reply["candidateList"]["count"] == "1"
     (candidate,) = reply["candidateList"]["candidates"]
@@ -229,7 +235,7 @@ def test_different_people_is_a_mas_reply_without_candidates(
     identify(abis, referenceId="a2")
     (case,) = service.store.list_cases(tenant=service.tenant)
     service.decide_case(case.case_id, CaseDecision.DIFFERENT_PEOPLE, Actor("o", Role.OFFICER), "twins")
-    reply = adjudication_reply(service, case.case_id, "mas-2")
+    reply = adjudication_reply(_reader(service), case.case_id, "mas-2")
     assert reply["candidateList"] == {"count": "0", "candidates": []}
     client.close()
 

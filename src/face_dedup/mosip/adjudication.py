@@ -23,8 +23,9 @@ from face_dedup.domain import (
     stable_id,
     utc_now,
 )
-from face_dedup.errors import InvalidState, NotFound
+from face_dedup.errors import InvalidState
 from face_dedup.mosip.messages import response_time
+from face_dedup.queries import TenantReader
 from face_dedup.service import DedupService
 
 MAS_ID = "mosip.manual.adjudication.adjudicate"
@@ -65,16 +66,15 @@ def open_identify_case(
     return case.case_id
 
 
-def adjudication_reply(service: DedupService, case_id: str, request_id: str) -> dict[str, Any]:
-    """MOSIP's MAS reply for a decided case. Raises InvalidState while no final decision exists."""
-    case = service.store.get_case(case_id)
-    if case is None or case.tenant != service.tenant:
-        raise NotFound(f"no case {case_id}")
+def adjudication_reply(reader: TenantReader, case_id: str, request_id: str) -> dict[str, Any]:
+    """MOSIP's MAS reply for a decided case, read through `queries` (its tenant and role checks:
+    another tenant's case is NotFound). Raises InvalidState while no final decision exists."""
+    case = reader.case(case_id)
     if case.status is not CaseStatus.CLOSED:
         raise InvalidState(f"case {case_id} is {case.status.value}: no final decision yet")
     candidates: list[dict[str, Any]] = []
     if case.decision is CaseDecision.SAME_PERSON and case.matched_record_id:
-        matched = service.store.describe_records([case.matched_record_id]).get(case.matched_record_id)
+        matched = reader.record(case.matched_record_id)
         reference = (
             matched.application_id
             if matched
