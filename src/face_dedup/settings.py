@@ -166,6 +166,10 @@ class Settings:
             raise ConfigError(str(exc)) from None
         if self.max_candidates < 1:
             raise ConfigError("max_candidates must be at least 1")
+        # A radial search asks for max_candidates + 2 (the probe itself, and one to see the cap);
+        # OpenSearch returns at most 10,000 hits, so more would fail every cloud search.
+        if self.max_candidates > 9_998:
+            raise ConfigError("max_candidates must be at most 9,998 (OpenSearch returns at most 10,000 hits)")
         if not 1 <= self.max_templates <= 5:
             raise ConfigError("max_templates must be between 1 and 5 (calibration offsets measured to 5)")
         if self.shadow_pack == self.model_pack:

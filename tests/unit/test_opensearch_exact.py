@@ -226,3 +226,18 @@ def test_faces_a_hair_either_side_of_the_threshold(
     assert [h.record_id for h in found.hits] == ["far", "above"] and not found.capped
     one = index.search_above(query, tenant="t1", model_pack="p1", min_score=threshold, limit=1)
     assert [h.record_id for h in one.hits] == ["far"] and one.capped
+
+
+def test_the_largest_max_candidates_fits_opensearchs_window(
+    exact: tuple[OpenSearchVectorIndex, RecordingKnnOpenSearch],
+) -> None:
+    """The decision's radial search asks for max_candidates + 2 hits; above 9,998 every cloud
+    search would fail (k above 10,000), so such a setting is refused when loaded."""
+    index, client = exact
+    vector = unit(np.random.default_rng(5), 1)[0]
+    index.add([IndexEntry("r1", "t1", "p1", vector)])
+    largest = Settings.load({}, max_candidates=9_998).max_candidates
+    found = index.search_above(vector, tenant="t1", model_pack="p1", min_score=0.5, limit=largest + 1)
+    assert [h.record_id for h in found.hits] == ["r1"] and client.bodies[-1]["size"] == 10_000
+    with pytest.raises(ConfigError, match="at most 9,998"):
+        Settings.load({}, max_candidates=9_999)
