@@ -79,7 +79,7 @@ def index_body(
     else:
         settings |= {"knn": True, "knn.algo_param.ef_search": ef_search}
         parameters: dict[str, Any] = {"m": m, "ef_construction": ef_construction}
-        if encoding == "fp16":  # faiss's scalar quantiser, 16-bit: half the graph memory
+        if encoding == "fp16":  # faiss's 16-bit scalar quantiser: the vectors halve (not the links)
             parameters["encoder"] = {"name": "sq", "parameters": {"type": "fp16"}}
         vector["method"] = {"name": "hnsw", "engine": engine, "space_type": space, "parameters": parameters}
     return {
