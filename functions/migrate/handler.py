@@ -39,12 +39,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from face_dedup import wiring
 from face_dedup.adapters.aws_errors import is_transient
 from face_dedup.bootstrap import FunctionParts, build_engine, build_function
-from face_dedup.cloud_migration import BadItem, migrate_batch, record_ids_from_keys
+from face_dedup.cloud_migration import BadItem, finish_pack, migrate_batch, record_ids_from_keys, switch_packs
 from face_dedup.cloud_shadow import NotShadowed, compare, fill_index
 from face_dedup.cloud_shadow import report as shadow_report
 from face_dedup.deployment import env_name
-from face_dedup.domain import AuditEvent, utc_now
-from face_dedup.errors import ConfigError, InvalidState, TransientError
+from face_dedup.errors import ConfigError, TransientError
 from face_dedup.identifiers import tenant as valid_tenant
 from face_dedup.models.custom import find_pack
 from face_dedup.service import StagedDecision
@@ -144,16 +143,7 @@ def switch(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     tenant = valid_tenant(event.get("tenant"))
     source = find_pack(_pack_id(event.get("source_pack"), "source_pack"), settings.models_dir).id
     target = find_pack(_pack_id(event.get("target_pack"), "target_pack"), settings.models_dir).id
-    if source == target:
-        raise ConfigError("source_pack and target_pack are the same pack")
-    audit = AuditEvent(
-        at=utc_now(),
-        actor="migration",
-        action="migration.switch",
-        tenant=tenant,
-        details={"source": source, "target": target},
-    )
-    switched = parts.service.store.switch_pack(tenant=tenant, source=source, target=target, audit=audit)
+    switched = switch_packs(parts.service.store, tenant=tenant, source=source, target=target)
     logger.info("switched", source=source, target=target, records=switched)
     return {"tenant": tenant, "active": target, "previous": source, "records": switched}
 
@@ -168,21 +158,7 @@ def finish(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings, parts = _parts("migrate_finish")
     tenant = valid_tenant(event.get("tenant"))
     pack = find_pack(_pack_id(event.get("pack"), "pack"), settings.models_dir).id
-    store = parts.service.store
-    if pack == settings.model_pack:
-        raise ConfigError(f"{pack} is the deployment's active pack: its templates are the records' own")
-    if store.count_templates(tenant=tenant, model_pack=pack):
-        raise InvalidState(f"records of {tenant} are still in {pack}: cut over first")
-    erased = store.drop_pack_templates(tenant=tenant, model_pack=pack)
-    store.append_audit(
-        AuditEvent(
-            at=utc_now(),
-            actor="migration",
-            action="migration.finished",
-            tenant=tenant,
-            details={"erased_pack": pack, "templates": erased},
-        )
-    )
+    erased = finish_pack(parts.service.store, tenant=tenant, pack=pack, active_pack=settings.model_pack)
     logger.info("finished", erased_pack=pack, templates=erased)
     return {"tenant": tenant, "erased_pack": pack, "templates_erased": erased}
 

@@ -36,7 +36,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from face_dedup.blob_keys import crop_key, photo_key
-from face_dedup.errors import ConfigError, FaceDedupError, NotFound
+from face_dedup.domain import AuditEvent, utc_now
+from face_dedup.errors import ConfigError, FaceDedupError, InvalidState, NotFound
 from face_dedup.identifiers import tenant as valid_tenant
 from face_dedup.models.registry import DEFAULT_PACK_ID, ModelPack
 from face_dedup.ports import BlobStore, FaceAnalyzer, RecordStore
@@ -224,6 +225,42 @@ def migrate_batch(
             result.gone += 1
     # Records that were erased before the read above count as already done: nothing to do.
     return result
+
+
+def switch_packs(store: RecordStore, *, tenant: str, source: str, target: str) -> int:
+    """The cut-over (or rollback) step: every record of the tenant takes its `target` template
+    as its own, in one audited store operation. Returns how many records switched."""
+    if source == target:
+        raise ConfigError("source_pack and target_pack are the same pack")
+    audit = AuditEvent(
+        at=utc_now(),
+        actor="migration",
+        action="migration.switch",
+        tenant=tenant,
+        details={"source": source, "target": target},
+    )
+    return store.switch_pack(tenant=tenant, source=source, target=target, audit=audit)
+
+
+def finish_pack(store: RecordStore, *, tenant: str, pack: str, active_pack: str) -> int:
+    """The finish step: erase every template of `pack` kept beside the records (no rollback
+    after this); refused while the deployment runs that pack or a record still has it as its
+    own. Audited; returns how many templates were erased."""
+    if pack == active_pack:
+        raise ConfigError(f"{pack} is the deployment's active pack: its templates are the records' own")
+    if store.count_templates(tenant=tenant, model_pack=pack):
+        raise InvalidState(f"records of {tenant} are still in {pack}: cut over first")
+    erased = store.drop_pack_templates(tenant=tenant, model_pack=pack)
+    store.append_audit(
+        AuditEvent(
+            at=utc_now(),
+            actor="migration",
+            action="migration.finished",
+            tenant=tenant,
+            details={"erased_pack": pack, "templates": erased},
+        )
+    )
+    return erased
 
 
 def pack_index_name(base: str, model_pack: str) -> str:

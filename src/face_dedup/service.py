@@ -234,6 +234,9 @@ class DedupService:
     def claim_case(self, case_id: str, actor: Actor) -> Case:
         return self._review.claim(case_id, actor)
 
+    def open_new_case(self, case: Case, actor: str, reason: str) -> bool:
+        return self._review.open_new(case, actor, reason)
+
     def release_case(self, case_id: str, actor: Actor) -> Case:
         return self._review.release(case_id, actor)
 

@@ -222,3 +222,28 @@ def test_importing_a_use_case_loads_no_image_model_or_cloud_library(module: str)
     probe = f"import sys, {module}; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.split() == [], f"importing {module} loads {out.stdout.split()}"
+
+
+ENTRY_POINTS = [
+    *sorted((SRC / "face_dedup").glob("*cli.py")),  # cli.py, migration_cli.py, records_cli.py
+    *(SRC / "face_dedup" / n for n in ("calibrate.py", "demo.py", "group_report.py", "planner.py")),
+    SRC / "face_dedup" / "mosip" / "app.py",
+    SRC / "face_dedup" / "mosip" / "adjudication.py",  # `abis-reply` reads through the queries
+    *sorted((SRC / "face_dedup_api").glob("*.py")),
+    *sorted((ROOT / "functions").glob("*/handler.py")),
+]
+
+
+def test_entry_points_call_no_store_blob_or_index_method_themselves() -> None:
+    """They go through a use case (or `queries` for reads), where the tenant and role rules
+    are: `x.store.method(` in an entry point is a rule written again, or skipped."""
+    import re
+
+    direct = re.compile(r"\.(store|blobs|index)\.[a-z_]+\(")
+    found = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in ENTRY_POINTS
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if direct.search(line)
+    ]
+    assert found == [], found

@@ -223,3 +223,34 @@ def test_two_uploads_of_one_new_person_decided_at_once_are_reviewed_once(
     assert service.complete_staged(key_1, decision_1).record_id == item_1.record_id
     assert service.complete_staged(key_2, decision_2).record_id == item_2.record_id
     assert len(service.store.list_cases(tenant=service.tenant)) == 1
+
+
+def test_a_case_opened_outside_enrollment_is_opened_once_in_its_own_tenant(
+    service: DedupService, fake: FakeFaceAnalyzer
+) -> None:
+    """MOSIP's identify opens officers' cases through the review use case (open_new_case),
+    not through the store: audited, the probe pending review, once per id, one tenant."""
+    from dataclasses import replace
+
+    from face_dedup.domain import Candidate, Case, utc_now
+
+    probe = service.enroll(fake.face(b"p", unit(fake.dim, 0)), InputRef("p.jpg", "APP-P")).record_id or ""
+    other = service.enroll(fake.face(b"o", unit(fake.dim, 1)), InputRef("o.jpg", "APP-O")).record_id or ""
+    case = Case(
+        case_id="case-outside-1",
+        tenant=service.tenant,
+        probe_record_id=probe,
+        kind=Outcome.REVIEW,
+        candidates=(Candidate(other, 0.5, None, "APP-O"),),
+        status=CaseStatus.OPEN,
+        created_at=utc_now(),
+        thresholds={"band": "review"},
+    )
+    with pytest.raises(InvalidState):
+        service.open_new_case(replace(case, tenant="another"), "mosip-abis", "MOSIP identify")
+    assert service.open_new_case(case, "mosip-abis", "MOSIP identify") is True
+    assert service.open_new_case(case, "mosip-abis", "MOSIP identify") is False  # asked again
+    record = service.store.get_record(probe)
+    assert record is not None and record.status is RecordStatus.PENDING_REVIEW
+    (opened,) = [e for e in service.store.audit_events() if e.action == "case.opened"]
+    assert opened.actor == "mosip-abis" and opened.details["case_id"] == "case-outside-1"

@@ -13,13 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from face_dedup.domain import (
-    AuditEvent,
     Candidate,
     Case,
     CaseDecision,
     CaseStatus,
     Outcome,
-    RecordStatus,
     stable_id,
     utc_now,
 )
@@ -48,22 +46,7 @@ def open_identify_case(
         created_at=utc_now(),
         thresholds=thresholds,
     )
-    event = AuditEvent(
-        action="case.opened",
-        actor="mosip-abis",
-        tenant=service.tenant,
-        at=case.created_at,
-        details={
-            "case_id": case.case_id,
-            "kind": case.kind.value,
-            "probe_record_id": probe_record_id,
-            "reason": "MOSIP identify",
-        },
-    )
-    if not service.store.open_case(case, RecordStatus.PENDING_REVIEW, (event,)):
-        return None
-    service.notify_case(case.case_id)
-    return case.case_id
+    return case.case_id if service.open_new_case(case, "mosip-abis", "MOSIP identify") else None
 
 
 def adjudication_reply(reader: TenantReader, case_id: str, request_id: str) -> dict[str, Any]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from face_dedup.domain import Actor, Case, CaseDecision, utc_now
-from face_dedup.errors import NotFound
+from face_dedup.domain import Actor, Case, CaseDecision, RecordStatus, utc_now
+from face_dedup.errors import InvalidState, NotFound
 from face_dedup.usecases import case_rules
 from face_dedup.usecases.case_rules import Action, Request
 from face_dedup.usecases.registry import Registry
@@ -36,6 +36,26 @@ class Review:
         if case is None or case.tenant != self.r.tenant:  # another tenant's case does not exist here
             raise NotFound(f"no case {case_id}")
         return case
+
+    def open_new(self, case: Case, actor: str, reason: str) -> bool:
+        """Open a case built outside the enrollment decision (MOSIP's identify): the probe goes
+        to review, audited, officers told. False when that case exists already (its id derives
+        from its source, so asking again opens nothing). Only this tenant's cases."""
+        if case.tenant != self.r.tenant:
+            raise InvalidState(f"case {case.case_id} is not of tenant {self.r.tenant}")
+        event = self.r.event(
+            "case.opened",
+            actor,
+            case.created_at,
+            case_id=case.case_id,
+            kind=case.kind.value,
+            probe_record_id=case.probe_record_id,
+            reason=reason,
+        )
+        if not self.r.store.open_case(case, RecordStatus.PENDING_REVIEW, (event,)):
+            return False
+        self.r.notify_case(case.case_id)
+        return True
 
     def claim(self, case_id: str, actor: Actor) -> Case:
         return self.apply(case_id, Request(Action.CLAIM), actor)
