@@ -7,6 +7,8 @@ only: the CDK app imports it at synth without loading the runtime (numpy, OpenCV
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Final
 
 PREFIX: Final = "FACE_DEDUP_"  # every setting is FACE_DEDUP_<NAME> (Settings' field, upper case)
@@ -22,6 +24,16 @@ CAPTURE_ORT_DIR_ENV: Final = PREFIX + "CAPTURE_ORT_DIR"  # where `make capture` 
 def env_name(setting: str) -> str:
     """The environment variable of a `Settings` field: `s3_bucket` -> FACE_DEDUP_S3_BUCKET."""
     return PREFIX + setting.upper()
+
+
+def local_models_dir(environ: Mapping[str, str]) -> Path:
+    """Where this machine keeps the model files (`face-dedup models install`) when
+    FACE_DEDUP_MODELS_DIR does not say: Settings' default, and what the CDK app stages the
+    capture page's detector from without loading Settings (and with it the runtime)."""
+    if explicit := environ.get(env_name("models_dir")):
+        return Path(explicit).expanduser()
+    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "face-dedup" / "models"
 
 
 def abis_env_name(setting: str) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from face_dedup import identifiers
-from face_dedup.deployment import DECODE_PREFIX, FACES_PREFIX, QUALITY_PREFIX, env_name
+from face_dedup.deployment import DECODE_PREFIX, FACES_PREFIX, QUALITY_PREFIX, env_name, local_models_dir
 from face_dedup.deployment import PREFIX as PREFIX
 from face_dedup.errors import ConfigError
 from face_dedup.models.registry import DEFAULT_PACK_ID
@@ -30,8 +30,8 @@ def _default_data_dir(environ: Mapping[str, str]) -> Path:
 
 
 def _default_models_dir(environ: Mapping[str, str]) -> Path:
-    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "face-dedup" / "models"
+    # deployment.local_models_dir without FACE_DEDUP_MODELS_DIR: the loop in `load` reads that
+    return local_models_dir({k: v for k, v in environ.items() if k != env_name("models_dir")})
 
 
 @dataclass(frozen=True)

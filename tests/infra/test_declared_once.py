@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -50,12 +51,12 @@ def test_the_declarations_need_nothing_but_the_standard_library(module: str) -> 
         if isinstance(node, ast.Import | ast.ImportFrom)
         for alias in node.names
     }
-    assert imported <= {"__future__", "dataclasses", "typing"}
+    assert imported <= {"__future__", "collections.abc", "dataclasses", "pathlib", "typing"}
 
 
 def test_importing_the_cdk_app_loads_no_runtime() -> None:
-    # The stack and every construct, as `cdk synth` imports them (staging the capture page's
-    # detector reads the local Settings later, when the stack is built, not on import).
+    # The stack and every construct, as `cdk synth` imports them (building and synthesizing
+    # them: test_synthesizing_the_stack_loads_no_runtime below).
     hint = (
         "a construct imports a runtime module: keep what the CDK app shares with the runtime in "
         "standard-library-only modules (deployment.py, table_schema.py, wiring.py, capacity.py) "
@@ -63,6 +64,30 @@ def test_importing_the_cdk_app_loads_no_runtime() -> None:
     )
     assert _loaded_after("face_dedup_infra.stack", ROOT / "infra") == [], hint
     assert _loaded_after("face_dedup_infra.constructs.tables", ROOT / "infra") == [], hint
+
+
+def test_synthesizing_the_stack_loads_no_runtime() -> None:
+    """Building and synthesizing the whole app, as `cdk synth` does: staging the capture page's
+    detector used to load Settings, and with it numpy and OpenCV (Settings' decode and quality
+    limits live in vision/)."""
+    code = (
+        "import json, sys, tempfile\n"
+        "from app import build_app\n"
+        "app, _ = build_app(tempfile.mkdtemp())\n"
+        "app.synth()\n"
+        f"print(json.dumps([m for m in {[*RUNTIME, 'face_dedup.settings']!r} if m in sys.modules]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT / "infra",
+        env={**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT / 'infra'}"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
 
 
 def test_the_adapter_and_the_construct_share_one_schema() -> None:

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import atexit
 import gzip
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from face_dedup.models.registry import BROWSER_DETECTOR, get_pack, sha256_file
+from face_dedup.deployment import env_name, local_models_dir
+from face_dedup.models.registry import BROWSER_DETECTOR, DEFAULT_PACK_ID, get_pack, sha256_file
 from face_dedup_api.capture_files import ORT_FILES, PAGE_FILES, ort_dir
-
-if TYPE_CHECKING:  # loaded when the assets are staged, not when the app is imported
-    from face_dedup.settings import Settings
 
 PAGE_DIR = Path(__file__).resolve().parents[3] / "src" / "face_dedup_api" / "static" / "capture"
 
@@ -37,11 +35,12 @@ class StagedFolder:
     content_encoding: str | None = None
 
 
-def stage_capture_assets(settings: Settings | None = None) -> list[StagedFolder]:
-    if settings is None:
-        from face_dedup.settings import Settings  # the local models dir (`make capture`)
-
-        settings = Settings.load()
+def stage_capture_assets(models_dir: Path | None = None, model_pack: str | None = None) -> list[StagedFolder]:
+    """The detector comes from this machine's models (`make capture`), found as Settings would
+    (FACE_DEDUP_MODELS_DIR, FACE_DEDUP_MODEL_PACK) but without loading Settings: synthesis
+    loads no runtime (numpy, OpenCV; tests/infra/test_declared_once.py)."""
+    models_dir = models_dir or local_models_dir(os.environ)
+    model_pack = model_pack or os.environ.get(env_name("model_pack")) or DEFAULT_PACK_ID
     root = Path(tempfile.mkdtemp(prefix="face-dedup-capture-"))
     atexit.register(shutil.rmtree, root, True)
     folders: dict[str, StagedFolder] = {}
@@ -64,7 +63,7 @@ def stage_capture_assets(settings: Settings | None = None) -> list[StagedFolder]
             put(kind, f"capture/ort/{name}", gzip.compress(source.read_bytes(), 9, mtime=0), "gzip")
         else:
             put(kind, f"capture/ort/{name}", source.read_bytes())
-    model = settings.models_dir / get_pack(settings.model_pack).files_dir / BROWSER_DETECTOR.filename
+    model = models_dir / get_pack(model_pack).files_dir / BROWSER_DETECTOR.filename
     if not model.is_file() or sha256_file(model) != BROWSER_DETECTOR.sha256:
         raise CaptureAssetsMissing(
             f"{model} is missing or fails its pinned SHA-256: run `make capture` before synthesizing"
