@@ -104,6 +104,17 @@ def apply_nag(app: cdk.App, stack: cdk.Stack) -> None:
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     for rule, reason in STACK_WIDE.items():
         _ack(stack, None, rule, reason)
+    if not any(cdk.Token.is_unresolved(v) for v in (stack.account, stack.region, stack.partition)):
+        # Tied to an account and region (the CDK CLI with credentials): the same asset bucket,
+        # named with them instead of tokens, as cdk-nag then reports it.
+        _ack(
+            stack,
+            None,
+            f"IAM5[Resource::arn:{stack.partition}:s3:::cdk-hnb659fds-assets-{stack.account}-{stack.region}/*]",
+            STACK_WIDE[
+                "IAM5[Resource::arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-<AWS::Region>/*]"
+            ],
+        )
     _ack(
         stack,
         "Search/Domain",

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from aws_cdk import Aspects, Stack
+from aws_cdk import Aspects, Fn, Stack, Token
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
@@ -34,9 +34,10 @@ class FaceDedupStack(Stack):
         self, scope: Construct, construct_id: str, *, config: DeploymentConfig, **kwargs: object
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        self._zones = config.opensearch_zones  # read by availability_zones, below
         key = Encryption(self, "Encryption").key
         Aspects.of(self).add(EncryptLogs(key))
-        network = Network(self, "Network", log_key=key)
+        network = Network(self, "Network", log_key=key, zones=config.opensearch_zones)
         storage = Storage(self, "Storage", key=key, retention_days=config.retention_days)
         tables = Tables(self, "Tables", key=key)
         notifications = Notifications(
@@ -213,3 +214,15 @@ class FaceDedupStack(Stack):
         self.workflow = workflow
         self.tables = tables
         self.storage = storage
+
+    @property
+    def availability_zones(self) -> list[str]:
+        """The zones the VPC (and so the index) may use. Tied to an account and region (the
+        CDK CLI sets both from the caller's credentials), CDK looks the region's zones up; an
+        environment-agnostic stack (a synth without credentials) gets only two from CDK, so a
+        3-zone index (the production profile) could not be synthesized: here it gets as many
+        as `opensearch-zones`, each `Fn::GetAZs` of the deploying region picked at deploy time."""
+        if Token.is_unresolved(self.account) or Token.is_unresolved(self.region):
+            zones = Fn.get_azs()
+            return [Fn.select(i, zones) for i in range(max(2, getattr(self, "_zones", 2)))]
+        return list(super().availability_zones)

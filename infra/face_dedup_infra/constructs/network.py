@@ -23,14 +23,16 @@ def camel(name: str) -> str:
 
 class Network(Construct):
     """A private network for the index and the functions that query it: isolated subnets (no
-    route to the internet at all), AWS services through VPC endpoints, flow logs on."""
+    route to the internet at all), AWS services through VPC endpoints, flow logs on. One subnet
+    per zone the index spans (`zones`, the domain's zone awareness): OpenSearch wants a subnet
+    for each of its zones, no more and no fewer."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, log_key: object) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, log_key: object, zones: int = 2) -> None:
         super().__init__(scope, construct_id)
         self.vpc = ec2.Vpc(
             self,
             "Vpc",
-            max_azs=2,
+            max_azs=zones,
             nat_gateways=0,
             subnet_configuration=[
                 ec2.SubnetConfiguration(
@@ -38,6 +40,12 @@ class Network(Construct):
                 )
             ],
         )
+        if len(self.vpc.availability_zones) < zones:  # an env-specific stack in a region with fewer AZs
+            raise ValueError(
+                f"face-dedup:opensearch-zones={zones}, but the stack's region offers "
+                f"{len(self.vpc.availability_zones)} availability zones "
+                f"({', '.join(self.vpc.availability_zones)}): choose fewer zones or another region"
+            )
         flow_log_group = logs.LogGroup(self, "FlowLogs", retention=logs.RetentionDays.ONE_YEAR)
         self.vpc.add_flow_log(
             "FlowLog", destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_log_group)
