@@ -42,6 +42,7 @@ def abis() -> tuple[AbisHandler, StompReplySender]:
         max_results=config.max_results,
         target_fpir=config.target_fpir,
         open_cases=False,  # the function declares no case ports: no case is opened from here
+        decode=settings.decode,
     )
     secret = read_secret(settings, os.environ[SECRET_ENV])
     sender = StompReplySender(config.broker_url, credentials_from_secret(secret), config.response_queue)

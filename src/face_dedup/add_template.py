@@ -141,10 +141,7 @@ def add_photo(
         raise PermissionDenied(
             f"{actor.name} is {actor.role.value}: only an officer or supervisor adds photos"
         )
-    policy = policy or TemplatePolicy(
-        max_templates=service.settings.max_templates,
-        min_detection_score=service.settings.template_min_detection_score,
-    )
+    policy = policy or service.config.templates
     analysis = service.analyze(data)  # outside the lock: the slow part
     if isinstance(analysis, Rejection):
         raise TemplateRefused(

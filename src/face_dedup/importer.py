@@ -320,7 +320,7 @@ def _read(service: DedupService, pending: _Pending, pool: ThreadPoolExecutor) ->
     if not path.is_file():  # special files are not even opened (a device may act on open)
         pending.problem = InputRejected(Reason.NOT_A_FILE, "not a regular file")
         return
-    read = read_input(path, service.settings.decode.max_bytes, within=pending.spec.within)
+    read = read_input(path, service.config.max_input_bytes, within=pending.spec.within)
     if isinstance(read, InputRejected):
         pending.problem = read
         return

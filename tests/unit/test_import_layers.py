@@ -96,7 +96,6 @@ KNOWN_UPWARD = {
     ("face_dedup.cloud_bulk", "face_dedup.vision.pipeline"),
     ("face_dedup.cloud_bulk", "face_dedup.vision.png"),
     ("face_dedup.mosip.handlers", "face_dedup.mosip.iso_face"),
-    ("face_dedup.mosip.handlers", "face_dedup.vision.pipeline"),
     ("face_dedup.review_sheet", "face_dedup.vision.decode"),
     ("face_dedup.bulk", "face_dedup.adapters"),
     ("face_dedup.mosip.broker", "face_dedup.mosip.config"),  # the ActiveMQ adapter takes AbisConfig

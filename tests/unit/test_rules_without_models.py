@@ -254,3 +254,36 @@ def test_a_case_opened_outside_enrollment_is_opened_once_in_its_own_tenant(
     assert record is not None and record.status is RecordStatus.PENDING_REVIEW
     (opened,) = [e for e in service.store.audit_events() if e.action == "case.opened"]
     assert opened.actor == "mosip-abis" and opened.details["case_id"] == "case-outside-1"
+
+
+def test_the_core_takes_its_limits_from_service_config_not_settings(
+    tmp_path: Path, fake: FakeFaceAnalyzer
+) -> None:
+    """The photo-size limit of an import and the policy for later photos come from the
+    ServiceConfig the composition root builds (the use cases never read Settings)."""
+    import json
+
+    from face_dedup.importer import collect_inputs, run_import
+    from face_dedup.record_templates import TemplatePolicy
+
+    settings = Settings.load(
+        {"FACE_DEDUP_DECODE_MAX_BYTES": "1000", "FACE_DEDUP_MAX_TEMPLATES": "2"},
+        data_dir=tmp_path / "registry",
+        models_dir=tmp_path / "no-models",
+    )
+    service, adapters = build_service(settings, analyzer=fake)
+    try:
+        assert service.config.templates == TemplatePolicy(2, settings.template_min_detection_score)
+        assert service.config.max_input_bytes == 1000
+        folder = tmp_path / "batch"
+        folder.mkdir()
+        (folder / "small.png").write_bytes(fake.face(b"s" * 1000, unit(fake.dim, 0)))
+        (folder / "big.png").write_bytes(fake.face(b"b" * 1001, unit(fake.dim, 1)))
+        report = tmp_path / "report.jsonl"
+        run_import(service, collect_inputs(folder, None), report=report)
+        lines = [json.loads(line) for line in report.read_text(encoding="utf-8").splitlines()]
+        outcomes = {Path(str(line["source"])).name: line for line in lines}
+        assert outcomes["small.png"]["outcome"] == "enrolled"
+        assert outcomes["big.png"]["reason"] == Reason.TOO_LARGE.value and fake.calls == 1
+    finally:
+        adapters.close()

@@ -51,6 +51,7 @@ def build_abis(
         max_results=config.max_results,
         target_fpir=config.target_fpir,
         open_cases=config.open_cases,
+        decode=settings.decode,
     )
     return Abis(handler, datashare, adapters)
 

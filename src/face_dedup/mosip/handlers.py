@@ -14,11 +14,12 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from face_dedup.analysis import FaceTemplate
 from face_dedup.calibration import DedupThresholds
 from face_dedup.domain import Candidate, Outcome, Record
 from face_dedup.errors import NotFound, TransientError
@@ -29,7 +30,9 @@ from face_dedup.mosip.datashare import DatashareError
 from face_dedup.mosip.iso_face import FaceRecordError, read_face_image
 from face_dedup.mosip.messages import AbisFailure, AbisRequest, FailureReason
 from face_dedup.service import DedupService, InputRef
-from face_dedup.vision.pipeline import FaceTemplate
+
+if TYPE_CHECKING:
+    from face_dedup.vision.decode import DecodeLimits
 
 log = logging.getLogger(__name__)
 ACTOR = "mosip-abis"
@@ -53,8 +56,10 @@ class AbisHandler:
         target_fpir: int = 0,
         pending: Callable[[], int] = lambda: 0,
         open_cases: bool = False,
+        decode: DecodeLimits | None = None,
     ) -> None:
         self.service = service
+        self._decode = decode  # limits on the ISO record's image (the composition root's Settings)
         self._fetch = fetch
         self._max_results = max_results
         self._target_fpir = target_fpir
@@ -151,7 +156,7 @@ class AbisHandler:
         try:
             document = self._fetch(url)
             face = face_records(document)[0]
-            image = read_face_image(face.record, self.service.settings.decode)
+            image = read_face_image(face.record, self._decode)
         except DatashareError as exc:
             raise fail(exc.reason, exc.detail) from None
         except CbeffEmpty as exc:

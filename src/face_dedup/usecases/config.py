@@ -3,12 +3,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from face_dedup.calibration import ImpostorTail
 from face_dedup.decision import DecisionPolicy, PolicySettings
+from face_dedup.record_templates import TemplatePolicy
+
+
+class _InputLimits(Protocol):
+    @property
+    def max_bytes(self) -> int: ...
 
 
 class ConfigSettings(PolicySettings, Protocol):
@@ -22,6 +28,12 @@ class ConfigSettings(PolicySettings, Protocol):
     def review_link_base(self) -> str: ...
     @property
     def data_dir(self) -> Path: ...
+    @property
+    def max_templates(self) -> int: ...
+    @property
+    def template_min_detection_score(self) -> float: ...
+    @property
+    def decode(self) -> _InputLimits: ...
     def backups(self) -> dict[str, int]: ...
 
 
@@ -29,12 +41,14 @@ class ConfigSettings(PolicySettings, Protocol):
 class ServiceConfig:
     tenant: str  # whose registry: every read and write is this tenant's
     policy: DecisionPolicy  # thresholds and outcomes (its tail names the model pack)
+    max_input_bytes: int  # an input file larger than this is refused unread (FACE_DEDUP_DECODE_MAX_BYTES)
     keep_photos: bool = True  # photos and aligned crops kept for case officers
     review_link_base: str = "face-dedup://cases/"  # a notification's link: this + the case id
     # Backups that keep erased data, name -> days (an erasure receipt says until when).
     backups: tuple[tuple[str, int], ...] = ()
     # One machine: where `face-dedup migrate` records each tenant's active pack (None: nowhere).
     data_dir: Path | None = None
+    templates: TemplatePolicy = field(default_factory=TemplatePolicy)  # which later photos may join a record
 
     @property
     def model_pack(self) -> str:
@@ -45,8 +59,10 @@ class ServiceConfig:
         return cls(
             tenant=settings.tenant,
             policy=DecisionPolicy.from_settings(settings, tail),
+            max_input_bytes=settings.decode.max_bytes,
             keep_photos=settings.keep_photos,
             review_link_base=settings.review_link_base,
             backups=tuple(sorted(settings.backups().items())),
             data_dir=settings.data_dir,
+            templates=TemplatePolicy(settings.max_templates, settings.template_min_detection_score),
         )
