@@ -614,7 +614,7 @@ def verify_uploads(body: VerifyUploadsBody) -> dict[str, Any]:
     caller = _caller()
     _require(caller, Role.OFFICER, Role.SUPERVISOR, Role.ADMIN)
     uploads = _dependencies().uploads
-    limit = _service(caller).settings.decode.max_bytes  # the photo limit every channel has
+    limit = _service(caller).config.max_input_bytes  # the photo limit every channel has
     upload_id = uuid.uuid4().hex
     grants = []
     for which, content_type in (("first", body.first_content_type), ("second", body.second_content_type)):
@@ -633,7 +633,7 @@ def _uploaded_pair(caller: Caller, upload_id: str) -> tuple[bytes, bytes]:
     if uploads is None:
         raise NotAvailableHere("uploads are not available here: send both photos in POST /verify's body")
     prefix = _verify_prefix(caller, upload_id)
-    limit = _service(caller).settings.decode.max_bytes
+    limit = _service(caller).config.max_input_bytes
     try:
         photos = []
         for which in ("first", "second"):
@@ -737,7 +737,7 @@ def _uploaded_first(caller: Caller, upload_id: str) -> bytes:
             data = uploads.get(prefix + "first")
         except NotFound:
             raise NotFound("no first photo uploaded for this upload_id (or it expired)") from None
-        limit = _service(caller).settings.decode.max_bytes
+        limit = _service(caller).config.max_input_bytes
         if len(data) > limit:
             raise ValueError(f"the photo has {len(data)} bytes; the limit is {limit}")
         return data
