@@ -17,7 +17,7 @@ def _whole_number(name: str, raw: Any) -> int:
         return raw
     if isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdigit():
         return int(raw.strip())
-    raise capacity.CapacityError(f"face-dedup:{name} must be a whole number of faces, not {raw!r}")
+    raise capacity.CapacityError(f"face-dedup:{name} must be a whole number, not {raw!r}")
 
 
 def _named_method(method: str | None, encoding: str) -> capacity.IndexMethod | None:
@@ -40,8 +40,9 @@ class DeploymentConfig:
     opensearch_dedicated_masters: int = 0
     opensearch_master_type: str = "m7g.large.search"
     opensearch_zones: int = 2
-    # Concurrent index clients per data node (search and complete each, and ingest's queue).
-    index_concurrency_per_node: int = 8
+    # Concurrent index clients per data node (search and complete each, and ingest's queue), as
+    # asked (`index-concurrency-per-node`); None: derived (`concurrency_per_node`).
+    index_concurrency_per_node: int | None = None
     target_fpir: str = "0.01"
     model_pack: str = "yunet-sface-flip-v1"
     alarm_email: str | None = None  # officers: case digests
@@ -66,6 +67,19 @@ class DeploymentConfig:
             data_nodes=self.opensearch_data_nodes,
             method=self.method,
             replicas=self.opensearch_replicas,
+        )
+        self.concurrency_per_node  # noqa: B018 (refuses, at synth, more than exact search allows)
+
+    @property
+    def concurrency_per_node(self) -> int:
+        """What the stack reserves per data node: the asked value or the default, bounded for
+        exact search so concurrent scans finish within the index client's timeout (the planner's
+        formula: capacity.index_concurrency_per_node)."""
+        return capacity.index_concurrency_per_node(
+            self.method,
+            self.registry_size,
+            instance_type=self.opensearch_instance_type,
+            requested=self.index_concurrency_per_node,
         )
 
     @property
@@ -102,6 +116,7 @@ class DeploymentConfig:
         # Unset node type, count or volume: what `face-dedup plan-capacity` says for this size
         # and method (none named: the default for the size; refused below if none is validated).
         planned = capacity.plan(registry_size, method=method, replicas=replicas, zones=zones)
+        concurrency = value("index-concurrency-per-node", None)
         return cls(
             layers_dir=(base / str(value("layers-dir", "../build/layers"))).resolve(),
             retention_days=int(value("retention-days", 3650)),
@@ -111,7 +126,9 @@ class DeploymentConfig:
             opensearch_dedicated_masters=int(value("opensearch-dedicated-masters", 0)),
             opensearch_master_type=str(value("opensearch-master-type", "m7g.large.search")),
             opensearch_zones=zones,
-            index_concurrency_per_node=int(value("index-concurrency-per-node", 8)),
+            index_concurrency_per_node=(
+                None if concurrency is None else _whole_number("index-concurrency-per-node", concurrency)
+            ),
             target_fpir=str(value("target-fpir", "0.01")),
             model_pack=str(value("model-pack", "yunet-sface-flip-v1")),
             alarm_email=value("alarm-email", None),

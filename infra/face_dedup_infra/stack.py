@@ -100,7 +100,7 @@ class FaceDedupStack(Stack):
             },
         }
         # Bounded from the index's size: each search/complete holds one cluster request at a time.
-        index_concurrency = config.index_concurrency_per_node * config.opensearch_data_nodes
+        index_concurrency = config.concurrency_per_node * config.opensearch_data_nodes
         functions = Functions(
             self,
             "Functions",

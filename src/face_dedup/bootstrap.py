@@ -112,9 +112,11 @@ def client_for(settings: Settings, service: str) -> Any:
 def _opensearch_client(settings: Settings) -> Any:
     from opensearchpy import AWSV4SignerAuth, OpenSearch, RequestsHttpConnection
 
+    from face_dedup.capacity import INDEX_CLIENT_TIMEOUT_S  # the stack bounds concurrency by it
+
     _require(settings, "opensearch_url")
     if settings.opensearch_auth == "none":
-        return OpenSearch(hosts=[settings.opensearch_url])
+        return OpenSearch(hosts=[settings.opensearch_url], timeout=INDEX_CLIENT_TIMEOUT_S)
     import boto3
 
     service = {"sigv4": "es", "sigv4-serverless": "aoss"}.get(settings.opensearch_auth)
@@ -127,7 +129,7 @@ def _opensearch_client(settings: Settings) -> Any:
         use_ssl=True,
         verify_certs=True,
         connection_class=RequestsHttpConnection,
-        timeout=10,
+        timeout=INDEX_CLIENT_TIMEOUT_S,
     )
 
 

@@ -130,6 +130,14 @@ PREFERENCE = (DEFAULT_METHOD, IndexMethod("hnsw", "fp16"), EXACT_METHOD)
 EXACT_VECTORS_PER_CPU_S = 34_000_000.0
 EXACT_SCRIPT_FACTOR = 10.0
 EXACT_LATENCY_S = 1.0  # an enrollment's duplicate search (the workflow tolerates ~1 s)
+# The functions' OpenSearch client gives up on a request after this long (bootstrap's client;
+# the workflow retries it as transient). Concurrent exact searches share the domain's vCPUs, so
+# the workflow's search concurrency is bounded (`index_concurrency_per_node`) for all of them to
+# finish within CONCURRENT_SEARCH_SHARE of it: the planned CPU cost rests on an assumed script
+# factor, and a search also waits for the network, the queue and garbage collection.
+INDEX_CLIENT_TIMEOUT_S = 10
+CONCURRENT_SEARCH_SHARE = 0.5
+DEFAULT_INDEX_CONCURRENCY_PER_NODE = 8  # where nothing bounds it lower (graph search, small scans)
 # infra/cdk.json pins the node type and count: `-c` cannot unset them, so the refusal says where.
 UNPIN = " (infra/cdk.json sets both: override them with -c or remove them there)"
 
@@ -198,6 +206,53 @@ def exact_shards(faces: int) -> int:
 def exact_search_cpu_s(faces: int) -> float:
     """CPU-seconds one exact search costs the domain (planned, with EXACT_SCRIPT_FACTOR)."""
     return faces * EXACT_SCRIPT_FACTOR / EXACT_VECTORS_PER_CPU_S
+
+
+def max_exact_concurrency_per_node(faces: int, vcpus_per_node: int) -> int:
+    """The most exact searches per data node that may run at once: every search scans a copy of
+    the index (exact_search_cpu_s), so N searches on each node share its vCPUs and each takes
+    about N x cpu_s / vcpus; that must stay within CONCURRENT_SEARCH_SHARE of the client's
+    timeout."""
+    budget = CONCURRENT_SEARCH_SHARE * INDEX_CLIENT_TIMEOUT_S
+    return math.floor(budget * vcpus_per_node / exact_search_cpu_s(faces))
+
+
+def index_concurrency_per_node(
+    method: IndexMethod, faces: int, *, instance_type: str, requested: int | None = None
+) -> int:
+    """The workflow's index concurrency per data node (search and complete each get this x data
+    nodes): `requested`, or DEFAULT_INDEX_CONCURRENCY_PER_NODE, bounded for exact search by
+    max_exact_concurrency_per_node. None requested: the default, lowered to that bound; a
+    requested value above it is refused (a clear message), as is one no node can meet."""
+    if requested is not None and requested < 1:
+        raise CapacityError(f"face-dedup:index-concurrency-per-node must be at least 1, not {requested}")
+    wanted = DEFAULT_INDEX_CONCURRENCY_PER_NODE if requested is None else requested
+    if method.name != "exact":
+        return wanted
+    known = {t.name: t for t in INSTANCE_TYPES}
+    if instance_type not in known:
+        raise CapacityError(
+            f"opensearch-instance-type {instance_type!r} is not known to the capacity planner"
+        )
+    vcpus = known[instance_type].vcpus
+    bound = max_exact_concurrency_per_node(faces, vcpus)
+    each = exact_search_cpu_s(faces)
+    why = (
+        f"an exact search over {faces:,} faces costs {each:.2f} CPU-s (planned), so N searches per "
+        f"{instance_type} ({vcpus} vCPUs) take about N x {each:.2f} / {vcpus} s each, which must stay "
+        f"within {CONCURRENT_SEARCH_SHARE * INDEX_CLIENT_TIMEOUT_S:g} s ({CONCURRENT_SEARCH_SHARE:g} of "
+        f"the index client's {INDEX_CLIENT_TIMEOUT_S} s timeout)"
+    )
+    if bound < 1:
+        raise CapacityError(
+            f"{why}: not even one fits; use larger data nodes (face-dedup plan-capacity {faces})"
+        )
+    if requested is not None and requested > bound:
+        raise CapacityError(
+            f"face-dedup:index-concurrency-per-node={requested} is too many: {why}, so at most {bound}. "
+            "Lower it, leave it unset (derived), or use data nodes with more vCPUs."
+        )
+    return min(wanted, bound)
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,6 +370,16 @@ class Plan:
         return self.data_nodes * self.instance.vcpus / exact_search_cpu_s(self.faces)
 
     @property
+    def concurrency_per_node(self) -> int:
+        """The workflow's index concurrency per data node the stack derives (exact: bounded)."""
+        return index_concurrency_per_node(self.method, self.faces, instance_type=self.instance.name)
+
+    @property
+    def concurrent_search_seconds(self) -> float:
+        """Planned wall time of each exact search when concurrency_per_node run on every node."""
+        return self.concurrency_per_node * exact_search_cpu_s(self.faces) / self.instance.vcpus
+
+    @property
     def domain_monthly(self) -> float:
         return self.monthly["data nodes"] + self.monthly["storage"]
 
@@ -336,6 +401,7 @@ class Plan:
                 {
                     "exact_search_s_planned": round(self.search_seconds, 3),
                     "exact_searches_per_s_sustained": round(self.searches_per_s, 1),
+                    "index_concurrency_per_node": self.concurrency_per_node,
                 }
                 if self.method.name == "exact"
                 else {}
@@ -471,7 +537,11 @@ def render(p: Plan) -> list[str]:
                 f"exact search: {p.shards} primary shard(s); {p.search_seconds:.2f} s a search planned "
                 f"({exact_search_cpu_s(p.faces) / EXACT_SCRIPT_FACTOR:.3f} CPU-s at faiss's measured "
                 f"scan rate x {EXACT_SCRIPT_FACTOR:g} assumed for the JVM script), "
-                f"{p.searches_per_s:,.0f} searches/s sustained by {p.data_nodes * p.instance.vcpus} vCPUs"
+                f"{p.searches_per_s:,.0f} searches/s sustained by {p.data_nodes * p.instance.vcpus} vCPUs",
+                f"search concurrency: {p.concurrency_per_node} per data node "
+                f"({p.concurrency_per_node * p.data_nodes} at once, about {p.concurrent_search_seconds:.1f}"
+                f" s each, within {CONCURRENT_SEARCH_SHARE * INDEX_CLIENT_TIMEOUT_S:g} s: "
+                f"{CONCURRENT_SEARCH_SHARE:g} of the index client's {INDEX_CLIENT_TIMEOUT_S} s timeout)",
             ]
             if p.method.name == "exact"
             else []
