@@ -28,6 +28,7 @@ from face_dedup.settings import Settings
 from face_dedup.vision.detect import YuNetDetector
 from face_dedup.vision.embed import SFaceEmbedder, create_session
 from face_dedup.vision.pipeline import FaceEngine
+from face_dedup.vision.png import encode_png
 
 
 def build_engine(settings: Settings, pack: ModelPack | None = None, threads: int = 1) -> FaceEngine:
@@ -383,6 +384,7 @@ def build_service(
         adapters.blobs,
         adapters.notifier,
         settings=settings,
+        crop_png=encode_png,  # an engine-less service (with_engine=False) still keeps crops
         **_local_registry(settings),
     )
     if settings.store_backend == "sqlite":  # one machine: drift counts next to the registry

@@ -29,6 +29,9 @@ from face_dedup.usecases.registry import SYSTEM_ACTOR, Registry
 from face_dedup.usecases.review import Review
 
 if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
     from face_dedup.analysis import FaceTemplate, Rejection
     from face_dedup.migration import ShadowPack
     from face_dedup.settings import Settings  # carried for the entry points only, never read here
@@ -60,6 +63,7 @@ class DedupService:
         registry_lock: Callable[[], AbstractContextManager[None]] | None = None,
         erasure_check: Callable[[str, dict[str, bytes]], list[str]] | None = None,
         settings: Settings | None = None,
+        crop_png: Callable[[NDArray[np.uint8]], bytes] | None = None,
     ) -> None:
         """`engine=None` for steps that never look at a photo (the workflow's search, enroll and
         notify functions): they need no model files. `settings`: what the entry points that
@@ -72,6 +76,7 @@ class DedupService:
         registry = Registry(
             config, engine, index, store, blobs, notifier, registry_lock or nullcontext, erasure_check
         )
+        registry.crop_png = crop_png
         self._attach(registry, settings)
 
     def _attach(self, registry: Registry, settings: Settings | None) -> None:

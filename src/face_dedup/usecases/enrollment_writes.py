@@ -61,9 +61,7 @@ class EnrollmentWriter:
         r = self.r
         if r.config.keep_photos:
             r.blobs.put(photo_key(r.tenant, record_id), data, "application/octet-stream")
-            r.blobs.put(
-                crop_key(r.tenant, record_id), r.analyzer().crop_png(analysis.aligned_crop), "image/png"
-            )
+            r.blobs.put(crop_key(r.tenant, record_id), r.encode_crop(analysis.aligned_crop), "image/png")
 
     def rejection(self, key: str, ref: InputRef, digest: str, analysis: Rejection, actor: str) -> ImportItem:
         r = self.r

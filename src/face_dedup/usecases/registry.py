@@ -46,6 +46,9 @@ class Registry:
     drift: DriftRecorder | None = None
     # A migration's second pack (migration.py): searched on each new input, deciding nothing.
     shadow: ShadowPack | None = field(default=None)
+    # Encodes an aligned crop as PNG where no engine is (a service registering templates it
+    # was handed); the composition root passes vision.png's. With an engine, the engine's.
+    crop_png: Callable[[NDArray[np.uint8]], bytes] | None = None
 
     @property
     def tenant(self) -> str:
@@ -58,6 +61,15 @@ class Registry:
     @property
     def policy(self) -> DecisionPolicy:
         return self.config.policy
+
+    def encode_crop(self, crop: NDArray[np.uint8]) -> bytes:
+        """The aligned crop officers review, as PNG: encoded behind the engine port (or the
+        encoder the composition root gave), so no use case loads an image library."""
+        if self.engine is not None:
+            return self.engine.crop_png(crop)
+        if self.crop_png is not None:
+            return self.crop_png(crop)
+        raise RuntimeError("this service was built with neither a face engine nor a crop encoder")
 
     def analyzer(self) -> FaceAnalyzer:
         if self.engine is None:
