@@ -3,31 +3,27 @@ in one place (`_run`): 0 done, 1 a domain error (missing model, unknown case, ..
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
 import os
 import signal
-import sqlite3
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from face_dedup.adapters.private_files import write_private
-from face_dedup.adapters.sqlite_files import storage_error
 from face_dedup.bootstrap import build_service
+from face_dedup.cli_common import _actor, _emit, _opened, _reading, _run, _settings, err, out
 from face_dedup.domain import Actor, Case, CaseDecision, Role
-from face_dedup.errors import ConfigError, FaceDedupError, InvalidState, ModelError, NotFound
-from face_dedup.importer import ImportSummary, ManifestError, ReportLine, collect_inputs, run_import
+from face_dedup.errors import NotFound
+from face_dedup.importer import ImportSummary, ReportLine, collect_inputs, run_import
 from face_dedup.models.install import (
     FileStatus,
     install_demo_samples,
@@ -36,9 +32,6 @@ from face_dedup.models.install import (
     verify_pack,
 )
 from face_dedup.models.registry import PACKS
-from face_dedup.queries import Reader, TenantReader
-from face_dedup.service import DedupService
-from face_dedup.settings import Settings
 
 app = typer.Typer(
     help="Face enrollment and de-duplication for identity registries.",
@@ -56,9 +49,6 @@ report_app = typer.Typer(
     help="Reports for operators: drift, officers' outcomes per group.", no_args_is_help=True
 )
 app.add_typer(report_app, name="report")
-
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
 
 DataDir = Annotated[
     Path | None,
@@ -80,78 +70,6 @@ Tenant = Annotated[
     str | None, typer.Option("--tenant", help="Registry partition (default: `default`).", show_default=False)
 ]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output (JSON).")]
-
-T = TypeVar("T")
-
-
-def _settings(
-    data_dir: Path | None, models_dir: Path | None = None, tenant: str | None = None, **extra: Any
-) -> Settings:
-    # through _run: a bad --tenant or data dir is one line, not a traceback
-    return _run(lambda: Settings.load(data_dir=data_dir, models_dir=models_dir, tenant=tenant, **extra))
-
-
-def _run(action: Callable[[], T]) -> T:
-    """The one place errors become messages and exit codes."""
-    try:
-        return action()
-    except (
-        ModelError,
-        ConfigError,
-        NotFound,
-        InvalidState,
-        ManifestError,
-        FileNotFoundError,
-        ValueError,
-    ) as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)  # values in it are text
-        raise typer.Exit(1) from None
-    except FaceDedupError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
-        raise typer.Exit(1) from None
-    except OSError as exc:  # not named by an adapter: still one line naming the file and the fix
-        where = Path(os.fsdecode(exc.filename)) if exc.filename else Path()
-        err.print(f"[red]error:[/red] {escape(str(storage_error(where, exc)))}", highlight=False)
-        raise typer.Exit(1) from None
-    except sqlite3.Error as exc:
-        err.print(
-            f"[red]error:[/red] {escape(str(exc))}; run `face-dedup doctor` to check the registry",
-            highlight=False,
-        )
-        raise typer.Exit(1) from None
-
-
-def _emit(as_json: bool, payload: Any, human: Callable[[], None]) -> None:
-    if as_json:
-        sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
-    else:
-        human()
-
-
-def _actor() -> str:
-    """Who runs the command, for the audit log."""
-    try:
-        return "cli:" + getpass.getuser()
-    except (KeyError, OSError):
-        return "cli:unknown"
-
-
-@contextmanager
-def _opened(settings: Settings) -> Iterator[DedupService]:
-    """The service and its adapters for one command, closed afterwards."""
-    with _reading(settings) as (service, _):
-        yield service
-
-
-@contextmanager
-def _reading(settings: Settings) -> Iterator[tuple[DedupService, TenantReader]]:
-    """The service and the operator's reads of the settings' tenant (the one who runs the CLI
-    holds the data directory: every kind of read is theirs), closed afterwards."""
-    service, adapters = _run(lambda: build_service(settings))
-    try:
-        yield service, adapters.queries().reader(Reader.OPERATOR, service.tenant)
-    finally:
-        adapters.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -990,7 +908,7 @@ def abis_reply(
     sys.stdout.write(json.dumps(reply, indent=2) + "\n")
 
 
-# `face-dedup migrate` lives in its own module, which uses the helpers above.
+# `face-dedup migrate` lives in its own module, which uses the helpers of cli_common.
 from face_dedup.migration_cli import migrate_app  # noqa: E402
 
 app.add_typer(migrate_app, name="migrate")

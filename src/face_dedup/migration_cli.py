@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from face_dedup import migration
+from face_dedup import cli_common, migration
 from face_dedup.ports import RecordStore
 
 migrate_app = typer.Typer(
@@ -24,23 +24,22 @@ Json = Annotated[bool, typer.Option("--json", help="Machine-readable output (JSO
 
 
 def _service(data_dir: Path | None, models_dir: Path | None, tenant: str | None) -> Any:
-    from face_dedup import cli
     from face_dedup.bootstrap import build_service
 
-    settings = cli._run(lambda: cli._settings(data_dir, models_dir, tenant))
+    settings = cli_common._run(lambda: cli_common._settings(data_dir, models_dir, tenant))
     if settings.store_backend == "dynamodb":
         # the cloud registry's packs come from its deployment, not packs.json: its migration is
         # the Step Functions job (README, "In the cloud: the migration job")
-        cli.err.print(
+        cli_common.err.print(
             "error: a cloud registry migrates with its migration job (README: migrating, in the cloud)"
         )
         raise typer.Exit(1)
     # No engine (nothing is decided here) and no reconcile: an interrupted cut-over is finished
     # by running it again, which a reconcile in between would make harder.
-    service, adapters = cli._run(lambda: build_service(settings, with_engine=False, reconcile=False))
+    service, adapters = cli_common._run(lambda: build_service(settings, with_engine=False, reconcile=False))
     if type(adapters.store).switch_pack is RecordStore.switch_pack:
         adapters.close()
-        cli.err.print(
+        cli_common.err.print(
             f"error: the {settings.store_backend} store cannot migrate between packs yet (local SQLite can)"
         )
         raise typer.Exit(1)
@@ -48,9 +47,8 @@ def _service(data_dir: Path | None, models_dir: Path | None, tenant: str | None)
 
 
 def _show(as_json: bool, payload: dict[str, Any]) -> None:
-    from face_dedup import cli
 
-    cli._emit(as_json, payload, lambda: cli.out.print(payload, highlight=False))
+    cli_common._emit(as_json, payload, lambda: cli_common.out.print(payload, highlight=False))
 
 
 @migrate_app.command("start")
@@ -62,7 +60,6 @@ def start(
     as_json: Json = False,
 ) -> None:
     """Make PACK the shadow pack: every new input is also searched in it (deciding nothing)."""
-    from face_dedup import cli
     from face_dedup.bootstrap import load_tail
     from face_dedup.errors import ConfigError
     from face_dedup.models.custom import find_pack
@@ -77,10 +74,12 @@ def start(
                 raise ConfigError(f"{to} is already the active pack")
             load_tail(settings, find_pack(to, settings.models_dir))  # calibrated, or refused here
             migration.write_packs(settings.data_dir, settings.tenant, settings.model_pack, to)
-            service.record_event("migration.started", cli._actor(), source=settings.model_pack, target=to)
+            service.record_event(
+                "migration.started", cli_common._actor(), source=settings.model_pack, target=to
+            )
             return {"active": settings.model_pack, "shadow": to, "next": "face-dedup migrate run"}
 
-        _show(as_json, cli._run(begin))
+        _show(as_json, cli_common._run(begin))
     finally:
         adapters.close()
 
@@ -96,7 +95,6 @@ def run(
 ) -> None:
     """Re-embed every record into the shadow pack from its stored crop or photo. Resumable:
     stop it at any time (even kill -9) and run it again; done records are skipped."""
-    from face_dedup import cli
     from face_dedup.bootstrap import build_engine
     from face_dedup.errors import ConfigError
     from face_dedup.models.custom import find_pack
@@ -110,13 +108,13 @@ def run(
             target = build_engine(settings, find_pack(settings.shadow_pack, settings.models_dir))
             return target, find_pack(settings.model_pack, settings.models_dir)
 
-        engine, active = cli._run(engines)
+        engine, active = cli_common._run(engines)
 
         def progress(done: int, total: int) -> None:  # one line each: a log, or a pipe, reads it
             sys.stderr.write(f"migrated {done}/{total}\n")
             sys.stderr.flush()
 
-        result = cli._run(
+        result = cli_common._run(
             lambda: migration.run(service, engine, active, rate=rate, limit=limit, progress=progress)
         )
         _show(as_json, result.as_dict())
@@ -139,11 +137,10 @@ def status(
 def _switch(
     action: str, data_dir: Path | None, models_dir: Path | None, tenant: str | None, as_json: bool
 ) -> None:
-    from face_dedup import cli
 
     settings, service, adapters = _service(data_dir, models_dir, tenant)
     try:
-        _show(as_json, cli._run(lambda: migration.switch(service, settings, action=action)))
+        _show(as_json, cli_common._run(lambda: migration.switch(service, settings, action=action)))
     finally:
         adapters.close()
 
@@ -169,10 +166,9 @@ def finish(
     data_dir: DataDir = None, models_dir: ModelsDir = None, tenant: Tenant = None, as_json: Json = False
 ) -> None:
     """End the migration: erase every template of the shadow pack; no rollback after this."""
-    from face_dedup import cli
 
     settings, service, adapters = _service(data_dir, models_dir, tenant)
     try:
-        _show(as_json, cli._run(lambda: migration.finish(service, settings, cli._actor())))
+        _show(as_json, cli_common._run(lambda: migration.finish(service, settings, cli_common._actor())))
     finally:
         adapters.close()

@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
+from face_dedup import cli_common
+
 records_app = typer.Typer(help="Enrolled records: add a later, verified photo.", no_args_is_help=True)
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Registry folder.", show_default=False)]
@@ -44,7 +46,6 @@ def add_photo_command(
     record 1:1 at the verify threshold, reaches the quality floor and matches no other record.
     When the record is full, its oldest later photo is replaced (never the enrollment photo).
     Audited without any biometric data."""
-    from face_dedup import cli
     from face_dedup.add_template import TemplateAdded, add_photo
     from face_dedup.domain import Actor, Role
     from face_dedup.importer import read_input
@@ -55,11 +56,11 @@ def add_photo_command(
     if source not in (TemplateSource.VERIFIED.value, TemplateSource.RENEWAL.value):
         raise typer.BadParameter("--source must be verified or renewal")
     when = _captured(captured_at)
-    actor = cli._run(lambda: Actor(by, Role(role)))
-    settings = cli._settings(data_dir, models_dir, tenant)
+    actor = cli_common._run(lambda: Actor(by, Role(role)))
+    settings = cli_common._settings(data_dir, models_dir, tenant)
     data = read_input(photo, settings.decode.max_bytes)
     if not isinstance(data, bytes):
-        cli.err.print(f"error: {photo.name}: {data.message}", highlight=False, markup=False)
+        cli_common.err.print(f"error: {photo.name}: {data.message}", highlight=False, markup=False)
         raise typer.Exit(1)
 
     def attempt(service: Any) -> TemplateAdded | TemplateRefused:
@@ -68,21 +69,21 @@ def add_photo_command(
         except TemplateRefused as refused:  # its reason code goes out too, not only the message
             return refused
 
-    with cli._opened(settings) as service:
-        added = cli._run(lambda: attempt(service))
+    with cli_common._opened(settings) as service:
+        added = cli_common._run(lambda: attempt(service))
     if isinstance(added, TemplateRefused):
         refusal = {"added": False, "reason": added.reason, "message": added.message}
-        cli._emit(
+        cli_common._emit(
             as_json,
             refusal,
-            lambda: cli.err.print(f"refused: {refusal['message']}", highlight=False, markup=False),
+            lambda: cli_common.err.print(f"refused: {refusal['message']}", highlight=False, markup=False),
         )
         raise typer.Exit(1)
     payload = {"added": True, **added.as_dict()}
-    cli._emit(
+    cli_common._emit(
         as_json,
         payload,
-        lambda: cli.out.print(
+        lambda: cli_common.out.print(
             f"added template {added.number} to {added.record_id} ({added.template_count} held"
             + (f", replaced template {added.replaced}" if added.replaced else "")
             + ")",

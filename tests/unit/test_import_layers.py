@@ -100,10 +100,9 @@ KNOWN_UPWARD = {
     ("face_dedup.bulk", "face_dedup.adapters"),
     ("face_dedup.mosip.broker", "face_dedup.mosip.config"),  # the ActiveMQ adapter takes AbisConfig
 }
-# Function-level imports that close a loop: the subcommand modules reuse cli.py's helpers;
-# a migration re-embeds several-template records through template_migration, which uses its types.
+# Function-level imports that close a loop: a migration re-embeds several-template records
+# through template_migration, which uses its types.
 KNOWN_CYCLES = {
-    frozenset({"face_dedup.cli", "face_dedup.migration_cli", "face_dedup.records_cli"}),
     frozenset({"face_dedup.migration", "face_dedup.template_migration"}),
 }
 
