@@ -42,10 +42,10 @@ from numpy.typing import NDArray
 from face_dedup.adapters import compact_scan
 from face_dedup.adapters.embedded_index import ExactVectorIndex
 from face_dedup.adapters.private_files import open_private
+from face_dedup.analysis import FaceTemplate
 from face_dedup.importer import ImportSummary, InputSpec, ReportLine, _Pending, _prepare, _register
 from face_dedup.ports import Hit
 from face_dedup.service import SYSTEM_ACTOR, DedupService
-from face_dedup.vision.pipeline import FaceTemplate
 
 TILE = 2048  # columns per matrix product: CHUNK x TILE float32 scores (32 MB) at a time
 CHUNK = 4096  # photos analysed, joined and registered together, at most

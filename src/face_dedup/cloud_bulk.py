@@ -29,11 +29,14 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
+from face_dedup.analysis import FaceTemplate
 from face_dedup.bulk_keys import MANIFEST_NAME, MAX_ROWS, PARTS_PREFIX, UPLOAD_PREFIX
 from face_dedup.errors import FaceDedupError, NotFound, Reason
 from face_dedup.identifiers import InvalidIdentifier
@@ -42,8 +45,6 @@ from face_dedup.identifiers import tenant as valid_tenant
 from face_dedup.ports import BlobStore
 from face_dedup.service import DedupService, InputRef
 from face_dedup.usecases.inputs import content_digest, rounded
-from face_dedup.vision.pipeline import FaceTemplate
-from face_dedup.vision.png import encode_png
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$")  # a batch or job name (Step Functions' own)
 _FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")  # one file name, no folders, no '..' start
@@ -99,13 +100,13 @@ def _rejected(row: int, reason: Reason, message: str) -> dict[str, Any]:
     return {"row": row, "outcome": "rejected", "reason": reason.value, "message": message}
 
 
-def _template(template: FaceTemplate) -> dict[str, Any]:
+def _template(template: FaceTemplate, crop_png: Callable[[NDArray[np.uint8]], bytes]) -> dict[str, Any]:
     vector = np.ascontiguousarray(template.embedding, dtype="<f4")
     return {
         "outcome": "analysed",
         "model_pack": template.model_pack,
         "embedding": base64.b64encode(vector.tobytes()).decode("ascii"),
-        "aligned_png": base64.b64encode(encode_png(template.aligned_crop)).decode("ascii"),
+        "aligned_png": base64.b64encode(crop_png(template.aligned_crop)).decode("ascii"),
         "box": [float(v) for v in template.box],
         "measures": rounded(template.measures),
         "notes": list(template.notes),
@@ -183,7 +184,8 @@ def _analyse(
     }
     analysis = service.analyze(data)
     if isinstance(analysis, FaceTemplate):
-        return entry | _template(analysis)
+        # encoded by the engine that made it (the port's crop_png): no image library here
+        return entry | _template(analysis, service.engine.crop_png)
     return entry | {
         "outcome": "rejected",
         "reason": analysis.reason.value,
