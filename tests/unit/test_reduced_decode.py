@@ -60,3 +60,15 @@ def test_size_limits_apply_before_any_reduced_decode(data: bytes | None) -> None
     with pytest.raises(InputRejected) as caught:
         decode_image(payload, limits if data is None else None, reduce_to=320)
     assert caught.value.reason is Reason.TOO_LARGE
+
+
+@pytest.mark.parametrize(("width", "height", "shape"), [(60000, 48, (48, 60000)), (8000, 200, (50, 2000))])
+def test_a_reduced_decode_keeps_the_short_side_within_the_limit(
+    width: int, height: int, shape: tuple[int, int]
+) -> None:
+    """A long thin strip within the limits: reducing it by 8 left 6 rows (60000 x 48), which the
+    detector's working copy rounded to none (an OpenCV assertion escaped the selfie path)."""
+    data = encode(Image.new("RGB", (width, height), (90, 100, 110)), "JPEG")
+    decoded = decode_image(data, reduce_to=320)
+    assert decoded.rgb.shape[:2] == shape
+    assert min(decoded.rgb.shape[:2]) >= DecodeLimits().min_side

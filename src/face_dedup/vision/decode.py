@@ -139,7 +139,7 @@ def decode_image(
                 # A registry scan can hold several pages; the face photo is the first (reported).
                 image.seek(0)
                 notes = (f"multi-page TIFF: the first of its {pages} pages was used",)
-            reduction = _dct_reduction(width, height, reduce_to) if fmt == "JPEG" else 1
+            reduction = _dct_reduction(width, height, reduce_to, limits.min_side) if fmt == "JPEG" else 1
             if reduction > 1:
                 # libjpeg scales in the DCT domain: 1/8 skips most of the inverse transform
                 # and colour work (the entropy decoding remains).
@@ -176,12 +176,14 @@ def decode_image(
     return DecodedImage(array, fmt, (width, height), exif_rotated, scale, notes)
 
 
-def _dct_reduction(width: int, height: int, reduce_to: int | None) -> int:
-    """The largest of 8, 4, 2 that keeps the long side >= reduce_to (1: no reduction)."""
+def _dct_reduction(width: int, height: int, reduce_to: int | None, min_side: int = 1) -> int:
+    """The largest of 8, 4, 2 that keeps the long side >= reduce_to and the short side >=
+    min_side (1: no reduction). Without the second rule a long thin strip (60000 x 48, within
+    the limits) became 7500 x 6, which the detector's working copy rounds to no rows at all."""
     if reduce_to is None or reduce_to <= 0:
         return 1
     for factor in (8, 4, 2):
-        if -(-max(width, height) // factor) >= reduce_to:
+        if -(-max(width, height) // factor) >= reduce_to and -(-min(width, height) // factor) >= min_side:
             return factor
     return 1
 

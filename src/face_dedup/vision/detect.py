@@ -73,7 +73,9 @@ class YuNetDetector:
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         if factor < 1.0:
             bgr = cv2.resize(
-                bgr, (round(width * factor), round(height * factor)), interpolation=cv2.INTER_AREA
+                bgr,
+                (max(1, round(width * factor)), max(1, round(height * factor))),
+                interpolation=cv2.INTER_AREA,
             )
         detector.setInputSize((bgr.shape[1], bgr.shape[0]))
         _, raw = detector.detect(bgr)
