@@ -181,3 +181,21 @@ def test_many_rows_near_the_threshold_fall_back_to_the_full_scan() -> None:
     hits = index.search(query, tenant="t", model_pack="p", k=1000, min_score=THRESHOLD)
     assert {h.record_id for h in hits} == brute(vectors, query, THRESHOLD)
     index.close()
+
+
+@pytest.mark.parametrize("compact_from", [0, 10**9])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_query_is_refused_by_either_scan(compact_from: int, bad: float) -> None:
+    """The float32 scan answered a NaN query with no hits (a NaN template would have passed as
+    unique) and an inf one with inf scores; the compact scan raised math.floor's error."""
+    index = ExactVectorIndex(None, compact_from=compact_from)
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((50, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index.add([IndexEntry(f"r{i}", "t", "p", vectors[i]) for i in range(len(vectors))])
+    query = vectors[0].copy()
+    query[3] = bad
+    with pytest.raises(ValueError, match="non-finite"):
+        index.search(query, tenant="t", model_pack="p", k=5, min_score=0.3)
+    with pytest.raises(ValueError, match="non-finite"):
+        index.search(query, tenant="t", model_pack="p", k=5)

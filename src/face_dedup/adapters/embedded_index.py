@@ -347,6 +347,10 @@ class ExactVectorIndex(VectorIndex):
         if k <= 0:
             return []
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if not np.isfinite(query).all():
+            # A NaN scores below every threshold (the float32 scan said "no duplicate"), while
+            # the compact scan failed on it: refuse it the same way on both, as add() does.
+            raise ValueError("the query vector has non-finite components")
         with self._lock:
             self.refresh()
             if self._answers is not None:
