@@ -35,14 +35,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from face_dedup.analysis import FaceTemplate
 from face_dedup.blob_keys import crop_key, photo_key
 from face_dedup.domain import AuditEvent, utc_now
 from face_dedup.errors import ConfigError, FaceDedupError, InvalidState, NotFound
 from face_dedup.identifiers import tenant as valid_tenant
 from face_dedup.models.registry import DEFAULT_PACK_ID, ModelPack
 from face_dedup.ports import BlobStore, FaceAnalyzer, RecordStore
-from face_dedup.template_migration import migrate_record_templates
-from face_dedup.vision.pipeline import FaceEngine, FaceTemplate
+from face_dedup.template_migration import compatible_crops, migrate_record_templates
 
 # Record ids are the service's own (`stable_id`): a letter or digit, then letters, digits, _ and -.
 _RECORD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
@@ -113,21 +113,6 @@ def record_ids_from_keys(keys: Iterable[object], *, s3_prefix: str, tenant: str)
     return list(ids)
 
 
-def compatible_crops(a: ModelPack, b: ModelPack) -> bool:
-    """A crop aligned for one pack can be embedded by the other as it is."""
-    return a.contract.input_size == b.contract.input_size and a.contract.template == b.contract.template
-
-
-def _from_crop(engine: FaceEngine, crop: bytes) -> NDArray[np.float32] | None:
-    import cv2
-
-    bgr = cv2.imdecode(np.frombuffer(crop, np.uint8), cv2.IMREAD_COLOR)
-    width, height = engine.pack.contract.input_size
-    if bgr is None or bgr.shape != (height, width, 3):
-        return None
-    return engine.embed(np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
-
-
 def _get(blobs: BlobStore, key: str) -> bytes | None:
     try:
         return blobs.get(key)
@@ -146,10 +131,10 @@ def reembed(
     """The record's template in the target pack, from its crop when the packs align alike (a
     real engine only: it embeds the crop without detecting again), else from its photo; or the
     reason code why there is none."""
-    if isinstance(analyzer, FaceEngine) and compatible_crops(active_pack, target_pack):
+    if compatible_crops(active_pack, target_pack):
         crop = _get(blobs, crop_key(tenant, record_id))
         if crop is not None:
-            vector = _from_crop(analyzer, crop)
+            vector = analyzer.embed_crop(crop)  # None from an analyzer that cannot: the photo
             if vector is not None:
                 return vector
     photo = _get(blobs, photo_key(tenant, record_id))

@@ -9,7 +9,7 @@ record ids and scores only) it
 
 - reads the staged input (its record id: the workflow has not completed it yet);
 - makes the shadow pack's probe from the same aligned crop the ingest kept (embedded as it is
-  when both packs align alike, else the photo is analysed again: `migration.template_for`);
+  when both packs align alike, else the photo is analysed again: `template_migration.template_for`);
 - searches the shadow pack's index above that pack's review threshold and decides with that
   pack's policy; a record of several templates is scored with its template count's offset;
 - appends `shadow.compared` to the audit log: agree or not, both outcomes, both candidate
@@ -30,10 +30,11 @@ from typing import TYPE_CHECKING, Any
 from face_dedup.blob_keys import crop_key, photo_key
 from face_dedup.domain import Candidate, Outcome
 from face_dedup.errors import ConfigError, FaceDedupError, NotFound
-from face_dedup.migration import status, template_for
+from face_dedup.migration import status
 from face_dedup.models.registry import ModelPack
 from face_dedup.ports import IndexEntry
 from face_dedup.record_templates import calibrated_score
+from face_dedup.template_migration import template_for
 from face_dedup.usecases.inputs import StagedDecision
 
 if TYPE_CHECKING:

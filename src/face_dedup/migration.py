@@ -25,20 +25,29 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from face_dedup.adapters.embedded_index import ExactVectorIndex
+from face_dedup.analysis import FaceTemplate
 from face_dedup.calibration import ImpostorTail
 from face_dedup.decision import DecisionPolicy
 from face_dedup.domain import Candidate, ImportItem, Outcome, StagedInput, utc_now
-from face_dedup.errors import ConfigError, InvalidState, NotFound
+from face_dedup.errors import ConfigError, InvalidState
 from face_dedup.models.registry import ModelPack
 from face_dedup.ports import FaceAnalyzer, IndexEntry, RecordStore
 from face_dedup.settings import PACKS_FILE, Settings
-from face_dedup.vision.pipeline import FaceEngine, FaceTemplate
+from face_dedup.template_migration import (
+    compatible_crops,
+    migrate_record_templates,
+    stored_blob,
+    template_for,
+)
+
+if TYPE_CHECKING:  # the shadow pack is the real engine (bootstrap builds it): it embeds its crop
+    from face_dedup.vision.pipeline import FaceEngine
 
 log = logging.getLogger(__name__)
 
@@ -75,31 +84,6 @@ def write_packs(data_dir: Path, tenant: str, active: str, shadow: str) -> None:
     partial.write_text(json.dumps({"tenants": tenants}, indent=2) + "\n", encoding="utf-8")
     partial.chmod(0o600)
     partial.replace(path)
-
-
-def compatible_crops(a: ModelPack, b: ModelPack) -> bool:
-    """A crop aligned for one pack can be embedded by the other as it is."""
-    return a.contract.input_size == b.contract.input_size and a.contract.template == b.contract.template
-
-
-def template_for(
-    engine: FaceAnalyzer, crop_pack: ModelPack, crop: bytes | None, photo: bytes | None
-) -> NDArray[np.float32] | str:
-    """The shadow pack's template from a stored crop or photo, or why there is none. A crop is
-    embedded as it is by a real engine only (another analyzer re-detects from the photo)."""
-    import cv2
-
-    if crop is not None and isinstance(engine, FaceEngine) and compatible_crops(crop_pack, engine.pack):
-        bgr = cv2.imdecode(np.frombuffer(crop, np.uint8), cv2.IMREAD_COLOR)
-        width, height = engine.pack.contract.input_size
-        if bgr is not None and bgr.shape == (height, width, 3):
-            return engine.embed(np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
-    if photo is None:
-        return "NO_PHOTO_KEPT"
-    result = engine.process(photo)
-    if isinstance(result, FaceTemplate):
-        return result.embedding
-    return result.reason.value
 
 
 # -- shadow mode --------------------------------------------------------------------------------
@@ -227,7 +211,7 @@ class RunResult:
 
 def run(
     service: Any,
-    engine: FaceEngine,
+    engine: FaceAnalyzer,
     active_pack: ModelPack,
     *,
     rate: float = 0.0,
@@ -260,8 +244,6 @@ def run(
             time.sleep(max(0.0, next_at - time.monotonic()))
             next_at = max(next_at, time.monotonic()) + interval
         if record_id in several:
-            from face_dedup.template_migration import migrate_record_templates
-
             kept = migrate_record_templates(service, engine, active_pack, record_id)
             if isinstance(kept, str):
                 result.failed[record_id] = kept
@@ -271,9 +253,11 @@ def run(
                 progress(number, len(todo))
             continue
         # The stored crop when both packs align alike (no re-detection), else the photo.
-        vector = template_for(engine, active_pack, _blob(service, crop_key(tenant, record_id)), None)
+        vector = template_for(engine, active_pack, stored_blob(service, crop_key(tenant, record_id)), None)
         if isinstance(vector, str):
-            vector = template_for(engine, active_pack, None, _blob(service, photo_key(tenant, record_id)))
+            vector = template_for(
+                engine, active_pack, None, stored_blob(service, photo_key(tenant, record_id))
+            )
         if isinstance(vector, str):
             result.failed[record_id] = vector
         elif store.put_pack_template(record_id=record_id, tenant=tenant, model_pack=target, embedding=vector):
@@ -282,19 +266,6 @@ def run(
             progress(number, len(todo))
     service.record_event("migration.run", ACTOR, **result.as_dict() | {"failed": len(result.failed)})
     return result
-
-
-def stored_blob(service: Any, key: str) -> bytes | None:
-    """The blob, or None when it was never kept or is gone."""
-    return _blob(service, key)
-
-
-def _blob(service: Any, key: str) -> bytes | None:
-    try:
-        data: bytes = service.blobs.get(key)
-        return data
-    except NotFound:
-        return None
 
 
 def status(service: Any, shadow_pack: str) -> dict[str, Any]:

@@ -44,6 +44,13 @@ class FaceAnalyzer(ABC):
         """A template's aligned crop as PNG, the image officers review: encoding stays behind
         the engine, so the use cases that store it load no image library."""
 
+    def embed_crop(self, png: bytes) -> NDArray[np.float32] | None:
+        """The embedding of a stored aligned crop (PNG) as it is, without detecting again, or
+        None when this analyzer cannot, or the image is not a crop of its pack's size: the
+        caller then analyses the photo again. A migration uses it when both packs align alike;
+        only the real engine embeds a crop (a named fake re-detects from the photo)."""
+        return None
+
 
 @dataclass(frozen=True)
 class IndexEntry:

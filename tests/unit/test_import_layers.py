@@ -88,20 +88,15 @@ KNOWN_UPWARD = {
     ("face_dedup.migration", "face_dedup.adapters.embedded_index"),
     ("face_dedup.migration", "face_dedup.models.registry"),
     ("face_dedup.migration", "face_dedup.settings"),
-    ("face_dedup.migration", "face_dedup.vision.pipeline"),
     ("face_dedup.cloud_migration", "face_dedup.models.registry"),
-    ("face_dedup.cloud_migration", "face_dedup.vision.pipeline"),
     ("face_dedup.cloud_shadow", "face_dedup.models.registry"),
     ("face_dedup.mosip.handlers", "face_dedup.mosip.iso_face"),
     ("face_dedup.review_sheet", "face_dedup.vision.decode"),
     ("face_dedup.bulk", "face_dedup.adapters"),
     ("face_dedup.mosip.broker", "face_dedup.mosip.config"),  # the ActiveMQ adapter takes AbisConfig
 }
-# Function-level imports that close a loop: a migration re-embeds several-template records
-# through template_migration, which uses its types.
-KNOWN_CYCLES = {
-    frozenset({"face_dedup.migration", "face_dedup.template_migration"}),
-}
+# Function-level imports that close a loop (none left).
+KNOWN_CYCLES: set[frozenset[str]] = set()
 
 
 def _module_name(path: Path) -> str:

@@ -87,6 +87,15 @@ class FaceEngine(FaceAnalyzer):
         """The embedding of an already aligned crop (benchmarks time this stage alone)."""
         return self._embedder.embed(aligned_rgb)
 
+    def embed_crop(self, png: bytes) -> NDArray[np.float32] | None:
+        import cv2
+
+        bgr = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+        width, height = self.pack.contract.input_size
+        if bgr is None or bgr.shape != (height, width, 3):
+            return None
+        return self.embed(np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+
     def process(self, data: bytes) -> FaceTemplate | Rejection:
         if self._limits.selfie_long_side > 0 and sniff_format(data) == "JPEG":
             fast = self._process_reduced(data)
