@@ -26,8 +26,8 @@ from face_dedup.adapters.private_files import open_private
 from face_dedup.analysis import FaceTemplate, Rejection
 from face_dedup.domain import ImportItem, Outcome, utc_now
 from face_dedup.errors import InputRejected, Reason
+from face_dedup.image_format import sniff_format
 from face_dedup.service import SYSTEM_ACTOR, DedupService, InputRef, content_digest
-from face_dedup.vision.decode import sniff_format
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,8 @@ from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from face_dedup.errors import InputRejected, Reason
+from face_dedup.image_format import ACCEPTED as ACCEPTED  # re-exported: callers import them here too
+from face_dedup.image_format import sniff_format as sniff_format
 
 
 @dataclass(frozen=True)
@@ -42,39 +44,6 @@ class DecodedImage:
     exif_rotated: bool
     scale: float  # working pixels per original pixel (1.0 unless reduced while decoding)
     notes: tuple[str, ...] = ()  # said in the report (e.g. "multi-page TIFF: the first of 3 pages")
-
-
-_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
-# BMP: "BM", then the DIB header's own size at offset 14 is one of the known header versions (a
-# text file that happens to start with "BM" is not a bitmap).
-_BMP_DIB_SIZES = {12, 40, 52, 56, 64, 108, 124}
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
-_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"  # the JP2 file's first box
-_J2K_CODESTREAM = b"\xff\x4f\xff\x51"  # a bare JPEG 2000 codestream: SOC then SIZ
-ACCEPTED = "JPEG, PNG, GIF, WebP, HEIC/HEIF, BMP, TIFF or JPEG 2000"
-
-
-def sniff_format(data: bytes) -> str | None:
-    """The container format from magic bytes, or None for anything we do not accept."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "GIF"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    if data[4:8] == b"ftyp":
-        brands = {data[8:12]} | {data[i : i + 4] for i in range(16, min(len(data), 64), 4)}
-        if brands & _HEIF_BRANDS:
-            return "HEIF"
-    if data[:2] == b"BM" and len(data) >= 18 and struct.unpack("<I", data[14:18])[0] in _BMP_DIB_SIZES:
-        return "BMP"
-    if data[:4] in _TIFF_MAGIC:
-        return "TIFF"
-    if data.startswith(_JP2_SIGNATURE) or data.startswith(_J2K_CODESTREAM):
-        return "JPEG2000"
-    return None
 
 
 @lru_cache(maxsize=1)
