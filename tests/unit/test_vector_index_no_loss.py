@@ -199,3 +199,18 @@ def test_a_non_finite_query_is_refused_by_either_scan(compact_from: int, bad: fl
         index.search(query, tenant="t", model_pack="p", k=5, min_score=0.3)
     with pytest.raises(ValueError, match="non-finite"):
         index.search(query, tenant="t", model_pack="p", k=5)
+
+
+@pytest.mark.parametrize("compact_from", [0, 10**9])
+def test_a_non_finite_min_score_gets_the_same_answer_from_either_scan(compact_from: int) -> None:
+    """The int8 pre-scan raised on min_score inf (OverflowError) and NaN (ValueError) where the
+    float32 scan answered: now inf is nothing, -inf everything, NaN refused, on both."""
+    index = ExactVectorIndex(None, compact_from=compact_from)
+    rng = np.random.default_rng(8)
+    vectors = rng.standard_normal((40, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index.add([IndexEntry(f"r{i}", "t", "p", vectors[i]) for i in range(len(vectors))])
+    assert index.search(vectors[0], tenant="t", model_pack="p", k=5, min_score=np.inf) == []
+    assert len(index.search(vectors[0], tenant="t", model_pack="p", k=5, min_score=-np.inf)) == 5
+    with pytest.raises(ValueError, match="NaN"):
+        index.search(vectors[0], tenant="t", model_pack="p", k=5, min_score=float("nan"))

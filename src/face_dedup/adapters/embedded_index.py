@@ -351,6 +351,8 @@ class ExactVectorIndex(VectorIndex):
             # A NaN scores below every threshold (the float32 scan said "no duplicate"), while
             # the compact scan failed on it: refuse it the same way on both, as add() does.
             raise ValueError("the query vector has non-finite components")
+        if min_score is not None and np.isnan(min_score):
+            raise ValueError("min_score is NaN")  # the float32 scan read it as "nothing"
         with self._lock:
             self.refresh()
             if self._answers is not None:
@@ -364,7 +366,8 @@ class ExactVectorIndex(VectorIndex):
                 return []
             if partition.dim != len(query):
                 raise ValueError(f"query is {len(query)}-d, the index holds {partition.dim}-d vectors")
-            if min_score is not None and partition.size >= self._compact_from:
+            # an infinite min_score (nothing, or everything) needs no margin: the float32 scan
+            if min_score is not None and np.isfinite(min_score) and partition.size >= self._compact_from:
                 near = partition.compact.rows_near(query, min_score, partition.size)
                 if near is not None:  # every row that can score min_score, rescored in float32
                     exact = partition.matrix[near] @ query
