@@ -30,19 +30,22 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from face_dedup.analysis import FaceTemplate
 from face_dedup.blob_keys import crop_key, photo_key
+from face_dedup.deployment import DEFAULT_PACK_ID
 from face_dedup.domain import AuditEvent, utc_now
 from face_dedup.errors import ConfigError, FaceDedupError, InvalidState, NotFound
 from face_dedup.identifiers import tenant as valid_tenant
-from face_dedup.models.registry import DEFAULT_PACK_ID, ModelPack
 from face_dedup.ports import BlobStore, FaceAnalyzer, RecordStore
 from face_dedup.template_migration import compatible_crops, migrate_record_templates
+
+if TYPE_CHECKING:
+    from face_dedup.models.registry import ModelPack
 
 # Record ids are the service's own (`stable_id`): a letter or digit, then letters, digits, _ and -.
 _RECORD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")

@@ -31,13 +31,13 @@ from face_dedup.blob_keys import crop_key, photo_key
 from face_dedup.domain import Candidate, Outcome
 from face_dedup.errors import ConfigError, FaceDedupError, NotFound
 from face_dedup.migration import status
-from face_dedup.models.registry import ModelPack
 from face_dedup.ports import IndexEntry
 from face_dedup.record_templates import calibrated_score
 from face_dedup.template_migration import template_for
 from face_dedup.usecases.inputs import StagedDecision
 
 if TYPE_CHECKING:
+    from face_dedup.models.registry import ModelPack
     from face_dedup.service import DedupService
 
 ACTION = "shadow.compared"

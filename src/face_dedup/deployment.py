@@ -47,6 +47,9 @@ FACES_PREFIX: Final = "faces/"  # where the faces bucket keeps records' photos (
 # models from the models layer, scratch space in /tmp. The stack adds its resources' names.
 LAMBDA_MODELS_DIR: Final = "/opt/models"  # the models layer's mount point
 LAMBDA_SCRATCH_DIR: Final = "/tmp/face-dedup"  # noqa: S108 - scratch only; nothing persistent lives there
+# The model pack a registry runs unless told otherwise (models/registry.py defines it; named here
+# too so that a use case such as cloud_migration's index naming needs no model code).
+DEFAULT_PACK_ID: Final = "yunet-sface-flip-v1"
 CLOUD_SETTINGS: Final[dict[str, str]] = {
     "models_dir": LAMBDA_MODELS_DIR,
     "data_dir": LAMBDA_SCRATCH_DIR,

@@ -36,7 +36,6 @@ from face_dedup.calibration import ImpostorTail
 from face_dedup.decision import DecisionPolicy
 from face_dedup.domain import Candidate, ImportItem, Outcome, StagedInput, utc_now
 from face_dedup.errors import ConfigError, InvalidState
-from face_dedup.models.registry import ModelPack
 from face_dedup.ports import FaceAnalyzer, IndexEntry, RecordStore
 from face_dedup.settings import PACKS_FILE, Settings
 from face_dedup.template_migration import (
@@ -46,8 +45,9 @@ from face_dedup.template_migration import (
     template_for,
 )
 
-if TYPE_CHECKING:  # the shadow pack is the real engine (bootstrap builds it): it embeds its crop
-    from face_dedup.vision.pipeline import FaceEngine
+if TYPE_CHECKING:
+    from face_dedup.models.registry import ModelPack
+    from face_dedup.vision.pipeline import FaceEngine  # the shadow pack: bootstrap builds the real engine
 
 log = logging.getLogger(__name__)
 

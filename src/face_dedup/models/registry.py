@@ -173,6 +173,7 @@ DEMO_SAMPLE_FILES: tuple[ModelFile, ...] = (
 
 PACKS: dict[str, ModelPack] = {pack.id: pack for pack in (YUNET_SFACE, YUNET_SFACE_FLIP)}
 # The default: the flip-averaged pack measured better at every operating point (BENCHMARKS.md).
+# deployment.DEFAULT_PACK_ID names the same id (tests/unit/test_default_pack.py).
 DEFAULT_PACK_ID = YUNET_SFACE_FLIP.id
 
 
