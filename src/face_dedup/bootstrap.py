@@ -416,7 +416,9 @@ def _shadow(
     if with_engine:
         pack = find_pack(settings.shadow_pack, settings.models_dir)
         engine = build_engine(settings, pack, threads=threads)
-        service.shadow = migration.ShadowPack(engine, load_tail(settings, pack), adapters.store, settings)
+        service.shadow = migration.ShadowPack(
+            engine, load_tail(settings, pack), adapters.store, settings, ExactVectorIndex(None)
+        )
 
 
 def _local_registry(settings: Settings) -> dict[str, Any]:

@@ -50,6 +50,9 @@ LAMBDA_SCRATCH_DIR: Final = "/tmp/face-dedup"  # noqa: S108 - scratch only; noth
 # The model pack a registry runs unless told otherwise (models/registry.py defines it; named here
 # too so that a use case such as cloud_migration's index naming needs no model code).
 DEFAULT_PACK_ID: Final = "yunet-sface-flip-v1"
+# The data dir's record of each tenant's active and shadow pack (settings.py reads it,
+# migration.py writes it).
+PACKS_FILE: Final = "packs.json"
 CLOUD_SETTINGS: Final[dict[str, str]] = {
     "models_dir": LAMBDA_MODELS_DIR,
     "data_dir": LAMBDA_SCRATCH_DIR,

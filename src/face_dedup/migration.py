@@ -30,14 +30,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from face_dedup.adapters.embedded_index import ExactVectorIndex
 from face_dedup.analysis import FaceTemplate
 from face_dedup.calibration import ImpostorTail
 from face_dedup.decision import DecisionPolicy
+from face_dedup.deployment import PACKS_FILE
 from face_dedup.domain import Candidate, ImportItem, Outcome, StagedInput, utc_now
 from face_dedup.errors import ConfigError, InvalidState
-from face_dedup.ports import FaceAnalyzer, IndexEntry, RecordStore
-from face_dedup.settings import PACKS_FILE, Settings
+from face_dedup.ports import FaceAnalyzer, IndexEntry, RecordStore, VectorIndex
 from face_dedup.template_migration import (
     compatible_crops,
     migrate_record_templates,
@@ -47,6 +46,7 @@ from face_dedup.template_migration import (
 
 if TYPE_CHECKING:
     from face_dedup.models.registry import ModelPack
+    from face_dedup.settings import Settings
     from face_dedup.vision.pipeline import FaceEngine  # the shadow pack: bootstrap builds the real engine
 
 log = logging.getLogger(__name__)
@@ -94,15 +94,21 @@ class ShadowPack:
     nothing. Its index is in memory, filled from the store's kept templates at start."""
 
     def __init__(
-        self, engine: FaceEngine, tail: ImpostorTail, store: RecordStore, settings: Settings
+        self,
+        engine: FaceEngine,
+        tail: ImpostorTail,
+        store: RecordStore,
+        settings: Settings,
+        index: VectorIndex,
     ) -> None:
+        """`index`: an empty one, kept in memory (the composition root gives the embedded one)."""
         if tail.model_pack != engine.pack.id:
             raise ConfigError(f"calibration is for {tail.model_pack}, the shadow pack is {engine.pack.id}")
         self.engine = engine
         self.tail = tail
         self.settings = settings
         self.store = store
-        self.index = ExactVectorIndex(None)
+        self.index = index
         kept = store.pack_templates(tenant=settings.tenant, model_pack=self.pack_id)
         self.index.add([IndexEntry(rid, settings.tenant, self.pack_id, v) for rid, v in kept.items()])
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from face_dedup import identifiers
 from face_dedup.deployment import DECODE_PREFIX, FACES_PREFIX, QUALITY_PREFIX, env_name, local_models_dir
+from face_dedup.deployment import PACKS_FILE as PACKS_FILE
 from face_dedup.deployment import PREFIX as PREFIX
 from face_dedup.errors import ConfigError
 from face_dedup.models.registry import DEFAULT_PACK_ID
@@ -174,9 +175,6 @@ class Settings:
             raise ConfigError("max_templates must be between 1 and 5 (calibration offsets measured to 5)")
         if self.shadow_pack == self.model_pack:
             raise ConfigError(f"the shadow pack must differ from the active pack ({self.model_pack})")
-
-
-PACKS_FILE = "packs.json"
 
 
 def _registry_packs(values: dict[str, Any]) -> None:

@@ -85,8 +85,6 @@ KNOWN_UPWARD = {
     ("face_dedup.bulk", "face_dedup.adapters.embedded_index"),
     ("face_dedup.bulk", "face_dedup.adapters.private_files"),
     ("face_dedup.importer", "face_dedup.adapters.private_files"),
-    ("face_dedup.migration", "face_dedup.adapters.embedded_index"),
-    ("face_dedup.migration", "face_dedup.settings"),
     ("face_dedup.mosip.handlers", "face_dedup.mosip.iso_face"),
     ("face_dedup.review_sheet", "face_dedup.vision.decode"),
     ("face_dedup.bulk", "face_dedup.adapters"),
