@@ -88,7 +88,6 @@ KNOWN_UPWARD = {
     ("face_dedup.mosip.handlers", "face_dedup.mosip.iso_face"),
     ("face_dedup.review_sheet", "face_dedup.vision.decode"),
     ("face_dedup.bulk", "face_dedup.adapters"),
-    ("face_dedup.mosip.broker", "face_dedup.mosip.config"),  # the ActiveMQ adapter takes AbisConfig
 }
 # Function-level imports that close a loop (none left).
 KNOWN_CYCLES: set[frozenset[str]] = set()

@@ -24,15 +24,17 @@ import uuid
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import stomp
 from stomp.utils import Frame
 
 from face_dedup.errors import ConfigError, TransientError
-from face_dedup.mosip.config import AbisConfig
 from face_dedup.mosip.handlers import AbisHandler
+
+if TYPE_CHECKING:  # the composition root (mosip/app.py) loads it and hands it in
+    from face_dedup.mosip.config import AbisConfig
 
 log = logging.getLogger(__name__)
 RECEIPT_TIMEOUT_S = 30.0
