@@ -29,11 +29,9 @@ registered are recognised by their idempotency key and are in the registry the j
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import IO
 
 import numpy as np
@@ -41,7 +39,6 @@ from numpy.typing import NDArray
 
 from face_dedup.adapters import compact_scan
 from face_dedup.adapters.embedded_index import ExactVectorIndex
-from face_dedup.adapters.private_files import open_private
 from face_dedup.analysis import FaceTemplate
 from face_dedup.importer import ImportSummary, InputSpec, ReportLine, _Pending, _prepare, _register
 from face_dedup.ports import Hit
@@ -250,7 +247,7 @@ def run_bulk_import(
     service: DedupService,
     inputs: list[InputSpec],
     *,
-    report: Path | None = None,
+    report: Callable[[], IO[str]] | None = None,
     workers: int = 1,
     on_progress: Callable[[ReportLine], None] | None = None,
     chunk: int = CHUNK,
@@ -275,7 +272,7 @@ def run_bulk_import(
     )
     handle = None
     try:
-        handle = os.fdopen(open_private(report), "w", encoding="utf-8") if report else None
+        handle = report() if report else None  # the entry point's opener (as run_import)
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="analyse") as pool:
             batch: list[_Pending] = []
             held = 0  # bytes of the photos in `batch` (kept until registered: the photo store)

@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from face_dedup.adapters.private_files import write_private
+from face_dedup.adapters.private_files import private_report, write_private
 from face_dedup.bootstrap import build_service
 from face_dedup.cli_common import _actor, _emit, _opened, _reading, _run, _settings, err, out
 from face_dedup.domain import Actor, Case, CaseDecision, Role
@@ -206,7 +206,7 @@ def import_(
             lambda: importer(
                 service,
                 inputs,
-                report=report,
+                report=private_report(report) if report else None,
                 workers=settings.worker_count,
                 on_progress=advance,
                 actor=_actor(),

@@ -20,6 +20,7 @@ from PIL import Image, ImageEnhance
 from rich.console import Console
 from rich.table import Table
 
+from face_dedup.adapters.private_files import private_report
 from face_dedup.bootstrap import build_service
 from face_dedup.domain import Actor, CaseDecision, Role
 from face_dedup.errors import ModelError
@@ -130,7 +131,9 @@ def run_demo(settings: Settings, console: Console | None) -> dict[str, Any]:
     service, adapters = build_service(demo_settings)
     try:
         report = root / "import-report.jsonl"
-        summary = run_import(service, inputs, report=report, workers=demo_settings.worker_count)
+        summary = run_import(
+            service, inputs, report=private_report(report), workers=demo_settings.worker_count
+        )
         lines = [line for line in report.read_text(encoding="utf-8").splitlines() if line]
         results = [json.loads(line) for line in lines]
         cases = adapters.queries().reader(Reader.OPERATOR, service.tenant).cases(status="open")

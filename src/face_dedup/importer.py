@@ -19,10 +19,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from face_dedup import identifiers
-from face_dedup.adapters.private_files import open_private
 from face_dedup.analysis import FaceTemplate, Rejection
 from face_dedup.domain import ImportItem, Outcome, utc_now
 from face_dedup.errors import InputRejected, Reason
@@ -267,7 +266,7 @@ def run_import(
     service: DedupService,
     inputs: list[InputSpec],
     *,
-    report: Path | None = None,
+    report: Callable[[], IO[str]] | None = None,
     workers: int = 1,
     on_progress: Callable[[ReportLine], None] | None = None,
     window: int = 0,
@@ -275,8 +274,9 @@ def run_import(
 ) -> ImportSummary:
     summary = ImportSummary()
     started = time.perf_counter()
-    # owner-only (0600) whatever the umask: a report names people's files and application ids
-    handle = os.fdopen(open_private(report), "w", encoding="utf-8") if report else None
+    # `report` opens the report file (the entry point passes adapters.private_files.private_report:
+    # owner-only, 0600, as a report names people's files and application ids)
+    handle = report() if report else None
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="analyse") as pool:
             for pending in _prepare(service, inputs, pool, window or 4 * max(1, workers)):

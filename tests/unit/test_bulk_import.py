@@ -13,6 +13,7 @@ import pytest
 from numpy.typing import NDArray
 
 from face_dedup.adapters import compact_scan
+from face_dedup.adapters.private_files import private_report
 from face_dedup.bootstrap import build_service
 from face_dedup.bulk import JoinAnswers, join_block, run_bulk_import
 from face_dedup.errors import Reason
@@ -83,11 +84,13 @@ def test_bulk_import_gives_the_sequential_outcomes(tmp_path: Path, fake: FakeFac
     _photos(tmp_path / "photos", fake)
     inputs = collect_inputs(tmp_path / "photos")
     service, adapters = build_service(_settings(tmp_path / "seq"), analyzer=fake)
-    run_import(service, inputs, report=tmp_path / "seq.jsonl", workers=2)
+    run_import(service, inputs, report=private_report(tmp_path / "seq.jsonl"), workers=2)
     adapters.close()
 
     service, adapters = build_service(_settings(tmp_path / "bulk"), analyzer=fake)
-    summary, answers = run_bulk_import(service, inputs, report=tmp_path / "bulk.jsonl", workers=2, chunk=16)
+    summary, answers = run_bulk_import(
+        service, inputs, report=private_report(tmp_path / "bulk.jsonl"), workers=2, chunk=16
+    )
     adapters.close()
 
     sequential, bulk = _comparable(tmp_path / "seq.jsonl"), _comparable(tmp_path / "bulk.jsonl")
@@ -105,13 +108,15 @@ def test_bulk_import_onto_a_registry_that_has_faces_already(tmp_path: Path, fake
     inputs = collect_inputs(tmp_path / "photos")
     half = len(inputs) // 2
     service, adapters = build_service(_settings(tmp_path / "seq"), analyzer=fake)
-    run_import(service, inputs, report=tmp_path / "seq.jsonl")
+    run_import(service, inputs, report=private_report(tmp_path / "seq.jsonl"))
     adapters.close()
 
     service, adapters = build_service(_settings(tmp_path / "bulk"), analyzer=fake)
-    run_import(service, inputs[:half], report=tmp_path / "first.jsonl")
+    run_import(service, inputs[:half], report=private_report(tmp_path / "first.jsonl"))
     # chunks closed by bytes held (a few photos each), not by count
-    run_bulk_import(service, inputs[half:], report=tmp_path / "second.jsonl", chunk=1000, held_bytes=40)
+    run_bulk_import(
+        service, inputs[half:], report=private_report(tmp_path / "second.jsonl"), chunk=1000, held_bytes=40
+    )
     again, _ = run_bulk_import(service, inputs[half:], chunk=10)
     adapters.close()
 

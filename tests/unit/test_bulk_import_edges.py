@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from face_dedup.adapters.private_files import private_report
 from face_dedup.bootstrap import build_service
 from face_dedup.bulk import run_bulk_import
 from face_dedup.errors import Reason
@@ -61,10 +62,10 @@ def test_copies_of_one_photo_and_rejected_photos_decide_as_in_order(
     _copies(tmp_path / "photos", fake)
     inputs = collect_inputs(tmp_path / "photos")
     service, adapters = build_service(_settings(tmp_path / "seq"), analyzer=fake)
-    run_import(service, inputs, report=tmp_path / "seq.jsonl")
+    run_import(service, inputs, report=private_report(tmp_path / "seq.jsonl"))
     adapters.close()
     service, adapters = build_service(_settings(tmp_path / "bulk"), analyzer=fake)
-    _, answers = run_bulk_import(service, inputs, report=tmp_path / "bulk.jsonl", chunk=chunk)
+    _, answers = run_bulk_import(service, inputs, report=private_report(tmp_path / "bulk.jsonl"), chunk=chunk)
     adapters.close()
     expected = _same_up_to_ties(tmp_path / "seq.jsonl")
     assert _same_up_to_ties(tmp_path / "bulk.jsonl") == expected
@@ -82,7 +83,7 @@ def test_a_run_stopped_inside_a_chunk_resumes_to_the_sequential_outcomes(
     _copies(tmp_path / "photos", fake)
     inputs = collect_inputs(tmp_path / "photos")
     service, adapters = build_service(_settings(tmp_path / "seq"), analyzer=fake)
-    run_import(service, inputs, report=tmp_path / "seq.jsonl")
+    run_import(service, inputs, report=private_report(tmp_path / "seq.jsonl"))
     adapters.close()
 
     seen: list[ReportLine] = []
@@ -94,8 +95,10 @@ def test_a_run_stopped_inside_a_chunk_resumes_to_the_sequential_outcomes(
 
     service, adapters = build_service(_settings(tmp_path / "bulk"), analyzer=fake)
     with pytest.raises(_Stop):
-        run_bulk_import(service, inputs, report=tmp_path / "first.jsonl", chunk=5, on_progress=stop_midway)
-    summary, _ = run_bulk_import(service, inputs, report=tmp_path / "again.jsonl", chunk=5)
+        run_bulk_import(
+            service, inputs, report=private_report(tmp_path / "first.jsonl"), chunk=5, on_progress=stop_midway
+        )
+    summary, _ = run_bulk_import(service, inputs, report=private_report(tmp_path / "again.jsonl"), chunk=5)
     adapters.close()
 
     assert summary.resumed == 13

@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+from face_dedup.adapters.private_files import private_report
 from face_dedup.errors import InputRejected, Reason
 from face_dedup.importer import collect_inputs, read_input, run_import
 from face_dedup.service import DedupService
@@ -19,7 +20,7 @@ def _report(
     manifest = tmp_path / "manifest.csv"
     inputs = collect_inputs(folder, manifest if manifest.exists() else None, **options)
     report = tmp_path / "report.jsonl"
-    summary = run_import(service, inputs, report=report)
+    summary = run_import(service, inputs, report=private_report(report))
     lines = [json.loads(line) for line in report.read_text(encoding="utf-8").splitlines()]
     assert summary.total == len(lines) == len(inputs)
     return {Path(str(line["source"])).name: line for line in lines}
@@ -93,7 +94,7 @@ def test_a_file_swapped_for_a_link_out_after_listing_is_refused_when_read(
     swapped.replace(folder / "a.jpg")  # atomic, as an attacker would do it
 
     report = tmp_path / "report.jsonl"
-    run_import(service, inputs, report=report)
+    run_import(service, inputs, report=private_report(report))
     lines = {
         Path(str(line["source"])).name: line
         for line in map(json.loads, report.read_text(encoding="utf-8").splitlines())

@@ -83,8 +83,6 @@ LAYERS: dict[str, int] = {
 KNOWN_UPWARD = {
     ("face_dedup.bulk", "face_dedup.adapters.compact_scan"),
     ("face_dedup.bulk", "face_dedup.adapters.embedded_index"),
-    ("face_dedup.bulk", "face_dedup.adapters.private_files"),
-    ("face_dedup.importer", "face_dedup.adapters.private_files"),
     ("face_dedup.mosip.handlers", "face_dedup.mosip.iso_face"),
     ("face_dedup.review_sheet", "face_dedup.vision.decode"),
     ("face_dedup.bulk", "face_dedup.adapters"),

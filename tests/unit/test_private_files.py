@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from face_dedup.adapters.private_files import private_report
 from face_dedup.bootstrap import build_service
 from face_dedup.errors import ConfigError, InputRejected, Reason
 from face_dedup.importer import InputSpec, run_import
@@ -43,7 +44,7 @@ def test_every_file_0600_and_folder_0700_under_umask_000(tmp_path: Path, open_um
             )
         report = tmp_path / "report.jsonl"
         bad = InputSpec("x.jpg", None, problem=InputRejected(Reason.UNREADABLE, "gone"))
-        run_import(service, [bad], report=report)
+        run_import(service, [bad], report=private_report(report))
         assert _mode(report) == 0o600
     finally:
         adapters.close()

@@ -263,6 +263,7 @@ def test_the_core_takes_its_limits_from_service_config_not_settings(
     ServiceConfig the composition root builds (the use cases never read Settings)."""
     import json
 
+    from face_dedup.adapters.private_files import private_report
     from face_dedup.importer import collect_inputs, run_import
     from face_dedup.record_templates import TemplatePolicy
 
@@ -280,7 +281,7 @@ def test_the_core_takes_its_limits_from_service_config_not_settings(
         (folder / "small.png").write_bytes(fake.face(b"s" * 1000, unit(fake.dim, 0)))
         (folder / "big.png").write_bytes(fake.face(b"b" * 1001, unit(fake.dim, 1)))
         report = tmp_path / "report.jsonl"
-        run_import(service, collect_inputs(folder, None), report=report)
+        run_import(service, collect_inputs(folder, None), report=private_report(report))
         lines = [json.loads(line) for line in report.read_text(encoding="utf-8").splitlines()]
         outcomes = {Path(str(line["source"])).name: line for line in lines}
         assert outcomes["small.png"]["outcome"] == "enrolled"

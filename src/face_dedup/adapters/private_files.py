@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 from face_dedup.adapters.sqlite_files import storage_error
 from face_dedup.errors import ConfigError
@@ -70,3 +72,9 @@ def open_private(path: Path) -> int:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)
     return fd
+
+
+def private_report(path: Path) -> Callable[[], IO[str]]:
+    """An opener for a report written line by line, owner-only (0600) whatever the umask: the
+    entry point hands it to the import use cases, which open the file when they start."""
+    return lambda: os.fdopen(open_private(path), "w", encoding="utf-8")
