@@ -8,6 +8,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
+from numpy.typing import NDArray
+
 from face_dedup import wiring
 from face_dedup.adapters.embedded_index import ExactVectorIndex, open_index, rebuild_from
 from face_dedup.adapters.local_blobs import LocalBlobStore
@@ -25,6 +28,7 @@ from face_dedup.ports import BlobStore, FaceAnalyzer, Notifier, RecordStore, Vec
 from face_dedup.queries import RegistryQueries
 from face_dedup.service import DedupService, ServiceConfig
 from face_dedup.settings import Settings
+from face_dedup.vision.decode import decode_image
 from face_dedup.vision.detect import YuNetDetector
 from face_dedup.vision.embed import SFaceEmbedder, create_session
 from face_dedup.vision.pipeline import FaceEngine
@@ -357,6 +361,11 @@ def build_ingestor(settings: Settings) -> Ingestor:
     return Ingestor(parts.service, parts.uploads, parts.workflow)
 
 
+def _photo_rgb(data: bytes) -> NDArray[np.uint8]:
+    """A stored photo as RGB for the review sheet (default decode limits, as it always had)."""
+    return decode_image(data).rgb
+
+
 def build_service(
     settings: Settings,
     *,
@@ -385,6 +394,7 @@ def build_service(
         adapters.notifier,
         settings=settings,
         crop_png=encode_png,  # an engine-less service (with_engine=False) still keeps crops
+        photo_rgb=_photo_rgb,  # the review sheet decodes stored photos the safe way
         **_local_registry(settings),
     )
     if settings.store_backend == "sqlite":  # one machine: drift counts next to the registry

@@ -4,7 +4,10 @@ same scale (aligned crops, and the full photos), with what each score means."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
+import numpy as np
+from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageOps
 
 from face_dedup.blob_keys import crop_key, photo_key
@@ -12,26 +15,31 @@ from face_dedup.calibration import ImpostorTail
 from face_dedup.domain import Case, Record
 from face_dedup.errors import NotFound
 from face_dedup.ports import BlobStore
-from face_dedup.vision.decode import decode_image
 
 TILE = 224  # both the crop and the photo are shown at this height
 LABEL = 54
 
+# The safe decoder of a stored photo (vision.decode's, handed in by the composition root through
+# Registry.photo_rgb): header checked against the decode limits before any pixel is decoded.
+PhotoDecoder = Callable[[bytes], NDArray[np.uint8]]
 
-def _blob_image(blobs: BlobStore, key: str, *, photo: bool) -> Image.Image:
+
+def _blob_image(blobs: BlobStore, key: str, *, photo: PhotoDecoder | None) -> Image.Image:
     try:
         data = blobs.get(key)
     except NotFound:
         return Image.new("RGB", (TILE, TILE), (200, 200, 200))
-    if photo:  # stored photos are the untrusted originals: decode them the safe way
-        return Image.fromarray(decode_image(data).rgb)
+    if photo is not None:  # stored photos are the untrusted originals: decode them the safe way
+        return Image.fromarray(photo(data))
     return Image.open(io.BytesIO(data)).convert("RGB")
 
 
-def _column(blobs: BlobStore, record: Record | None, record_id: str, lines: list[str]) -> Image.Image:
+def _column(
+    blobs: BlobStore, decode: PhotoDecoder, record: Record | None, record_id: str, lines: list[str]
+) -> Image.Image:
     tenant = record.tenant if record else ""
-    crop = _blob_image(blobs, crop_key(tenant, record_id), photo=False).resize((TILE, TILE))
-    photo = ImageOps.contain(_blob_image(blobs, photo_key(tenant, record_id), photo=True), (TILE, TILE))
+    crop = _blob_image(blobs, crop_key(tenant, record_id), photo=None).resize((TILE, TILE))
+    photo = ImageOps.contain(_blob_image(blobs, photo_key(tenant, record_id), photo=decode), (TILE, TILE))
     column = Image.new("RGB", (2 * TILE + 8, TILE + LABEL), (255, 255, 255))
     column.paste(crop, (0, LABEL))
     column.paste(photo, (TILE + 8, LABEL))
@@ -41,11 +49,14 @@ def _column(blobs: BlobStore, record: Record | None, record_id: str, lines: list
     return column
 
 
-def render_case_sheet(case: Case, records: dict[str, Record], blobs: BlobStore, tail: ImpostorTail) -> bytes:
+def render_case_sheet(
+    case: Case, records: dict[str, Record], blobs: BlobStore, tail: ImpostorTail, decode: PhotoDecoder
+) -> bytes:
     probe = records.get(case.probe_record_id)
     columns = [
         _column(
             blobs,
+            decode,
             probe,
             case.probe_record_id,
             [
@@ -67,6 +78,7 @@ def render_case_sheet(case: Case, records: dict[str, Record], blobs: BlobStore, 
         columns.append(
             _column(
                 blobs,
+                decode,
                 record,
                 candidate.record_id,
                 [

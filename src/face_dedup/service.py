@@ -64,6 +64,7 @@ class DedupService:
         erasure_check: Callable[[str, dict[str, bytes]], list[str]] | None = None,
         settings: Settings | None = None,
         crop_png: Callable[[NDArray[np.uint8]], bytes] | None = None,
+        photo_rgb: Callable[[bytes], NDArray[np.uint8]] | None = None,
     ) -> None:
         """`engine=None` for steps that never look at a photo (the workflow's search, enroll and
         notify functions): they need no model files. `settings`: what the entry points that
@@ -77,6 +78,7 @@ class DedupService:
             config, engine, index, store, blobs, notifier, registry_lock or nullcontext, erasure_check
         )
         registry.crop_png = crop_png
+        registry.photo_rgb = photo_rgb  # the review sheet's decoder of stored photos
         self._attach(registry, settings)
 
     def _attach(self, registry: Registry, settings: Settings | None) -> None:

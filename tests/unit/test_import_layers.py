@@ -84,7 +84,6 @@ KNOWN_UPWARD = {
     ("face_dedup.bulk", "face_dedup.adapters.compact_scan"),
     ("face_dedup.bulk", "face_dedup.adapters.embedded_index"),
     ("face_dedup.mosip.handlers", "face_dedup.mosip.iso_face"),
-    ("face_dedup.review_sheet", "face_dedup.vision.decode"),
     ("face_dedup.bulk", "face_dedup.adapters"),
 }
 # Function-level imports that close a loop (none left).

@@ -49,6 +49,10 @@ class Registry:
     # Encodes an aligned crop as PNG where no engine is (a service registering templates it
     # was handed); the composition root passes vision.png's. With an engine, the engine's.
     crop_png: Callable[[NDArray[np.uint8]], bytes] | None = None
+    # Decodes a stored photo to RGB for the review sheet, the safe way (header checked against
+    # the decode limits first); the composition root passes vision.decode's, so the use cases
+    # load no decoder of their own.
+    photo_rgb: Callable[[bytes], NDArray[np.uint8]] | None = None
 
     @property
     def tenant(self) -> str:

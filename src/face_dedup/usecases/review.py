@@ -86,7 +86,9 @@ class Review:
         from face_dedup.review_sheet import render_case_sheet
 
         r = self.r
+        if r.photo_rgb is None:
+            raise RuntimeError("this service was built without a photo decoder (no review sheets)")
         ids = [case.probe_record_id, *(c.record_id for c in case.candidates)]
-        sheet = render_case_sheet(case, r.store.describe_records(ids), r.blobs, r.policy.tail)
+        sheet = render_case_sheet(case, r.store.describe_records(ids), r.blobs, r.policy.tail, r.photo_rgb)
         r.store.append_audit(r.event("case.viewed", actor, utc_now(), case_id=case.case_id))
         return sheet
