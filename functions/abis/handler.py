@@ -21,6 +21,7 @@ from face_dedup.mosip.amazon_mq import StompReplySender, credentials_from_secret
 from face_dedup.mosip.config import AbisConfig
 from face_dedup.mosip.datashare import DatashareClient
 from face_dedup.mosip.handlers import AbisHandler
+from face_dedup.mosip.iso_face import face_reader
 from face_dedup.settings import Settings
 
 SECRET_ENV = ABIS_BROKER_SECRET_ENV  # the name of the variable holding the secret's ARN
@@ -42,7 +43,7 @@ def abis() -> tuple[AbisHandler, StompReplySender]:
         max_results=config.max_results,
         target_fpir=config.target_fpir,
         open_cases=False,  # the function declares no case ports: no case is opened from here
-        decode=settings.decode,
+        read_face=face_reader(settings.decode),
     )
     secret = read_secret(settings, os.environ[SECRET_ENV])
     sender = StompReplySender(config.broker_url, credentials_from_secret(secret), config.response_queue)

@@ -23,7 +23,7 @@ from face_dedup.mosip.config import AbisConfig
 from face_dedup.mosip.crypto import encrypt_for
 from face_dedup.mosip.datashare import DatashareClient, DatashareConfig
 from face_dedup.mosip.handlers import AbisHandler
-from face_dedup.mosip.iso_face import JP2_LOSSLESS, write_face_record
+from face_dedup.mosip.iso_face import JP2_LOSSLESS, face_reader, write_face_record
 from face_dedup.queries import Reader, RegistryQueries, TenantReader
 from face_dedup.service import DedupService
 from face_dedup.settings import Settings
@@ -45,7 +45,7 @@ def share() -> Iterator[Datashare]:
 @pytest.fixture
 def abis(service: DedupService, share: Datashare) -> Iterator[AbisHandler]:
     client = DatashareClient(DatashareConfig(allow_http=True, token="t0ken"))
-    yield AbisHandler(service, client.fetch)
+    yield AbisHandler(service, client.fetch, read_face=face_reader())
     client.close()
 
 
@@ -197,7 +197,7 @@ def test_identify_opens_a_case_and_the_two_person_decision_becomes_a_mas_reply(
     service: DedupService, share: Datashare, faces_root: Path
 ) -> None:
     client = DatashareClient(DatashareConfig(allow_http=True))
-    abis = AbisHandler(service, client.fetch, open_cases=True)
+    abis = AbisHandler(service, client.fetch, open_cases=True, read_face=face_reader())
     for ref, photo in (("a1", A1), ("b1", B1), ("a2", A2)):
         insert(abis, share, faces_root, ref, photo)
     assert identify(abis, referenceId="b1") == []  # nothing found: no case
@@ -229,7 +229,7 @@ def test_different_people_is_a_mas_reply_without_candidates(
     service: DedupService, share: Datashare, faces_root: Path
 ) -> None:
     client = DatashareClient(DatashareConfig(allow_http=True))
-    abis = AbisHandler(service, client.fetch, open_cases=True)
+    abis = AbisHandler(service, client.fetch, open_cases=True, read_face=face_reader())
     for ref, photo in (("a1", A1), ("a2", A2)):
         insert(abis, share, faces_root, ref, photo)
     identify(abis, referenceId="a2")
@@ -244,7 +244,7 @@ def test_internal_errors_are_answered_and_transient_ones_are_not(service: DedupS
     def broken(url: str) -> bytes:
         raise RuntimeError("disk on fire")
 
-    abis = AbisHandler(service, broken)
+    abis = AbisHandler(service, broken, read_face=face_reader())
     reply = call(abis, request("insert", referenceId="r1", referenceURL="https://mosip.example/x"))
     assert reply["failureReason"] == "1"
     (event,) = [e for e in service.store.audit_events() if e.action == "mosip.insert"]
@@ -254,7 +254,7 @@ def test_internal_errors_are_answered_and_transient_ones_are_not(service: DedupS
         raise TransientError("index briefly down")
 
     with pytest.raises(TransientError):
-        AbisHandler(service, unavailable).handle(
+        AbisHandler(service, unavailable, read_face=face_reader()).handle(
             json.dumps(request("insert", referenceId="r1", referenceURL="https://mosip.example/x"))
         )
 

@@ -20,6 +20,7 @@ from face_dedup.mosip.broker import MAX_DEATHS, AbisConsumer
 from face_dedup.mosip.config import AbisConfig
 from face_dedup.mosip.datashare import DatashareClient, DatashareConfig
 from face_dedup.mosip.handlers import AbisHandler
+from face_dedup.mosip.iso_face import face_reader
 from face_dedup.service import DedupService
 from tests.support import activemq
 from tests.support.mosip import Datashare, assert_reply_shape, cbeff_from_photo, datashare_server, request
@@ -104,7 +105,7 @@ def setup(
     )
     with datashare_server() as share:
         client = DatashareClient(DatashareConfig(allow_http=True))
-        consumer = AbisConsumer(config, AbisHandler(service, client.fetch))
+        consumer = AbisConsumer(config, AbisHandler(service, client.fetch, read_face=face_reader()))
         mosip = Mosip(broker, config)
         yield mosip, consumer, share
         mosip.close()
@@ -219,7 +220,7 @@ def test_a_request_whose_reply_was_not_confirmed_is_served_again(
             back.set()
         return body
 
-    dying = AbisConsumer(consumer.config, AbisHandler(service, fetch))
+    dying = AbisConsumer(consumer.config, AbisHandler(service, fetch, read_face=face_reader()))
     sent = [
         mosip.send(
             request("insert", referenceId="a1", referenceURL=share.share(cbeff_from_photo(faces_root / A1)))
@@ -250,7 +251,7 @@ class FakeFlakyHandler(AbisHandler):
     calls = 0
 
     def __init__(self, service: DedupService, fetch: Any) -> None:
-        super().__init__(service, fetch)
+        super().__init__(service, fetch, read_face=face_reader())
         self.redelivered: list[bool] = []
 
     def handle(self, body: bytes | str, *, redelivered: bool = True) -> dict[str, Any]:
@@ -301,7 +302,7 @@ def test_a_request_that_kills_the_abis_is_refused_and_does_not_block_the_queue(
     """Without the note on disk the poison request came back after every restart, forever, and
     nothing queued behind it was ever answered."""
     mosip, consumer, _ = setup
-    handler = FakeDyingHandler(service, lambda url: b"")
+    handler = FakeDyingHandler(service, lambda url: b"", read_face=face_reader())
     note = tmp_path / "abis-inflight.json"
     sent = [
         mosip.send(request("insert", referenceId="poison", referenceURL="https://datashare.example/x")),
@@ -336,7 +337,7 @@ def test_a_second_abis_on_the_queue_stands_by(
     """Two ABIS processes on one queue would split the requests between them, and an Identify
     could be served before the Inserts queued ahead of it: the subscription is exclusive."""
     mosip, consumer, _ = setup
-    second = AbisConsumer(consumer.config, AbisHandler(service, lambda url: b""))
+    second = AbisConsumer(consumer.config, AbisHandler(service, lambda url: b"", read_face=face_reader()))
     runs = [run(consumer), run(second)]
     try:
         deadline = time.monotonic() + WAIT_S

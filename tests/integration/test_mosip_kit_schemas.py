@@ -16,6 +16,7 @@ import pytest
 
 from face_dedup.mosip.datashare import DatashareClient, DatashareConfig
 from face_dedup.mosip.handlers import AbisHandler
+from face_dedup.mosip.iso_face import face_reader
 from face_dedup.service import DedupService
 from tests.support.mosip import cbeff_from_photo, datashare_server, request
 
@@ -43,7 +44,7 @@ def test_every_reply_validates_against_the_kits_schemas(service: DedupService, f
     checked = 0
     with datashare_server() as share:
         client = DatashareClient(DatashareConfig(allow_http=True))
-        abis = AbisHandler(service, client.fetch)
+        abis = AbisHandler(service, client.fetch, read_face=face_reader())
 
         def call(op: str, **fields: Any) -> dict[str, Any]:
             nonlocal checked

@@ -83,7 +83,6 @@ LAYERS: dict[str, int] = {
 KNOWN_UPWARD = {
     ("face_dedup.bulk", "face_dedup.adapters.compact_scan"),
     ("face_dedup.bulk", "face_dedup.adapters.embedded_index"),
-    ("face_dedup.mosip.handlers", "face_dedup.mosip.iso_face"),
     ("face_dedup.bulk", "face_dedup.adapters"),
 }
 # Function-level imports that close a loop (none left).

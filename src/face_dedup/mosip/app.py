@@ -17,6 +17,7 @@ from face_dedup.mosip.broker import AbisConsumer
 from face_dedup.mosip.config import AbisConfig
 from face_dedup.mosip.datashare import DatashareClient
 from face_dedup.mosip.handlers import AbisHandler
+from face_dedup.mosip.iso_face import face_reader
 from face_dedup.settings import Settings
 
 
@@ -51,7 +52,7 @@ def build_abis(
         max_results=config.max_results,
         target_fpir=config.target_fpir,
         open_cases=config.open_cases,
-        decode=settings.decode,
+        read_face=face_reader(settings.decode),
     )
     return Abis(handler, datashare, adapters)
 

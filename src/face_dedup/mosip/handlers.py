@@ -14,7 +14,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,12 +27,8 @@ from face_dedup.mosip import messages as m
 from face_dedup.mosip.adjudication import open_identify_case
 from face_dedup.mosip.cbeff import CbeffEmpty, CbeffError, face_records
 from face_dedup.mosip.datashare import DatashareError
-from face_dedup.mosip.iso_face import FaceRecordError, read_face_image
 from face_dedup.mosip.messages import AbisFailure, AbisRequest, FailureReason
 from face_dedup.service import DedupService, InputRef
-
-if TYPE_CHECKING:
-    from face_dedup.vision.decode import DecodeLimits
 
 log = logging.getLogger(__name__)
 ACTOR = "mosip-abis"
@@ -56,10 +52,12 @@ class AbisHandler:
         target_fpir: int = 0,
         pending: Callable[[], int] = lambda: 0,
         open_cases: bool = False,
-        decode: DecodeLimits | None = None,
+        read_face: Callable[[bytes], bytes],
     ) -> None:
         self.service = service
-        self._decode = decode  # limits on the ISO record's image (the composition root's Settings)
+        # ISO face record -> its image (iso_face.face_reader, with the composition root's decode
+        # limits); it raises a CbeffError (FaceRecordError) on an unusable record
+        self._read_face = read_face
         self._fetch = fetch
         self._max_results = max_results
         self._target_fpir = target_fpir
@@ -156,17 +154,17 @@ class AbisHandler:
         try:
             document = self._fetch(url)
             face = face_records(document)[0]
-            image = read_face_image(face.record, self._decode)
+            image = self._read_face(face.record)
         except DatashareError as exc:
             raise fail(exc.reason, exc.detail) from None
         except CbeffEmpty as exc:
             raise fail(FailureReason.CBEFF_HAS_NO_DATA, str(exc)) from None
-        except (CbeffError, FaceRecordError) as exc:
+        except CbeffError as exc:  # the CBEFF or its ISO face record (FaceRecordError)
             raise fail(FailureReason.INVALID_CBEFF_FORMAT, str(exc)) from None
-        analysis = self.service.analyze(image.data)
+        analysis = self.service.analyze(image)
         if not isinstance(analysis, FaceTemplate):
             raise fail(FailureReason.QUALITY_CHECK_FAILED, f"{analysis.reason.value}: {analysis.message}")
-        return analysis, image.data
+        return analysis, image
 
     # -- operations -------------------------------------------------------------------------------
 

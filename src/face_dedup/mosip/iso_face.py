@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PIL import Image, Jpeg2KImagePlugin
 
+from face_dedup.mosip.cbeff import CbeffError
 from face_dedup.vision.decode import DecodeLimits
 
 FORMAT_ID = b"FAC\x00"
@@ -31,8 +33,10 @@ _SIGNATURES = {
 }
 
 
-class FaceRecordError(ValueError):
-    """The bytes are not a usable ISO/IEC 19794-5 face record (message safe to log)."""
+class FaceRecordError(CbeffError):
+    """The bytes are not a usable ISO/IEC 19794-5 face record (message safe to log). A CbeffError:
+    the record is the CBEFF's data block, and MOSIP's answer is the same (failure 16), so the ABIS
+    handler catches it without importing this adapter."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,12 @@ class _Reader:
 
     def u32(self) -> int:
         return int(struct.unpack(">I", self.take(4))[0])
+
+
+def face_reader(limits: DecodeLimits | None = None) -> Callable[[bytes], bytes]:
+    """The image (JPEG or PNG bytes) of a face record, for the ABIS handler: the composition root
+    hands it in with its decode limits."""
+    return lambda record: read_face_image(record, limits).data
 
 
 def read_face_image(record: bytes, limits: DecodeLimits | None = None) -> FaceImage:
