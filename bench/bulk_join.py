@@ -1,4 +1,4 @@
-"""The bulk import's blocked self-join (bulk.join_block) at registry scale, on synthetic
+"""The bulk import's blocked self-join (adapters.self_join.join_block) at registry scale, on synthetic
 templates with planted duplicates, timed alone (the photos' analysis and registration are not
 in it): what `face-dedup import --bulk` spends instead of one gallery scan per photo.
 
@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from face_dedup.adapters import compact_scan
+from face_dedup.adapters.self_join import join_block
 from face_dedup.bootstrap import build_service
-from face_dedup.bulk import join_block
 from face_dedup.settings import Settings
 from face_dedup.synthetic import FaceStatistics
 
@@ -73,7 +73,7 @@ def bench(n: int, chunk: int, tile: int, review: object, coded: bool) -> dict[st
     rows, pairs, _ = templates(n, seed=n)
     wall, cpu = time.perf_counter(), time.process_time()
     codes = None
-    if coded:  # what bulk.JoinAnswers does as photos arrive; timed with the join
+    if coded:  # what self_join.JoinAnswers does as photos arrive; timed with the join
         parts = [compact_scan.encode(rows[s : s + 65_536]) for s in range(0, n, 65_536)]
         codes = (
             np.concatenate([p[0] for p in parts]),

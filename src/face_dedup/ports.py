@@ -123,6 +123,43 @@ class VectorIndex(ABC):
         """Release resources; persistent adapters flush here."""
 
 
+class BulkAnswers(ABC):
+    """Search answers worked out in advance for a batch of photos (bulk import, bulk.py): the
+    photos' templates are appended, joined in one go, and each search is answered from the join
+    at that photo's turn (`expect`), as the index would answer it."""
+
+    answered: int  # searches answered from the join
+    fallbacks: int  # searches left to the index's own scan
+
+    @property
+    @abstractmethod
+    def size(self) -> int:
+        """Templates held: the index's at the start, then those appended."""
+
+    @abstractmethod
+    def append(self, vector: NDArray[np.float32]) -> int:
+        """Add a template of the batch; returns its row."""
+
+    @abstractmethod
+    def join(self, start: int, threshold: float) -> None:
+        """Pairs of rows from `start` on with every earlier row, at or above `threshold`."""
+
+    @abstractmethod
+    def expect(self, row: int | None) -> None:
+        """The next searches are for the template at `row` (None: for none of the batch)."""
+
+
+class BulkAnswering(ABC):
+    """An index that can answer a bulk import's searches from a self-join (the embedded one)."""
+
+    @abstractmethod
+    def bulk_answers(self, tenant: str, model_pack: str, threshold: float) -> BulkAnswers:
+        """Answers for one partition, asked first on every search until `stop_answering`."""
+
+    @abstractmethod
+    def stop_answering(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class EnrollmentCommit:
     """Everything one input produces, written atomically (all or nothing)."""

@@ -14,8 +14,9 @@ from numpy.typing import NDArray
 
 from face_dedup.adapters import compact_scan
 from face_dedup.adapters.private_files import private_report
+from face_dedup.adapters.self_join import JoinAnswers, join_block
 from face_dedup.bootstrap import build_service
-from face_dedup.bulk import JoinAnswers, join_block, run_bulk_import
+from face_dedup.bulk import run_bulk_import
 from face_dedup.errors import Reason
 from face_dedup.importer import collect_inputs, run_import
 from face_dedup.models.custom import find_pack

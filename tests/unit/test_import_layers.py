@@ -79,12 +79,8 @@ LAYERS: dict[str, int] = {
     "face_dedup.mosip": 1,  # the package's __init__: a docstring
 }
 
-# Upward edges that remain (ARCHITECTURE.md, "Known deviations"), importer -> imported.
-KNOWN_UPWARD = {
-    ("face_dedup.bulk", "face_dedup.adapters.compact_scan"),
-    ("face_dedup.bulk", "face_dedup.adapters.embedded_index"),
-    ("face_dedup.bulk", "face_dedup.adapters"),
-}
+# Upward edges that remain (ARCHITECTURE.md, "Known deviations"), importer -> imported (none left).
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 # Function-level imports that close a loop (none left).
 KNOWN_CYCLES: set[frozenset[str]] = set()
 

@@ -35,6 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from face_dedup.adapters import compact_scan
+from face_dedup.adapters.self_join import JoinAnswers
 from face_dedup.adapters.sqlite_files import (
     checkpoint_truncate,
     connect,
@@ -43,7 +44,7 @@ from face_dedup.adapters.sqlite_files import (
 )
 from face_dedup.domain import template_problem
 from face_dedup.errors import StorageError
-from face_dedup.ports import Hit, IndexEntry, RecordStore, VectorIndex
+from face_dedup.ports import BulkAnswering, Hit, IndexEntry, RecordStore, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ class _Partition:
         return True
 
 
-class ExactVectorIndex(VectorIndex):
+class ExactVectorIndex(VectorIndex, BulkAnswering):
     def __init__(self, path: Path | None, *, compact_from: int = compact_scan.COMPACT_FROM) -> None:
         """`path=None` keeps everything in memory (tests, one-off searches). Threshold searches
         on partitions of at least `compact_from` vectors scan the compact copy first (0: always,
@@ -423,6 +424,16 @@ class ExactVectorIndex(VectorIndex):
                 answers = build(list(partition.ids), partition.matrix[: partition.size].copy())
             self._answers = answers
             return answers
+
+    def bulk_answers(self, tenant: str, model_pack: str, threshold: float) -> JoinAnswers:
+        """Bulk import's self-join (self_join.py) on the partition as it is now (`answering`)."""
+        return self.answering(
+            tenant,
+            model_pack,
+            lambda ids, vectors: JoinAnswers(
+                tenant=tenant, model_pack=model_pack, threshold=threshold, ids=ids, vectors=vectors
+            ),
+        )
 
     def stop_answering(self) -> None:
         with self._lock:
