@@ -12,6 +12,9 @@ from numpy.typing import NDArray
 
 from face_dedup.errors import ModelError
 
+# The smallest face YuNet finds is about 10 px across: a working copy thinner than that holds none.
+MIN_WORKING_SIDE = 10
+
 
 @dataclass(frozen=True)
 class DetectedFace:
@@ -77,14 +80,37 @@ class YuNetDetector:
                 (max(1, round(width * factor)), max(1, round(height * factor))),
                 interpolation=cv2.INTER_AREA,
             )
+        if min(bgr.shape[:2]) < MIN_WORKING_SIDE:
+            # No face fits, and YuNet run on a sliver of an image answers with garbage (boxes of
+            # 1e16 px, score 1.0: its feature maps have no rows), so it is not run at all.
+            return []
         detector.setInputSize((bgr.shape[1], bgr.shape[0]))
         _, raw = detector.detect(bgr)
         if raw is None:
             return []
         faces = []
         for row in np.asarray(raw, dtype=np.float64):
+            if not _inside(row, bgr.shape[1], bgr.shape[0]):
+                continue  # not finite, or far outside the image: not a face the model saw
             x, y, w, h = (row[:4] / factor).tolist()
             landmarks = row[4:14].reshape(5, 2) / factor
             faces.append(DetectedFace((x, y, w, h), float(row[14]), landmarks))
         faces.sort(key=lambda face: face.area, reverse=True)
         return faces
+
+
+def _inside(row: NDArray[np.float64], width: int, height: int) -> bool:
+    """A detection whose numbers are finite and whose box overlaps the working image (a face cut
+    by the border is kept: its box may stick out, but never by more than the image's size)."""
+    if not np.all(np.isfinite(row[:15])):
+        return False
+    x, y, w, h = (float(v) for v in row[:4])
+    return bool(
+        w > 0
+        and h > 0
+        and x < width
+        and y < height
+        and x + w > 0
+        and y + h > 0
+        and w < 2 * max(width, height)
+    )
