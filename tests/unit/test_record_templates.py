@@ -243,6 +243,41 @@ def test_sqlite_registry_from_before_several_templates_opens_with_one_each(tmp_p
     assert record is not None and record.template_count == 1
 
 
+def test_processes_opening_an_older_registry_at_once_all_open_it(tmp_path: Path) -> None:
+    """Found by the clean-clone CI: processes racing to open a registry each saw the column
+    missing, and the second ALTER failed ("duplicate column name"), so that process could not
+    open the registry at all."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    path = tmp_path / "old.sqlite"
+    SqliteRecordStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE records DROP COLUMN template_count")
+    db.commit()
+    db.close()
+    go = tmp_path / "go"
+    opener = (
+        "import sys, time, pathlib\n"
+        "from face_dedup.adapters.sqlite_store import SqliteRecordStore\n"
+        "go = pathlib.Path(sys.argv[2])\n"
+        "while not go.exists(): time.sleep(0.001)\n"
+        "SqliteRecordStore(pathlib.Path(sys.argv[1])).close()\n"
+    )
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", opener, str(path), str(go)], stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(6)
+    ]
+    go.write_text("go")
+    errors = [w.communicate(timeout=120)[1] for w in workers]
+    assert [w.returncode for w in workers] == [0] * 6, errors
+    columns = {row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(records)")}
+    assert "template_count" in columns
+
+
 # -- the use case, on the embedded adapters with the engine faked --------------------------------
 
 

@@ -177,9 +177,7 @@ class SqliteRecordStore(RecordStore):
         try:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(records)")}
-            if "template_count" not in columns:  # a registry from before several templates
-                self._db.execute("ALTER TABLE records ADD COLUMN template_count INTEGER NOT NULL DEFAULT 1")
+            self._add_template_count()
             # Every page read once at open: damage is found now, with the file's name, rather
             # than by an import that dies halfway (see README: cost about 1 s per GB).
             damage = integrity_problems(self._db, quick=True) if path is not None else []
@@ -193,6 +191,21 @@ class SqliteRecordStore(RecordStore):
                 "`face-dedup doctor` lists every problem",
                 "corrupt",
             )
+
+    def _add_template_count(self) -> None:
+        """A registry from before several templates gains the column. Several processes open a
+        registry at once (imports, `serve`), so the check and the ALTER run under one write lock:
+        without it two of them both saw the column missing and the second failed to open
+        ("duplicate column name")."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(records)")}
+            if "template_count" not in columns:
+                self._db.execute("ALTER TABLE records ADD COLUMN template_count INTEGER NOT NULL DEFAULT 1")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     # -- import items and enrollment ------------------------------------------------------
 
