@@ -85,6 +85,7 @@ class Adapters:
     store: RecordStore
     blobs: BlobStore
     notifier: Notifier
+    drift: DriftStore | None = None  # build_service's drift counts (a held writer connection)
 
     def queries(self) -> RegistryQueries:
         """The reads (CLI, review API) over the same store and blob store as the service."""
@@ -93,6 +94,8 @@ class Adapters:
     def close(self) -> None:
         self.index.close()
         self.store.close()
+        if self.drift is not None:
+            self.drift.close()
 
 
 def _require(settings: Settings, *names: str) -> None:
@@ -398,7 +401,8 @@ def build_service(
         **_local_registry(settings),
     )
     if settings.store_backend == "sqlite":  # one machine: drift counts next to the registry
-        service.drift = DriftRecorder(SqliteDriftStore(drift_path(settings)))
+        adapters.drift = SqliteDriftStore(drift_path(settings))
+        service.drift = DriftRecorder(adapters.drift)
     if settings.shadow_pack:  # a migration between packs is under way (migration.py)
         _shadow(settings, service, adapters, threads=threads, with_engine=with_engine, reconcile=reconcile)
     if reconcile:

@@ -100,6 +100,12 @@ def test_commands_on_a_full_disk_name_the_file_and_the_fix(tmp_path: Path) -> No
     for name, shown in zip(("doctor", "cases"), out.split("== ")[1:], strict=True):
         lines = [line for line in shown.splitlines()[1:] if line.strip()]
         errors = [line for line in lines if line.startswith("error:")]
+        if name == "cases" and not errors:
+            # Listing cases writes nothing. The drift counts' writer connection is held (issue
+            # 12), so the killed process left drift.sqlite3's log in place and opening it needs
+            # no new file: the read may succeed, and then it shows the (empty) list, nothing else.
+            assert lines[0].strip() == "cases (open)" and "Traceback" not in shown, shown
+            continue
         assert len(errors) == 1, (name, shown)
         assert str(data_dir) in errors[0], (name, shown)
         assert "disk is full" in errors[0] or "check free space" in errors[0], (name, shown)
