@@ -1,6 +1,6 @@
 """The whole VectorIndex contract again, on the embedded index with its compact int8 scan used
 for every threshold search (`compact_from=0`; by default it starts at 20,000 vectors, more than
-these tests hold)."""
+these tests hold), in sealed blocks of 64 rows (by default 65,536)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ def make_index(tmp_path: Path) -> Iterator[Callable[[], VectorIndex]]:
     opened: list[VectorIndex] = []
 
     def factory() -> VectorIndex:
-        index = ExactVectorIndex(tmp_path / "index.sqlite", compact_from=0)
+        # blocks of 64 rows: the contract's larger partitions seal MatMulNBits blocks (in the
+        # background, so some searches meet a block being built) and scan a tail
+        index = ExactVectorIndex(tmp_path / "index.sqlite", compact_from=0, block_rows=64)
         opened.append(index)
         return index
 

@@ -28,7 +28,10 @@ THRESHOLD = 0.6
 BACKGROUND = 3000
 
 
-@pytest.fixture(params=["embedded", "embedded-compact", "opensearch", "faiss-hnsw"])
+BLOCK = 256  # sealed MatMulNBits blocks at test sizes (the default is 65,536 rows)
+
+
+@pytest.fixture(params=["embedded", "embedded-compact", "embedded-blocks", "opensearch", "faiss-hnsw"])
 def make_index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], VectorIndex]]:
     opened: list[VectorIndex] = []
     build: Callable[[], VectorIndex]
@@ -36,6 +39,8 @@ def make_index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
         build = lambda: ExactVectorIndex(tmp_path / "index.sqlite")  # noqa: E731
     elif request.param == "embedded-compact":  # the compact scan on every threshold search
         build = lambda: ExactVectorIndex(tmp_path / "index.sqlite", compact_from=0)  # noqa: E731
+    elif request.param == "embedded-blocks":  # ... in sealed blocks, built as rows arrive
+        build = lambda: ExactVectorIndex(tmp_path / "index.sqlite", compact_from=0, block_rows=BLOCK)  # noqa: E731
     elif request.param == "faiss-hnsw":
         build = lambda: FaissHnswIndex(tmp_path / "index.faiss")  # noqa: E731
     else:  # as the contract suite: osmem with the k-NN query answered by FakeKnnOpenSearch
@@ -214,3 +219,134 @@ def test_a_non_finite_min_score_gets_the_same_answer_from_either_scan(compact_fr
     assert len(index.search(vectors[0], tenant="t", model_pack="p", k=5, min_score=-np.inf)) == 5
     with pytest.raises(ValueError, match="NaN"):
         index.search(vectors[0], tenant="t", model_pack="p", k=5, min_score=float("nan"))
+
+
+# --- sealed blocks (compact_scan: MatMulNBits over blocks, MatMulInteger over the tail) -------
+
+
+@pytest.fixture
+def blocks_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh kernel verdict for this test (a fallback test sets it for good otherwise)."""
+    monkeypatch.setattr(compact_scan, "_nbits_broken", False)
+
+
+def blocks_of(index: ExactVectorIndex, tenant: str = "t", pack: str = "p") -> compact_scan.CompactCopy:
+    return index._partitions[(tenant, pack)].compact
+
+
+@pytest.mark.usefixtures("blocks_on")
+@pytest.mark.parametrize("rebuild", [True, False])
+def test_blocks_seal_mid_run_and_searches_stay_exact(rebuild: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows arrive in batches, blocks seal (in the background) between and during searches, rows
+    in sealed blocks are replaced and deleted (the last row moves into the hole). Without
+    rebuilds, the changed rows are only found through the blocks' dirty sets."""
+    if not rebuild:
+        monkeypatch.setattr(compact_scan, "_DIRTY_SHARE", 0)  # a block is never rebuilt
+    index = ExactVectorIndex(None, compact_from=0, block_rows=BLOCK)
+    query = unit(np.random.default_rng(21).normal(size=DIM))
+    vectors = planted(query, 21)
+    names = list(vectors)
+    rng = np.random.default_rng(22)
+    rng.shuffle(names)
+    for start in range(0, len(names), 700):
+        index.add([IndexEntry(n, "t", "p", vectors[n]) for n in names[start : start + 700]])
+        hits = index.search(query, tenant="t", model_pack="p", k=10_000, min_score=THRESHOLD)
+        assert {h.record_id for h in hits} == brute(
+            {n: vectors[n] for n in names[: start + 700]}, query, THRESHOLD
+        )
+    index.settle()
+    copy = blocks_of(index)
+    assert len(copy.blocks) == len(vectors) // BLOCK  # every full block sealed
+    # rows of sealed blocks: background rows now just above, planted ones now just below
+    for name in [n for n in names[:BLOCK] if n.startswith("bg")][:6]:
+        vectors[name] = at_score(query, THRESHOLD + 2e-5, rng, half_steps=True)
+        index.add([IndexEntry(name, "t", "p", vectors[name])])
+    for name in [n for n in names[: 4 * BLOCK] if n.startswith("above")][:6]:
+        vectors[name] = at_score(query, THRESHOLD - 2e-5, rng, half_steps=True)
+        index.add([IndexEntry(name, "t", "p", vectors[name])])
+    gone = names[BLOCK : 2 * BLOCK : 3] + names[-40:]  # holes filled with the last rows
+    index.delete(gone)
+    for name in gone:
+        del vectors[name]
+    if not rebuild:
+        assert sum(len(block.dirty) for block in copy.blocks) > 0
+    for _ in range(2):  # before and after any rebuild
+        hits = index.search(query, tenant="t", model_pack="p", k=10_000, min_score=THRESHOLD)
+        assert {h.record_id for h in hits} == brute(vectors, query, THRESHOLD)
+        index.settle()
+    assert copy.blocks and not compact_scan._nbits_broken
+    index.close()
+
+
+@pytest.mark.usefixtures("blocks_on")
+def test_block_scores_are_the_exact_integer_sums(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel, fed the pre-quantised query, gives s s_q (c_q . c_x) within _KERNEL_TOL on
+    random queries (not only the two fixed ones of its build-time check)."""
+    rng = np.random.default_rng(5)
+    rows = np.stack([unit(rng.normal(size=DIM)) for _ in range(3 * BLOCK)])
+    copy = compact_scan.CompactCopy(DIM, BLOCK)
+    copy.load(rows)
+    copy.settle()
+    assert len(copy.blocks) == 3
+    signed = copy.codes.astype(np.int64) - 128
+    for _ in range(20):
+        query = unit(rng.normal(size=DIM))
+        codes, step = compact_scan.quantise_query(query)
+        fed = (codes.astype(np.float32) * np.float32(step)).reshape(1, -1)
+        out = np.concatenate([b.session.run(None, {"query": fed})[0].reshape(-1) for b in copy.blocks])  # type: ignore[attr-defined]
+        exact = (signed @ codes.astype(np.int64)) * step / 256
+        assert np.abs(out - exact).max() <= compact_scan._KERNEL_TOL
+
+
+@pytest.mark.usefixtures("blocks_on")
+def test_a_kernel_that_disagrees_is_dropped_for_good(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A kernel computing something else (here: built with scale 1/255 instead of 1/256, as a
+    different onnxruntime might quantise differently) fails the build-time check: the blocks go,
+    MatMulInteger scans everything, the answers stay exact, and the log says so once, without
+    any vector or score."""
+    monkeypatch.setattr(compact_scan, "_NBITS_SCALE", 1.0 / 255)
+    index = ExactVectorIndex(None, compact_from=0, block_rows=BLOCK)
+    query = unit(np.random.default_rng(31).normal(size=DIM))
+    vectors = planted(query, 31)
+    with caplog.at_level("WARNING", logger=compact_scan.__name__):
+        index.add([IndexEntry(n, "t", "p", v) for n, v in vectors.items()])
+        index.settle()
+        index.add([IndexEntry("late", "t", "p", vectors["bg-0"])])  # no further attempt
+        index.settle()
+    assert compact_scan._nbits_broken
+    assert blocks_of(index).blocks == []
+    warnings = [r for r in caplog.records if "MatMulNBits" in r.getMessage()]
+    assert len(warnings) == 1
+    vectors["late"] = vectors["bg-0"]
+    hits = index.search(query, tenant="t", model_pack="p", k=10_000, min_score=THRESHOLD)
+    assert {h.record_id for h in hits} == brute(vectors, query, THRESHOLD)
+    index.close()
+
+
+@pytest.mark.usefixtures("blocks_on")
+def test_the_block_search_loses_faces_without_the_margin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The planted vectors are close enough to the threshold that the margin matters: with it
+    set to zero, the block scan misses faces above the threshold (so the tests above can fail)."""
+    index = ExactVectorIndex(None, compact_from=0, block_rows=BLOCK)
+    query = unit(np.random.default_rng(41).normal(size=DIM))
+    vectors = planted(query, 41)
+    index.add([IndexEntry(n, "t", "p", v) for n, v in vectors.items()])
+    index.settle()
+    assert blocks_of(index).blocks
+    expected = brute(vectors, query, THRESHOLD)
+    hits = index.search(query, tenant="t", model_pack="p", k=10_000, min_score=THRESHOLD)
+    assert {h.record_id for h in hits} == expected
+    margin = compact_scan.CompactCopy.margin
+
+    def no_margin(self: compact_scan.CompactCopy, q: NDArray[np.float32]) -> tuple[Any, float, float]:
+        codes, step, _ = margin(self, q)
+        return codes, step, 0.0
+
+    monkeypatch.setattr(compact_scan.CompactCopy, "margin", no_margin)
+    monkeypatch.setattr(compact_scan, "_SLACK", 0.0)
+    monkeypatch.setattr(compact_scan, "_KERNEL_TOL", 0.0)
+    hits = index.search(query, tenant="t", model_pack="p", k=10_000, min_score=THRESHOLD)
+    assert {h.record_id for h in hits} < expected
+    index.close()

@@ -25,16 +25,42 @@ The float32 rescoring itself differs from the real dot product by at most d * 2^
 is rescored when compact >= threshold - margin - slack, i.e. when its int32 sum reaches
 floor((threshold - margin - slack) / (s s_q)): no row whose float32 score is >= threshold is
 missed. tests/unit/test_vector_index_no_loss.py places vectors just above and below it.
+
+The kernel (sealed blocks). `MatMulInteger` is not bandwidth-bound here (MLAS packs the rows on
+every call: 13 ms at 1M). Full blocks of `BLOCK_ROWS` rows are therefore handed, once, to
+onnxruntime's com.microsoft `MatMulNBits` (the LLM-decoding GEMV kernel) as its constant,
+prepacked weight: 8 bits, one quantisation block per row (block_size = d), scale s = 1/256 and
+zero point 128 per row, so its dequantised weight is exactly s c_x; accuracy_level 4 makes it
+compute in int8 (VNNI). It quantises its float input itself, per block, with scale max|a| / 127.
+We feed it the pre-quantised query q' = s_q c_q in float32, s_q itself a float32 value
+(`quantise_query`): max|q'| = 127 s_q (to one rounding), so the kernel's scale is s_q and its
+codes are c_q again (each q'_i / s_q is within 1e-6 of the integer c_i), its int32 sums are
+c_q . c_x exactly, and its only error is the float32 rounding of the scaled output:
+|output - s s_q (c_q . c_x)| <= `_KERNEL_TOL` (1e-5; measured 2e-7 over 20 queries x 1M rows). A row is
+rescored when output >= threshold - margin - slack - `_KERNEL_TOL`, which keeps the guarantee.
+That relies on the kernel computing what it documents, so it is checked, not trusted: every
+block session, when built, scores its own rows for two fixed queries and is compared with the
+exact integer sums; a difference over `_KERNEL_TOL` (another CPU, another onnxruntime build, a
+kernel that quantises differently) turns the blocks off for good in this process (logged once,
+numbers only) and `MatMulInteger` scans everything, as before. Rows after the last full block
+(the tail) are scanned with `MatMulInteger`. A row that changes inside a sealed block (an update;
+a delete moving the last row into its hole) no longer matches the block's snapshot: it is kept
+in the block's dirty set and rescored outright until a background thread rebuilds the block
+(searches never wait for a build; they use what is built).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+log = logging.getLogger(__name__)
 
 COMPACT_FROM = 20_000  # below this a float32 scan takes well under a millisecond: not worth it
 _SCALE = 256.0  # 1 / s; a power of two, so scaling is exact in float32
@@ -42,6 +68,7 @@ _LIMIT = 127  # |code| <= 127: one int8, symmetric
 _NORM_MAX = 1.001  # stored vectors are unit length within 1e-3 (the index refuses others)
 _SLACK = 1e-4  # float32 rounding of the rescoring (< 1e-5 at d = 128) and of the threshold
 _FALLBACK_SHARE = 16  # more than 1/16 of the rows near the threshold: a float32 scan is cheaper
+BLOCK_ROWS = 65_536  # rows per sealed MatMulNBits block (BENCHMARKS.md: 64k and 128k measured)
 
 _session_lock = threading.Lock()
 _session: object | None = None
@@ -134,62 +161,305 @@ def encode(rows: NDArray[np.float32]) -> tuple[NDArray[np.uint8], NDArray[np.boo
     return (codes + 128).astype(np.uint8), outlier, err_max
 
 
-class CompactCopy:
-    """int8 codes row for row with a partition's float32 matrix (same row numbers)."""
+_NBITS_SCALE = 1.0 / _SCALE  # MatMulNBits dequantises (code - 128) * scale: exactly s * c_x
+_KERNEL_TOL = 1e-5  # accepted |MatMulNBits output - s s_q (c_q . c_x)|: float32 output rounding
+_DIRTY_SHARE = 256  # a sealed block with more than 1/256 of its rows changed is rebuilt
 
-    def __init__(self, dim: int) -> None:
+_nbits_lock = threading.Lock()
+_nbits_broken = False  # set for good when a block session disagreed with the exact sums
+
+
+def nbits_usable(dim: int) -> bool:
+    """MatMulNBits takes one scale per row only when the row is one quantisation block: a power
+    of two from 16 to 256 (the default pack's 128 is one); and not after a failed check."""
+    return not _nbits_broken and dim in (16, 32, 64, 128, 256)
+
+
+def _nbits_session(codes: NDArray[np.uint8]) -> object:
+    """onnxruntime's com.microsoft MatMulNBits (the LLM-decoding GEMV kernel: 8-bit weights,
+    accuracy_level 4 = int8 compute, VNNI where the CPU has it) with `codes` as its constant,
+    prepacked weight B: one row = one block of `dim` codes, scale 1/256, zero point 128, so
+    dequant(B) is exactly s * c_x. The query goes in as float32 (pre-quantised: module doc)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    rows, dim = codes.shape
+    weights: dict[str, NDArray[Any]] = {  # handed over as OrtValues, not serialised: no extra copy
+        "codes": codes.reshape(rows, 1, dim),
+        "scales": np.full(rows, _NBITS_SCALE, dtype=np.float32),
+        "zero": np.full(rows, 128, dtype=np.uint8),
+    }
+    placeholders = []
+    for name, array in weights.items():
+        tensor = helper.make_tensor(name, helper.np_dtype_to_tensor_dtype(array.dtype), array.shape, [])
+        tensor.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", f"{name}.bin"), ("offset", "0"), ("length", str(array.nbytes))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+        placeholders.append(tensor)
+    graph = helper.make_graph(
+        [
+            helper.make_node(
+                "MatMulNBits",
+                ["query", "codes", "scales", "zero"],
+                ["scores"],
+                domain="com.microsoft",
+                K=dim,
+                N=rows,
+                bits=8,
+                block_size=dim,
+                accuracy_level=4,  # int8 compute; 0 (float32 compute) is ~60x slower here
+            )
+        ],
+        "compact_block",
+        [helper.make_tensor_value_info("query", TensorProto.FLOAT, [1, dim])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, rows])],
+        initializer=placeholders,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
+    model.ir_version = 8
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # a search uses one core
+    options.inter_op_num_threads = 1
+    options.add_external_initializers(
+        list(weights), [ort.OrtValue.ortvalue_from_numpy(array) for array in weights.values()]
+    )
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _check_queries(dim: int) -> list[NDArray[np.float32]]:
+    """Fixed queries for the kernel check: a spread-out one and one with a dominant component
+    (a large and a small query scale)."""
+    spread = np.random.default_rng(12).standard_normal(dim)
+    spike = spread * 0.05
+    spike[dim // 3] = 1.0
+    return [(v / np.linalg.norm(v)).astype(np.float32) for v in (spread, spike)]
+
+
+def _kernel_agrees(session: object, codes: NDArray[np.uint8]) -> float:
+    """The largest |kernel output - s s_q (c_q . c_x)| over the check queries, the exact sums
+    in integers (|sum| <= 127^2 d: exact in int32 up to d = 256)."""
+    worst = 0.0
+    for query in _check_queries(codes.shape[1]):
+        q_codes, step = quantise_query(query)
+        sums = np.concatenate(  # in slices: bounded temporaries
+            [
+                (part.astype(np.int32) - 128) @ q_codes.astype(np.int32)
+                for part in np.split(codes, range(8192, len(codes), 8192))
+            ]
+        )
+        exact = sums.astype(np.float64) * step / _SCALE
+        fed = (q_codes.astype(np.float32) * np.float32(step)).reshape(1, -1)
+        out = session.run(None, {"query": fed})[0].reshape(-1)  # type: ignore[attr-defined]
+        worst = max(worst, float(np.abs(out.astype(np.float64) - exact).max()))
+    return worst
+
+
+def _give_up_nbits(difference: float) -> None:
+    global _nbits_broken
+    with _nbits_lock:
+        if not _nbits_broken:
+            log.warning(
+                "onnxruntime's MatMulNBits differs from the exact integer sums by %.3g (> %g) on this "
+                "machine: the compact scan uses MatMulInteger from now on",
+                difference,
+                _KERNEL_TOL,
+            )
+        _nbits_broken = True
+
+
+def quantise_query(query: NDArray[np.float32]) -> tuple[NDArray[np.int8], float]:
+    """c_q and s_q (module doc). s_q is a float32 value, so the query fed to MatMulNBits,
+    s_q * c_q in float32, is re-quantised by the kernel to the same c_q and (within rounding) s_q."""
+    q = np.asarray(query, dtype=np.float64)
+    peak = float(np.abs(q).max())
+    step = float(np.float32(peak / _LIMIT)) if peak > 0 else 1.0
+    codes = np.clip(np.rint(q / step), -_LIMIT, _LIMIT)
+    return codes.astype(np.int8), step
+
+
+class _Block:
+    """A sealed block: a MatMulNBits session over a snapshot of its rows' codes, and the rows
+    whose codes changed since (their snapshot score means nothing: always rescored)."""
+
+    def __init__(self, session: object, dirty: set[int]) -> None:
+        self.session = session
+        self.dirty = dirty
+
+
+class CompactCopy:
+    """int8 codes row for row with a partition's float32 matrix (same row numbers).
+
+    Rows [0, len(blocks) * block_rows) are sealed: each full block of `block_rows` rows is
+    scanned by its own MatMulNBits session (built off the search path, by one background
+    thread); the rows after them (the tail) by MatMulInteger over `codes`. A row that changes
+    in a sealed block (an update, or a delete moving the last row into its hole) is marked
+    dirty and rescored outright until the block is rebuilt."""
+
+    def __init__(self, dim: int, block_rows: int = BLOCK_ROWS) -> None:
         self.dim = dim
+        self.block_rows = block_rows
         self.codes: NDArray[np.uint8] = np.empty((0, dim), dtype=np.uint8)
         self.outlier: NDArray[np.bool_] = np.empty(0, dtype=np.bool_)
         self.err_max = 0.0  # an upper bound of every inlier row's coding error norm
+        self.size = 0  # rows in use
+        self.blocks: list[_Block] = []
+        self._lock = threading.Lock()  # blocks, and the codes a build snapshots
+        self._generation = 0  # a reload discards a build started before it
+        self._building: tuple[int, set[int]] | None = None  # block, rows changed since its snapshot
+        self._builder: threading.Thread | None = None
 
     def load(self, matrix: NDArray[np.float32]) -> None:
-        self.codes = np.empty((len(matrix), self.dim), dtype=np.uint8)
-        self.outlier = np.empty(len(matrix), dtype=np.bool_)
-        self.err_max = 0.0
-        for start in range(0, len(matrix), 65_536):  # bounded temporaries (1M rows: 5 s of reopen)
-            stop = start + 65_536
-            self.codes[start:stop], self.outlier[start:stop], err = encode(matrix[start:stop])
-            self.err_max = max(self.err_max, err)
+        with self._lock:
+            self.codes = np.empty((len(matrix), self.dim), dtype=np.uint8)
+            self.outlier = np.empty(len(matrix), dtype=np.bool_)
+            self.err_max = 0.0
+            for start in range(0, len(matrix), 65_536):  # bounded temporaries (1M rows: 5 s of reopen)
+                stop = start + 65_536
+                self.codes[start:stop], self.outlier[start:stop], err = encode(matrix[start:stop])
+                self.err_max = max(self.err_max, err)
+            self.size = len(matrix)
+            self.blocks = []
+            self._generation += 1
+            self._building = None
+            self._kick()
 
     def grow(self, capacity: int, used: int) -> None:
-        codes = np.full((capacity, self.dim), 128, dtype=np.uint8)
-        codes[:used] = self.codes[:used]
-        outlier = np.zeros(capacity, dtype=np.bool_)
-        outlier[:used] = self.outlier[:used]
-        self.codes, self.outlier = codes, outlier
+        with self._lock:
+            codes = np.full((capacity, self.dim), 128, dtype=np.uint8)
+            codes[:used] = self.codes[:used]
+            outlier = np.zeros(capacity, dtype=np.bool_)
+            outlier[:used] = self.outlier[:used]
+            self.codes, self.outlier = codes, outlier
 
     def set_row(self, row: int, vector: NDArray[np.float32]) -> None:
         codes, outlier, err = encode(vector.reshape(1, -1))
-        self.codes[row] = codes[0]
-        self.outlier[row] = outlier[0]
-        self.err_max = max(self.err_max, err)
+        with self._lock:
+            self.codes[row] = codes[0]
+            self.outlier[row] = outlier[0]
+            self.err_max = max(self.err_max, err)
+            self.size = max(self.size, row + 1)
+            self._changed(row)
+            self._kick()
 
-    def move_row(self, source: int, target: int) -> None:
-        self.codes[target] = self.codes[source]
-        self.outlier[target] = self.outlier[source]
-        self.outlier[source] = False
+    def remove_row(self, row: int, last: int) -> None:
+        """The partition moved its last row into `row` (unless they are the same) and shrank."""
+        with self._lock:
+            if row != last:
+                self.codes[row] = self.codes[last]
+                self.outlier[row] = self.outlier[last]
+                self._changed(row)
+            self.outlier[last] = False
+            self.size = last
+            # blocks wholly past the end are dropped; rows past the end of the last one are
+            # never returned (rows_near keeps rows < size) and are dirty when filled again
+            while self.blocks and (len(self.blocks) - 1) * self.block_rows >= self.size:
+                self.blocks.pop()
+            self._kick()
+
+    def _changed(self, row: int) -> None:
+        block = row // self.block_rows
+        if block < len(self.blocks):
+            self.blocks[block].dirty.add(row)
+        if self._building is not None and self._building[0] == block:
+            self._building[1].add(row)
+
+    def _next_build(self) -> int | None:
+        """The block to build next (under the lock): a full unsealed one, else the most changed."""
+        if not nbits_usable(self.dim):
+            return None
+        sealed = len(self.blocks)
+        if (sealed + 1) * self.block_rows <= self.size:
+            return sealed
+        worst = max(range(sealed), key=lambda b: len(self.blocks[b].dirty), default=None)
+        if worst is not None and len(self.blocks[worst].dirty) * _DIRTY_SHARE > self.block_rows:
+            return worst
+        return None
+
+    def _kick(self) -> None:
+        """Start the builder thread if there is work and none runs (under the lock)."""
+        if self._builder is None and self._next_build() is not None:
+            self._builder = threading.Thread(target=self._build_blocks, name="compact-blocks", daemon=True)
+            self._builder.start()
+
+    def _build_blocks(self) -> None:
+        while True:
+            with self._lock:
+                block = self._next_build()
+                if block is None:
+                    self._builder = None
+                    return
+                start = block * self.block_rows
+                snapshot = self.codes[start : start + self.block_rows].copy()
+                generation = self._generation
+                self._building = (block, set())
+            try:
+                session = _nbits_session(snapshot)
+                difference = _kernel_agrees(session, snapshot)
+            except Exception:  # an onnxruntime without the kernel: MatMulInteger as before
+                log.warning("onnxruntime's MatMulNBits is unavailable: the compact scan uses MatMulInteger")
+                difference = math.inf
+            if difference > _KERNEL_TOL:
+                _give_up_nbits(difference)
+            with self._lock:
+                building, self._building = self._building, None
+                if difference > _KERNEL_TOL:
+                    self.blocks = []
+                    continue  # _next_build now says None
+                if generation != self._generation or building is None:
+                    continue
+                if block < len(self.blocks):
+                    self.blocks[block] = _Block(session, building[1])
+                elif block == len(self.blocks) and (block + 1) * self.block_rows <= self.size:
+                    self.blocks.append(_Block(session, building[1]))
+                # else the partition shrank meanwhile: the snapshot is stale, dropped
+
+    def settle(self) -> None:
+        """Wait until no block is being built (tests, benchmarks)."""
+        while True:
+            with self._lock:
+                builder = self._builder
+            if builder is None:
+                return
+            builder.join()
 
     def margin(self, query: NDArray[np.float32]) -> tuple[NDArray[np.int8], float, float]:
         """The query's codes, its scale s_q and the bound on |q.x - compact score| (module doc)."""
         q = np.asarray(query, dtype=np.float64)
-        peak = float(np.abs(q).max())
-        step = peak / _LIMIT if peak > 0 else 1.0
-        codes = np.clip(np.rint(q / step), -_LIMIT, _LIMIT)
-        q_err = float(np.linalg.norm(q - step * codes))
+        codes, step = quantise_query(query)
+        q_err = float(np.linalg.norm(q - step * codes.astype(np.float64)))
         q_norm = float(np.linalg.norm(q))
         bound = q_err * _NORM_MAX + q_norm * self.err_max + q_err * self.err_max
-        return codes.astype(np.int8), step, bound
+        return codes, step, bound
 
     def rows_near(self, query: NDArray[np.float32], min_score: float, size: int) -> NDArray[np.intp] | None:
         """Rows (ascending) among the first `size` whose float32 score can be >= `min_score`;
         None when so many qualify that a float32 scan is the cheaper way."""
         codes, step, bound = self.margin(query)
-        floor = math.floor((min_score - bound - _SLACK) * _SCALE / step)
-        sums = _scanner().run(None, {"rows": self.codes[:size], "query": codes.reshape(-1, 1)})[0]  # type: ignore[attr-defined]
-        near: NDArray[np.intp] = np.flatnonzero(sums.reshape(-1) >= floor)
-        if self.outlier[:size].any():
-            near = np.union1d(near, np.flatnonzero(self.outlier[:size]))
+        lowest = min_score - bound - _SLACK  # the compact score a row needs to be rescored
+        with self._lock:
+            blocks = self.blocks if nbits_usable(self.dim) else []
+            found: list[NDArray[np.intp]] = []
+            if blocks:
+                fed = (codes.astype(np.float32) * np.float32(step)).reshape(1, -1)
+                for number, block in enumerate(blocks):
+                    scores = block.session.run(None, {"query": fed})[0].reshape(-1)  # type: ignore[attr-defined]
+                    hits = np.flatnonzero(scores >= lowest - _KERNEL_TOL)
+                    found.append(hits + number * self.block_rows)
+                    if block.dirty:
+                        found.append(np.fromiter(block.dirty, dtype=np.intp, count=len(block.dirty)))
+            tail = min(len(blocks) * self.block_rows, size)
+            if tail < size:
+                floor = math.floor(lowest * _SCALE / step)
+                sums = _scanner().run(None, {"rows": self.codes[tail:size], "query": codes.reshape(-1, 1)})[0]  # type: ignore[attr-defined]
+                found.append(np.flatnonzero(sums.reshape(-1) >= floor) + tail)
+            outliers = self.outlier[:size]
+            if outliers.any():
+                found.append(np.flatnonzero(outliers))
+        near = np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.intp)
+        near = near[near < size]
         if len(near) * _FALLBACK_SHARE > size:
             return None
         return near

@@ -7,9 +7,11 @@ lose some as the gallery grows (../shared/notes/vector-search.md). One exact que
 BENCHMARKS.md). Memory: 512 MB per million faces.
 
 Threshold searches on a large partition scan a compact int8 copy first (`compact_scan.py`: a
-quarter of the bytes, onnxruntime's integer GEMM) and rescore in float32 every vector whose
-compact score lies within the proven quantisation-error margin of the threshold: the same
-answer as the float32 scan, nothing above the threshold lost. Memory: +128 MB per million.
+quarter of the bytes; sealed blocks of 64k rows through onnxruntime's MatMulNBits GEMV kernel,
+the rest through its integer GEMM) and rescore in float32 every vector whose compact score lies
+within the proven quantisation-error margin of the threshold: the same answer as the float32
+scan, nothing above the threshold lost. Memory: about +320 MB per million (the int8 codes and
+the kernel's prepacked copy of them; BENCHMARKS.md).
 
 Persistence: every add/delete is a SQLite transaction (WAL, secure_delete so an erased
 template is overwritten on disk), and the matrix is rebuilt from it on open.
@@ -91,10 +93,10 @@ _Answers = TypeVar("_Answers", bound=PrecomputedAnswers)
 
 
 class _Partition:
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, block_rows: int) -> None:
         self.dim = dim
         self.matrix: NDArray[np.float32] = np.empty((0, dim), dtype=np.float32)
-        self.compact = compact_scan.CompactCopy(dim)  # row for row with `matrix`
+        self.compact = compact_scan.CompactCopy(dim, block_rows)  # row for row with `matrix`
         self.size = 0
         self.ids: list[str] = []
         self.rows: dict[str, int] = {}
@@ -130,9 +132,9 @@ class _Partition:
         if row is None:
             return False
         last = self.size - 1
+        self.compact.remove_row(row, last)  # the same move in the codes
         if row != last:  # move the last vector into the hole
             self.matrix[row] = self.matrix[last]
-            self.compact.move_row(last, row)
             moved = self.ids[last]
             self.ids[row] = moved
             self.rows[moved] = row
@@ -143,11 +145,19 @@ class _Partition:
 
 
 class ExactVectorIndex(VectorIndex, BulkAnswering):
-    def __init__(self, path: Path | None, *, compact_from: int = compact_scan.COMPACT_FROM) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        compact_from: int = compact_scan.COMPACT_FROM,
+        block_rows: int = compact_scan.BLOCK_ROWS,
+    ) -> None:
         """`path=None` keeps everything in memory (tests, one-off searches). Threshold searches
         on partitions of at least `compact_from` vectors scan the compact copy first (0: always,
-        which the contract tests use to check it loses nothing)."""
+        which the contract tests use to check it loses nothing), in sealed blocks of
+        `block_rows` rows (tests lower it so that blocks seal at their sizes)."""
         self._compact_from = compact_from
+        self._block_rows = block_rows
         self._answers: PrecomputedAnswers | None = None
         self._lock = threading.RLock()
         self._path = path
@@ -293,7 +303,7 @@ class ExactVectorIndex(VectorIndex, BulkAnswering):
         key = (tenant, model_pack)
         partition = self._partitions.get(key)
         if partition is None:
-            partition = self._partitions[key] = _Partition(dim)
+            partition = self._partitions[key] = _Partition(dim, self._block_rows)
         elif partition.dim != dim:
             raise ValueError(f"model pack {model_pack} has {partition.dim}-d vectors, got {dim}-d")
         return partition
@@ -434,6 +444,14 @@ class ExactVectorIndex(VectorIndex, BulkAnswering):
                 tenant=tenant, model_pack=model_pack, threshold=threshold, ids=ids, vectors=vectors
             ),
         )
+
+    def settle(self) -> None:
+        """Wait until every partition's compact blocks are built (tests, benchmarks: searches
+        are exact either way, a block not yet built is scanned with the tail)."""
+        with self._lock:
+            partitions = list(self._partitions.values())
+        for partition in partitions:
+            partition.compact.settle()
 
     def stop_answering(self) -> None:
         with self._lock:
