@@ -10,7 +10,7 @@ from face_dedup.deployment import CLOUD_SETTINGS
 from face_dedup.table_schema import TABLES
 from face_dedup_infra.config import DeploymentConfig
 from face_dedup_infra.constructs.abis_broker import AbisBroker, AbisOptions
-from face_dedup_infra.constructs.bulk_import import BulkImportJob, BulkImportOptions
+from face_dedup_infra.constructs.bulk_import import BulkImportJob, BulkImportOptions, add_bulk_functions
 from face_dedup_infra.constructs.encryption import Encryption, EncryptLogs
 from face_dedup_infra.constructs.functions import Functions
 from face_dedup_infra.constructs.ingest_queue import CaseNotificationQueue, IngestQueue
@@ -157,6 +157,9 @@ class FaceDedupStack(Stack):
                 key=key,
                 alarm_topic=notifications.operations,
             )
+        bulk = BulkImportOptions.from_context(self.node.try_get_context)
+        # before the index setup: the bulk job's decide step reaches the index
+        bulk_functions = add_bulk_functions(functions, bulk) if bulk.enabled else {}
         search.provision_index(
             functions.roles, settings, layer=functions.runtime_layer, security_group=network.functions_sg
         )
@@ -173,13 +176,12 @@ class FaceDedupStack(Stack):
                 shadow=shadow or None,
                 shadow_pack=shadow_pack,
             )
-        bulk = BulkImportOptions.from_context(self.node.try_get_context)
-        if bulk.enabled:  # the bulk de-duplication job's analysis map: off unless asked for (README)
+        if bulk.enabled:  # the bulk de-duplication job: off unless asked for (README)
             self.bulk_import = BulkImportJob(
                 self,
                 "BulkImport",
                 options=bulk,
-                functions=functions,
+                built=bulk_functions,
                 uploads=storage.uploads,
                 access_logs=storage.access_logs,
                 key=key,

@@ -1,5 +1,6 @@
 """Bulk de-duplication in the cloud, first half: the Step Functions Distributed Map's item
-processor (infra: constructs/bulk_import.py; context `face-dedup:bulk-import=true`).
+processor (infra: constructs/bulk_import.py; context `face-dedup:bulk-import=true`). The second
+half (gallery snapshot, join, ordered decide) is cloud_bulk_decide.py.
 
 A registry's batch for a bulk job is uploaded as `bulk/<tenant>/<batch>/<file>` with
 `bulk/<tenant>/<batch>/manifest.csv` (`file,application_id[,...]`, the import manifest's
@@ -9,15 +10,17 @@ row), batches them and hands each batch to `functions/bulk` (`analyse_rows` here
 `max_concurrency` batches at a time:
 
 - each row is validated (file name, application id: hostile until checked), its photo read from
-  the uploads bucket, analysed by the service's own engine (decode, detect, quality, align,
+  the uploads bucket (at most the photo size limit: a larger object is refused, TOO_LARGE,
+  without being read whole), analysed by the service's own engine (decode, detect, quality, align,
   embed; nothing is searched), and its idempotency key computed as a plain import would;
 - the batch's analysed templates (embedding, aligned crop, measures) and rejections (reason
   code, message) are written as ONE object, `_bulk/<tenant>/<job>/part-<first row>.json`, in
   the faces bucket (KMS, like the records' crops); `_` cannot start a tenant name, so the
-  migration job's listing of a tenant's prefix never sees these;
+  migration job's listing of a tenant's prefix never sees these; beside it, the same rows'
+  idempotency keys and templates alone (`vectors-<first row>.npz`), what the join reads;
 - a row that fails (bad name, no such object, no face) is kept in the part with its reason, in
-  its manifest position: the ordered decide step (not built yet: README) rejects it there with
-  that reason, as `import` does. The item's result (written by the map's result writer) holds
+  its manifest position: the ordered decide step rejects it there with that reason, as
+  `import` does. The item's result (written by the map's result writer) holds
   row numbers, counts and reason codes only: no names, ids or biometric data.
 
 `load_parts` reads a job's parts back in manifest order and names the rows no part holds (an
@@ -38,7 +41,7 @@ from numpy.typing import NDArray
 
 from face_dedup.analysis import FaceTemplate
 from face_dedup.bulk_keys import MANIFEST_NAME, MAX_ROWS, PARTS_PREFIX, UPLOAD_PREFIX
-from face_dedup.errors import FaceDedupError, NotFound, Reason
+from face_dedup.errors import BlobTooLarge, FaceDedupError, NotFound, Reason
 from face_dedup.identifiers import InvalidIdentifier
 from face_dedup.identifiers import application_id as valid_application_id
 from face_dedup.identifiers import tenant as valid_tenant
@@ -68,6 +71,34 @@ def _name(value: object, what: str) -> str:
 
 def part_key(tenant: str, job: str, first_row: int) -> str:
     return f"{PARTS_PREFIX}/{tenant}/{job}/part-{first_row:09d}.json"
+
+
+def vectors_key(tenant: str, job: str, first_row: int) -> str:
+    """The part's rows, idempotency keys and templates alone (npz): what the join stage reads
+    of every earlier part, without the crops."""
+    return f"{PARTS_PREFIX}/{tenant}/{job}/vectors-{first_row:09d}.npz"
+
+
+def vectors_body(entries: list[dict[str, Any]]) -> bytes:
+    """Every row of a part (rejected ones too: the join tells a gap from them), whether it was
+    analysed, its idempotency key ("" when none) and its template (zeros when none)."""
+    import io
+
+    templates = [e for e in entries if e.get("outcome") == "analysed"]
+    dim = len(base64.b64decode(templates[0]["embedding"])) // 4 if templates else 0
+    matrix = np.zeros((len(entries), dim), dtype=np.float32)
+    for n, entry in enumerate(entries):
+        if entry.get("outcome") == "analysed":
+            matrix[n] = np.frombuffer(base64.b64decode(entry["embedding"]), dtype="<f4")
+    out = io.BytesIO()
+    np.savez(
+        out,
+        rows=np.array([int(e["row"]) for e in entries], dtype=np.int64),
+        analysed=np.array([e.get("outcome") == "analysed" for e in entries], dtype=np.bool_),
+        keys=np.array([str(e.get("key") or "") for e in entries], dtype=np.str_),
+        vectors=matrix,
+    )
+    return out.getvalue()
 
 
 @dataclass
@@ -147,7 +178,9 @@ def analyse_rows(
     written.sort(key=lambda entry: int(entry["row"]))
     body = {"tenant": tenant_name, "batch": batch_name, "job": job_name, "rows": written}
     result.part = part_key(tenant_name, job_name, int(written[0]["row"]))
-    # the same key on a retry: the part is replaced whole, never duplicated
+    # the same keys on a retry: the part is replaced whole, never duplicated
+    first = int(written[0]["row"])
+    parts.put(vectors_key(tenant_name, job_name, first), vectors_body(written), "application/octet-stream")
     parts.put(result.part, json.dumps(body, separators=(",", ":")).encode("utf-8"), "application/json")
     return result
 
@@ -169,10 +202,12 @@ def _analyse(
                 row, Reason.INVALID_APPLICATION_ID, f"manifest row {row}: the application id is not valid"
             )
     source = f"{UPLOAD_PREFIX}/{tenant}/{batch}/{name}"
-    try:
-        data = uploads.get(source)
+    try:  # the photo size limit before its bytes are held (a ranged read on S3)
+        data = uploads.get_limited(source, service.config.max_input_bytes)
     except NotFound:
         return _rejected(row, Reason.UNREADABLE, f"manifest row {row}: no object {name!r} in the batch")
+    except BlobTooLarge as exc:
+        return _rejected(row, Reason.TOO_LARGE, f"manifest row {row}: {exc.message}")
     digest = content_digest(data)
     ref = InputRef(source, application)
     entry: dict[str, Any] = {
@@ -233,7 +268,7 @@ def load_parts(parts: BlobStore, *, tenant: str, job: str, total_rows: int) -> P
     if keys is None:
         raise BadItem("this blob store cannot list a job's parts")
     found: dict[int, dict[str, Any]] = {}
-    for key in sorted(keys(f"{PARTS_PREFIX}/{tenant}/{job}/")):
+    for key in sorted(k for k in keys(f"{PARTS_PREFIX}/{tenant}/{job}/") if _is_part(k)):
         body = json.loads(parts.get(key))
         if body.get("tenant") != tenant or body.get("job") != job:
             raise BadItem(f"part {_shown(key)} belongs to another job")
@@ -243,3 +278,9 @@ def load_parts(parts: BlobStore, *, tenant: str, job: str, total_rows: int) -> P
         rows=[found[row] for row in range(total_rows) if row in found],
         missing=[row for row in range(total_rows) if row not in found],
     )
+
+
+def _is_part(key: str) -> bool:
+    """A part (JSON), not the job's other objects (vectors, gallery, candidates) beside it."""
+    name = key.rpartition("/")[2]
+    return name.startswith("part-") and name.endswith(".json")

@@ -61,6 +61,21 @@ class InputRejected(FaceDedupError):
         self.limit = limit
 
 
+class BlobTooLarge(InputRejected):
+    """A stored object is larger than the caller's limit: refused without reading it whole
+    (BlobStore.get_limited). `measured` is its size in bytes where the store told it."""
+
+    def __init__(self, key: str, size: int | None, limit: int) -> None:
+        shown = "more than" if size is None else f"{size} bytes,"
+        super().__init__(
+            Reason.TOO_LARGE,
+            f"the object is {shown} {limit} bytes at most are read",
+            measured=None if size is None else float(size),
+            limit=float(limit),
+        )
+        self.key = key
+
+
 class TransientError(FaceDedupError):
     """A dependency is briefly unavailable (index, store): retrying later should succeed.
     The workflow retries exactly this error name with backoff."""

@@ -312,6 +312,11 @@ class BlobStore(ABC):
     def get(self, key: str) -> bytes: ...
 
     @abstractmethod
+    def get_limited(self, key: str, max_bytes: int) -> bytes:
+        """The object, if it holds at most `max_bytes`; else BlobTooLarge, raised without
+        reading it whole (a photo's size limit is applied before its bytes are held)."""
+
+    @abstractmethod
     def delete_prefix(self, prefix: str) -> int: ...
 
     @abstractmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +97,19 @@ class DedupService:
         other = DedupService.__new__(DedupService)
         settings = self._settings.with_overrides(tenant=tenant) if self._settings is not None else None
         other._attach(self._registry.for_tenant(tenant), settings)
+        return other
+
+    def with_index(
+        self, index: VectorIndex, *, crop_png: Callable[[NDArray[np.uint8]], bytes] | None = None
+    ) -> DedupService:
+        """The same service searching and writing through another index (the cloud bulk job's
+        decide step: its precomputed answers in front of the real index, cloud_bulk_decide.py);
+        `crop_png` where it has no engine to encode the aligned crops it keeps."""
+        other = DedupService.__new__(DedupService)
+        registry = replace(self._registry, index=index)
+        if crop_png is not None:
+            registry.crop_png = crop_png
+        other._attach(registry, self._settings)
         return other
 
     # -- what the entry points read ------------------------------------------------------------

@@ -234,6 +234,9 @@ MIGRATE_SHADOW = "migrate_shadow"
 MIGRATE_REPORT = "migrate_report"
 MIGRATE_SHADOW_FILL = "migrate_shadow_fill"
 BULK_ANALYSE = "bulk_analyse"
+BULK_PREPARE = "bulk_prepare"
+BULK_JOIN = "bulk_join"
+BULK_DECIDE = "bulk_decide"
 OPTIONAL_FUNCTIONS: dict[str, FunctionSpec] = {
     ABIS: FunctionSpec(
         name=ABIS,
@@ -354,12 +357,66 @@ OPTIONAL_FUNCTIONS: dict[str, FunctionSpec] = {
         name=BULK_ANALYSE,
         handler="handler.handler",
         code_dir="bulk",
-        uses={UPLOADS: ("get",), BLOBS: ("put",)},
+        uses={UPLOADS: ("get_limited",), BLOBS: ("put",)},
         engine=True,
         settings=SERVICE_SETTINGS,
         memory=3008,
         timeout_s=600,
         description="bulk job: analyse a batch of manifest rows, write their templates (encrypted)",
+    ),
+    # The bulk job's second half (cloud_bulk_decide.py). prepare: the manifest's row count and
+    # the tenant's gallery snapshot (the store's templates) written beside the parts.
+    BULK_PREPARE: FunctionSpec(
+        name=BULK_PREPARE,
+        handler="handler.prepare",
+        code_dir="bulk",
+        uses={UPLOADS: ("get_limited",), STORE: ("iter_templates",), BLOBS: ("put",)},
+        settings=SERVICE_SETTINGS,
+        # one 64k-template shard (32 MB at 128-d) held at a time, plus the store's pages
+        memory=1769,
+        timeout_s=900,
+        description="bulk job: count the manifest, snapshot the gallery's templates (encrypted)",
+    ),
+    # join: one chunk against the snapshot and every earlier part; reads and writes the faces
+    # bucket only (no index, no store): not in the VPC.
+    BULK_JOIN: FunctionSpec(
+        name=BULK_JOIN,
+        handler="handler.join",
+        code_dir="bulk",
+        uses={BLOBS: ("get", "keys", "put")},
+        settings=SERVICE_SETTINGS,
+        # 3008 MB for its ~1.7 vCPU (the int8 products use every core), not for memory: one
+        # block of 64k earlier templates and the chunk stacked (128-d: ~35 MB; 512-d: ~140 MB),
+        # their codes, a 4096 x 2048 int32 tile (32 MB), a window of 32 parts read ahead;
+        # 900 s for the last chunk of 1M rows into 1M (~21 s of CPU, ~1 GB read: README)
+        memory=3008,
+        timeout_s=900,
+        description="bulk job: join a chunk of templates against the gallery and earlier rows",
+    ),
+    # decide: the rows in manifest order through `register` (what ingest and import use), the
+    # searches answered from the join's pairs in front of the index: in the VPC.
+    BULK_DECIDE: FunctionSpec(
+        name=BULK_DECIDE,
+        handler="handler.decide",
+        code_dir="bulk",
+        uses={
+            INDEX: ("count", "search", "search_above", "add"),
+            STORE: (
+                "get_import_item",
+                "commit",
+                "describe_records",
+                "find_application_records",
+                "append_audit",
+            ),
+            BLOBS: ("get", "put"),  # the parts and pairs read; the kept photo and crop written
+            UPLOADS: ("get_limited",),  # the row's photo, kept as import keeps it
+            NOTIFIER: ("notify",),
+            DRIFT: ("add",),
+        },
+        settings=(*SERVICE_SETTINGS, "review_link_base"),
+        memory=1769,
+        timeout_s=900,
+        description="bulk job: register a chunk's rows in manifest order (checkpointed)",
     ),
 }
 

@@ -17,6 +17,7 @@ from tests.infra.test_deployability import _of, functions_by_name, statements
 from tests.infra.test_migration_job import _actions
 
 CONCURRENCY = 5
+JOIN_CONCURRENCY = 3
 
 
 def _synth(tmp_path_factory: pytest.TempPathFactory, flags: dict[str, str]) -> dict[str, Any]:
@@ -40,6 +41,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "face-dedup:bulk-import": "true",
             "face-dedup:bulk-import-max-concurrency": str(CONCURRENCY),
             "face-dedup:bulk-import-tolerated-failure-percent": "1",
+            "face-dedup:bulk-import-join-concurrency": str(JOIN_CONCURRENCY),
         },
     )
 
@@ -102,7 +104,87 @@ def test_the_job_is_a_bounded_distributed_map_over_the_manifest_rows(template: d
     assert analyse["Resource"] == f"@@{functions_by_name(template)[wiring.BULK_ANALYSE][0]}@@"
     retried = {e for r in analyse.get("Retry", []) for e in r["ErrorEquals"]}
     assert "TransientError" in retried and "BadItem" not in retried
-    assert rows.get("End") is True  # the ordered decide step is not built yet (README)
+    assert rows["Next"] == "Prepare"
+
+
+def test_after_the_rows_the_job_joins_in_parallel_then_decides_in_order(template: dict[str, Any]) -> None:
+    _, asl = _definition(template)
+    states = asl["States"]
+    by_name = functions_by_name(template)
+    prepare = states["Prepare"]
+    assert prepare["Resource"] == f"@@{by_name[wiring.BULK_PREPARE][0]}@@"
+    assert prepare["Parameters"] == {"tenant.$": "$.tenant", "batch.$": "$.batch", "job.$": "$.job"}
+    assert prepare["ResultPath"] == "$.plan" and prepare["Next"] == "Join"
+    join = states["Join"]
+    assert join["Type"] == "Map" and join["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+    assert join["ItemsPath"] == "$.plan.chunks"
+    assert join["ItemSelector"] == {
+        "tenant.$": "$.plan.tenant",
+        "job.$": "$.plan.job",
+        "first.$": "$$.Map.Item.Value.first",
+        "last.$": "$$.Map.Item.Value.last",
+    }
+    assert join["MaxConcurrency"] == JOIN_CONCURRENCY  # bounded
+    assert join.get("ToleratedFailurePercentage", 0) == 0  # a chunk not joined stops the job
+    assert join["ResultPath"] is None and join["Next"] == "Decide"
+    (chunk,) = join["ItemProcessor"]["States"].values()
+    assert chunk["Resource"] == f"@@{by_name[wiring.BULK_JOIN][0]}@@"
+    decide = states["Decide"]
+    assert decide["Resource"] == f"@@{by_name[wiring.BULK_DECIDE][0]}@@"
+    assert decide["Parameters"] == {"plan.$": "$.plan"} and decide["ResultPath"] == "$.plan"
+    retried = {e for r in decide["Retry"] for e in r["ErrorEquals"]}
+    assert {"TransientError", "Sandbox.Timedout", "States.Timeout"} <= retried and "BulkGap" not in retried
+    assert not decide.get("Catch")  # a gap or a bad plan fails the execution, deciding nothing more
+    assert decide["Next"] == "Decided"
+    choice = states["Decided"]
+    assert choice["Choices"] == [{"Variable": "$.plan.done", "BooleanEquals": True, "Next": "Done"}]
+    assert choice["Default"] == "Decide"  # the loop: one chunk (or less) per call
+    assert states["Done"]["Type"] == "Succeed"
+
+
+def _role_actions(template: dict[str, Any], name: str) -> tuple[set[str], str, dict[str, Any]]:
+    _, fn = functions_by_name(template)[name]
+    granted = statements(template, fn["Properties"]["Role"]["Fn::GetAtt"][0])
+    actions = _actions(granted) - {"xray:PutTelemetryRecords", "xray:PutTraceSegments"}
+    spec = wiring.OPTIONAL_FUNCTIONS[name]
+    needs = permissions.needs(spec)
+    assert actions == {n.action for n in needs | permissions.key_needs(needs)}
+    return actions, json.dumps(granted), fn["Properties"]
+
+
+def test_each_step_may_touch_only_what_it_does(template: dict[str, Any]) -> None:
+    buckets = _of(template, "AWS::S3::Bucket")
+    faces = next(k for k in buckets if k.startswith("StorageFaces"))
+    uploads = next(k for k in buckets if k.startswith("StorageUploads"))
+    tables = _of(template, "AWS::DynamoDB::Table")
+    # join: reads parts and the snapshot, writes pairs; nothing else (no store, index, queue)
+    actions, granted, props = _role_actions(template, wiring.BULK_JOIN)
+    assert {"s3:GetObject", "s3:PutObject", "s3:ListBucket"} <= actions
+    assert not any(a.startswith(("dynamodb:", "es:", "states:", "sqs:", "sns:")) for a in actions)
+    assert "s3:DeleteObject" not in actions and faces in granted and uploads not in granted
+    assert "VpcConfig" not in props and props["ReservedConcurrentExecutions"] == JOIN_CONCURRENCY
+    # prepare: the manifest, the store's templates, the snapshot; reads the store only
+    actions, granted, props = _role_actions(template, wiring.BULK_PREPARE)
+    assert not any(a.startswith(("es:", "states:", "sqs:", "sns:")) for a in actions)
+    assert {a for a in actions if a.startswith("dynamodb:")} <= {
+        "dynamodb:Query",
+        "dynamodb:Scan",
+        "dynamodb:GetItem",
+    }
+    assert "VpcConfig" not in props and props["ReservedConcurrentExecutions"] == 1
+    # decide: the only one that writes the registry (store, index, queue), one at a time
+    actions, granted, props = _role_actions(template, wiring.BULK_DECIDE)
+    assert {"es:ESHttpPost", "sqs:SendMessage"} <= actions
+    assert any(a in actions for a in ("dynamodb:TransactWriteItems", "dynamodb:PutItem"))
+    assert "s3:DeleteObject" not in actions and not any(a.startswith(("states:", "sns:")) for a in actions)
+    assert any(t in granted for t in tables)
+    assert "VpcConfig" in props and props["ReservedConcurrentExecutions"] == 1
+    for name in (wiring.BULK_ANALYSE, wiring.BULK_JOIN, wiring.BULK_PREPARE):
+        _, granted, _ = _role_actions(template, name)
+        assert not any(
+            (a.startswith("dynamodb:") and "Write" in a) or a == "dynamodb:PutItem"
+            for a in _actions(json.loads(granted))
+        )
 
 
 def test_the_item_processor_reads_uploads_and_writes_parts_only(template: dict[str, Any]) -> None:
@@ -132,3 +214,5 @@ def test_off_unless_asked_and_unbounded_concurrency_refused() -> None:
             BulkImportOptions(enabled=True, max_concurrency=bad)
     with pytest.raises(ValueError, match="batch-size"):
         BulkImportOptions(enabled=True, batch_size=501)
+    with pytest.raises(ValueError, match="join-concurrency"):
+        BulkImportOptions(enabled=True, join_concurrency=0)

@@ -122,7 +122,10 @@ def test_item_processor_writes_the_rows_analysed_in_manifest_order_with_their_re
 
     # the part is in the faces bucket under the job's prefix (the bucket's KMS key in the stack)
     keys = aws["s3"].list_objects_v2(Bucket="faces")["Contents"]
-    assert [k["Key"] for k in keys] == ["faces/_bulk/t1/job-1/part-000000000.json"]
+    assert [k["Key"] for k in keys] == [
+        "faces/_bulk/t1/job-1/part-000000000.json",
+        "faces/_bulk/t1/job-1/vectors-000000000.npz",  # what the join reads: keys and templates
+    ]
     loaded = load_parts(aws["faces"], tenant="t1", job="job-1", total_rows=7)
     assert loaded.missing == [6]  # a row no item wrote: the ordered step must not skip over it
     rows = loaded.rows
@@ -155,7 +158,7 @@ def test_item_processor_writes_the_rows_analysed_in_manifest_order_with_their_re
 
     # a retry of the same item writes the same part again: replaced, not duplicated
     handler.handler(event, cast("LambdaContext", FakeContext()))
-    assert len(aws["s3"].list_objects_v2(Bucket="faces")["Contents"]) == 1
+    assert len(aws["s3"].list_objects_v2(Bucket="faces")["Contents"]) == 2  # the part, its vectors
 
 
 @pytest.mark.parametrize(

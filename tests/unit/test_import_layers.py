@@ -62,6 +62,9 @@ LAYERS: dict[str, int] = {
     "face_dedup.mosip.adjudication": 4,
     # 5. adapters
     "face_dedup.adapters": 5,
+    # the cloud bulk job's join and decide steps: they run the self-join adapter's arithmetic
+    # and put its answers in front of the index the composition root built
+    "face_dedup.cloud_bulk_decide": 5,
     "face_dedup.vision": 5,
     "face_dedup.models": 5,
     "face_dedup.mosip.iso_face": 5,

@@ -1,5 +1,5 @@
-"""The bulk de-duplication job, first half (optional: CDK context `face-dedup:bulk-import=true`;
-README, "Bulk de-duplication in the cloud").
+"""The bulk de-duplication job (optional: CDK context `face-dedup:bulk-import=true`; README,
+"Bulk de-duplication in the cloud").
 
 A Step Functions state machine, started with {"tenant", "batch"} once a batch is uploaded as
 `bulk/<tenant>/<batch>/<file>` + `bulk/<tenant>/<batch>/manifest.csv` in the uploads bucket:
@@ -7,14 +7,23 @@ A Step Functions state machine, started with {"tenant", "batch"} once a batch is
     Plan (Pass: the manifest's key; the job's name is the execution's name)
       -> Rows: Distributed Map, ItemReader = the manifest CSV (header row), each row selected as
          {row (its index: manifest order), file, application_id}, batched; each batch goes to
-         the item processor (functions/bulk), at most `max_concurrency` at a time; items that
-         fail (a malformed item; a transient AWS error past its retries) are tolerated up to
-         `tolerated_failure_percent`; every item's result (row numbers, counts, reason codes)
-         is written to the job's results bucket (ResultWriter).
+         the item processor (functions/bulk `handler`), at most `max_concurrency` at a time;
+         items that fail are tolerated up to `tolerated_failure_percent` (a lost item is a gap
+         the join refuses); every item's result (row numbers, counts, reason codes) is
+         written to the job's results bucket (ResultWriter).
+      -> Prepare (functions/bulk `prepare`): the manifest's row count, the tenant's gallery
+         snapshot, the join threshold and the chunks (face_dedup.cloud_bulk_decide).
+      -> Join: Distributed Map over the plan's chunks (at most `join_concurrency` at a time,
+         no failure tolerated): each chunk joined against the snapshot and every earlier row
+         (functions/bulk `join`), its pairs written to the faces bucket (KMS).
+      -> Decide (functions/bulk `decide`, reserved concurrency 1: one decider) <-> Decided?
+         (Choice on `$.plan.done`): the rows registered in manifest order, each call from the
+         plan's checkpoint (`next`) to the end of its chunk or until its time runs short.
 
-The item processor writes the analysed templates of its rows to the faces bucket
-(`_bulk/<tenant>/<job>/`, KMS). The ordered join-and-decide step that would register them in
-manifest order is NOT part of this state machine yet (README says what it needs).
+History: each Decide round is 7 events (the task's 5, the Choice's 2). 1M rows are 245 chunks
+of 4,096; a call stops 60 s before its 900 s timeout, so at t seconds per row the rounds are
+about 245 + 1e6 t / 840: under 25,000 events (3,500 rounds) for any t up to 2.7 s per row.
+The two maps' child executions keep their own histories.
 """
 
 from __future__ import annotations
@@ -38,6 +47,11 @@ from face_dedup_infra.constructs.functions import Functions
 from face_dedup_infra.constructs.migration import MAX_CONCURRENCY_LIMIT, RESULTS_KEPT_DAYS
 from face_dedup_infra.constructs.workflow import RETRY, TRANSIENT
 
+# A Lambda stopped at its timeout (the Decide call resumes from its checkpoint; a Join chunk is
+# written whole or not at all): retried a few times, beside the transient errors.
+TIMED_OUT = ["Sandbox.Timedout", "States.Timeout", "Lambda.Unknown"]
+STEPS = (wiring.BULK_ANALYSE, wiring.BULK_PREPARE, wiring.BULK_JOIN, wiring.BULK_DECIDE)
+
 MANIFEST_FORMAT = f"{UPLOAD_PREFIX}/{{}}/{{}}/{MANIFEST_NAME}"  # bulk/<tenant>/<batch>/manifest.csv
 
 
@@ -47,6 +61,7 @@ class BulkImportOptions:
     max_concurrency: int = 10
     tolerated_failure_percent: float = 0.0  # a lost batch leaves a gap the ordered step refuses
     batch_size: int = 100  # manifest rows per item
+    join_concurrency: int = 10  # chunks joined at a time (each reads every earlier part)
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_concurrency <= MAX_CONCURRENCY_LIMIT:
@@ -56,6 +71,11 @@ class BulkImportOptions:
             )
         if not 0 <= self.tolerated_failure_percent <= 100:
             raise ValueError("face-dedup:bulk-import-tolerated-failure-percent must be 0..100")
+        if not 1 <= self.join_concurrency <= MAX_CONCURRENCY_LIMIT:
+            raise ValueError(
+                f"face-dedup:bulk-import-join-concurrency must be 1..{MAX_CONCURRENCY_LIMIT}, "
+                f"got {self.join_concurrency}"
+            )
         if not 1 <= self.batch_size <= MAX_ROWS:
             raise ValueError(f"face-dedup:bulk-import-batch-size must be 1..{MAX_ROWS}")
 
@@ -72,7 +92,27 @@ class BulkImportOptions:
                 value("-tolerated-failure-percent", cls.tolerated_failure_percent)
             ),
             batch_size=int(value("-batch-size", cls.batch_size)),
+            join_concurrency=int(value("-join-concurrency", cls.join_concurrency)),
         )
+
+
+def add_bulk_functions(functions: Functions, options: BulkImportOptions) -> dict[str, Any]:
+    """The job's four functions, each with exactly what its adapters' code performs. Called
+    before the index setup is declared: the decide step reaches the index, so its role must be
+    mapped in the domain's security plugin like every other."""
+    reserved = {
+        # reserved concurrency: the job can never take more Lambda instances than it is given
+        wiring.BULK_ANALYSE: options.max_concurrency,
+        wiring.BULK_PREPARE: 1,
+        wiring.BULK_JOIN: options.join_concurrency,
+        wiring.BULK_DECIDE: 1,  # one decider: the rows are registered in order
+    }
+    built = {}
+    for name in STEPS:
+        spec = wiring.OPTIONAL_FUNCTIONS[name]
+        found = permissions.needs(spec)
+        built[name] = functions.add(spec, found | permissions.key_needs(found), reserved[name])
+    return built
 
 
 class BulkImportJob(Construct):
@@ -82,17 +122,13 @@ class BulkImportJob(Construct):
         construct_id: str,
         *,
         options: BulkImportOptions,
-        functions: Functions,
+        built: dict[str, Any],
         uploads: s3.IBucket,
         access_logs: s3.IBucket,
         key: kms.IKey,
     ) -> None:
         super().__init__(scope, construct_id)
-        spec = wiring.OPTIONAL_FUNCTIONS[wiring.BULK_ANALYSE]
-        found = permissions.needs(spec)
-        # reserved concurrency: the job can never take more Lambda instances than it is given
-        analyse = functions.add(spec, found | permissions.key_needs(found), options.max_concurrency)
-        built = {wiring.BULK_ANALYSE: analyse}
+        analyse = built[wiring.BULK_ANALYSE]
 
         self.results = s3.Bucket(
             self,
@@ -113,21 +149,38 @@ class BulkImportJob(Construct):
             ],
             removal_policy=RemovalPolicy.RETAIN,
         )
-        task = tasks.LambdaInvoke(
-            self,
-            "Analyse",
-            lambda_function=analyse,
-            payload_response_only=True,
-            retry_on_service_exceptions=False,
-        )
-        task.add_retry(
-            errors=TRANSIENT,
-            interval=Duration.seconds(RETRY["interval_s"]),
-            backoff_rate=RETRY["backoff_rate"],
-            max_attempts=int(RETRY["max_attempts"]),
-            max_delay=Duration.seconds(RETRY["max_delay_s"]),
-            jitter_strategy=sfn.JitterType.FULL,
-        )
+
+        def invoke(
+            name: str,
+            function: Any,
+            payload: sfn.TaskInput | None = None,
+            result_path: str | None = None,
+            timeouts: bool = False,
+        ) -> tasks.LambdaInvoke:
+            task = tasks.LambdaInvoke(
+                self,
+                name,
+                lambda_function=function,
+                payload=payload,
+                payload_response_only=True,
+                result_path=result_path,
+                retry_on_service_exceptions=False,
+            )
+            task.add_retry(
+                errors=TRANSIENT,
+                interval=Duration.seconds(RETRY["interval_s"]),
+                backoff_rate=RETRY["backoff_rate"],
+                max_attempts=int(RETRY["max_attempts"]),
+                max_delay=Duration.seconds(RETRY["max_delay_s"]),
+                jitter_strategy=sfn.JitterType.FULL,
+            )
+            if timeouts:
+                task.add_retry(
+                    errors=TIMED_OUT, interval=Duration.seconds(10), backoff_rate=2, max_attempts=2
+                )
+            return task
+
+        task = invoke("Analyse", analyse)
         plan = sfn.Pass(
             self,
             "Plan",
@@ -163,11 +216,46 @@ class BulkImportJob(Construct):
             result_path="$.rows",
         )
         rows.item_processor(task)
+        prepare = invoke(
+            "Prepare",
+            built[wiring.BULK_PREPARE],
+            sfn.TaskInput.from_object({"tenant.$": "$.tenant", "batch.$": "$.batch", "job.$": "$.job"}),
+            "$.plan",
+        )
+        join = sfn.DistributedMap(
+            self,
+            "Join",
+            items_path="$.plan.chunks",
+            item_selector={
+                "tenant.$": "$.plan.tenant",
+                "job.$": "$.plan.job",
+                "first.$": "$$.Map.Item.Value.first",
+                "last.$": "$$.Map.Item.Value.last",
+            },
+            max_concurrency=options.join_concurrency,
+            tolerated_failure_percentage=0,  # a chunk not joined would leave rows undecidable
+            map_execution_type=sfn.StateMachineType.STANDARD,  # chunks of up to 15 minutes
+            result_path=sfn.JsonPath.DISCARD,  # counts only, in the children's histories
+        )
+        join.item_processor(invoke("JoinChunk", built[wiring.BULK_JOIN], timeouts=True))
+        decide = invoke(
+            "Decide",
+            built[wiring.BULK_DECIDE],
+            sfn.TaskInput.from_object({"plan.$": "$.plan"}),
+            "$.plan",
+            timeouts=True,  # resumed from the same checkpoint: decided rows are found, not redone
+        )
+        decided = (
+            sfn.Choice(self, "Decided")
+            .when(sfn.Condition.boolean_equals("$.plan.done", True), sfn.Succeed(self, "Done"))
+            .otherwise(decide)
+        )
+        chain = plan.next(rows).next(prepare).next(join).next(decide).next(decided)
         log_group = logs.LogGroup(self, "Logs", retention=logs.RetentionDays.ONE_YEAR)
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",
-            definition_body=sfn.DefinitionBody.from_chainable(plan.next(rows)),
+            definition_body=sfn.DefinitionBody.from_chainable(chain),
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
             timeout=Duration.days(7),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from face_dedup.adapters.private_files import private_dir
 from face_dedup.adapters.sqlite_files import storage_error
-from face_dedup.errors import NotFound
+from face_dedup.errors import BlobTooLarge, NotFound
 from face_dedup.ports import BlobStore
 
 
@@ -44,6 +44,20 @@ class LocalBlobStore(BlobStore):
             return self._path(key).read_bytes()
         except FileNotFoundError:
             raise NotFound(f"no blob {key}") from None
+
+    def get_limited(self, key: str, max_bytes: int) -> bytes:
+        path = self._path(key)
+        try:
+            with path.open("rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                if size > max_bytes:  # refused from its size, unread
+                    raise BlobTooLarge(key, size, max_bytes)
+                data = handle.read(max_bytes + 1)  # at most one byte past the limit (it may grow)
+        except FileNotFoundError:
+            raise NotFound(f"no blob {key}") from None
+        if len(data) > max_bytes:
+            raise BlobTooLarge(key, None, max_bytes)
+        return data
 
     def delete_prefix(self, prefix: str) -> int:
         target = self._path(prefix.rstrip("/"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from face_dedup.errors import NotFound
+from face_dedup.errors import BlobTooLarge, NotFound
 from face_dedup.ports import BlobStore
 
 
@@ -38,6 +38,30 @@ class S3BlobStore(BlobStore):
         except self._client.exceptions.NoSuchKey:
             raise NotFound(f"no blob {key}") from None
         return bytes(response["Body"].read())
+
+    def get_limited(self, key: str, max_bytes: int) -> bytes:
+        """One ranged GET of at most `max_bytes` + 1 bytes: the object's whole size comes back
+        in Content-Range, so a larger one is refused without its body being read past that."""
+        try:
+            response = self._client.get_object(
+                Bucket=self._bucket, Key=self._key(key), Range=f"bytes=0-{max(0, max_bytes)}"
+            )
+        except self._client.exceptions.NoSuchKey:
+            raise NotFound(f"no blob {key}") from None
+        except self._client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                return b""  # an empty object has no byte 0 to range over
+            raise
+        body = response["Body"]
+        size = _total_size(response)
+        if size is not None and size > max_bytes:
+            body.close()
+            raise BlobTooLarge(key, size, max_bytes)
+        data = bytes(body.read(max_bytes + 1))
+        if len(data) > max_bytes:  # a store that ignored the range: still never more than this
+            body.close()
+            raise BlobTooLarge(key, size, max_bytes)
+        return data
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every version (and delete marker) under the prefix: on a versioned bucket a
@@ -100,3 +124,10 @@ class S3BlobStore(BlobStore):
         for page in paginator.paginate(Bucket=self._bucket, Prefix=self._prefix + prefix):
             found += [obj["Key"][len(self._prefix) :] for obj in page.get("Contents", [])]
         return sorted(found)
+
+
+def _total_size(response: dict[str, Any]) -> int | None:
+    """The object's size from a ranged GET's Content-Range ("bytes 0-99/12345"), else None."""
+    found = str(response.get("ContentRange") or "")
+    total = found.rpartition("/")[2]
+    return int(total) if total.isdigit() else None

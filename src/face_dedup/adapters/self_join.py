@@ -6,11 +6,13 @@ the index builds it (ExactVectorIndex.bulk_answers), the use case sees ports.Bul
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import numpy as np
 from numpy.typing import NDArray
 
 from face_dedup.adapters import compact_scan
-from face_dedup.ports import BulkAnswers, Hit
+from face_dedup.ports import BulkAnswers, Hit, IndexEntry, RadialResult, VectorIndex
 
 TILE = 2048  # columns per matrix product: CHUNK x TILE float32 scores (32 MB) at a time
 _SLACK = 1e-4  # the tiles' float32 products round differently from the rescoring (< 1e-5)
@@ -84,14 +86,128 @@ def join_block(
     return i[near], j[near], exact[near]
 
 
-class JoinAnswers(BulkAnswers):
-    """The join's pairs, answered as the index would at each photo's turn
-    (embedded_index.PrecomputedAnswers)."""
+def join_across(
+    earlier: NDArray[np.float32], queries: NDArray[np.float32], threshold: float
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
+    """Every pair (query q, earlier row e) scoring >= `threshold`: `join_block` (int8 tiles,
+    float32 rescoring) on the two blocks stacked, keeping only pairs across them. The cloud
+    job streams its earlier templates through this one block at a time (bounded memory)."""
+    if not len(earlier) or not len(queries):
+        empty = np.empty(0, np.int64)
+        return empty, empty, np.empty(0, np.float32)
+    rows = np.ascontiguousarray(np.vstack([earlier, queries]), dtype=np.float32)
+    base = len(earlier)
+    i, j, scores = join_block(rows, base, len(rows), threshold, coded=compact_scan.encode(rows))
+    across = j < base
+    return i[across] - base, j[across], scores[across]
+
+
+def join_within(
+    queries: NDArray[np.float32], threshold: float
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
+    """Every pair (i, j), j <= i, inside one block scoring >= `threshold` (`join_block`)."""
+    if not len(queries):
+        empty = np.empty(0, np.int64)
+        return empty, empty, np.empty(0, np.float32)
+    rows = np.ascontiguousarray(queries, dtype=np.float32)
+    return join_block(rows, 0, len(rows), threshold, coded=compact_scan.encode(rows))
+
+
+class PairAnswers:
+    """Pairs worked out in advance (row -> earlier rows and scores, at or above `threshold`),
+    answered as the index would at each photo's turn (embedded_index.PrecomputedAnswers): only
+    the earlier rows in the index at that moment count, tracked from what the index is told
+    (`added`, `removed`). Rows 0 .. len(ids) - 1 are the index's records when the answers were
+    built. Anything it cannot be sure of (another vector, a lower threshold, another partition,
+    a change made elsewhere) is left to the index's own scan (None)."""
+
+    def __init__(self, *, tenant: str, model_pack: str, threshold: float, ids: list[str]) -> None:
+        self.tenant, self.model_pack, self.threshold = tenant, model_pack, threshold
+        self._row_of_id: dict[str, int] = {rid: row for row, rid in enumerate(ids)}  # in the index now
+        self._id_of_row: dict[int, str] = dict(enumerate(ids))
+        self._pairs: dict[int, tuple[NDArray[np.int64], NDArray[np.float32]]] = {}
+        self._current: int | None = None
+        self.valid = True
+        self.answered = 0
+        self.fallbacks = 0
+
+    def _vector(self, row: int) -> NDArray[np.float32] | None:
+        """The template at `row` (what a search for it must ask with), None if unknown."""
+        raise NotImplementedError
+
+    def expect(self, row: int | None) -> None:
+        """The photo about to be registered (None: one without a template)."""
+        self._current = row
+
+    def holds(self, record_id: str) -> bool:
+        """Whether the answers count `record_id` as in the index."""
+        return record_id in self._row_of_id
+
+    def in_index(self, row: int, record_id: str) -> None:
+        """Row `row` is in the index as `record_id` (registered before these answers were built:
+        a resumed run)."""
+        self.removed(record_id)
+        self._row_of_id[record_id] = row
+        self._id_of_row[row] = record_id
+
+    # -- embedded_index.PrecomputedAnswers --------------------------------------------------
+
+    def answer(
+        self, query: NDArray[np.float32], *, tenant: str, model_pack: str, k: int, min_score: float | None
+    ) -> list[Hit] | None:
+        row = self._current
+        vector = None if row is None else self._vector(row)
+        if (
+            not self.valid
+            or row is None
+            or vector is None
+            or row not in self._pairs
+            or (tenant, model_pack) != (self.tenant, self.model_pack)
+            or min_score is None
+            or min_score < self.threshold
+            or not np.array_equal(query, vector)
+        ):
+            self.fallbacks += 1
+            return None
+        self.answered += 1
+        js, scores = self._pairs[row]
+        found = [
+            (float(score), int(j))
+            for j, score in zip(js, scores, strict=True)
+            if score >= min_score and int(j) in self._id_of_row
+        ]
+        found.sort(key=lambda pair: (-pair[0], pair[1]))  # by score; ties in row order
+        return [Hit(self._id_of_row[j], score) for score, j in found[:k]]
+
+    def added(self, record_id: str, tenant: str, model_pack: str, vector: NDArray[np.float32]) -> None:
+        if (tenant, model_pack) != (self.tenant, self.model_pack):
+            return
+        self.removed(record_id)
+        row = self._current
+        known = None if row is None else self._vector(row)
+        if row is not None and known is not None and np.array_equal(vector, known):
+            self._row_of_id[record_id] = row
+            self._id_of_row[row] = record_id
+        else:  # a vector the join has not seen (not this photo's template): scan from now on
+            self.valid = False
+
+    def removed(self, record_id: str) -> None:
+        row = self._row_of_id.pop(record_id, None)
+        if row is not None:
+            del self._id_of_row[row]
+
+    def changed_elsewhere(self) -> None:
+        self.valid = False
+
+
+class JoinAnswers(PairAnswers, BulkAnswers):
+    """The local bulk import's answers: the index's partition and the batch's templates in one
+    buffer, the pairs computed here by `join_block` chunk by chunk."""
 
     def __init__(
         self, *, tenant: str, model_pack: str, threshold: float, ids: list[str], vectors: NDArray[np.float32]
     ) -> None:
-        self.tenant, self.model_pack, self.threshold = tenant, model_pack, threshold
+        super().__init__(tenant=tenant, model_pack=model_pack, threshold=threshold, ids=ids)
         dim = vectors.shape[1] if len(vectors) else 0
         self._rows = np.array(vectors, dtype=np.float32).reshape(len(vectors), dim)
         self._size = len(vectors)
@@ -100,13 +216,9 @@ class JoinAnswers(BulkAnswers):
         self._outlier = np.empty(0, dtype=np.bool_)
         self._err_max = 0.0
         self._transposed: dict[int, NDArray[np.uint8]] = {}  # join_block's cache
-        self._row_of_id: dict[str, int] = {rid: row for row, rid in enumerate(ids)}  # in the index now
-        self._id_of_row: dict[int, str] = dict(enumerate(ids))
-        self._pairs: dict[int, tuple[NDArray[np.int64], NDArray[np.float32]]] = {}
-        self._current: int | None = None
-        self.valid = True
-        self.answered = 0
-        self.fallbacks = 0
+
+    def _vector(self, row: int) -> NDArray[np.float32] | None:
+        return self._rows[row] if 0 <= row < self._size else None
 
     @property
     def size(self) -> int:
@@ -156,51 +268,96 @@ class JoinAnswers(BulkAnswers):
             self._err_max = max(self._err_max, err)
         self._coded = self._size
 
-    def expect(self, row: int | None) -> None:
-        """The photo about to be registered (None: one without a template)."""
-        self._current = row
 
-    # -- embedded_index.PrecomputedAnswers --------------------------------------------------
+class CandidateAnswers(PairAnswers):
+    """The cloud bulk job's answers (cloud_bulk_decide.py): pairs the job's join stage wrote,
+    read back for one chunk. Rows 0 .. len(ids) - 1 are the existing records the join found
+    (in the index when the job started), then the job's rows after them; `vectors` holds the
+    templates of the rows this chunk registers."""
 
-    def answer(
-        self, query: NDArray[np.float32], *, tenant: str, model_pack: str, k: int, min_score: float | None
-    ) -> list[Hit] | None:
-        row = self._current
-        if (
-            not self.valid
-            or row is None
-            or (tenant, model_pack) != (self.tenant, self.model_pack)
-            or min_score is None
-            or min_score < self.threshold
-            or not np.array_equal(query, self._rows[row])
-        ):
-            self.fallbacks += 1
-            return None
-        self.answered += 1
-        js, scores = self._pairs[row]
-        found = [
-            (float(score), int(j))
-            for j, score in zip(js, scores, strict=True)
-            if score >= min_score and int(j) in self._id_of_row
-        ]
-        found.sort(key=lambda pair: (-pair[0], pair[1]))  # by score; ties in row order
-        return [Hit(self._id_of_row[j], score) for score, j in found[:k]]
+    def __init__(
+        self,
+        *,
+        tenant: str,
+        model_pack: str,
+        threshold: float,
+        ids: list[str],
+        pairs: dict[int, tuple[NDArray[np.int64], NDArray[np.float32]]],
+        vectors: dict[int, NDArray[np.float32]],
+    ) -> None:
+        super().__init__(tenant=tenant, model_pack=model_pack, threshold=threshold, ids=ids)
+        self.existing = len(ids)  # the job's row r is answered as row existing + r
+        self._pairs = pairs
+        self._vectors = vectors
 
-    def added(self, record_id: str, tenant: str, model_pack: str, vector: NDArray[np.float32]) -> None:
-        if (tenant, model_pack) != (self.tenant, self.model_pack):
-            return
-        self.removed(record_id)
-        row = self._current
-        if row is not None and np.array_equal(vector, self._rows[row]):
-            self._row_of_id[record_id] = row
-            self._id_of_row[row] = record_id
-        else:  # a vector the join has not seen (not this photo's template): scan from now on
-            self.valid = False
+    def _vector(self, row: int) -> NDArray[np.float32] | None:
+        return self._vectors.get(row)
 
-    def removed(self, record_id: str) -> None:
-        row = self._row_of_id.pop(record_id, None)
-        if row is not None:
-            del self._id_of_row[row]
 
-    def changed_elsewhere(self) -> None:
-        self.valid = False
+class AnsweredIndex(VectorIndex):
+    """A VectorIndex (the cloud's OpenSearch one) whose searches are asked of precomputed
+    answers first, as ExactVectorIndex.answering does for the local bulk import: writes go to
+    the index and are told to the answers. `expected` is the partition's size the answers
+    assume; a count that differs (another process enrolled or erased meanwhile) makes them
+    step aside, so every later search is the index's own: slower, never different."""
+
+    def __init__(self, inner: VectorIndex, answers: PairAnswers, *, expected: int) -> None:
+        self.inner, self.answers, self.expected = inner, answers, expected
+
+    def search(
+        self,
+        vector: NDArray[np.float32],
+        *,
+        tenant: str,
+        model_pack: str,
+        k: int,
+        min_score: float | None = None,
+    ) -> list[Hit]:
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        found = self.answers.answer(query, tenant=tenant, model_pack=model_pack, k=k, min_score=min_score)
+        if found is not None:
+            return found
+        return self.inner.search(vector, tenant=tenant, model_pack=model_pack, k=k, min_score=min_score)
+
+    def search_above(
+        self, vector: NDArray[np.float32], *, tenant: str, model_pack: str, min_score: float, limit: int
+    ) -> RadialResult:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        found = self.answers.answer(
+            query, tenant=tenant, model_pack=model_pack, k=limit + 1, min_score=min_score
+        )
+        if found is not None:
+            return RadialResult(found[:limit], capped=len(found) > limit)
+        return self.inner.search_above(
+            vector, tenant=tenant, model_pack=model_pack, min_score=min_score, limit=limit
+        )
+
+    def add(self, entries: Sequence[IndexEntry]) -> None:
+        entries = list(entries)
+        self.inner.add(entries)
+        for entry in entries:
+            if (entry.tenant, entry.model_pack) == (self.answers.tenant, self.answers.model_pack):
+                self.expected += int(not self.answers.holds(entry.record_id))
+            self.answers.added(entry.record_id, entry.tenant, entry.model_pack, entry.vector)
+
+    def delete(self, record_ids: Iterable[str]) -> int:
+        ids = list(record_ids)
+        removed = self.inner.delete(ids)
+        for record_id in ids:
+            self.answers.removed(record_id)
+        self.expected -= removed
+        return removed
+
+    def count(self, *, tenant: str, model_pack: str) -> int:
+        found = self.inner.count(tenant=tenant, model_pack=model_pack)
+        if (tenant, model_pack) == (self.answers.tenant, self.answers.model_pack) and found != self.expected:
+            self.answers.changed_elsewhere()
+        return found
+
+    def record_ids(self, *, tenant: str, model_pack: str) -> set[str]:
+        return self.inner.record_ids(tenant=tenant, model_pack=model_pack)
+
+    def close(self) -> None:
+        self.inner.close()
