@@ -43,6 +43,17 @@ def build_engine(settings: Settings, pack: ModelPack | None = None, threads: int
     return FaceEngine(pack, detector, embedder, settings.quality, settings.decode)
 
 
+def one_thread_per_analysis_worker(workers: int) -> None:
+    """Where photos are analysed by `workers` threads at once (an import), OpenCV works in the
+    calling thread, as onnxruntime does (build_engine's `threads`), instead of handing each call
+    to a pool of its own across the same cores: issue 12 measured about 0.7 ms less CPU per LFW
+    photo. Process-wide, so only for a command that runs several analysis threads."""
+    if workers > 1:
+        import cv2
+
+        cv2.setNumThreads(1)
+
+
 def calibration_path(settings: Settings, pack_id: str) -> Path:
     """Where `calibrate --save` puts a registry's own calibration (preferred when present)."""
     return settings.data_dir / "calibration" / f"{pack_id}.json"

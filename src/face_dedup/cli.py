@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from face_dedup.adapters.private_files import private_report, write_private
-from face_dedup.bootstrap import build_service
+from face_dedup.bootstrap import build_service, one_thread_per_analysis_worker
 from face_dedup.cli_common import _actor, _emit, _opened, _reading, _run, _settings, err, out
 from face_dedup.domain import Actor, Case, CaseDecision, Role
 from face_dedup.errors import NotFound
@@ -179,6 +179,7 @@ def import_(
     if report is not None and not report.parent.is_dir():
         err.print(f"[red]error:[/red] the report's folder {report.parent} does not exist", highlight=False)
         raise typer.Exit(1)
+    one_thread_per_analysis_worker(settings.worker_count)
     with (
         _opened(settings) as service,
         Progress(
