@@ -38,6 +38,9 @@ HANDLERS = {
     "migrate.report": ("functions.migrate.handler", "report"),
     "migrate.shadow_fill": ("functions.migrate.handler", "shadow_fill"),
     "bulk_analyse": ("functions.bulk.handler", "handler"),  # deployed with face-dedup:bulk-import=true
+    "bulk.prepare": ("functions.bulk.handler", "prepare"),
+    "bulk.join": ("functions.bulk.handler", "join"),
+    "bulk.decide": ("functions.bulk.handler", "decide"),
 }
 
 

@@ -66,10 +66,10 @@ class BlobTooLarge(InputRejected):
     (BlobStore.get_limited). `measured` is its size in bytes where the store told it."""
 
     def __init__(self, key: str, size: int | None, limit: int) -> None:
-        shown = "more than" if size is None else f"{size} bytes,"
+        shown = "larger than that" if size is None else f"{size} bytes"
         super().__init__(
             Reason.TOO_LARGE,
-            f"the object is {shown} {limit} bytes at most are read",
+            f"the limit is {limit} bytes; the object is {shown}",
             measured=None if size is None else float(size),
             limit=float(limit),
         )

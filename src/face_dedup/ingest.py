@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from face_dedup.domain import ImportItem, Outcome, utc_now
-from face_dedup.errors import NotFound, Reason
+from face_dedup.errors import BlobTooLarge, NotFound, Reason
 from face_dedup.outcomes import case_to_notify
 from face_dedup.ports import BlobStore, WorkflowStarter
 from face_dedup.service import DedupService, InputRef, StagedDecision
@@ -77,11 +77,16 @@ class Ingestor:
             application_id = self._application_from_manifest(where)
             if application_id is None:
                 # Not losing it: a rejected item with its reason, visible in reports and audit.
-                return IngestOutcome(key, "final", "no manifest row", self._reject(service, key, where))
-        try:
-            data = self._uploads.get(key)
+                message = f"no application id for {where.file_name} in {where.manifest_key}"
+                rejected = self._reject(service, key, where, Reason.UNREADABLE, message, "no manifest row")
+                return IngestOutcome(key, "final", "no manifest row", rejected)
+        try:  # the photo size limit before its bytes are held (a ranged read on S3)
+            data = self._uploads.get_limited(key, service.config.max_input_bytes)
         except NotFound:
             return IngestOutcome(key, "ignored", "the object is gone (deleted after the event)")
+        except BlobTooLarge as exc:
+            rejected = self._reject(service, key, where, Reason.TOO_LARGE, exc.message)
+            return IngestOutcome(key, "final", "too large", rejected)
         staged = service.stage(data, InputRef(key, application_id), actor=f"upload:{where.channel}")
         if staged.item is not None:
             return IngestOutcome(key, "final", staged.item.outcome.value, staged.item)
@@ -102,8 +107,9 @@ class Ingestor:
         return None
 
     @staticmethod
-    def _reject(service: DedupService, key: str, where: Route) -> ImportItem:
-        message = f"no application id for {where.file_name} in {where.manifest_key}"
+    def _reject(
+        service: DedupService, key: str, where: Route, reason: Reason, message: str, detail: str = ""
+    ) -> ImportItem:
         item = ImportItem(
             key="",
             tenant=where.tenant,
@@ -112,14 +118,11 @@ class Ingestor:
             content_sha256="",
             outcome=Outcome.REJECTED,
             created_at=utc_now(),
-            reason=Reason.UNREADABLE.value,
+            reason=reason.value,
             message=message,
         )
         service.record_event(
-            "import.rejected",
-            f"upload:{where.channel}",
-            reason=Reason.UNREADABLE.value,
-            detail="no manifest row",
+            "import.rejected", f"upload:{where.channel}", reason=reason.value, detail=detail or reason.value
         )
         return item
 

@@ -96,7 +96,7 @@ FUNCTIONS: dict[str, FunctionSpec] = {
             uses={
                 STORE: ("get_import_item", "commit", "stage", "append_audit"),
                 BLOBS: ("put",),
-                UPLOADS: ("get",),
+                UPLOADS: ("get", "get_limited"),  # the manifest; the photo, at most the size limit
                 WORKFLOW: ("start",),
                 DRIFT: ("add",),  # rejections at ingest are final decisions
             },
