@@ -28,11 +28,10 @@ The two maps' child executions keep their own histories.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from aws_cdk import Acknowledgment, CfnOutput, CfnResource, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import CfnOutput, Duration
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
@@ -44,8 +43,13 @@ from constructs import Construct
 from face_dedup import permissions, wiring
 from face_dedup.bulk_keys import MANIFEST_NAME, MAX_ROWS, UPLOAD_PREFIX
 from face_dedup_infra.constructs.functions import Functions
-from face_dedup_infra.constructs.migration import MAX_CONCURRENCY_LIMIT, RESULTS_KEPT_DAYS
-from face_dedup_infra.constructs.workflow import RETRY, TRANSIENT
+from face_dedup_infra.constructs.job_parts import (
+    acknowledge_map_grants,
+    logical_id,
+    results_bucket,
+    retried_invoke,
+)
+from face_dedup_infra.constructs.migration import MAX_CONCURRENCY_LIMIT
 
 # A Lambda stopped at its timeout (the Decide call resumes from its checkpoint; a Join chunk is
 # written whole or not at all): retried a few times, beside the transient errors.
@@ -130,24 +134,8 @@ class BulkImportJob(Construct):
         super().__init__(scope, construct_id)
         analyse = built[wiring.BULK_ANALYSE]
 
-        self.results = s3.Bucket(
-            self,
-            "Results",
-            encryption=s3.BucketEncryption.KMS,
-            encryption_key=key,
-            bucket_key_enabled=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            enforce_ssl=True,
-            versioned=True,
-            server_access_logs_bucket=access_logs,
-            server_access_logs_prefix="bulk-import-results/",
-            lifecycle_rules=[
-                s3.LifecycleRule(
-                    expiration=Duration.days(RESULTS_KEPT_DAYS),
-                    noncurrent_version_expiration=Duration.days(1),
-                )
-            ],
-            removal_policy=RemovalPolicy.RETAIN,
+        self.results = results_bucket(
+            self, key=key, access_logs=access_logs, logs_prefix="bulk-import-results/"
         )
 
         def invoke(
@@ -157,23 +145,7 @@ class BulkImportJob(Construct):
             result_path: str | None = None,
             timeouts: bool = False,
         ) -> tasks.LambdaInvoke:
-            task = tasks.LambdaInvoke(
-                self,
-                name,
-                lambda_function=function,
-                payload=payload,
-                payload_response_only=True,
-                result_path=result_path,
-                retry_on_service_exceptions=False,
-            )
-            task.add_retry(
-                errors=TRANSIENT,
-                interval=Duration.seconds(RETRY["interval_s"]),
-                backoff_rate=RETRY["backoff_rate"],
-                max_attempts=int(RETRY["max_attempts"]),
-                max_delay=Duration.seconds(RETRY["max_delay_s"]),
-                jitter_strategy=sfn.JitterType.FULL,
-            )
+            task = retried_invoke(self, name, function, payload, result_path)
             if timeouts:
                 task.add_retry(
                     errors=TIMED_OUT, interval=Duration.seconds(10), backoff_rate=2, max_attempts=2
@@ -262,45 +234,23 @@ class BulkImportJob(Construct):
         )
         # the manifest is read (uploads bucket) and the result manifests written with the key
         key.grant_encrypt_decrypt(self.state_machine.role)
-        self._acknowledge(built, key, uploads)
+        self._acknowledge(built, uploads)
         CfnOutput(self, "StateMachineArn", value=self.state_machine.state_machine_arn)
         CfnOutput(self, "ResultsBucket", value=self.results.bucket_name)
         self.functions = built
         self.role: iam.IRole = self.state_machine.role
 
-    def _acknowledge(self, built: dict[str, Any], key: kms.IKey, uploads: s3.IBucket) -> None:
-        """The cdk-nag findings of CDK's own grants to the state machine, acknowledged on it with
-        the reason each wildcard is bounded (as face_dedup_infra.nag does for the workflow)."""
-        stack = Stack.of(self)
-
-        def logical(construct: Any) -> str:
-            child = construct.node.default_child
-            assert isinstance(child, CfnResource)
-            return str(stack.resolve(child.logical_id))
-
-        machine = logical(self.state_machine)
-        name = json.dumps({"Fn::Select": [6, {"Fn::Split": [":", {"Ref": machine}]}]}, separators=(",", ":"))
-        execution = f"arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:{name}"
-        found = {
-            **{
-                f"IAM5[Resource::<{logical(fn)}.Arn>:*]": "The job invokes this function (its versions too)."
-                for fn in built.values()
+    def _acknowledge(self, built: dict[str, Any], uploads: s3.IBucket) -> None:
+        """cdk-nag: CDK's own grants to the state machine (job_parts.acknowledge_map_grants),
+        and the CSV item reader's read of the manifest."""
+        acknowledge_map_grants(
+            self.state_machine,
+            invoked=list(built.values()),
+            results=self.results,
+            extra={
+                f"IAM5[Resource::arn:<AWS::Partition>:s3:::<{logical_id(uploads)}>/*]": (
+                    "The Distributed Map's CSV item reader reads the job's manifest; CDK grants its "
+                    "GetObject on the bucket's objects (the key is the execution input's)."
+                )
             },
-            f"IAM5[Resource::arn:<AWS::Partition>:s3:::<{logical(self.results)}>/*]": (
-                "The Distributed Map's result writer puts its manifests in the job's own results bucket."
-            ),
-            f"IAM5[Resource::arn:<AWS::Partition>:s3:::<{logical(uploads)}>/*]": (
-                "The Distributed Map's CSV item reader reads the job's manifest; CDK grants its "
-                "GetObject on the bucket's objects (the key is the execution input's)."
-            ),
-            f"IAM5[Resource::{execution}:*]": (
-                "The Distributed Map starts and stops child executions of this state machine only."
-            ),
-            f"IAM5[Resource::{execution}/*:*]": (
-                "The Distributed Map's child executions of this state machine only."
-            ),
-        }
-        for rule, reason in found.items():
-            Validations.of(self.state_machine).acknowledge(
-                Acknowledgment(id=f"AwsSolutions::AwsSolutions-{rule}", reason=reason)
-            )
+        )

@@ -30,31 +30,28 @@ active one (functions/index_setup).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from aws_cdk import Acknowledgment, CfnOutput, CfnResource, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import CfnOutput, Duration
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
-from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from face_dedup import permissions, wiring
 from face_dedup.deployment import FACES_PREFIX
 from face_dedup.models.registry import PACKS
 from face_dedup_infra.constructs.functions import Functions
-from face_dedup_infra.constructs.workflow import RETRY, TRANSIENT
+from face_dedup_infra.constructs.job_parts import acknowledge_map_grants, results_bucket, retried_invoke
 
 # Step Functions' own ceiling for a Distributed Map's child executions at a time is 10,000;
 # 0 would mean "as many as possible". The job's concurrency is bounded on purpose: each item
 # processor holds one Lambda instance with the models loaded, and writes to the records table
 # that live enrollments write to.
 MAX_CONCURRENCY_LIMIT = 1000
-RESULTS_KEPT_DAYS = 90  # the job's result manifests: record ids and reason codes, nothing else
 
 
 @dataclass(frozen=True)
@@ -161,45 +158,12 @@ class MigrationJob(Construct):
             # reserved concurrency: the job can never take more Lambda instances than it is given
             built[name] = functions.add(spec, found | permissions.key_needs(found), reserved)
 
-        self.results = s3.Bucket(
-            self,
-            "Results",
-            encryption=s3.BucketEncryption.KMS,
-            encryption_key=key,
-            bucket_key_enabled=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            enforce_ssl=True,
-            versioned=True,
-            server_access_logs_bucket=access_logs,
-            server_access_logs_prefix="migration-results/",
-            lifecycle_rules=[
-                s3.LifecycleRule(
-                    expiration=Duration.days(RESULTS_KEPT_DAYS),
-                    noncurrent_version_expiration=Duration.days(1),
-                )
-            ],
-            removal_policy=RemovalPolicy.RETAIN,
+        self.results = results_bucket(
+            self, key=key, access_logs=access_logs, logs_prefix="migration-results/"
         )
 
         def invoke(name: str, function: Any, payload: sfn.TaskInput | None, result_path: str | None) -> Any:
-            task = tasks.LambdaInvoke(
-                self,
-                name,
-                lambda_function=function,
-                payload=payload,
-                payload_response_only=True,
-                result_path=result_path,
-                retry_on_service_exceptions=False,
-            )
-            task.add_retry(
-                errors=TRANSIENT,
-                interval=Duration.seconds(RETRY["interval_s"]),
-                backoff_rate=RETRY["backoff_rate"],
-                max_attempts=int(RETRY["max_attempts"]),
-                max_delay=Duration.seconds(RETRY["max_delay_s"]),
-                jitter_strategy=sfn.JitterType.FULL,
-            )
-            return task
+            return retried_invoke(self, name, function, payload, result_path)
 
         # The faces bucket's keys are <s3_prefix><tenant>/<record id>/<photo|aligned.png>.
         plan = sfn.Pass(
@@ -273,7 +237,7 @@ class MigrationJob(Construct):
         )
         # the result manifests are written encrypted with the stack's key
         key.grant_encrypt_decrypt(self.state_machine.role)
-        self._acknowledge(built, key)
+        self._acknowledge(built)
         # what `aws stepfunctions start-execution --state-machine-arn` takes (README)
         CfnOutput(self, "StateMachineArn", value=self.state_machine.state_machine_arn)
         CfnOutput(self, "ResultsBucket", value=self.results.bucket_name)
@@ -284,36 +248,12 @@ class MigrationJob(Construct):
         self.functions = built
         self.role: iam.IRole = self.state_machine.role
 
-    def _acknowledge(self, built: dict[str, Any], key: kms.IKey) -> None:
-        """The cdk-nag findings of CDK's own grants to the state machine, acknowledged on it with
-        the reason each wildcard is bounded (as face_dedup_infra.nag does for the workflow)."""
-        stack = Stack.of(self)
-
-        def logical(construct: Any) -> str:
-            child = construct.node.default_child
-            assert isinstance(child, CfnResource)
-            return str(stack.resolve(child.logical_id))
-
-        machine = logical(self.state_machine)
-        name = json.dumps({"Fn::Select": [6, {"Fn::Split": [":", {"Ref": machine}]}]}, separators=(",", ":"))
-        execution = f"arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:{name}"
-        found = {
-            **{
-                f"IAM5[Resource::<{logical(fn)}.Arn>:*]": "The job invokes this function (its versions too)."
-                for step, fn in built.items()
-                if step != wiring.MIGRATE_FINISH  # invoked by hand, not by the state machine
-            },
-            f"IAM5[Resource::arn:<AWS::Partition>:s3:::<{logical(self.results)}>/*]": (
-                "The Distributed Map's result writer puts its manifests in the job's own results bucket."
-            ),
-            f"IAM5[Resource::{execution}:*]": (
-                "The Distributed Map starts and stops child executions of this state machine only."
-            ),
-            f"IAM5[Resource::{execution}/*:*]": (
-                "The Distributed Map's child executions of this state machine only."
-            ),
-        }
-        for rule, reason in found.items():
-            Validations.of(self.state_machine).acknowledge(
-                Acknowledgment(id=f"AwsSolutions::AwsSolutions-{rule}", reason=reason)
-            )
+    def _acknowledge(self, built: dict[str, Any]) -> None:
+        """cdk-nag: CDK's own grants to the state machine (job_parts.acknowledge_map_grants)."""
+        acknowledge_map_grants(
+            self.state_machine,
+            # the finish step is invoked by hand, not by the state machine
+            invoked=[fn for step, fn in built.items() if step != wiring.MIGRATE_FINISH],
+            results=self.results,
+            extra={},
+        )
