@@ -17,7 +17,8 @@ row), batches them and hands each batch to `functions/bulk` (`analyse_rows` here
   code, message) are written as ONE object, `_bulk/<tenant>/<job>/part-<first row>.json`, in
   the faces bucket (KMS, like the records' crops); `_` cannot start a tenant name, so the
   migration job's listing of a tenant's prefix never sees these; beside it, the same rows'
-  idempotency keys and templates alone (`vectors-<first row>.npz`), what the join reads;
+  idempotency keys and templates alone (`vectors-<first row>-<last row>.npz`), what the join
+  reads;
 - a row that fails (bad name, no such object, no face) is kept in the part with its reason, in
   its manifest position: the ordered decide step rejects it there with that reason, as
   `import` does. The item's result (written by the map's result writer) holds
@@ -73,10 +74,20 @@ def part_key(tenant: str, job: str, first_row: int) -> str:
     return f"{PARTS_PREFIX}/{tenant}/{job}/part-{first_row:09d}.json"
 
 
-def vectors_key(tenant: str, job: str, first_row: int) -> str:
+def vectors_key(tenant: str, job: str, first_row: int, last_row: int) -> str:
     """The part's rows, idempotency keys and templates alone (npz): what the join stage reads
-    of every earlier part, without the crops."""
-    return f"{PARTS_PREFIX}/{tenant}/{job}/vectors-{first_row:09d}.npz"
+    of every earlier part, without the crops. Its name gives its lowest and highest row, so the
+    join knows from the listing which parts can hold a chunk's rows."""
+    return f"{PARTS_PREFIX}/{tenant}/{job}/vectors-{first_row:09d}-{last_row:09d}.npz"
+
+
+_VECTORS = re.compile(r"vectors-(\d{9})-(\d{9})\.npz")
+
+
+def vectors_span(key: str) -> tuple[int, int] | None:
+    """(lowest row, highest row) of a vectors object's key; None for any other key."""
+    found = _VECTORS.fullmatch(key.rpartition("/")[2])
+    return (int(found.group(1)), int(found.group(2))) if found else None
 
 
 def vectors_body(entries: list[dict[str, Any]]) -> bytes:
@@ -179,8 +190,10 @@ def analyse_rows(
     body = {"tenant": tenant_name, "batch": batch_name, "job": job_name, "rows": written}
     result.part = part_key(tenant_name, job_name, int(written[0]["row"]))
     # the same keys on a retry: the part is replaced whole, never duplicated
-    first = int(written[0]["row"])
-    parts.put(vectors_key(tenant_name, job_name, first), vectors_body(written), "application/octet-stream")
+    first, last = int(written[0]["row"]), int(written[-1]["row"])
+    parts.put(
+        vectors_key(tenant_name, job_name, first, last), vectors_body(written), "application/octet-stream"
+    )
     parts.put(result.part, json.dumps(body, separators=(",", ":")).encode("utf-8"), "application/json")
     return result
 

@@ -46,7 +46,7 @@ from numpy.typing import NDArray
 from face_dedup.adapters.self_join import AnsweredIndex, CandidateAnswers, join_across, join_within
 from face_dedup.analysis import Rejection
 from face_dedup.bulk_keys import MANIFEST_NAME, PARTS_PREFIX, UPLOAD_PREFIX
-from face_dedup.cloud_bulk import BadItem, _name, part_key, template_of
+from face_dedup.cloud_bulk import BadItem, _name, part_key, template_of, vectors_span
 from face_dedup.errors import BlobTooLarge, FaceDedupError, NotFound, Reason
 from face_dedup.identifiers import tenant as valid_tenant
 from face_dedup.outcomes import Outcome
@@ -175,20 +175,32 @@ class _Rows:
     part: str  # the part (JSON) that holds these rows
 
 
-def _vector_parts(parts: BlobStore, tenant: str, job: str) -> Iterator[_Rows]:
-    """Every part's rows and templates, in key order, read READERS at a time."""
-    keys = [k for k in parts.keys(_job_prefix(tenant, job)) if k.rpartition("/")[2].startswith("vectors-")]
+def _listing(parts: BlobStore, tenant: str, job: str, last: int) -> list[tuple[str, int, int]]:
+    """The job's vectors objects that hold a row before `last`: (key, lowest row, highest row),
+    read from their names (cloud_bulk.vectors_key), in row order."""
+    found = []
+    for key in parts.keys(_job_prefix(tenant, job)):
+        span = vectors_span(key)
+        if span is not None and span[0] < last:
+            found.append((key, *span))
+    return sorted(found, key=lambda entry: entry[1])
+
+
+def _read_parts(parts: BlobStore, tenant: str, job: str, keys: list[str]) -> Iterator[_Rows]:
+    """The parts' rows and templates, in the order given, read READERS at a time (a window
+    ahead at most: bounded memory)."""
 
     def read(key: str) -> _Rows:
         found = _load(parts.get(key))
-        first = int(key.rpartition("-")[2].split(".")[0])
+        span = vectors_span(key)
+        assert span is not None
+        first = span[0]
         return _Rows(
             found["rows"], found["analysed"], found["keys"], found["vectors"], part_key(tenant, job, first)
         )
 
-    keys = sorted(keys)
     with ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="parts") as pool:
-        for start in range(0, len(keys), 4 * READERS):  # a window at a time: bounded memory
+        for start in range(0, len(keys), 4 * READERS):
             yield from pool.map(read, keys[start : start + 4 * READERS])
 
 
@@ -209,42 +221,46 @@ def join_chunk(
         raise BadItem(f"chunk {_short(first)}..{_short(last)} is not a row range")
     snapshot = _snapshot(parts, tenant_name, job_name)
     threshold = float(snapshot["threshold"])
-    # the chunk's rows, and the earlier ones streamed through in blocks
     seen = np.zeros(last, dtype=np.bool_)
+    listing = _listing(parts, tenant_name, job_name, last)
+    # 1. the parts that can hold the chunk's rows (their row range meets it): the queries
     mine: list[_Rows] = []
-    block: list[_Rows] = []
-    held = 0
-    pairs_earlier: list[
-        tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.str_], NDArray[np.float32]]
-    ] = []
-    earlier_blocks: list[list[_Rows]] = []
-    for found in _vector_parts(parts, tenant_name, job_name):
+    pending: list[_Rows] = []  # their earlier rows, joined with the first block
+    for found in _read_parts(parts, tenant_name, job_name, [k for k, _, hi in listing if hi >= first]):
         inside = found.rows < last
-        if not inside.any():
-            continue
         seen[found.rows[inside]] = True
         here = (found.rows >= first) & inside
         if here.any():
             mine.append(_subset(found, here))
         before = (found.rows < first) & found.analysed
         if before.any():
-            block.append(_subset(found, before))
-            held += int(before.sum())
-            if held >= BLOCK:
-                earlier_blocks.append(block)
-                block, held = [], 0
-    if not seen.all():
-        raise BulkGap(int(np.flatnonzero(~seen)[0]))
-    if block:
-        earlier_blocks.append(block)
+            pending.append(_subset(found, before))
     chunk = _merge(mine)
     analysed = chunk.analysed
     q_rows, q_vectors = chunk.rows[analysed], chunk.vectors[analysed]
-    # against the earlier chunks' templates (the block list holds only what one block needs)
-    for held_block in earlier_blocks:
-        merged = _merge(held_block)
+    pairs_earlier: list[
+        tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.str_], NDArray[np.float32]]
+    ] = []
+
+    def join_block_of(block: list[_Rows]) -> None:
+        merged = _merge(block)
         qi, ej, scores = join_across(merged.vectors, q_vectors, threshold)
         pairs_earlier.append((q_rows[qi], merged.rows[ej], merged.keys[ej], scores))
+
+    # 2. every part wholly before the chunk, streamed: one block of templates held at a time
+    block, held = pending, sum(len(b.rows) for b in pending)
+    for found in _read_parts(parts, tenant_name, job_name, [k for k, _, hi in listing if hi < first]):
+        seen[found.rows] = True
+        if found.analysed.any():
+            block.append(_subset(found, found.analysed))
+            held += int(found.analysed.sum())
+        if held >= BLOCK:
+            join_block_of(block)
+            block, held = [], 0
+    if block:
+        join_block_of(block)
+    if not seen.all():  # a gap: nothing at or past it may be decided
+        raise BulkGap(int(np.flatnonzero(~seen)[0]))
     # inside the chunk (j <= i: a row and the ones before it, as the local join)
     qi, qj, scores = join_within(q_vectors, threshold)
     pairs_earlier.append((q_rows[qi], q_rows[qj], chunk.keys[analysed][qj], scores))

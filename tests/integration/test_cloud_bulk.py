@@ -124,7 +124,7 @@ def test_item_processor_writes_the_rows_analysed_in_manifest_order_with_their_re
     keys = aws["s3"].list_objects_v2(Bucket="faces")["Contents"]
     assert [k["Key"] for k in keys] == [
         "faces/_bulk/t1/job-1/part-000000000.json",
-        "faces/_bulk/t1/job-1/vectors-000000000.npz",  # what the join reads: keys and templates
+        "faces/_bulk/t1/job-1/vectors-000000000-000000005.npz",  # what the join reads: keys and templates
     ]
     loaded = load_parts(aws["faces"], tenant="t1", job="job-1", total_rows=7)
     assert loaded.missing == [6]  # a row no item wrote: the ordered step must not skip over it

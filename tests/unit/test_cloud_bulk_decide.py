@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from face_dedup import cloud_bulk_decide
+from face_dedup.adapters import self_join
 from face_dedup.adapters.local_blobs import LocalBlobStore
 from face_dedup.adapters.private_files import private_report
 from face_dedup.bootstrap import build_service
@@ -191,7 +192,18 @@ def test_the_cloud_steps_decide_as_the_sequential_and_local_bulk_imports(world: 
     job.analyse()
     plan = job.prepare()
     assert plan["total"] == len(world["batch"]) and plan["gallery"] > 0 and len(plan["chunks"]) >= 3
-    job.join(plan)
+    held: list[int] = []
+    real_join = self_join.join_across
+
+    def recorded(earlier: Any, queries: Any, threshold: float) -> Any:
+        held.append(len(earlier))
+        return real_join(earlier, queries, threshold)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cloud_bulk_decide, "join_across", recorded)
+        job.join(plan)
+    # streamed: never more earlier templates at once than a block and one part (7 rows) past it
+    assert held and max(held) < cloud_bulk_decide.BLOCK + 7 and len(held) > len(plan["chunks"])
     plan, calls = job.decide(plan)
     assert calls == len(plan["chunks"]) and plan["next"] == plan["total"]
     names = job.names
@@ -266,15 +278,11 @@ def test_a_missing_part_stops_the_job_before_anything_is_decided(world: dict[str
     job.analyse()
     before = service.gallery_size()
     # the part holding row 21 is lost (its item failed past its retries)
-    lost = next(
-        k
-        for k in sorted(job.parts.keys(f"_bulk/{TENANT}/{JOB}/"))
-        if "vectors-" in k and int(k[-13:-4]) <= 21 < int(k[-13:-4]) + 7
-    )
-    first = int(lost[-13:-4])
+    first, last = 21, 27  # the analysis items hold 7 rows each
+    lost = vectors_key(TENANT, JOB, first, last)
+    assert lost in job.parts.keys(f"_bulk/{TENANT}/{JOB}/")
     job.parts.delete_prefix(lost)
     job.parts.delete_prefix(part_key(TENANT, JOB, first))
-    assert vectors_key(TENANT, JOB, first) == lost
     plan = job.prepare()
     for chunk in plan["chunks"]:
         if chunk["last"] <= first:
