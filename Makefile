@@ -87,6 +87,7 @@ bench: models
 	$(BIN)/python bench/ingest_cold_start.py --all --json artifacts/cold_start.json
 	$(BIN)/python bench/search_compact.py
 	$(BIN)/python bench/bulk_join.py
+	$(BIN)/python bench/cloud_bulk_join.py --earlier 200000 --gallery 200000
 	@if $(BIN)/python -c "import face_recognition" 2>/dev/null; then \
 		$(BIN)/python bench/peers.py --json artifacts/peers.json; \
 	else echo "bench/peers.py skipped: pip install '.[peers]' && pip install --no-deps face-recognition==1.3.0"; fi
