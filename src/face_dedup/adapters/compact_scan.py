@@ -175,11 +175,15 @@ def nbits_usable(dim: int) -> bool:
     return not _nbits_broken and dim in (16, 32, 64, 128, 256)
 
 
-def _nbits_session(codes: NDArray[np.uint8]) -> object:
+def _nbits_session(codes: NDArray[np.uint8]) -> tuple[object, list[object]]:
     """onnxruntime's com.microsoft MatMulNBits (the LLM-decoding GEMV kernel: 8-bit weights,
     accuracy_level 4 = int8 compute, VNNI where the CPU has it) with `codes` as its constant,
     prepacked weight B: one row = one block of `dim` codes, scale 1/256, zero point 128, so
-    dequant(B) is exactly s * c_x. The query goes in as float32 (pre-quantised: module doc)."""
+    dequant(B) is exactly s * c_x. The query goes in as float32 (pre-quantised: module doc).
+
+    The weights are handed over as OrtValues over our own arrays, not serialised into the model
+    (which would cost a parsed copy besides the packed one): onnxruntime requires them to
+    outlive the session, so they are returned with it, for the caller to keep."""
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
@@ -223,10 +227,11 @@ def _nbits_session(codes: NDArray[np.uint8]) -> object:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1  # a search uses one core
     options.inter_op_num_threads = 1
-    options.add_external_initializers(
-        list(weights), [ort.OrtValue.ortvalue_from_numpy(array) for array in weights.values()]
-    )
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    options.enable_cpu_mem_arena = False  # the arena grows in doubling chunks: memory for nothing
+    values = [ort.OrtValue.ortvalue_from_numpy(array) for array in weights.values()]
+    options.add_external_initializers(list(weights), values)
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session, [*values, *weights.values()]
 
 
 def _check_queries(dim: int) -> list[NDArray[np.float32]]:
@@ -238,9 +243,9 @@ def _check_queries(dim: int) -> list[NDArray[np.float32]]:
     return [(v / np.linalg.norm(v)).astype(np.float32) for v in (spread, spike)]
 
 
-def _kernel_agrees(session: object, codes: NDArray[np.uint8]) -> float:
-    """The largest |kernel output - s s_q (c_q . c_x)| over the check queries, the exact sums
-    in integers (|sum| <= 127^2 d: exact in int32 up to d = 256)."""
+def _kernel_agrees(session: object, codes: NDArray[np.uint8], skip: NDArray[np.bool_]) -> float:
+    """The largest |kernel output - s s_q (c_q . c_x)| over the check queries and the rows not
+    in `skip`, the exact sums in integers (|sum| <= 127^2 d: exact in int32 up to d = 256)."""
     worst = 0.0
     for query in _check_queries(codes.shape[1]):
         q_codes, step = quantise_query(query)
@@ -253,7 +258,7 @@ def _kernel_agrees(session: object, codes: NDArray[np.uint8]) -> float:
         exact = sums.astype(np.float64) * step / _SCALE
         fed = (q_codes.astype(np.float32) * np.float32(step)).reshape(1, -1)
         out = session.run(None, {"query": fed})[0].reshape(-1)  # type: ignore[attr-defined]
-        worst = max(worst, float(np.abs(out.astype(np.float64) - exact).max()))
+        worst = max(worst, float(np.abs(out.astype(np.float64) - exact)[~skip].max(initial=0.0)))
     return worst
 
 
@@ -284,9 +289,10 @@ class _Block:
     """A sealed block: a MatMulNBits session over a snapshot of its rows' codes, and the rows
     whose codes changed since (their snapshot score means nothing: always rescored)."""
 
-    def __init__(self, session: object, dirty: set[int]) -> None:
+    def __init__(self, session: object, dirty: set[int], weights: list[object]) -> None:
         self.session = session
         self.dirty = dirty
+        self.weights = weights  # what the session was built over: onnxruntime needs it alive
 
 
 class CompactCopy:
@@ -392,15 +398,24 @@ class CompactCopy:
                     self._builder = None
                     return
                 start = block * self.block_rows
-                snapshot = self.codes[start : start + self.block_rows].copy()
+                # A view, not a copy (the packed copy is the only other one). Rows written while
+                # onnxruntime packs it are recorded in _building and stay dirty in the new block.
+                # After a `grow` the view keeps the old array alive until the block is rebuilt.
+                rows = self.codes[start : start + self.block_rows]
                 generation = self._generation
                 self._building = (block, set())
             try:
-                session = _nbits_session(snapshot)
-                difference = _kernel_agrees(session, snapshot)
+                session, weights = _nbits_session(rows)
             except Exception:  # an onnxruntime without the kernel: MatMulInteger as before
                 log.warning("onnxruntime's MatMulNBits is unavailable: the compact scan uses MatMulInteger")
-                difference = math.inf
+                session, weights = None, []
+            with self._lock:  # what was packed, but for rows changed meanwhile (skipped)
+                changed = set(self._building[1]) if self._building is not None else set()
+                packed = rows.copy()
+            skip = np.zeros(len(packed), dtype=np.bool_)
+            skip[[row - start for row in changed]] = True
+            difference = math.inf if session is None else _kernel_agrees(session, packed, skip)
+            del packed
             if difference > _KERNEL_TOL:
                 _give_up_nbits(difference)
             with self._lock:
@@ -411,9 +426,9 @@ class CompactCopy:
                 if generation != self._generation or building is None:
                     continue
                 if block < len(self.blocks):
-                    self.blocks[block] = _Block(session, building[1])
+                    self.blocks[block] = _Block(session, building[1], weights)
                 elif block == len(self.blocks) and (block + 1) * self.block_rows <= self.size:
-                    self.blocks.append(_Block(session, building[1]))
+                    self.blocks.append(_Block(session, building[1], weights))
                 # else the partition shrank meanwhile: the snapshot is stale, dropped
 
     def settle(self) -> None:
