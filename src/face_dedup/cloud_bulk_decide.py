@@ -125,7 +125,11 @@ def prepare(
     tenant_name = valid_tenant(tenant)
     batch_name, job_name = _name(batch, "batch"), _name(job, "job")
     service = service.for_tenant(tenant_name)
-    total = manifest_rows(uploads, tenant_name, batch_name)
+    # the rows the map numbered: the manifest's count, or more if the map counted a line this
+    # count skips (a row no part holds is then a gap, refused; none is silently left out)
+    spans = [vectors_span(k) for k in parts.keys(_job_prefix(tenant_name, job_name))]
+    highest = max((span[1] for span in spans if span is not None), default=-1)
+    total = max(manifest_rows(uploads, tenant_name, batch_name), highest + 1)
     size, shards = 0, 0
     ids: list[str] = []
     vectors: list[NDArray[np.float32]] = []

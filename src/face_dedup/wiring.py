@@ -370,7 +370,7 @@ OPTIONAL_FUNCTIONS: dict[str, FunctionSpec] = {
         name=BULK_PREPARE,
         handler="handler.prepare",
         code_dir="bulk",
-        uses={UPLOADS: ("get_limited",), STORE: ("iter_templates",), BLOBS: ("put",)},
+        uses={UPLOADS: ("get_limited",), STORE: ("iter_templates",), BLOBS: ("keys", "put")},
         settings=SERVICE_SETTINGS,
         # one 64k-template shard (32 MB at 128-d) held at a time, plus the store's pages
         memory=1769,

@@ -323,3 +323,23 @@ def test_rows_rejected_before_reading_are_reported_in_their_place(
     assert plan["last_call"]["reasons"].get("NOT_A_FILE") == 1
     assert plan["last_call"]["reasons"].get("UNREADABLE") == 1
     adapters.close()
+
+
+def test_rows_past_the_manifests_count_are_not_left_out(world: dict[str, Any]) -> None:
+    """The map numbered more rows than prepare's count of the manifest (a line the count
+    skipped): the plan covers every row a part holds, so none is silently left undecided."""
+    job, service, adapters, _ = _cloud(world, "count")
+    job.analyse()
+    names = job.names
+    job.uploads.put(  # the manifest as prepare reads it now: its last five rows gone
+        f"bulk/{TENANT}/{BATCH}/manifest.csv",
+        "\n".join(["file,application_id"] + [f"{n}," for n in names[:-5]]).encode(),
+        "text/csv",
+    )
+    plan = job.prepare()
+    assert plan["total"] == len(names)
+    job.join(plan)
+    plan, _ = job.decide(plan)
+    assert plan["next"] == len(names) and service.gallery_size() == plan["gallery"] + plan["indexed"]
+    assert _registered(service, names, {}).keys() == set(names)  # the last five too
+    adapters.close()
