@@ -414,6 +414,9 @@ OPTIONAL_FUNCTIONS: dict[str, FunctionSpec] = {
             DRIFT: ("add",),
         },
         settings=(*SERVICE_SETTINGS, "review_link_base"),
+        # one vCPU: it waits on DynamoDB, S3 and OpenSearch row by row; it holds one chunk's
+        # parts (4,096 rows with their crops, ~30 KB each: ~120 MB of JSON, a few hundred MB
+        # parsed) and their pairs. 900 s: it stops 60 s before, at a row boundary
         memory=1769,
         timeout_s=900,
         description="bulk job: register a chunk's rows in manifest order (checkpointed)",
