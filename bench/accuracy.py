@@ -28,6 +28,7 @@ from face_dedup import calibration as cal
 from face_dedup.bootstrap import build_engine, load_tail
 from face_dedup.decision import DecisionPolicy
 from face_dedup.models.registry import get_pack
+from face_dedup.planner import GenuineCurve
 from face_dedup.settings import Settings
 from face_dedup.vision.pipeline import FaceTemplate
 
@@ -43,6 +44,12 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--target-fpir", type=float, default=None)
     parser.add_argument("--write-calibration", type=Path, default=None)
+    parser.add_argument(
+        "--write-genuine",
+        type=Path,
+        default=None,
+        help="the pack's genuine curve (models/genuine_<pack>.json)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
 
@@ -93,6 +100,10 @@ def main() -> int:
     )
     if args.write_calibration:
         args.write_calibration.write_text(measured_tail.to_json() + "\n", encoding="utf-8")
+    if args.write_genuine:
+        source = f"LFW dev folds 0-4, all same-person pairs of {len(names)} images"
+        curve = GenuineCurve.from_scores(genuine, pack.id, source, "pairs")
+        args.write_genuine.write_text(curve.to_json() + "\n", encoding="utf-8")
     try:
         tail = load_tail(settings, pack)
     except Exception:

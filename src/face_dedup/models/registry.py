@@ -132,6 +132,24 @@ YUNET_SFACE_FLIP = replace(
     calibration="calibration_yunet-sface-flip-v1.json",
 )
 
+# The same pack with SFace quantized to int8 (static QDQ: per-channel int8 weights, uint8
+# activations) at install time from the pinned shipped file and the committed activation ranges
+# (models/convert.py, int8_ranges_sface.json); face and mirror run as one batch of 2. Its
+# templates are not comparable with the fp32 packs' (a registry moves with `face-dedup migrate`).
+YUNET_SFACE_INT8 = replace(
+    YUNET_SFACE_FLIP,
+    id="yunet-sface-int8-v1",
+    description="YuNet 2023mar detector + SFace 2021dec recognizer quantized to int8 (QDQ, activation "
+    "ranges measured on non-LFW photos) at install time; embeddings average the face and its mirror image",
+    embedder=replace(
+        YUNET_SFACE.embedder,
+        filename="face_recognition_sface_2021dec_int8qdq.onnx",
+        sha256="128007d2a253a4f103ccff36c35b45e98c8f9a7a2cf8eab9aabeb99796c7e3b6",
+        conversion="quantize-int8-qdq",
+    ),
+    calibration="calibration_yunet-sface-int8-v1.json",
+)
+
 # The same YuNet weights for the selfie capture page (onnxruntime-web): onnxruntime refuses the
 # block-quantized file as shipped (DequantizeLinear block_size), so its weights are folded to
 # fp32 at install time (`make capture`). Not part of a pack's files: the service never loads it.
@@ -171,7 +189,7 @@ DEMO_SAMPLE_FILES: tuple[ModelFile, ...] = (
     ),
 )
 
-PACKS: dict[str, ModelPack] = {pack.id: pack for pack in (YUNET_SFACE, YUNET_SFACE_FLIP)}
+PACKS: dict[str, ModelPack] = {pack.id: pack for pack in (YUNET_SFACE, YUNET_SFACE_FLIP, YUNET_SFACE_INT8)}
 # The default: the flip-averaged pack measured better at every operating point (BENCHMARKS.md).
 # deployment.DEFAULT_PACK_ID names the same id (tests/unit/test_default_pack.py).
 DEFAULT_PACK_ID = YUNET_SFACE_FLIP.id
