@@ -82,6 +82,7 @@ slow: models
 bench: models
 	$(BIN)/python bench/accuracy.py --json artifacts/accuracy.json
 	$(BIN)/python bench/speed.py
+	$(BIN)/python bench/import_path.py --json artifacts/import_path.json
 	$(BIN)/python bench/selfie.py --json artifacts/selfie.json
 	$(BIN)/python bench/int8_probe.py --json artifacts/int8_probe.json
 	$(BIN)/python bench/ingest_cold_start.py --all --json artifacts/cold_start.json
