@@ -5,7 +5,10 @@ child writes through its own connection, and close() releases the file."""
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -90,3 +93,23 @@ def test_a_forked_child_writes_through_its_own_connection(tmp_path: Path) -> Non
     store.add(KEY, {("outcome", "enrolled"): 100})  # the parent's connection still works
     store.close()
     assert _outside(path) == {("outcome", "enrolled"): 111}
+
+
+def test_a_killed_process_loses_no_count_it_added(tmp_path: Path) -> None:
+    """Committed means kept: a process killed (SIGKILL, no close, no checkpoint) right after its
+    adds returned leaves every one of them readable by the next process."""
+    path = tmp_path / "drift.sqlite3"
+    script = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from face_dedup.adapters.sqlite_metrics import SqliteDriftStore\n"
+        "from face_dedup.drift import DayKey\n"
+        "store = SqliteDriftStore(Path(sys.argv[1]))\n"
+        "for _ in range(25):\n"
+        "    store.add(DayKey('t', 'cli', '2026-11-02'), {('outcome', 'enrolled'): 1})\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, check=False)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert path.with_name(path.name + "-wal").exists()  # killed with its commits in the log only
+    assert _outside(path) == {("outcome", "enrolled"): 25}
