@@ -159,7 +159,11 @@ class FaceDedupStack(Stack):
             )
         bulk = BulkImportOptions.from_context(self.node.try_get_context)
         # before the index setup: the bulk job's decide step reaches the index
-        bulk_functions = add_bulk_functions(functions, bulk) if bulk.enabled else {}
+        bulk_functions = (
+            add_bulk_functions(functions, bulk, faces=storage.faces, uploads=storage.uploads)
+            if bulk.enabled
+            else {}
+        )
         search.provision_index(
             functions.roles, settings, layer=functions.runtime_layer, security_group=network.functions_sg
         )

@@ -179,6 +179,26 @@ def test_each_step_may_touch_only_what_it_does(template: dict[str, Any]) -> None
     assert "s3:DeleteObject" not in actions and not any(a.startswith(("states:", "sns:")) for a in actions)
     assert any(t in granted for t in tables)
     assert "VpcConfig" in props and props["ReservedConcurrentExecutions"] == 1
+    # analysis, prepare and join: the job's own objects only (the records' photos are denied)
+    for name, kept in (
+        (wiring.BULK_ANALYSE, {faces, uploads}),
+        (wiring.BULK_PREPARE, {faces, uploads}),
+        (wiring.BULK_JOIN, {faces}),
+    ):
+        _, fn = functions_by_name(template)[name]
+        role = {"Ref": fn["Properties"]["Role"]["Fn::GetAtt"][0]}
+        denied = [
+            statement
+            for policy in _of(template, "AWS::IAM::Policy").values()
+            if role in policy["Properties"].get("Roles", [])
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+            if statement["Effect"] == "Deny"
+        ]
+        assert len(denied) == 1 and set(denied[0]["Action"]) == {"s3:GetObject", "s3:PutObject"}
+        allowed = json.dumps(denied[0]["NotResource"])
+        assert "/faces/_bulk/*" in allowed
+        assert {b for b in (faces, uploads) if b in allowed} == kept
+        assert ("/bulk/*" in allowed) == (uploads in kept)
     for name in (wiring.BULK_ANALYSE, wiring.BULK_JOIN, wiring.BULK_PREPARE):
         _, granted, _ = _role_actions(template, name)
         assert not any(

@@ -41,7 +41,8 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from face_dedup import permissions, wiring
-from face_dedup.bulk_keys import MANIFEST_NAME, MAX_ROWS, UPLOAD_PREFIX
+from face_dedup.bulk_keys import MANIFEST_NAME, MAX_ROWS, PARTS_PREFIX, UPLOAD_PREFIX
+from face_dedup.deployment import FACES_PREFIX
 from face_dedup_infra.constructs.functions import Functions
 from face_dedup_infra.constructs.job_parts import (
     acknowledge_map_grants,
@@ -100,10 +101,14 @@ class BulkImportOptions:
         )
 
 
-def add_bulk_functions(functions: Functions, options: BulkImportOptions) -> dict[str, Any]:
+def add_bulk_functions(
+    functions: Functions, options: BulkImportOptions, *, faces: s3.IBucket, uploads: s3.IBucket
+) -> dict[str, Any]:
     """The job's four functions, each with exactly what its adapters' code performs. Called
     before the index setup is declared: the decide step reaches the index, so its role must be
-    mapped in the domain's security plugin like every other."""
+    mapped in the domain's security plugin like every other. The analysis, prepare and join
+    steps read and write the job's own objects only (an explicit deny on every other object of
+    the faces bucket: the records' photos and crops; and of the uploads bucket but the batch's)."""
     reserved = {
         # reserved concurrency: the job can never take more Lambda instances than it is given
         wiring.BULK_ANALYSE: options.max_concurrency,
@@ -116,6 +121,21 @@ def add_bulk_functions(functions: Functions, options: BulkImportOptions) -> dict
         spec = wiring.OPTIONAL_FUNCTIONS[name]
         found = permissions.needs(spec)
         built[name] = functions.add(spec, found | permissions.key_needs(found), reserved[name])
+    parts = faces.arn_for_objects(f"{FACES_PREFIX}{PARTS_PREFIX}/*")
+    batches = uploads.arn_for_objects(f"{UPLOAD_PREFIX}/*")
+    only = {
+        wiring.BULK_ANALYSE: [parts, batches],
+        wiring.BULK_PREPARE: [parts, batches],
+        wiring.BULK_JOIN: [parts],
+    }
+    for name, allowed in only.items():
+        functions.roles[name].add_to_policy(
+            iam.PolicyStatement(
+                effect=iam.Effect.DENY,
+                actions=["s3:GetObject", "s3:PutObject"],
+                not_resources=allowed,
+            )
+        )
     return built
 
 
