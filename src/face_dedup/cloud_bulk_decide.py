@@ -32,6 +32,7 @@ numbers, counts and reason codes only.
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -445,7 +446,9 @@ def _answers(
     vectors: dict[int, NDArray[np.float32]] = {}
     for row, entry in entries.items():
         if entry.get("outcome") == "analysed":
-            vectors[offset + row] = np.frombuffer(_b64(entry["embedding"]), dtype="<f4").astype(np.float32)
+            vectors[offset + row] = np.frombuffer(base64.b64decode(entry["embedding"]), dtype="<f4").astype(
+                np.float32
+            )
     pairs = {
         row: (np.array(js, dtype=np.int64), np.array(scores, dtype=np.float32))
         for row, (js, scores) in by_row.items()
@@ -460,12 +463,6 @@ def _answers(
         pairs=pairs,
         vectors=vectors,
     )
-
-
-def _b64(text: str) -> bytes:
-    import base64
-
-    return base64.b64decode(text)
 
 
 def _already_indexed(
