@@ -383,8 +383,10 @@ def decide(
     known = _already_indexed(service, found, entries, start)
     for row, record_id in known.items():
         answers.in_index(ids_before + row, record_id)
-    ahead = sum(1 for row in known if row >= start)  # decided by an attempt that did not return
-    index = AnsweredIndex(service.index, answers, expected=gallery + indexed + ahead)
+    # one record per idempotency key: a file named twice in the manifest is one record, counted once
+    counted = {rid for row, rid in known.items() if row < start}
+    ahead = {rid for row, rid in known.items() if row >= start} - counted  # an attempt that died
+    index = AnsweredIndex(service.index, answers, expected=gallery + indexed + len(ahead))
     registering = service.with_index(index, crop_png=crop_png)
     counts: dict[str, int] = {}
     reasons: dict[str, int] = {}
@@ -395,11 +397,13 @@ def decide(
         entry = entries.get(row)
         if entry is None:
             raise BulkGap(row)
-        outcome, reason, put = _decide_row(registering, uploads, answers, ids_before, entry, actor)
+        outcome, reason, record = _decide_row(registering, uploads, answers, ids_before, entry, actor)
         counts[outcome] = counts.get(outcome, 0) + 1
         if reason:
             reasons[reason] = reasons.get(reason, 0) + 1
-        indexed += int(put)
+        if record is not None and record not in counted:
+            counted.add(record)
+            indexed += 1
         row += 1
     return plan | {
         "next": row,
@@ -491,11 +495,11 @@ def _decide_row(
     offset: int,
     entry: dict[str, Any],
     actor: str,
-) -> tuple[str, str | None, bool]:
-    """(outcome, reason, whether this row's record is in the index: decided now or before)."""
+) -> tuple[str, str | None, str | None]:
+    """(outcome, reason, the row's record id if it is in the index: decided now or before)."""
     row = int(entry["row"])
     if not entry.get("sha256"):  # nothing was read (bad name, no such object): reported only
-        return Outcome.REJECTED.value, str(entry.get("reason") or Reason.INTERNAL_ERROR.value), False
+        return Outcome.REJECTED.value, str(entry.get("reason") or Reason.INTERNAL_ERROR.value), None
     ref = InputRef(str(entry["source"]), entry.get("application_id"))
     digest = str(entry["sha256"])
     if entry.get("outcome") != "analysed":
@@ -505,7 +509,7 @@ def _decide_row(
             {str(k): float(v) for k, v in (entry.get("measures") or {}).items()},
         )
         item = service.register(ref, digest, rejection, None, actor)
-        return item.outcome.value, item.reason, False
+        return item.outcome.value, item.reason, None
     template = template_of(entry)
     assert template is not None
     data: bytes | None
@@ -520,5 +524,5 @@ def _decide_row(
         item = service.register(ref, digest, template, data, actor)
     finally:
         answers.expect(None)
-    put = bool(item.record_id) and Outcome(item.outcome) in _INDEXED
-    return item.outcome.value, item.reason, put
+    indexed = item.record_id if item.record_id and Outcome(item.outcome) in _INDEXED else None
+    return item.outcome.value, item.reason, indexed

@@ -343,3 +343,27 @@ def test_rows_past_the_manifests_count_are_not_left_out(world: dict[str, Any]) -
     assert plan["next"] == len(names) and service.gallery_size() == plan["gallery"] + plan["indexed"]
     assert _registered(service, names, {}).keys() == set(names)  # the last five too
     adapters.close()
+
+
+def test_a_file_named_twice_is_one_record_counted_once(world: dict[str, Any]) -> None:
+    """The manifest names one file twice (rows 3 and 30: two chunks apart, and 4 and 5: inside
+    one): one idempotency key, so one record, and the second row resumes it as import would;
+    the partition size the answers expect stays right, so every search is still answered."""
+    job, service, adapters, _ = _cloud(world, "twice")
+    names = job.names
+    job.names = [*names[:30], names[3], *names[30:34], names[33], *names[34:]]
+    job.uploads.put(
+        f"bulk/{TENANT}/{BATCH}/manifest.csv",
+        "\n".join(["file,application_id"] + [f"{n}," for n in job.names]).encode(),
+        "text/csv",
+    )
+    job.analyse()
+    plan = job.prepare()
+    job.join(plan)
+    plan, _ = job.decide(plan)
+    assert plan["next"] == len(job.names)
+    assert service.gallery_size() == plan["gallery"] + plan["indexed"]
+    assert job.answered > 0 and job.fallbacks == 0
+    sources = [r.source for r in service.store.iter_templates(tenant=TENANT)]
+    assert len(sources) == len(set(sources))
+    adapters.close()
