@@ -85,6 +85,21 @@ def test_the_install_builds_the_pinned_int8_file_from_the_fp32_file_and_the_tabl
     assert YUNET_SFACE_INT8.embedder.member_sha256 == YUNET_SFACE.embedder.member_sha256
 
 
+def test_another_quantizer_version_is_refused_before_building(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxruntime
+
+    from face_dedup.errors import ModelError
+    from face_dedup.models.convert import quantize_folded_int8
+
+    monkeypatch.setattr(onnxruntime, "__version__", "1.99.0")
+    fp32 = verified_path(settings.models_dir, YUNET_SFACE, YUNET_SFACE.embedder)
+    with pytest.raises(ModelError, match="int8 pack is built with"):
+        quantize_folded_int8(fp32, tmp_path / "int8.onnx")
+    assert not (tmp_path / "int8.onnx").exists()
+
+
 def test_face_and_mirror_in_one_batch_equal_two_single_runs(settings: Settings) -> None:
     session = create_session(_installed(settings, YUNET_SFACE_INT8))
     embedder = SFaceEmbedder(session, YUNET_SFACE_INT8.contract)

@@ -177,7 +177,15 @@ def quantize_int8_qdq(source: Path, target: Path) -> None:
 def quantize_folded_int8(folded: Path, target: Path) -> None:
     """The folded fp32 SFace -> the int8 pack's file (tests run this on the installed fp32 file
     and check the pinned digest: the install, without the network)."""
-    onnx, _ = _tools()
+    onnx, onnxruntime = _tools()
+    found = {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+    if found != INT8_TOOLS:
+        # Another quantizer version lays the graph out differently: its file would not match
+        # the pinned digest. Say so before spending the time.
+        raise ModelError(
+            f"the int8 pack is built with {INT8_TOOLS}, this environment has {found}: install "
+            "those versions, or install the other packs only (`face-dedup models install --pack ...`)"
+        )
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
