@@ -10,7 +10,7 @@ Threshold searches on a large partition scan a compact int8 copy first (`compact
 quarter of the bytes; sealed blocks of 64k rows through onnxruntime's MatMulNBits GEMV kernel,
 the rest through its integer GEMM) and rescore in float32 every vector whose compact score lies
 within the proven quantisation-error margin of the threshold: the same answer as the float32
-scan, nothing above the threshold lost. Memory: about +320 MB per million (the int8 codes and
+scan, nothing above the threshold lost. Memory: about +290 MB per million (the int8 codes and
 the kernel's prepacked copy of them; BENCHMARKS.md).
 
 Persistence: every add/delete is a SQLite transaction (WAL, secure_delete so an erased
