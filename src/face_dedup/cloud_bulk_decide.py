@@ -51,7 +51,7 @@ from face_dedup.cloud_bulk import BadItem, _name, part_key, template_of, vectors
 from face_dedup.errors import BlobTooLarge, FaceDedupError, NotFound, Reason
 from face_dedup.identifiers import tenant as valid_tenant
 from face_dedup.outcomes import Outcome
-from face_dedup.ports import BlobStore
+from face_dedup.ports import BlobStore, IndexEntry
 from face_dedup.service import SYSTEM_ACTOR, DedupService, InputRef
 from face_dedup.usecases.inputs import content_digest
 
@@ -386,6 +386,7 @@ def decide(
     # one record per idempotency key: a file named twice in the manifest is one record, counted once
     counted = {rid for row, rid in known.items() if row < start}
     ahead = {rid for row, rid in known.items() if row >= start} - counted  # an attempt that died
+    _index_again(service, ahead)
     index = AnsweredIndex(service.index, answers, expected=gallery + indexed + len(ahead))
     registering = service.with_index(index, crop_png=crop_png)
     counts: dict[str, int] = {}
@@ -486,6 +487,24 @@ def _already_indexed(
         if item is not None and item.record_id and Outcome(item.outcome) in _INDEXED:
             known[row] = item.record_id
     return known
+
+
+def _index_again(service: DedupService, record_ids: set[str]) -> None:
+    """Records an attempt of this call that died registered: each is written to the index again
+    (the same id overwrites it), as the workflow's complete_staged does. register commits the
+    store before the index, and finds a committed row done: a retry after a failed index write
+    (a throttle is retried from the same checkpoint) would otherwise leave that face out of
+    every later search. The store's template is written; an erased record is not restored."""
+    if not record_ids:
+        return
+    found = service.store.describe_records(sorted(record_ids))
+    entries = [
+        IndexEntry(record.record_id, record.tenant, record.model_pack, record.embedding)
+        for record in found.values()
+        if (record.tenant, record.model_pack) == (service.tenant, service.model_pack)
+    ]
+    if entries:
+        service.index.add(entries)
 
 
 def _decide_row(

@@ -408,7 +408,9 @@ OPTIONAL_FUNCTIONS: dict[str, FunctionSpec] = {
                 "find_application_records",
                 "append_audit",
             ),
-            BLOBS: ("get", "put"),  # the parts and pairs read; the kept photo and crop written
+            # the parts and pairs read; the kept photo and crop written, and deleted again when
+            # the row verifies an enrolled application (register's verify-first path)
+            BLOBS: ("get", "put", "delete_prefix"),
             UPLOADS: ("get_limited",),  # the row's photo, kept as import keeps it
             NOTIFIER: ("notify",),
             DRIFT: ("add",),

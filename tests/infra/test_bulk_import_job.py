@@ -176,7 +176,8 @@ def test_each_step_may_touch_only_what_it_does(template: dict[str, Any]) -> None
     actions, granted, props = _role_actions(template, wiring.BULK_DECIDE)
     assert {"es:ESHttpPost", "sqs:SendMessage"} <= actions
     assert any(a in actions for a in ("dynamodb:TransactWriteItems", "dynamodb:PutItem"))
-    assert "s3:DeleteObject" not in actions and not any(a.startswith(("states:", "sns:")) for a in actions)
+    # a row verifying an enrolled application drops the photo it kept, as the workflow's complete
+    assert "s3:DeleteObject" in actions and not any(a.startswith(("states:", "sns:")) for a in actions)
     assert any(t in granted for t in tables)
     assert "VpcConfig" in props and props["ReservedConcurrentExecutions"] == 1
     # analysis, prepare and join: the job's own objects only (the records' photos are denied)

@@ -1,0 +1,107 @@
+"""The cloud bulk job on moto, as a reviewer attacked it (issue 12): rows whose application is
+already enrolled (the verify-first path), driven through each functions/bulk handler built from
+its own declaration, as tests/integration/test_cloud_bulk_job_aws.py drives the job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from face_dedup.service import InputRef
+from face_dedup.usecases.inputs import content_digest
+from tests.integration.test_cloud_bulk_job_aws import CONTEXT, TENANT, cloud
+from tests.support.fake_face_analyzer import FakeFaceAnalyzer, at_score, unit
+
+__all__ = ["cloud"]  # the fixture
+
+
+def _run(cloud: dict[str, Any], batch: str, rows: list[tuple[str, str, bytes]]) -> dict[str, Any]:
+    s3, handler = cloud["s3"], cloud["handler"]
+    manifest = "file,application_id\n" + "".join(f"{name},{app}\n" for name, app, _ in rows)
+    s3.put_object(Bucket="uploads", Key=f"bulk/{TENANT}/{batch}/manifest.csv", Body=manifest.encode())
+    for name, _, data in rows:
+        s3.put_object(Bucket="uploads", Key=f"bulk/{TENANT}/{batch}/{name}", Body=data)
+    job = f"job-{batch}"
+    items = [{"row": n, "file": name, "application_id": app} for n, (name, app, _) in enumerate(rows)]
+    handler.handler({"Items": items, "BatchInput": {"tenant": TENANT, "batch": batch, "job": job}}, CONTEXT)
+    plan: dict[str, Any] = handler.prepare({"tenant": TENANT, "batch": batch, "job": job}, CONTEXT)
+    for chunk in plan["chunks"]:
+        handler.join({"tenant": TENANT, "job": job, "first": chunk["first"], "last": chunk["last"]}, CONTEXT)
+    while not plan.get("done"):
+        plan = dict(handler.decide({"plan": plan}, CONTEXT))
+    return plan
+
+
+def _item(cloud: dict[str, Any], batch: str, name: str, app: str, data: bytes) -> Any:
+    from face_dedup import wiring
+
+    service = cloud["handler"]._step(wiring.BULK_DECIDE).service.for_tenant(TENANT)
+    key = service.idempotency_key(InputRef(f"bulk/{TENANT}/{batch}/{name}", app), content_digest(data))
+    return cloud["store"].get_import_item(key)
+
+
+def test_a_row_of_an_enrolled_application_is_verified_and_its_photo_not_kept(cloud: dict[str, Any]) -> None:
+    fake: FakeFaceAnalyzer = cloud["fake"]
+    ann = fake.face(b"ann", unit(fake.dim, 1))
+    _run(cloud, "b1", [("ann.jpg", "APP-1", ann)])
+    again = fake.face(b"ann again", at_score(unit(fake.dim, 1), 0.97, 5))
+    plan = _run(cloud, "b2", [("ann2.jpg", "APP-1", again)])
+    assert plan["done"] and plan["last_call"]["outcomes"] == {"verified": 1}
+    item = _item(cloud, "b2", "ann2.jpg", "APP-1", again)
+    assert item.outcome.value == "verified"
+    # as import: nothing new enrolled, and the verified photo is not kept
+    assert len(list(cloud["store"].iter_templates(tenant=TENANT))) == 1
+    kept = cloud["s3"].list_objects_v2(Bucket="faces", Prefix=f"faces/{TENANT}/").get("Contents", [])
+    assert len(kept) == 2  # ann's photo and crop, from the first job
+
+
+def test_a_decide_retried_after_its_index_write_failed_indexes_the_row(cloud: dict[str, Any]) -> None:
+    """The row was committed to the store, then the index write failed (an OpenSearch throttle
+    past the client's retries: TransientError, which the state machine retries from the same
+    checkpoint). The retry must put the row in the index, or a later duplicate is not found."""
+    from face_dedup import wiring
+    from face_dedup.errors import TransientError
+
+    fake: FakeFaceAnalyzer = cloud["fake"]
+    ann = fake.face(b"ann", unit(fake.dim, 1))
+    ann2 = fake.face(b"ann again", at_score(unit(fake.dim, 1), 0.97, 5))
+    service = cloud["handler"]._step(wiring.BULK_DECIDE).service
+    index = service.index
+    real_add, failed = index.add, list[bool]()
+
+    def add_once_failing(entries: Any) -> None:
+        if not failed:
+            failed.append(True)
+            raise TransientError("AWS unavailable: the index write was throttled")
+        real_add(entries)
+
+    index.add = add_once_failing
+    s3, handler = cloud["s3"], cloud["handler"]
+    rows = [("ann.jpg", "", ann), ("ann2.jpg", "", ann2)]
+    s3.put_object(Bucket="uploads", Key=f"bulk/{TENANT}/b1/manifest.csv", Body=b"file,application_id\n")
+    for name, _, data in rows:
+        s3.put_object(Bucket="uploads", Key=f"bulk/{TENANT}/b1/{name}", Body=data)
+    items = [{"row": n, "file": name, "application_id": ""} for n, (name, _, _) in enumerate(rows)]
+    job = {"tenant": TENANT, "batch": "b1", "job": "job-b1"}
+    handler.handler({"Items": items, "BatchInput": job}, CONTEXT)
+    plan = handler.prepare(job, CONTEXT)
+    handler.join({"tenant": TENANT, "job": "job-b1", "first": 0, "last": 2}, CONTEXT)
+    try:
+        handler.decide({"plan": plan}, CONTEXT)
+        raise AssertionError("the index write did not fail")
+    except TransientError:
+        pass
+    done = handler.decide({"plan": plan}, CONTEXT)  # the state's retry: the same checkpoint
+    assert done["done"]
+    first = _item(cloud, "b1", "ann.jpg", "", ann)
+    assert first.record_id in _indexed(service.model_pack)
+    second = _item(cloud, "b1", "ann2.jpg", "", ann2)
+    assert second.outcome.value in ("duplicate", "review")
+    assert [c.record_id for c in second.candidates] == [first.record_id]
+
+
+def _indexed(model_pack: str) -> set[str]:
+    from face_dedup import bootstrap
+    from face_dedup.settings import Settings
+
+    index = bootstrap.build_search_index(Settings.load())
+    return set(index.record_ids(tenant=TENANT, model_pack=model_pack))
