@@ -5,6 +5,8 @@ the GET is ranged, so at most limit + 1 bytes are ever asked for."""
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,21 +91,68 @@ def test_local_refuses_from_the_size_without_reading(tmp_path: Path, monkeypatch
     store = LocalBlobStore(tmp_path / "blobs")
     store.put("t/big", b"q" * 5000, "application/octet-stream")
     reads: list[int] = []
-    real_open = Path.open
+    real_read = os.read
 
-    def counting_open(self: Path, *args: Any, **kwargs: Any) -> Any:
-        handle = real_open(self, *args, **kwargs)
-        original = handle.read
+    def counting_read(fd: int, size: int) -> bytes:
+        data = real_read(fd, size)
+        reads.append(len(data))
+        return data
 
-        def read(size: int = -1) -> bytes:
-            data: bytes = original(size)
-            reads.append(len(data))
-            return data
-
-        handle.read = read
-        return handle
-
-    monkeypatch.setattr(Path, "open", counting_open)
+    monkeypatch.setattr(os, "read", counting_read)
     with pytest.raises(BlobTooLarge):
         store.get_limited("t/big", 100)
     assert reads == []
+    assert store.get_limited("t/big", 5000) == b"q" * 5000 and sum(reads) == 5000  # the count counts
+
+
+def test_local_reads_one_byte_past_the_limit_of_a_file_that_grew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file grew between its size and its read (the size said 10 bytes): at most limit + 1
+    bytes are read, and it is refused."""
+    store = LocalBlobStore(tmp_path / "blobs")
+    store.put("t/growing", b"q" * 1_000_000, "application/octet-stream")
+    real_fstat, real_read = os.fstat, os.read
+    reads: list[int] = []
+
+    def small_fstat(fd: int) -> os.stat_result:
+        found = real_fstat(fd)
+        return os.stat_result((found.st_mode, *found[1:6], 10, *found[7:]))
+
+    def counting_read(fd: int, size: int) -> bytes:
+        data = real_read(fd, size)
+        reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(os, "fstat", small_fstat)
+    monkeypatch.setattr(os, "read", counting_read)
+    with pytest.raises(BlobTooLarge) as raised:
+        store.get_limited("t/growing", 100)
+    assert raised.value.measured is None and sum(reads) == 101
+
+
+def test_local_reads_only_a_regular_file(tmp_path: Path) -> None:
+    """A symbolic link (to a file outside the store, or to /dev/zero), a FIFO and a folder under
+    a key are NotFound: nothing outside the store is read, and nothing waits for a writer."""
+    store = LocalBlobStore(tmp_path / "blobs")
+    store.put("t/real", b"photo", "image/jpeg")
+    secret = tmp_path / "outside.txt"
+    secret.write_bytes(b"not the store's")
+    (tmp_path / "blobs" / "t" / "link").symlink_to(secret)
+    (tmp_path / "blobs" / "t" / "zero").symlink_to("/dev/zero")
+    os.mkfifo(tmp_path / "blobs" / "t" / "fifo")
+    (tmp_path / "blobs" / "t" / "folder").mkdir()
+    outcomes: dict[str, str] = {}
+
+    def read_all() -> None:
+        for key in ("link", "zero", "fifo", "folder"):
+            try:
+                outcomes[key] = repr(store.get_limited(f"t/{key}", 1000))
+            except NotFound:
+                outcomes[key] = "NotFound"
+
+    reader = threading.Thread(target=read_all, daemon=True)
+    reader.start()
+    reader.join(60)  # a FIFO opened for reading would wait for a writer forever
+    assert outcomes == {key: "NotFound" for key in ("link", "zero", "fifo", "folder")}
+    assert store.get_limited("t/real", 1000) == b"photo"

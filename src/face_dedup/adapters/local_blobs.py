@@ -4,8 +4,10 @@ only by the owner (the photos are personal data)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import stat
 from pathlib import Path
 
 from face_dedup.adapters.private_files import private_dir
@@ -46,15 +48,32 @@ class LocalBlobStore(BlobStore):
             raise NotFound(f"no blob {key}") from None
 
     def get_limited(self, key: str, max_bytes: int) -> bytes:
+        """The file if it holds at most `max_bytes`: refused from its size unread, and never more
+        than one byte past the limit read (it may grow between the size and the read). Only a
+        regular file is read: a symbolic link (to a file outside the store, or /dev/zero), a
+        FIFO (whose read would wait for a writer forever) or a folder is NotFound."""
         path = self._path(key)
-        try:
-            with path.open("rb") as handle:
-                size = os.fstat(handle.fileno()).st_size
-                if size > max_bytes:  # refused from its size, unread
-                    raise BlobTooLarge(key, size, max_bytes)
-                data = handle.read(max_bytes + 1)  # at most one byte past the limit (it may grow)
+        try:  # O_NONBLOCK: opening a FIFO does not wait for a writer (no effect on files)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             raise NotFound(f"no blob {key}") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # O_NOFOLLOW on a symbolic link
+                raise NotFound(f"no blob {key} (a symbolic link is not followed)") from None
+            raise storage_error(path, exc) from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise NotFound(f"no blob {key} (not a regular file)")
+            if info.st_size > max_bytes:  # refused from its size, unread
+                raise BlobTooLarge(key, info.st_size, max_bytes)
+            chunks, left = [], max_bytes + 1
+            while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
+                chunks.append(chunk)
+                left -= len(chunk)
+        finally:
+            os.close(fd)
+        data = b"".join(chunks)
         if len(data) > max_bytes:
             raise BlobTooLarge(key, None, max_bytes)
         return data
