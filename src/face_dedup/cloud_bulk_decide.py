@@ -115,8 +115,10 @@ def manifest_rows(uploads: BlobStore, tenant: str, batch: str) -> int:
     """Data rows of the batch's manifest (header excluded, blank lines skipped), as the
     Distributed Map's CSV reader numbers them."""
     data = uploads.get_limited(f"{UPLOAD_PREFIX}/{tenant}/{batch}/{MANIFEST_NAME}", MANIFEST_MAX_BYTES)
-    rows = [row for row in csv.reader(io.StringIO(data.decode("utf-8-sig"))) if row]
-    return max(0, len(rows) - 1)
+    # counted as it is parsed: a list of every row would take ~50x the manifest's size (a
+    # 256 MB manifest of short rows: many GB, past the function's memory)
+    text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
+    return max(0, sum(1 for row in csv.reader(text) if row) - 1)
 
 
 def prepare(
