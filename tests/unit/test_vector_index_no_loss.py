@@ -259,6 +259,8 @@ def test_blocks_seal_mid_run_and_searches_stay_exact(rebuild: bool, monkeypatch:
     index.settle()
     copy = blocks_of(index)
     assert len(copy.blocks) == len(vectors) // BLOCK  # every full block sealed
+    # the codes array grew (doubling) while blocks were sealed: none still holds an old one
+    assert all(block.base is copy.codes for block in copy.blocks)
     # rows of sealed blocks: background rows now just above, planted ones now just below
     for name in [n for n in names[:BLOCK] if n.startswith("bg")][:6]:
         vectors[name] = at_score(query, THRESHOLD + 2e-5, rng, half_steps=True)

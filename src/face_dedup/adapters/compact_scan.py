@@ -289,10 +289,13 @@ class _Block:
     """A sealed block: a MatMulNBits session over a snapshot of its rows' codes, and the rows
     whose codes changed since (their snapshot score means nothing: always rescored)."""
 
-    def __init__(self, session: object, dirty: set[int], weights: list[object]) -> None:
+    def __init__(
+        self, session: object, dirty: set[int], weights: list[object], base: NDArray[np.uint8]
+    ) -> None:
         self.session = session
         self.dirty = dirty
         self.weights = weights  # what the session was built over: onnxruntime needs it alive
+        self.base = base  # the codes array those weights are a view of
 
 
 class CompactCopy:
@@ -382,7 +385,8 @@ class CompactCopy:
         worst = max(range(sealed), key=lambda b: len(self.blocks[b].dirty), default=None)
         if worst is not None and len(self.blocks[worst].dirty) * _DIRTY_SHARE > self.block_rows:
             return worst
-        return None
+        # after a `grow`, a block built before it keeps the old codes array alive: rebuild it
+        return next((b for b in range(sealed) if self.blocks[b].base is not self.codes), None)
 
     def _kick(self) -> None:
         """Start the builder thread if there is work and none runs (under the lock)."""
@@ -400,8 +404,10 @@ class CompactCopy:
                 start = block * self.block_rows
                 # A view, not a copy (the packed copy is the only other one). Rows written while
                 # onnxruntime packs it are recorded in _building and stay dirty in the new block.
-                # After a `grow` the view keeps the old array alive until the block is rebuilt.
-                rows = self.codes[start : start + self.block_rows]
+                # After a `grow` the view keeps the old array alive until the block is rebuilt
+                # (`_next_build` then rebuilds it).
+                base = self.codes
+                rows = base[start : start + self.block_rows]
                 generation = self._generation
                 self._building = (block, set())
             try:
@@ -426,9 +432,9 @@ class CompactCopy:
                 if generation != self._generation or building is None:
                     continue
                 if block < len(self.blocks):
-                    self.blocks[block] = _Block(session, building[1], weights)
+                    self.blocks[block] = _Block(session, building[1], weights, base)
                 elif block == len(self.blocks) and (block + 1) * self.block_rows <= self.size:
-                    self.blocks.append(_Block(session, building[1], weights))
+                    self.blocks.append(_Block(session, building[1], weights, base))
                 # else the partition shrank meanwhile: the snapshot is stale, dropped
 
     def settle(self) -> None:
