@@ -89,10 +89,15 @@ def join(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 @tracer.capture_lambda_handler
 def decide(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """The plan -> the plan with its checkpoint (`next`, `indexed`) moved on, `done` once every
-    row is decided, and this call's counts (outcomes, reason codes)."""
+    row is decided, and this call's counts (outcomes, reason codes). {"finish": plan} once
+    done: the job's objects deleted (cloud_bulk_decide.finish) -> {"removed": count}."""
     from face_dedup.vision.png import encode_png  # the kept crops (no engine here)
 
     parts = _step(wiring.BULK_DECIDE)
+    if isinstance(event.get("finish"), dict):  # the loop is done: the job's own objects go
+        finished = _aws(lambda: cloud_bulk_decide.finish(parts=parts.service.blobs, plan=event["finish"]))
+        logger.info("finished", **finished)
+        return finished
     plan = event.get("plan")
     if not isinstance(plan, dict):
         raise BadItem("the decide step's input has no plan object")

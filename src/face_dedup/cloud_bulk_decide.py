@@ -22,6 +22,9 @@ After the analysis map (cloud_bulk.py) has written every part:
    anything they cannot be sure of is the real index's own search). It returns where it
    stopped (it stops early when its Lambda's time runs short): the loop's checkpoint. A retry
    or a resumed run re-registers nothing: `register` finds each decided row's import item.
+4. `finish` (once the loop is done): the job's objects in the faces bucket are deleted (copies
+   of templates and crops that erasure would not reach; a lifecycle rule expires what a job
+   that never finished left).
 
 Rows are numbered as the map numbered them (`$$.Map.Item.Index`, manifest order). A row that
 failed analysis is registered as that rejection in its place (persisted like `import`'s); a
@@ -420,6 +423,21 @@ def decide(
             "fallbacks": answers.fallbacks,
         },
     }
+
+
+def finish(*, parts: BlobStore, plan: dict[str, Any]) -> dict[str, Any]:
+    """Step 4, once every row is decided: the job's own objects are deleted (every row's
+    template and aligned crop in the parts, the gallery snapshot's templates, the pairs).
+    They are copies of biometric data that erasure does not reach (it deletes a record's own
+    prefix), so they must not outlive the job; what was registered is in the registry. A plan
+    not yet decided to its end is refused: its parts are still needed."""
+    tenant_name, job_name = valid_tenant(plan.get("tenant")), _name(plan.get("job"), "job")
+    total, reached = plan.get("total"), plan.get("next")
+    if not (isinstance(total, int) and isinstance(reached, int) and plan.get("done") is True):
+        raise BadItem("the plan has no decided end: the job's parts are kept")
+    if reached < total:
+        raise BadItem(f"rows {reached}..{total - 1} are not decided: the job's parts are kept")
+    return {"removed": parts.delete_prefix(_job_prefix(tenant_name, job_name))}
 
 
 def _answers(

@@ -100,6 +100,9 @@ def test_the_job_is_a_bounded_distributed_map_over_the_manifest_rows(template: d
     assert rows["ToleratedFailurePercentage"] == 1
     results = next(k for k in _of(template, "AWS::S3::Bucket") if k.startswith("BulkImportResults"))
     assert rows["ResultWriter"]["Parameters"]["Bucket"] == f"@@{results}@@"
+    # the children's outputs only: with the default (NONE) each child's input, the rows' file
+    # names and application ids, would be written too
+    assert rows["ResultWriter"]["WriterConfig"] == {"OutputType": "JSON", "Transformation": "COMPACT"}
     (analyse,) = rows["ItemProcessor"]["States"].values()
     assert analyse["Resource"] == f"@@{functions_by_name(template)[wiring.BULK_ANALYSE][0]}@@"
     retried = {e for r in analyse.get("Retry", []) for e in r["ErrorEquals"]}
@@ -137,9 +140,24 @@ def test_after_the_rows_the_job_joins_in_parallel_then_decides_in_order(template
     assert not decide.get("Catch")  # a gap or a bad plan fails the execution, deciding nothing more
     assert decide["Next"] == "Decided"
     choice = states["Decided"]
-    assert choice["Choices"] == [{"Variable": "$.plan.done", "BooleanEquals": True, "Next": "Done"}]
+    assert choice["Choices"] == [{"Variable": "$.plan.done", "BooleanEquals": True, "Next": "Finish"}]
     assert choice["Default"] == "Decide"  # the loop: one chunk (or less) per call
+    # once decided, the job's objects (copies of templates and crops) are deleted
+    finish = states["Finish"]
+    assert finish["Resource"] == f"@@{by_name[wiring.BULK_DECIDE][0]}@@"
+    assert finish["Parameters"] == {"finish.$": "$.plan"} and finish["Next"] == "Done"
     assert states["Done"]["Type"] == "Succeed"
+
+
+def test_a_job_that_never_finished_leaves_its_parts_for_a_bounded_time(template: dict[str, Any]) -> None:
+    from face_dedup_infra.constructs.storage import BULK_PARTS_KEPT_DAYS
+
+    buckets = _of(template, "AWS::S3::Bucket")
+    faces = next(v for k, v in buckets.items() if k.startswith("StorageFaces"))
+    rules = faces["Properties"]["LifecycleConfiguration"]["Rules"]
+    parts = [r for r in rules if r.get("Prefix") == "faces/_bulk/"]
+    assert len(parts) == 1 and parts[0]["Status"] == "Enabled"
+    assert parts[0]["ExpirationInDays"] == BULK_PARTS_KEPT_DAYS <= 30
 
 
 def _role_actions(template: dict[str, Any], name: str) -> tuple[set[str], str, dict[str, Any]]:

@@ -105,3 +105,32 @@ def _indexed(model_pack: str) -> set[str]:
 
     index = bootstrap.build_search_index(Settings.load())
     return set(index.record_ids(tenant=TENANT, model_pack=model_pack))
+
+
+def test_the_finished_job_leaves_no_copy_of_its_templates_or_crops(cloud: dict[str, Any]) -> None:
+    """The parts (every row's template and aligned crop), the gallery snapshot and the pairs
+    are copies erasure does not reach: the job's Finish step deletes them, and only once every
+    row is decided."""
+    from face_dedup.cloud_bulk import BadItem
+
+    fake: FakeFaceAnalyzer = cloud["fake"]
+    _run(cloud, "b1", [("ann.jpg", "", fake.face(b"ann", unit(fake.dim, 1)))])
+    ann2 = fake.face(b"ann again", at_score(unit(fake.dim, 1), 0.97, 5))
+    plan = _run(cloud, "b2", [("ann2.jpg", "", ann2), ("bob.jpg", "", fake.face(b"bob", unit(fake.dim, 2)))])
+    s3, handler = cloud["s3"], cloud["handler"]
+
+    def job_objects(job: str) -> list[str]:
+        found = s3.list_object_versions(Bucket="faces", Prefix=f"faces/_bulk/{TENANT}/{job}/")
+        return [v["Key"] for v in found.get("Versions", []) + found.get("DeleteMarkers", [])]
+
+    assert job_objects("job-b2")  # parts, vectors, gallery, candidates
+    try:
+        handler.decide({"finish": plan | {"next": 1, "done": False}}, CONTEXT)
+        raise AssertionError("a job not decided to its end was finished")
+    except BadItem:
+        assert job_objects("job-b2")
+    assert handler.decide({"finish": plan}, CONTEXT)["removed"] > 0
+    assert job_objects("job-b2") == []  # every version: the faces bucket is versioned
+    assert job_objects("job-b1")  # another job's objects are its own
+    handler.decide({"finish": plan}, CONTEXT)  # retried: nothing left, no error
+    assert _item(cloud, "b2", "ann2.jpg", "", ann2).outcome.value in ("duplicate", "review")

@@ -19,6 +19,7 @@ A Step Functions state machine, started with {"tenant", "batch"} once a batch is
       -> Decide (functions/bulk `decide`, reserved concurrency 1: one decider) <-> Decided?
          (Choice on `$.plan.done`): the rows registered in manifest order, each call from the
          plan's checkpoint (`next`) to the end of its chunk or until its time runs short.
+      -> Finish (functions/bulk `decide` with {"finish": plan}): the job's objects deleted.
 
 History: each Decide round is 7 events (the task's 5, the Choice's 2). 1M rows are 245 chunks
 of 4,096; a call stops 60 s before its 900 s timeout, so at t seconds per row the rounds are
@@ -203,7 +204,15 @@ class BulkImportJob(Construct):
             ),
             max_concurrency=options.max_concurrency,
             tolerated_failure_percentage=options.tolerated_failure_percent,
-            result_writer_v2=sfn.ResultWriterV2(bucket=self.results, prefix="results"),
+            # each child's output only (counts, row numbers, reason codes): the default (NONE)
+            # also writes each child's input, the rows' file names and application ids
+            result_writer_v2=sfn.ResultWriterV2(
+                bucket=self.results,
+                prefix="results",
+                writer_config=sfn.WriterConfig(
+                    output_type=sfn.OutputType.JSON, transformation=sfn.Transformation.COMPACT
+                ),
+            ),
             map_execution_type=sfn.StateMachineType.STANDARD,  # items of up to 10 minutes
             result_path="$.rows",
         )
@@ -237,9 +246,16 @@ class BulkImportJob(Construct):
             "$.plan",
             timeouts=True,  # resumed from the same checkpoint: decided rows are found, not redone
         )
+        # every row decided: the job's objects (copies of templates and crops) are deleted
+        finish = invoke(
+            "Finish",
+            built[wiring.BULK_DECIDE],
+            sfn.TaskInput.from_object({"finish.$": "$.plan"}),
+            sfn.JsonPath.DISCARD,
+        ).next(sfn.Succeed(self, "Done"))
         decided = (
             sfn.Choice(self, "Decided")
-            .when(sfn.Condition.boolean_equals("$.plan.done", True), sfn.Succeed(self, "Done"))
+            .when(sfn.Condition.boolean_equals("$.plan.done", True), finish)
             .otherwise(decide)
         )
         chain = plan.next(rows).next(prepare).next(join).next(decide).next(decided)

@@ -7,7 +7,12 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from face_dedup.bulk_keys import PARTS_PREFIX
+from face_dedup.deployment import FACES_PREFIX
+
 UPLOADS_KEPT_DAYS = 7  # an upload stays this long after it was processed (erasure does not reach it)
+# A bulk job's parts left by an execution that failed: Step Functions redrives for 14 days.
+BULK_PARTS_KEPT_DAYS = 15
 
 
 class _PrivateBucketProps(TypedDict):
@@ -78,6 +83,11 @@ class Storage(Construct):
             lifecycle_rules=[
                 s3.LifecycleRule(
                     expiration=Duration.days(retention_days), noncurrent_version_expiration=Duration.days(1)
+                ),
+                # a bulk job's own objects (copies of templates and crops): deleted by its last
+                # step; what a job that never finished left goes after its redrive window
+                s3.LifecycleRule(
+                    prefix=f"{FACES_PREFIX}{PARTS_PREFIX}/", expiration=Duration.days(BULK_PARTS_KEPT_DAYS)
                 ),
             ],
             **common,
