@@ -5,8 +5,9 @@
 
 The shared non-LFW photos (`photos/`) are detected and aligned with the fp32 pack; their
 aligned crops go through the prepared fp32 graph (models/convert.py: prepare_for_int8, from the
-installed fp32 file), and onnxruntime's MinMax calibrator records every activation's range. LFW
-is not used, so it stays held out for the accuracy check
+installed fp32 file), and onnxruntime's calibrator records every activation's range (min/max,
+or with --percentile the histogram's central share; the shipped table: --percentile 99.999).
+LFW is not used, so it stays held out for the accuracy check
 (`bench/accuracy.py --pack yunet-sface-int8-v1`). `face-dedup models install`
 never runs this: it builds the int8 file from the table written here. Needs the `onnx` extra.
 """
@@ -49,6 +50,12 @@ def main() -> int:
         default=None,
         help="nodes the quantizer leaves in fp32 (default: as the committed table says)",
     )
+    parser.add_argument(
+        "--percentile",
+        type=float,
+        default=None,
+        help="clip each activation's range to this percentile of its histogram (default: min/max)",
+    )
     args = parser.parse_args()
     cv2.setNumThreads(1)
     root = args.shared.resolve()
@@ -63,10 +70,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="face-dedup-int8-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         prepare_for_int8(verified_path(settings.models_dir, YUNET_SFACE, YUNET_SFACE.embedder), prepared)
-        ranges = activation_ranges(prepared, crops)
+        ranges = activation_ranges(prepared, crops, args.percentile)
     table = {
-        "what": "activation min/max of the prepared SFace graph (int8 pack's install-time quantization)",
-        "command": "python bench/int8_ranges.py",
+        "what": "activation ranges of the prepared SFace graph (int8 pack's install-time quantization)",
+        "command": "python bench/int8_ranges.py"
+        + (f" --percentile {args.percentile}" if args.percentile is not None else ""),
+        "method": "MinMax" if args.percentile is None else f"Percentile {args.percentile}",
         "source_sha256": YUNET_SFACE.embedder.sha256,
         "calibration_set": "shared photos/ (non-LFW), one aligned crop per photo with a face",
         "calibration_photos": len(photos),

@@ -30,9 +30,9 @@ from face_dedup.settings import Settings
 from face_dedup.vision.embed import SFaceEmbedder, create_session
 
 # Template cosine int8 vs fp32 (both mirror-averaged, same aligned crop), measured on all the
-# shared photos: LFW min 0.966 (median 0.990, 3,809 faces), `photos/` JPEGs min 0.980 (80 faces);
+# shared photos: LFW min 0.974 (median 0.996, 3,809 faces), `photos/` min 0.985 (235 faces);
 # the test's sample must stay above the lowest, less a small margin.
-MIN_TEMPLATE_COSINE = 0.96
+MIN_TEMPLATE_COSINE = 0.97
 
 
 def _installed(settings: Settings, pack: ModelPack) -> Path:

@@ -122,9 +122,12 @@ def prepare_for_int8(folded: Path, target: Path) -> None:
         quant_pre_process(str(dynamic), str(target), skip_symbolic_shape=True)
 
 
-def activation_ranges(prepared: Path, batches: Iterable[NDArray[np.float32]]) -> dict[str, list[float]]:
-    """Min/max of every activation the quantizer needs, over the given NCHW inputs (the
-    measurement behind the committed table; never run at install)."""
+def activation_ranges(
+    prepared: Path, batches: Iterable[NDArray[np.float32]], percentile: float | None = None
+) -> dict[str, list[float]]:
+    """The range of every activation the quantizer needs, over the given NCHW inputs (the
+    measurement behind the committed table; never run at install): min/max, or with
+    `percentile` the central share of each tensor's histogram (outliers clipped)."""
     _tools()
     from onnxruntime.quantization import CalibrationDataReader
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData, create_calibrator
@@ -142,7 +145,8 @@ def activation_ranges(prepared: Path, batches: Iterable[NDArray[np.float32]]) ->
             prepared,
             sorted(set(QLinearOpsRegistry) | set(QDQRegistry)),
             augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-            calibrate_method=CalibrationMethod.MinMax,
+            calibrate_method=CalibrationMethod.MinMax if percentile is None else CalibrationMethod.Percentile,
+            extra_options={} if percentile is None else {"percentile": percentile, "symmetric": False},
         )
         calibrator.collect_data(Reader())
         ranges = calibrator.compute_data()

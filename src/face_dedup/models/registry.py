@@ -144,7 +144,7 @@ YUNET_SFACE_INT8 = replace(
     embedder=replace(
         YUNET_SFACE.embedder,
         filename="face_recognition_sface_2021dec_int8qdq.onnx",
-        sha256="128007d2a253a4f103ccff36c35b45e98c8f9a7a2cf8eab9aabeb99796c7e3b6",
+        sha256="10131c596bf6aa3fd4861d0f5078386a96f863e388de8b6bd5610587909a94b7",
         conversion="quantize-int8-qdq",
     ),
     calibration="calibration_yunet-sface-int8-v1.json",
