@@ -182,3 +182,65 @@ def test_a_registry_on_the_int8_pack_enrolls_and_finds_the_second_applications(
         assert packs == {YUNET_SFACE_INT8.id}
     finally:
         adapters.close()
+
+
+def test_an_existing_registry_moves_to_the_int8_pack_with_migrate(settings: Settings, tmp_path: Path) -> None:
+    """The operator's route (README, "Migrating between packs"): a registry made on the default
+    fp32 pack is moved with `migrate start/run/cutover`; afterwards a process started without a
+    pack setting reads the int8 pack from packs.json, and the second applications are still
+    found among the migrated records."""
+    import csv
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from face_dedup.bootstrap import build_service
+    from face_dedup.demo import build_demo_inputs
+    from face_dedup.outcomes import Outcome
+    from face_dedup.service import InputRef
+
+    _installed(settings, YUNET_SFACE_INT8)
+    photos = tmp_path / "inputs" / "photos"
+    build_demo_inputs(settings, photos)
+    with (photos.parent / "manifest.csv").open() as handle:
+        rows = [(r["file"], r["application_id"]) for r in csv.DictReader(handle)]
+    data_dir = tmp_path / "registry"
+    old = Settings.load(
+        environ={}, data_dir=data_dir, models_dir=settings.models_dir, model_pack=YUNET_SFACE_FLIP.id
+    )
+    service, adapters = build_service(old)
+    try:
+        for name, application in rows:
+            if name.startswith("applicant-"):
+                service.enroll((photos / name).read_bytes(), InputRef(name, application))
+    finally:
+        adapters.close()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("FACE_DEDUP_")},
+        "FACE_DEDUP_DATA_DIR": str(data_dir),
+        "FACE_DEDUP_MODELS_DIR": str(settings.models_dir),
+    }
+    for step in (["start", "--to", YUNET_SFACE_INT8.id], ["run"], ["cutover"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "face_dedup", "migrate", *step, "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["active"] == YUNET_SFACE_INT8.id
+
+    moved = Settings.load(environ={}, data_dir=data_dir, models_dir=settings.models_dir)
+    assert moved.model_pack == YUNET_SFACE_INT8.id
+    service, adapters = build_service(moved)
+    try:
+        assert service.model_pack == YUNET_SFACE_INT8.id
+        for name, application in rows:
+            if name.startswith("second-application"):
+                result = service.enroll((photos / name).read_bytes(), InputRef(name, application))
+                assert result.outcome in (Outcome.REVIEW, Outcome.DUPLICATE), name
+    finally:
+        adapters.close()
