@@ -403,7 +403,7 @@ def decide(
         entry = entries.get(row)
         if entry is None:
             raise BulkGap(row)
-        outcome, reason, record = _decide_row(registering, uploads, answers, ids_before, entry, actor)
+        outcome, reason, record = _decide_row(registering, uploads, index, ids_before, entry, actor)
         counts[outcome] = counts.get(outcome, 0) + 1
         if reason:
             reasons[reason] = reasons.get(reason, 0) + 1
@@ -530,7 +530,7 @@ def _index_again(service: DedupService, record_ids: set[str]) -> None:
 def _decide_row(
     service: DedupService,
     uploads: BlobStore,
-    answers: CandidateAnswers,
+    index: AnsweredIndex,
     offset: int,
     entry: dict[str, Any],
     actor: str,
@@ -558,10 +558,16 @@ def _decide_row(
         data = None
     if data is not None and content_digest(data) != digest:
         data = None  # replaced since it was analysed: the template decides, no other photo is kept
+    answers = index.answers
     answers.expect(offset + row)
     try:
         item = service.register(ref, digest, template, data, actor)
     finally:
         answers.expect(None)
+    if item.outcome is Outcome.ENROLLED and index.changed_since_counted():
+        # no registry lock in the cloud: a face enrolled since this row's search may be the
+        # same person; the live enrollment's own re-check ran before this row was indexed.
+        # Checked as the workflow's complete does (a real search); needed only then.
+        service.recheck_registered(ref, digest, template, actor)
     indexed = item.record_id if item.record_id and Outcome(item.outcome) in _INDEXED else None
     return item.outcome.value, item.reason, indexed

@@ -227,6 +227,11 @@ class DedupService:
     ) -> ImportItem:
         return self._enrollment.register(ref, digest, analysis, data, actor)
 
+    def recheck_registered(
+        self, ref: InputRef, digest: str, analysis: FaceTemplate, actor: str = SYSTEM_ACTOR
+    ) -> Case | None:
+        return self._enrollment.recheck_registered(ref, digest, analysis, actor)
+
     def decide_staged(self, staged: StagedInput) -> StagedDecision:
         return self._enrollment.decide_staged(staged)
 

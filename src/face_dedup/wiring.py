@@ -407,6 +407,8 @@ OPTIONAL_FUNCTIONS: dict[str, FunctionSpec] = {
                 "describe_records",
                 "find_application_records",
                 "append_audit",
+                "are_distinct",  # the concurrency re-check (a live enrollment meanwhile)
+                "open_case",
             ),
             # the parts and pairs read; the kept photo and crop written, and deleted again when
             # the row verifies an enrolled application (register's verify-first path)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from face_dedup.analysis import Rejection
+from face_dedup.domain import stable_id
 from face_dedup.service import InputRef
 from face_dedup.usecases.inputs import content_digest
 from tests.integration.test_cloud_bulk_job_aws import CONTEXT, TENANT, cloud
@@ -134,3 +136,43 @@ def test_the_finished_job_leaves_no_copy_of_its_templates_or_crops(cloud: dict[s
     assert job_objects("job-b1")  # another job's objects are its own
     handler.decide({"finish": plan}, CONTEXT)  # retried: nothing left, no error
     assert _item(cloud, "b2", "ann2.jpg", "", ann2).outcome.value in ("duplicate", "review")
+
+
+def test_a_live_enrollment_of_the_same_face_during_the_decide_step_opens_a_case(
+    cloud: dict[str, Any],
+) -> None:
+    """No registry lock in the cloud: a selfie of the same person is enrolled live between the
+    bulk row's search and its index write (its own re-check ran before the row was indexed, so
+    it saw nothing). The decide step re-checks as the workflow's complete does: one case."""
+    from face_dedup import wiring
+
+    fake: FakeFaceAnalyzer = cloud["fake"]
+    ann = fake.face(b"ann", unit(fake.dim, 1))
+    selfie = fake.face(b"ann selfie", at_score(unit(fake.dim, 1), 0.97, 5))
+    service = cloud["handler"]._step(wiring.BULK_DECIDE).service.for_tenant(TENANT)
+    live = fake.process(selfie)
+    assert not isinstance(live, Rejection)
+    index = service.index
+    real_add, enrolled = index.add, list[str]()
+
+    def add_after_a_live_enrollment(entries: Any) -> None:
+        if not enrolled:  # the bulk row's index write: the live selfie is enrolled first
+            enrolled.append("live")
+            item = service.register(
+                InputRef(f"{TENANT}/live/selfie.jpg", None), content_digest(selfie), live, None
+            )
+            assert item.outcome.value == "enrolled"  # it did not see the bulk row: not indexed yet
+        real_add(entries)
+
+    index.add = add_after_a_live_enrollment
+    _run(cloud, "b1", [("ann.jpg", "", ann)])
+    row = _item(cloud, "b1", "ann.jpg", "", ann)
+    assert row.outcome.value == "enrolled"
+    cases = list(cloud["store"].list_cases(tenant=TENANT))
+    assert len(cases) == 1 and {cases[0].probe_record_id, cases[0].candidates[0].record_id} == {
+        row.record_id,
+        stable_id(
+            "rec",
+            service.idempotency_key(InputRef(f"{TENANT}/live/selfie.jpg", None), content_digest(selfie)),
+        ),
+    }

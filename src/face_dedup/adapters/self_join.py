@@ -354,7 +354,15 @@ class AnsweredIndex(VectorIndex):
         found = self.inner.count(tenant=tenant, model_pack=model_pack)
         if (tenant, model_pack) == (self.answers.tenant, self.answers.model_pack) and found != self.expected:
             self.answers.changed_elsewhere()
+            self.expected = found  # from here, a change is one made after this count
         return found
+
+    def changed_since_counted(self) -> bool:
+        """Whether the partition's size differs from what this index counted and wrote since
+        (another process enrolled or erased meanwhile: the cloud bulk decide step then re-checks
+        its enrollment as the workflow's complete does)."""
+        tenant, model_pack = self.answers.tenant, self.answers.model_pack
+        return self.inner.count(tenant=tenant, model_pack=model_pack) != self.expected
 
     def record_ids(self, *, tenant: str, model_pack: str) -> set[str]:
         return self.inner.record_ids(tenant=tenant, model_pack=model_pack)

@@ -9,7 +9,7 @@ import numpy as np
 
 from face_dedup.analysis import FaceTemplate, Rejection
 from face_dedup.blob_keys import record_prefix
-from face_dedup.domain import Candidate, ImportItem, Outcome, StagedInput, stable_id, utc_now
+from face_dedup.domain import Candidate, Case, ImportItem, Outcome, StagedInput, stable_id, utc_now
 from face_dedup.errors import NotFound, Reason
 from face_dedup.outcomes import case_to_notify
 from face_dedup.ports import EnrollmentCommit, IndexEntry
@@ -99,6 +99,15 @@ class Enrollment:
         if (case_id := case_to_notify(item.outcome, item.case_id)) is not None:
             r.notify_case(case_id)
         return item
+
+    def recheck_registered(
+        self, ref: InputRef, digest: str, analysis: FaceTemplate, actor: str = SYSTEM_ACTOR
+    ) -> Case | None:
+        """complete_staged's concurrency re-check for an input `register` enrolled where no
+        registry lock keeps other enrollers out (the cloud bulk job's decide step): a face
+        enrolled meanwhile, found now that this one is in the index, opens the pair's case."""
+        staged = self.writes.staged(self.idempotency_key(ref, digest), ref, digest, analysis)
+        return self.writes.recheck_concurrent(staged, actor)
 
     def decide_staged(self, staged: StagedInput) -> StagedDecision:
         """The policy's decision for a staged input: 1:1 first when the application already has
