@@ -647,7 +647,7 @@ def report_drift(
     from face_dedup.bootstrap import drift_path, open_drift_store
 
     settings = _settings(data_dir, None, tenant)
-    found = open_drift_store(settings)
+    found = _run(lambda: open_drift_store(settings))  # read-only media, a damaged file: one line
     if found is None:
         err.print(
             f"[red]error:[/red] no drift counts at {escape(str(drift_path(settings)))} "
