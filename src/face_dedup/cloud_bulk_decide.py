@@ -403,7 +403,9 @@ def decide(
         entry = entries.get(row)
         if entry is None:
             raise BulkGap(row)
-        outcome, reason, record = _decide_row(registering, uploads, index, ids_before, entry, actor)
+        outcome, reason, record = _decide_row(
+            registering, uploads, index, ids_before, entry, actor, decided=counted | ahead
+        )
         counts[outcome] = counts.get(outcome, 0) + 1
         if reason:
             reasons[reason] = reasons.get(reason, 0) + 1
@@ -534,8 +536,11 @@ def _decide_row(
     offset: int,
     entry: dict[str, Any],
     actor: str,
+    *,
+    decided: set[str],
 ) -> tuple[str, str | None, str | None]:
-    """(outcome, reason, the row's record id if it is in the index: decided now or before)."""
+    """(outcome, reason, the row's record id if it is in the index: decided now or before).
+    `decided`: the records registered before this row (by earlier calls or rows)."""
     row = int(entry["row"])
     if not entry.get("sha256"):  # nothing was read (bad name, no such object): reported only
         return Outcome.REJECTED.value, str(entry.get("reason") or Reason.INTERNAL_ERROR.value), None
@@ -564,7 +569,8 @@ def _decide_row(
         item = service.register(ref, digest, template, data, actor)
     finally:
         answers.expect(None)
-    if item.outcome is Outcome.ENROLLED and index.changed_since_counted():
+    fresh = item.record_id not in decided  # not a row found done (a retry, a file named twice)
+    if item.outcome is Outcome.ENROLLED and fresh and index.changed_since_counted():
         # no registry lock in the cloud: a face enrolled since this row's search may be the
         # same person; the live enrollment's own re-check ran before this row was indexed.
         # Checked as the workflow's complete does (a real search); needed only then.

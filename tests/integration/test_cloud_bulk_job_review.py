@@ -176,3 +176,30 @@ def test_a_live_enrollment_of_the_same_face_during_the_decide_step_opens_a_case(
             service.idempotency_key(InputRef(f"{TENANT}/live/selfie.jpg", None), content_digest(selfie)),
         ),
     }
+
+
+def test_a_decide_loop_run_again_after_other_enrollments_opens_no_new_case(cloud: dict[str, Any]) -> None:
+    """Rows found done (a redriven loop) are not re-checked as new enrollments, even when the
+    index has changed since (an unrelated selfie enrolled): the pair the job already put in a
+    case is not raised a second time."""
+    from face_dedup import wiring
+
+    fake: FakeFaceAnalyzer = cloud["fake"]
+    ann, ann2 = (
+        fake.face(b"ann", unit(fake.dim, 1)),
+        fake.face(b"ann 2", at_score(unit(fake.dim, 1), 0.97, 5)),
+    )
+    plan = _run(cloud, "b1", [("ann.jpg", "", ann), ("ann2.jpg", "", ann2)])
+    assert len(cloud["store"].list_cases(tenant=TENANT)) == 1
+    service = cloud["handler"]._step(wiring.BULK_DECIDE).service.for_tenant(TENANT)
+    bob = fake.face(b"bob", unit(fake.dim, 2))
+    live = fake.process(bob)
+    assert not isinstance(live, Rejection)
+    service.register(InputRef(f"{TENANT}/live/bob.jpg", None), content_digest(bob), live, None)
+    again = cloud["handler"].decide({"plan": plan | {"next": 0, "indexed": 0, "done": False}}, CONTEXT)
+    assert again["done"] and again["last_call"]["outcomes"] == {"enrolled": 1, plan_outcome(cloud, ann2): 1}
+    assert len(cloud["store"].list_cases(tenant=TENANT)) == 1
+
+
+def plan_outcome(cloud: dict[str, Any], data: bytes) -> str:
+    return str(_item(cloud, "b1", "ann2.jpg", "", data).outcome.value)
