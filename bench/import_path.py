@@ -40,11 +40,13 @@ def _load() -> float:
 
 
 def measure(settings: Settings, photos: list[Path], workers: int) -> dict[str, Any]:
-    listing = Path(tempfile.mkdtemp(prefix="face-dedup-bench-")) / "photos.txt"
-    listing.write_text("".join(f"{p.resolve()}\n" for p in photos))
     one_thread_per_analysis_worker(workers)
     with tempfile.TemporaryDirectory(prefix="face-dedup-bench-") as tmp:
-        service, adapters = build_service(settings.with_overrides(data_dir=Path(tmp), workers=workers))
+        listing = Path(tmp) / "photos.txt"  # removed with the registry (was left behind per run)
+        listing.write_text("".join(f"{p.resolve()}\n" for p in photos))
+        service, adapters = build_service(
+            settings.with_overrides(data_dir=Path(tmp) / "registry", workers=workers)
+        )
         analysis_cpu: list[float] = []
         registering = [0.0, 0.0]  # wall, CPU of register() on the importing thread
         lock = threading.Lock()
