@@ -41,7 +41,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from face_dedup.analysis import FaceTemplate
-from face_dedup.bulk_keys import MANIFEST_NAME, MAX_ROWS, PARTS_PREFIX, UPLOAD_PREFIX
+from face_dedup.bulk_keys import MANIFEST_MAX_BYTES, MANIFEST_NAME, MAX_ROWS, PARTS_PREFIX, UPLOAD_PREFIX
 from face_dedup.errors import BlobTooLarge, FaceDedupError, NotFound, Reason
 from face_dedup.identifiers import InvalidIdentifier
 from face_dedup.identifiers import application_id as valid_application_id
@@ -176,6 +176,7 @@ def analyse_rows(
     rows = [_row(item) for item in items]
     if len({row for row, _, _ in rows}) != len(rows):
         raise BadItem("a manifest row appears twice in one item")
+    _manifest_within_limit(uploads, tenant_name, batch_name)
     service = service.for_tenant(tenant_name)
     result = RowsResult(rows=len(rows))
     written: list[dict[str, Any]] = []
@@ -196,6 +197,21 @@ def analyse_rows(
     )
     parts.put(result.part, json.dumps(body, separators=(",", ":")).encode("utf-8"), "application/json")
     return result
+
+
+def _manifest_within_limit(uploads: BlobStore, tenant: str, batch: str) -> None:
+    """A manifest over MANIFEST_MAX_BYTES fails every item at once (its size from a one-byte
+    ranged read): the job stops in the map's first items instead of analysing every row and
+    failing only at prepare, which refuses to count it."""
+    try:
+        uploads.get_limited(f"{UPLOAD_PREFIX}/{tenant}/{batch}/{MANIFEST_NAME}", 0)
+    except NotFound:
+        return  # the map read it; prepare names it if it went missing since
+    except BlobTooLarge as exc:
+        if exc.measured is not None and exc.measured > MANIFEST_MAX_BYTES:
+            raise BadItem(
+                f"the manifest is {int(exc.measured)} bytes; a bulk job takes at most {MANIFEST_MAX_BYTES}"
+            ) from None
 
 
 def _analyse(

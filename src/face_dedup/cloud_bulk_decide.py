@@ -49,7 +49,7 @@ from numpy.typing import NDArray
 
 from face_dedup.adapters.self_join import AnsweredIndex, CandidateAnswers, join_across, join_within
 from face_dedup.analysis import Rejection
-from face_dedup.bulk_keys import MANIFEST_NAME, PARTS_PREFIX, UPLOAD_PREFIX
+from face_dedup.bulk_keys import MANIFEST_MAX_BYTES, MANIFEST_NAME, PARTS_PREFIX, UPLOAD_PREFIX
 from face_dedup.cloud_bulk import BadItem, _name, part_key, template_of, vectors_span
 from face_dedup.errors import BlobTooLarge, FaceDedupError, NotFound, Reason
 from face_dedup.identifiers import tenant as valid_tenant
@@ -61,7 +61,6 @@ from face_dedup.usecases.inputs import content_digest
 CHUNK = 4096  # manifest rows joined, then decided, together (bulk.CHUNK)
 BLOCK = 65_536  # earlier templates held at once while joining (64k x 128-d float32: 32 MB)
 SHARD = 65_536  # gallery templates per snapshot object
-MANIFEST_MAX_BYTES = 256 << 20  # 1M rows of `file,application_id` fit many times over
 STOP_MARGIN_MS = 60_000  # decide stops when less Lambda time than this is left (a row < 1 s)
 READERS = 8  # parallel GETs of the earlier parts' templates (I/O bound)
 _INDEXED = {Outcome.ENROLLED, Outcome.REVIEW, Outcome.DUPLICATE}  # commit adds these to the index

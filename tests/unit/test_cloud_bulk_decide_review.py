@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import tracemalloc
 from pathlib import Path
+from typing import cast
+
+import pytest
 
 from face_dedup.adapters.local_blobs import LocalBlobStore
+from face_dedup.cloud_bulk import BadItem, analyse_rows
 from face_dedup.cloud_bulk_decide import manifest_rows
+from face_dedup.service import DedupService
 
 
 def _manifest(tmp_path: Path, body: bytes) -> LocalBlobStore:
@@ -37,3 +42,40 @@ def test_a_manifest_of_a_million_short_rows_is_counted_without_holding_them(tmp_
     finally:
         tracemalloc.stop()
     assert peak < 4 * len(body)
+
+
+def test_an_item_of_a_manifest_over_the_limit_fails_before_any_row_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every item of the rows map checks the manifest's size (a one-byte read): a manifest
+    prepare would refuse stops the job in the map's first items, with no photo read and no
+    part written, instead of after every row was analysed."""
+    from face_dedup import cloud_bulk
+
+    monkeypatch.setattr(cloud_bulk, "MANIFEST_MAX_BYTES", 100)
+    uploads = _manifest(tmp_path, b"file,application_id\n" + b"a.jpg,\n" * 20)  # 160 bytes
+    uploads.put("bulk/t1/b1/a.jpg", b"a photo", "image/jpeg")
+    parts = LocalBlobStore(tmp_path / "parts")
+    untouched = cast(DedupService, object())  # any use of the service fails the test
+    with pytest.raises(BadItem, match="the manifest is 160 bytes; a bulk job takes at most 100"):
+        analyse_rows(
+            service=untouched,
+            uploads=uploads,
+            parts=parts,
+            tenant="t1",
+            batch="b1",
+            job="j1",
+            items=[{"row": 0, "file": "a.jpg", "application_id": ""}],
+        )
+    assert parts.keys() == []
+    monkeypatch.setattr(cloud_bulk, "MANIFEST_MAX_BYTES", 160)  # at the limit: goes on to the rows
+    with pytest.raises(AttributeError):
+        analyse_rows(
+            service=untouched,
+            uploads=uploads,
+            parts=parts,
+            tenant="t1",
+            batch="b1",
+            job="j1",
+            items=[{"row": 0, "file": "a.jpg", "application_id": ""}],
+        )
