@@ -17,6 +17,7 @@ from pathlib import Path
 from face_dedup.adapters.private_files import private_dir
 from face_dedup.adapters.sqlite_files import private_file, storage_error
 from face_dedup.drift import DayKey, DriftStore
+from face_dedup.errors import StorageError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS drift_counts (
@@ -30,6 +31,11 @@ CREATE TABLE IF NOT EXISTS drift_counts (
 );
 """
 
+
+DAMAGED_COUNTS = (
+    "the drift counts are damaged: move this file and its -wal and -shm files aside (daily counts "
+    "only, nothing biometric; the next command starts new ones, `report drift` counts from then on)"
+)
 
 # Writer connections a forked child inherited: never used, closed or freed there.
 _INHERITED: list[sqlite3.Connection | None] = []
@@ -59,7 +65,10 @@ class SqliteDriftStore(DriftStore):
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(_SCHEMA)
         except sqlite3.Error as exc:  # every command opens it: a full disk, read-only media ...
-            raise storage_error(path, exc) from None
+            error = storage_error(path, exc)
+            if error.kind == "corrupt":  # `doctor` (the generic advice) does not mend this file
+                raise StorageError(f"{path}: {exc}; {DAMAGED_COUNTS}", "corrupt") from None
+            raise error from None
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
