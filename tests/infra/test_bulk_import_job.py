@@ -198,32 +198,60 @@ def test_each_step_may_touch_only_what_it_does(template: dict[str, Any]) -> None
     assert "s3:DeleteObject" in actions and not any(a.startswith(("states:", "sns:")) for a in actions)
     assert any(t in granted for t in tables)
     assert "VpcConfig" in props and props["ReservedConcurrentExecutions"] == 1
-    # analysis, prepare and join: the job's own objects only (the records' photos are denied)
-    for name, kept in (
-        (wiring.BULK_ANALYSE, {faces, uploads}),
-        (wiring.BULK_PREPARE, {faces, uploads}),
-        (wiring.BULK_JOIN, {faces}),
+    # analysis, prepare and join: each reads and writes only the job objects it does (the
+    # records' photos are denied; the analysis cannot overwrite a snapshot or the pairs)
+    for name, reads, writes in (
+        (wiring.BULK_ANALYSE, {"uploads:bulk/*"}, {"_bulk/*/part-*.json", "_bulk/*/vectors-*.npz"}),
+        (wiring.BULK_PREPARE, {"uploads:bulk/*"}, {"_bulk/*/gallery*"}),
+        (wiring.BULK_JOIN, {"_bulk/*/vectors-*.npz", "_bulk/*/gallery*"}, {"_bulk/*/candidates-*.npz"}),
     ):
         _, fn = functions_by_name(template)[name]
         role = {"Ref": fn["Properties"]["Role"]["Fn::GetAtt"][0]}
-        denied = [
-            statement
+        denied = {
+            statement["Action"]: _objects(statement["NotResource"], faces, uploads)
             for policy in _of(template, "AWS::IAM::Policy").values()
             if role in policy["Properties"].get("Roles", [])
             for statement in policy["Properties"]["PolicyDocument"]["Statement"]
             if statement["Effect"] == "Deny"
-        ]
-        assert len(denied) == 1 and set(denied[0]["Action"]) == {"s3:GetObject", "s3:PutObject"}
-        allowed = json.dumps(denied[0]["NotResource"])
-        assert "/faces/_bulk/*" in allowed
-        assert {b for b in (faces, uploads) if b in allowed} == kept
-        assert ("/bulk/*" in allowed) == (uploads in kept)
+        }
+        assert denied == {"s3:GetObject": reads, "s3:PutObject": writes}, name
     for name in (wiring.BULK_ANALYSE, wiring.BULK_JOIN, wiring.BULK_PREPARE):
         _, granted, _ = _role_actions(template, name)
         assert not any(
             (a.startswith("dynamodb:") and "Write" in a) or a == "dynamodb:PutItem"
             for a in _actions(json.loads(granted))
         )
+
+
+def _objects(resources: Any, faces: str, uploads: str) -> set[str]:
+    """NotResource ARNs as 'uploads:<key pattern>' or '<key pattern>' of the faces bucket."""
+    found = set()
+    for arn in resources if isinstance(resources, list) else [resources]:
+        bucket = arn["Fn::Join"][1][0]["Fn::GetAtt"][0]
+        key = arn["Fn::Join"][1][1].removeprefix("/")
+        assert bucket in (faces, uploads)
+        found.add(key.removeprefix("faces/") if bucket == faces else f"uploads:{key}")
+    return found
+
+
+def test_the_job_object_names_each_step_may_write_are_the_names_it_writes() -> None:
+    from fnmatch import fnmatchcase
+
+    from face_dedup.cloud_bulk import part_key, vectors_key
+    from face_dedup.cloud_bulk_decide import candidates_key, gallery_key
+    from face_dedup_infra.constructs.bulk_import import JOB_OBJECTS
+
+    def allowed(step: str, key: str) -> bool:
+        return any(fnmatchcase(key, f"_bulk/*/{name}") for name in JOB_OBJECTS[step])
+
+    written = {
+        "analyse": [part_key("t1", "j1", 0), vectors_key("t1", "j1", 0, 99)],
+        "prepare": [gallery_key("t1", "j1"), gallery_key("t1", "j1", 3)],
+        "join": [candidates_key("t1", "j1", 4096)],
+    }
+    for step, keys in written.items():
+        for key in keys:
+            assert [s for s in written if allowed(s, key)] == [step], key
 
 
 def test_the_item_processor_reads_uploads_and_writes_parts_only(template: dict[str, Any]) -> None:

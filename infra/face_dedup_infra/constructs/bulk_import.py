@@ -59,6 +59,14 @@ TIMED_OUT = ["Sandbox.Timedout", "States.Timeout", "Lambda.Unknown"]
 STEPS = (wiring.BULK_ANALYSE, wiring.BULK_PREPARE, wiring.BULK_JOIN, wiring.BULK_DECIDE)
 
 MANIFEST_FORMAT = f"{UPLOAD_PREFIX}/{{}}/{{}}/{MANIFEST_NAME}"  # bulk/<tenant>/<batch>/manifest.csv
+# The job objects each step writes, as names under _bulk/<tenant>/<job>/ (cloud_bulk.part_key,
+# vectors_key; cloud_bulk_decide.gallery_key, candidates_key): analyse's vectors are what the
+# join reads of them (tests/infra/test_bulk_import_job.py checks the names match).
+JOB_OBJECTS = {
+    "analyse": ("part-*.json", "vectors-*.npz"),
+    "prepare": ("gallery*",),
+    "join": ("candidates-*.npz",),
+}
 
 
 @dataclass(frozen=True)
@@ -108,8 +116,8 @@ def add_bulk_functions(
     """The job's four functions, each with exactly what its adapters' code performs. Called
     before the index setup is declared: the decide step reaches the index, so its role must be
     mapped in the domain's security plugin like every other. The analysis, prepare and join
-    steps read and write the job's own objects only (an explicit deny on every other object of
-    the faces bucket: the records' photos and crops; and of the uploads bucket but the batch's)."""
+    steps read and write the job's own objects only, each only those it does (the records'
+    photos and crops are out of their reach; of the uploads bucket, only the batches)."""
     reserved = {
         # reserved concurrency: the job can never take more Lambda instances than it is given
         wiring.BULK_ANALYSE: options.max_concurrency,
@@ -122,21 +130,28 @@ def add_bulk_functions(
         spec = wiring.OPTIONAL_FUNCTIONS[name]
         found = permissions.needs(spec)
         built[name] = functions.add(spec, found | permissions.key_needs(found), reserved[name])
-    parts = faces.arn_for_objects(f"{FACES_PREFIX}{PARTS_PREFIX}/*")
-    batches = uploads.arn_for_objects(f"{UPLOAD_PREFIX}/*")
-    only = {
-        wiring.BULK_ANALYSE: [parts, batches],
-        wiring.BULK_PREPARE: [parts, batches],
-        wiring.BULK_JOIN: [parts],
+
+    # Each step may read and write only the job objects it does (an explicit deny on every
+    # other object of both buckets): the analysis, which decodes hostile images, cannot
+    # overwrite a job's gallery snapshot or pairs (decide trusts them to find duplicates),
+    # nor the join a part.
+    def job(*names: str) -> list[str]:
+        return [faces.arn_for_objects(f"{FACES_PREFIX}{PARTS_PREFIX}/*/{name}") for name in names]
+
+    batches = [uploads.arn_for_objects(f"{UPLOAD_PREFIX}/*")]
+    reach = {
+        wiring.BULK_ANALYSE: {"s3:GetObject": batches, "s3:PutObject": job(*JOB_OBJECTS["analyse"])},
+        wiring.BULK_PREPARE: {"s3:GetObject": batches, "s3:PutObject": job(*JOB_OBJECTS["prepare"])},
+        wiring.BULK_JOIN: {
+            "s3:GetObject": job(*JOB_OBJECTS["analyse"][1:], *JOB_OBJECTS["prepare"]),
+            "s3:PutObject": job(*JOB_OBJECTS["join"]),
+        },
     }
-    for name, allowed in only.items():
-        functions.roles[name].add_to_policy(
-            iam.PolicyStatement(
-                effect=iam.Effect.DENY,
-                actions=["s3:GetObject", "s3:PutObject"],
-                not_resources=allowed,
+    for name, by_action in reach.items():
+        for action, allowed in by_action.items():
+            functions.roles[name].add_to_policy(
+                iam.PolicyStatement(effect=iam.Effect.DENY, actions=[action], not_resources=allowed)
             )
-        )
     return built
 
 
