@@ -24,6 +24,7 @@ from face_dedup.errors import ConfigError, ModelError
 from face_dedup.ingest import Ingestor
 from face_dedup.models.custom import find_pack
 from face_dedup.models.registry import ModelPack, get_pack, verified_path
+from face_dedup.pack_guard import registry_pack
 from face_dedup.ports import BlobStore, FaceAnalyzer, Notifier, RecordStore, VectorIndex, WorkflowStarter
 from face_dedup.queries import RegistryQueries
 from face_dedup.service import DedupService, ServiceConfig
@@ -391,14 +392,23 @@ def build_service(
     """`reconcile=False` where a separate job keeps the index in step (the cloud functions).
     `analyzer`: another engine than the pack's ONNX models (tests of business rules pass a fake
     for the settings' pack; the adapters are the real ones the settings name)."""
-    pack = find_pack(settings.model_pack, settings.models_dir)
-    engine: FaceAnalyzer | None
-    if analyzer is not None:
-        engine = analyzer
-    else:
-        engine = build_engine(settings, pack, threads=threads) if with_engine else None
-    tail = load_tail(settings, pack)
     adapters = build_adapters(settings)
+    try:
+        # Before anything searches: the pack the registry's templates are in (pack_guard.py).
+        configured, settings = settings, registry_pack(settings, adapters.store)
+        if settings.model_pack != configured.model_pack and settings.index_backend != "embedded":
+            adapters.close()  # an OpenSearch index is per pack: open the adopted pack's
+            adapters = build_adapters(settings)
+        pack = find_pack(settings.model_pack, settings.models_dir)
+        engine: FaceAnalyzer | None
+        if analyzer is not None:
+            engine = analyzer
+        else:
+            engine = build_engine(settings, pack, threads=threads) if with_engine else None
+        tail = load_tail(settings, pack)
+    except BaseException:
+        adapters.close()
+        raise
     service = DedupService(
         ServiceConfig.from_settings(settings, tail),  # the core's small config, tenant explicit
         engine,

@@ -43,7 +43,8 @@ def _service(data_dir: Path | None, models_dir: Path | None, tenant: str | None)
             f"error: the {settings.store_backend} store cannot migrate between packs yet (local SQLite can)"
         )
         raise typer.Exit(1)
-    return settings, service, adapters
+    # the service's settings: the pack the registry's templates are in (bootstrap's pack guard)
+    return service.settings, service, adapters
 
 
 def _show(as_json: bool, payload: dict[str, Any]) -> None:

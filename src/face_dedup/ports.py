@@ -213,6 +213,12 @@ class RecordStore(ABC):
     @abstractmethod
     def count_templates(self, *, tenant: str, model_pack: str) -> int: ...
 
+    def template_packs(self, *, tenant: str) -> frozenset[str] | None:
+        """Every model pack the tenant's records have their own templates in (empty: none), from
+        an index, never a scan (pack_guard.py asks it at every start); None where the store
+        cannot answer that cheaply (the caller then relies on what else protects it)."""
+        return None
+
     @abstractmethod
     def are_distinct(self, *, tenant: str, record_a: str, record_b: str) -> bool:
         """An officer has decided these two records are different people."""

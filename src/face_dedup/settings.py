@@ -44,6 +44,11 @@ class Settings:
     # searched in this pack, decisions still come from `model_pack`. Empty: none. Both come
     # from the data dir's packs.json (written by `face-dedup migrate`) unless set here.
     shadow_pack: str = ""
+    # True only when Settings.load took `model_pack` from the default (no variable, override or
+    # packs.json named it): the composition root then runs the pack the registry's templates
+    # are in (pack_guard.py), so a release that changes the default never strands a registry.
+    # Not read from the environment; a Settings built directly counts as explicit (refused).
+    model_pack_defaulted: bool = False
     tenant: str = "default"
     # 1:N: target share of new people who get a false alarm (a case) against the current
     # gallery; the review threshold follows it as the registry grows.
@@ -127,13 +132,17 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["data_dir"] = Path(values["data_dir"]).expanduser()
         _registry_packs(values)
+        values["model_pack_defaulted"] = "model_pack" not in values
         values["models_dir"] = Path(values["models_dir"]).expanduser()
         settings = cls(**values)
         settings.validate()
         return settings
 
     def with_overrides(self, **overrides: Any) -> Settings:
-        updated = replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "model_pack" in given:  # named now: no longer the default
+            given.setdefault("model_pack_defaulted", False)
+        updated = replace(self, **given)
         updated.validate()
         return updated
 

@@ -394,6 +394,23 @@ class SqliteRecordStore(RecordStore):
             ).fetchone()
         return int(row[0])
 
+    def template_packs(self, *, tenant: str) -> frozenset[str]:
+        """One seek of the records_tenant index (tenant, model_pack) per distinct pack: MIN over
+        an index range is answered from its first entry, so the cost is a few B-tree descents
+        whatever the number of records (a DISTINCT would read every entry of the tenant)."""
+        packs: set[str] = set()
+        after = ""  # a pack id is never empty (find_pack / the records' NOT NULL column)
+        with self._lock:
+            while True:
+                row = self._db.execute(
+                    "SELECT MIN(model_pack) FROM records WHERE tenant = ? AND model_pack > ?",
+                    (tenant, after),
+                ).fetchone()
+                if row is None or row[0] is None:
+                    return frozenset(packs)
+                after = str(row[0])
+                packs.add(after)
+
     # -- templates of another model pack (migration) ------------------------------------------
 
     @_names_the_file
