@@ -21,6 +21,7 @@ from face_dedup.adapters.sqlite_store import SqliteRecordStore
 from face_dedup.bootstrap import build_service
 from face_dedup.demo import build_demo_inputs
 from face_dedup.domain import Outcome
+from face_dedup.errors import ConfigError
 from face_dedup.migration import read_packs, write_packs
 from face_dedup.models.registry import DEFAULT_PACK_ID, YUNET_SFACE, YUNET_SFACE_FLIP
 from face_dedup.pack_guard import TemplatesInAnotherPack
@@ -228,3 +229,19 @@ def test_a_registry_enrolled_under_two_packs_is_refused_even_by_default(
         with pytest.raises(TemplatesInAnotherPack, match="enrolled under several model packs") as refused:
             build_service(settings, with_engine=False)
         assert refused.value.packs == {OLD, NEW}
+
+
+def test_a_process_serves_no_other_tenant_whose_templates_are_in_another_pack(
+    built: tuple[Path, Path, int], base_settings: Settings
+) -> None:
+    """The local API serves each caller's tenant from one process (service.for_tenant)."""
+    data_dir, _, _ = built
+    other = Settings.load(environ={}, data_dir=data_dir, models_dir=base_settings.models_dir, tenant="other")
+    service, adapters = build_service(other, with_engine=False, reconcile=False)
+    try:
+        assert service.model_pack == NEW  # tenant "other" is empty: the default
+        with pytest.raises(ConfigError, match=f"tenant default's templates are in model pack {OLD}"):
+            service.for_tenant("default")
+        assert service.for_tenant("third").tenant == "third"  # empty: served
+    finally:
+        adapters.close()

@@ -89,6 +89,14 @@ class Registry:
                 f"tenant {tenant}'s templates are in model pack {recorded}, this process runs "
                 f"{self.model_pack}: serve that tenant from a process started for it"
             )
+        # A tenant that never migrated records its pack only in its templates (pack_guard.py
+        # checks the process's own tenant at start; this, each other one it serves).
+        packs = self.store.template_packs(tenant=tenant)
+        if packs and not packs <= {self.model_pack}:
+            raise ConfigError(
+                f"tenant {tenant}'s templates are in model pack {', '.join(sorted(packs))}, this "
+                f"process runs {self.model_pack}: serve that tenant from a process started for it"
+            )
         return replace(self, config=replace(self.config, tenant=tenant), shadow=None)
 
     def still_this_pack(self) -> None:
