@@ -555,6 +555,11 @@ def _decide_row(
         return item.outcome.value, item.reason, None
     template = template_of(entry)
     assert template is not None
+    if template.model_pack != service.model_pack:  # the deployment changed pack mid-job
+        raise BadItem(
+            f"manifest row {row} was analysed with model pack {_short(template.model_pack)}; this "
+            f"deployment registers with {service.model_pack}: run the job again (nothing was decided)"
+        )
     data: bytes | None
     try:  # the photo kept for officers, as import keeps it; the bytes analysed, or none
         data = uploads.get_limited(ref.source, service.config.max_input_bytes)

@@ -203,3 +203,37 @@ def test_a_decide_loop_run_again_after_other_enrollments_opens_no_new_case(cloud
 
 def plan_outcome(cloud: dict[str, Any], data: bytes) -> str:
     return str(_item(cloud, "b1", "ann2.jpg", "", data).outcome.value)
+
+
+def test_a_row_analysed_with_another_model_pack_is_not_registered(cloud: dict[str, Any]) -> None:
+    """The deployment moved to another pack between the rows map and the decide step (a
+    multi-day job): its templates are not registered into the new pack's partition (mixed
+    embedding spaces, wrong scores); the job stops, nothing decided."""
+    import json
+
+    from face_dedup.cloud_bulk import BadItem, part_key
+
+    fake: FakeFaceAnalyzer = cloud["fake"]
+    s3, handler = cloud["s3"], cloud["handler"]
+    ann = fake.face(b"ann", unit(fake.dim, 1))
+    s3.put_object(
+        Bucket="uploads", Key=f"bulk/{TENANT}/b1/manifest.csv", Body=b"file,application_id\nann.jpg,\n"
+    )
+    s3.put_object(Bucket="uploads", Key=f"bulk/{TENANT}/b1/ann.jpg", Body=ann)
+    job = {"tenant": TENANT, "batch": "b1", "job": "job-b1"}
+    handler.handler(
+        {"Items": [{"row": 0, "file": "ann.jpg", "application_id": ""}], "BatchInput": job}, CONTEXT
+    )
+    key = "faces/" + part_key(TENANT, "job-b1", 0)
+    body = json.loads(s3.get_object(Bucket="faces", Key=key)["Body"].read())
+    body["rows"][0]["model_pack"] = "an-older-pack"  # what the analysis ran before the update
+    s3.put_object(Bucket="faces", Key=key, Body=json.dumps(body).encode())
+    plan = handler.prepare(job, CONTEXT)
+    handler.join({"tenant": TENANT, "job": "job-b1", "first": 0, "last": 1}, CONTEXT)
+    try:
+        handler.decide({"plan": plan}, CONTEXT)
+        raise AssertionError("a template of another pack was registered")
+    except BadItem as exc:
+        assert "analysed with model pack 'an-older-pack'" in str(exc)
+    assert _item(cloud, "b1", "ann.jpg", "", ann) is None
+    assert list(cloud["store"].iter_templates(tenant=TENANT)) == []
