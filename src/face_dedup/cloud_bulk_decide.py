@@ -558,7 +558,7 @@ def _decide_row(
     if template.model_pack != service.model_pack:  # the deployment changed pack mid-job
         raise BadItem(
             f"manifest row {row} was analysed with model pack {_short(template.model_pack)}; this "
-            f"deployment registers with {service.model_pack}: run the job again (nothing was decided)"
+            f"deployment registers with {service.model_pack}: it and the rows after it are not decided"
         )
     data: bytes | None
     try:  # the photo kept for officers, as import keeps it; the bytes analysed, or none
