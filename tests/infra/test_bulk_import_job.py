@@ -138,6 +138,11 @@ def test_after_the_rows_the_job_joins_in_parallel_then_decides_in_order(template
     retried = {e for r in decide["Retry"] for e in r["ErrorEquals"]}
     assert {"TransientError", "Sandbox.Timedout", "States.Timeout"} <= retried and "BulkGap" not in retried
     assert not decide.get("Catch")  # a gap or a bad plan fails the execution, deciding nothing more
+    # another job's calls hold the reserved concurrency: each step waits its turn (a day), first
+    for task in (states["Rows"]["ItemProcessor"]["States"]["Analyse"], prepare, chunk, decide):
+        waits = task["Retry"][0]
+        assert waits["ErrorEquals"] == ["Lambda.TooManyRequestsException"]
+        assert waits["IntervalSeconds"] * waits["MaxAttempts"] >= 86_400 and waits["BackoffRate"] == 1
     assert decide["Next"] == "Decided"
     choice = states["Decided"]
     assert choice["Choices"] == [{"Variable": "$.plan.done", "BooleanEquals": True, "Next": "Finish"}]
@@ -146,6 +151,7 @@ def test_after_the_rows_the_job_joins_in_parallel_then_decides_in_order(template
     finish = states["Finish"]
     assert finish["Resource"] == f"@@{by_name[wiring.BULK_DECIDE][0]}@@"
     assert finish["Parameters"] == {"finish.$": "$.plan"} and finish["Next"] == "Done"
+    assert finish["Retry"][0]["ErrorEquals"] == ["Lambda.TooManyRequestsException"]
     assert states["Done"]["Type"] == "Succeed"
 
 

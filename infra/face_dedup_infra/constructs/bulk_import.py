@@ -181,7 +181,9 @@ class BulkImportJob(Construct):
             result_path: str | None = None,
             timeouts: bool = False,
         ) -> tasks.LambdaInvoke:
-            task = retried_invoke(self, name, function, payload, result_path)
+            # every step's function has a reserved concurrency this job alone fills (decide: 1):
+            # while another job's calls hold it, a call waits its turn instead of failing the job
+            task = retried_invoke(self, name, function, payload, result_path, waits_for_slot=True)
             if timeouts:
                 task.add_retry(
                     errors=TIMED_OUT, interval=Duration.seconds(10), backoff_rate=2, max_attempts=2

@@ -20,6 +20,10 @@ from constructs import Construct
 
 from face_dedup_infra.constructs.workflow import RETRY, TRANSIENT
 
+# A throttled call of a one-at-a-time function: asked again after up to 5 minutes, for a day
+# (each try is ~3 history events: 288 tries stay far below an execution's 25,000).
+SLOT_WAIT_S = 300
+SLOT_WAITS = 288
 RESULTS_KEPT_DAYS = 90  # the jobs' result manifests: ids, row numbers and reason codes, nothing else
 
 
@@ -55,9 +59,14 @@ def retried_invoke(
     function: Any,
     payload: sfn.TaskInput | None = None,
     result_path: str | None = None,
+    *,
+    waits_for_slot: bool = False,
 ) -> tasks.LambdaInvoke:
     """A Lambda task whose answer is the function's own, retried on the transient errors (the
-    workflow's RETRY policy, full jitter) and on nothing else."""
+    workflow's RETRY policy, full jitter) and on nothing else. `waits_for_slot`: a function of
+    reserved concurrency 1 that another execution's call may hold for up to its 15 minutes is
+    throttled meanwhile: it is asked again every few minutes for up to a day (SLOT_WAITS), not
+    the transient policy's few tries, which end the execution within about 20 minutes."""
     task = tasks.LambdaInvoke(
         scope,
         name,
@@ -67,6 +76,14 @@ def retried_invoke(
         result_path=result_path,
         retry_on_service_exceptions=False,
     )
+    if waits_for_slot:  # before the transient policy: the first retrier that matches applies
+        task.add_retry(
+            errors=["Lambda.TooManyRequestsException"],
+            interval=Duration.seconds(SLOT_WAIT_S),
+            backoff_rate=1,
+            max_attempts=SLOT_WAITS,
+            jitter_strategy=sfn.JitterType.FULL,
+        )
     task.add_retry(
         errors=TRANSIENT,
         interval=Duration.seconds(RETRY["interval_s"]),
