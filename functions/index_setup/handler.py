@@ -10,7 +10,9 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from face_dedup.adapters.opensearch_index import provision
-from face_dedup.bootstrap import build_search_index
+from face_dedup.bootstrap import build_cloud_store, build_search_index
+from face_dedup.identifiers import tenant as valid_tenant
+from face_dedup.pack_guard import check_deployment
 from face_dedup.settings import Settings
 
 logger = Logger(service="face-dedup-index-setup")
@@ -29,6 +31,12 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "face_dedup_write": list(properties.get("WriteRoleArns") or []),
     }
     settings = Settings.load()
+    # Before any index is created: a deployment of another pack than the registry's templates
+    # are in fails here, and CloudFormation rolls it back (pack_guard.check_deployment).
+    tenants = [valid_tenant(str(t)) for t in properties.get("Tenants") or []]
+    if tenants:
+        store = build_cloud_store(settings)
+        check_deployment(store, tenants, active=settings.model_pack, shadow=settings.shadow_pack)
     # a migration's shadow pack (deployed with -c face-dedup:shadow-pack): its own index, of its
     # own dimension, created beside the active pack's and readable/writable by the same roles
     shadow = (

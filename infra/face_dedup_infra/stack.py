@@ -165,7 +165,12 @@ class FaceDedupStack(Stack):
             else {}
         )
         search.provision_index(
-            functions.roles, settings, layer=functions.runtime_layer, security_group=network.functions_sg
+            functions.roles,
+            settings,
+            layer=functions.runtime_layer,
+            security_group=network.functions_sg,
+            records=tables.tables["records"],  # a deployment of another pack than the records' fails
+            tenants=config.tenants,
         )
         network.add_endpoints_for(functions.roles)
         if migration.enabled:  # the model-pack migration job: off unless asked for (README)

@@ -329,6 +329,11 @@ def _emf_drift() -> DriftStore:
     return EmfDriftStore()
 
 
+def build_cloud_store(settings: Settings) -> RecordStore:
+    """The cloud's record store alone: the deploy-time index step reads it (pack_guard)."""
+    return _dynamodb_store(settings)
+
+
 def _dynamodb_store(settings: Settings) -> RecordStore:
     from face_dedup.adapters.dynamodb_store import DynamoRecordStore
     from face_dedup.table_schema import ROLES, TableNames

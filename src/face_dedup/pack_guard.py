@@ -87,3 +87,24 @@ def _refusal(settings: Settings, store: RecordStore, packs: frozenset[str]) -> s
         f"{where}, not {running} ({empty}): unset FACE_DEDUP_MODEL_PACK to run {own}, or move the "
         f"registry to {running} with `face-dedup migrate start --to {running}` (run without it)"
     )
+
+
+def check_deployment(store: RecordStore, tenants: list[str], *, active: str, shadow: str = "") -> None:
+    """The cloud's guard, run by the deploy-time index step before it creates any index: a
+    deployment whose pack is neither the active nor the shadow pack of a tenant's records is
+    refused (the custom resource fails, CloudFormation rolls the deployment back). One record
+    per tenant is read (`sample_template_pack`): the records table has no key on the pack. Outside
+    a cut-over a tenant's records are all in one pack, so that record names it; during a cut-over
+    (the migration job's switch, one record at a time) the sample may be either pack, and a
+    deployment that names neither is still refused."""
+    running = {active, shadow} - {""}
+    for tenant in tenants:
+        own = store.sample_template_pack(tenant=tenant)
+        if own is not None and own not in running:
+            raise TemplatesInAnotherPack(
+                f"tenant {tenant}'s templates are in model pack {own}, not {active}: a deployment "
+                f"searching {active} would find none of them and enroll everyone as new. Deploy "
+                f"with -c face-dedup:model-pack={own}, or move the registry with the migration job "
+                "first (README: migrating, in the cloud)",
+                frozenset({own}),
+            )

@@ -219,6 +219,15 @@ class RecordStore(ABC):
         cannot answer that cheaply (the caller then relies on what else protects it)."""
         return None
 
+    def sample_template_pack(self, *, tenant: str) -> str | None:
+        """The pack of one of the tenant's records, read from one item (None: no records). Outside
+        a cut-over every record of a tenant is in one pack, so this is the registry's pack where
+        `template_packs` has no cheap answer (the cloud's deploy-time check, pack_guard.py)."""
+        packs = self.template_packs(tenant=tenant)
+        if packs is None:
+            raise NotImplementedError(f"{type(self).__name__} cannot name its templates' pack")
+        return min(packs) if packs else None
+
     @abstractmethod
     def are_distinct(self, *, tenant: str, record_a: str, record_b: str) -> bool:
         """An officer has decided these two records are different people."""

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from aws_cdk import RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -94,10 +95,15 @@ class SearchDomain(Construct):
         *,
         layer: lambda_.ILayerVersion,
         security_group: ec2.ISecurityGroup,
+        records: dynamodb.ITable | None = None,
+        tenants: tuple[str, ...] = (),
     ) -> None:
         """The deploy-time index step: a custom resource whose function (the master user, in
         the VPC) creates the index and maps each function's role to its security-plugin role
-        (read-only for functions that only search). Runs on every deployment; idempotent."""
+        (read-only for functions that only search). Runs on every deployment; idempotent.
+        With `records` and `tenants` it first reads one record per tenant and fails the
+        deployment when that record's pack is neither the deployed active nor shadow pack
+        (pack_guard.check_deployment): Query on the records table's indexes, nothing else."""
         from aws_cdk import CustomResource, Duration
         from aws_cdk import custom_resources as cr
 
@@ -112,6 +118,13 @@ class SearchDomain(Construct):
         }
         if settings.get("shadow_pack"):  # a migration's shadow pack: its own index is created too
             env[env_name("shadow_pack")] = settings["shadow_pack"]
+        if records is not None and tenants:  # the pack check reads one record per tenant
+            env[env_name("table_records")] = records.table_name
+            self.master_role.add_to_policy(
+                iam.PolicyStatement(actions=["dynamodb:Query"], resources=[f"{records.table_arn}/index/*"])
+            )
+            if records.encryption_key is not None:
+                records.encryption_key.grant_decrypt(self.master_role)
         self.domain.grant_read_write(self.master_role)
         self.setup_function = lambda_.Function(
             self,
@@ -145,7 +158,11 @@ class SearchDomain(Construct):
             self,
             "Index",
             service_token=provider.service_token,
-            properties={"ReadRoleArns": readers, "WriteRoleArns": writers},
+            properties={
+                "ReadRoleArns": readers,
+                "WriteRoleArns": writers,
+                "Tenants": list(tenants) if records is not None else [],
+            },
         )
         self.index_setup.node.add_dependency(self.domain)
         # The domain's resource policy admits exactly the roles that reach it, each with only the

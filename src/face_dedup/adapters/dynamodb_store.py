@@ -361,6 +361,20 @@ class DynamoRecordStore(RecordStore):
                 return True
         return False
 
+    def sample_template_pack(self, *, tenant: str) -> str | None:
+        """One item of the by_tenant GSI (Limit 1, one attribute): the table has no key on the
+        pack, so every pack of a tenant (`template_packs`) would be a read of all its items."""
+        page = self._client.query(
+            TableName=self._names.records,
+            IndexName="by_tenant",
+            KeyConditionExpression="tenant = :t",
+            ExpressionAttributeValues={":t": {"S": tenant}},
+            ProjectionExpression="model_pack",
+            Limit=1,
+        )
+        items = page.get("Items", [])
+        return _str(items[0], "model_pack") if items else None
+
     def count_templates(self, *, tenant: str, model_pack: str) -> int:
         paginator = self._client.get_paginator("query")
         total = 0
