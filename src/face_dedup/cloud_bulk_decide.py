@@ -403,7 +403,7 @@ def decide(
         if entry is None:
             raise BulkGap(row)
         outcome, reason, record = _decide_row(
-            registering, uploads, index, ids_before, entry, actor, decided=counted | ahead
+            registering, uploads, index, ids_before, entry, actor, decided=(counted, ahead)
         )
         counts[outcome] = counts.get(outcome, 0) + 1
         if reason:
@@ -536,10 +536,10 @@ def _decide_row(
     entry: dict[str, Any],
     actor: str,
     *,
-    decided: set[str],
+    decided: tuple[set[str], ...],
 ) -> tuple[str, str | None, str | None]:
     """(outcome, reason, the row's record id if it is in the index: decided now or before).
-    `decided`: the records registered before this row (by earlier calls or rows)."""
+    `decided`: the records registered before this row (by earlier calls or rows), in sets."""
     row = int(entry["row"])
     if not entry.get("sha256"):  # nothing was read (bad name, no such object): reported only
         return Outcome.REJECTED.value, str(entry.get("reason") or Reason.INTERNAL_ERROR.value), None
@@ -573,7 +573,8 @@ def _decide_row(
         item = service.register(ref, digest, template, data, actor)
     finally:
         answers.expect(None)
-    fresh = item.record_id not in decided  # not a row found done (a retry, a file named twice)
+    # not a row found done (a retry, a file named twice)
+    fresh = not any(item.record_id in records for records in decided)
     if item.outcome is Outcome.ENROLLED and fresh and index.changed_since_counted():
         # no registry lock in the cloud: a face enrolled since this row's search may be the
         # same person; the live enrollment's own re-check ran before this row was indexed.
