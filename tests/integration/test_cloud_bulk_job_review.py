@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from face_dedup.analysis import Rejection
 from face_dedup.domain import stable_id
 from face_dedup.service import InputRef
@@ -237,3 +239,52 @@ def test_a_row_analysed_with_another_model_pack_is_not_registered(cloud: dict[st
         assert "analysed with model pack 'an-older-pack'" in str(exc)
     assert _item(cloud, "b1", "ann.jpg", "", ann) is None
     assert list(cloud["store"].iter_templates(tenant=TENANT)) == []
+
+
+def test_hostile_manifest_values_never_reach_the_results_or_the_logs(
+    cloud: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Path traversal, CSV injection, a 100 kB name, a name twice, a control character, an
+    application id that is not one: rejected or decided in place, and nothing of them (nor any
+    template) is in what the steps return to Step Functions or log."""
+    import io
+    import json
+
+    fake: FakeFaceAnalyzer = cloud["fake"]
+    s3, handler = cloud["s3"], cloud["handler"]
+    log = io.StringIO()  # the Lambda's log (the handlers' powertools logger writes there)
+    monkeypatch.setattr(handler.logger.registered_handler, "stream", log)
+    ann = fake.face(b"ann", unit(fake.dim, 1))
+    s3.put_object(Bucket="uploads", Key=f"bulk/{TENANT}/b1/ann.jpg", Body=ann)
+    s3.put_object(Bucket="uploads", Key=f"bulk/{TENANT}/b1/manifest.csv", Body=b"file,application_id\n")
+    hostile = [
+        ("../../faces/t1/x.jpg", ""),
+        ('=HYPERLINK("http://evil")', ""),
+        ("W" * 100_000, ""),
+        ("ann.jpg", "+SUM(A1)"),
+        ("ann\x1b[31m.jpg", ""),
+        ("ann.jpg", ""),
+        ("ann.jpg", ""),
+    ]
+    items = [{"row": n, "file": f, "application_id": a} for n, (f, a) in enumerate(hostile)]
+    job = {"tenant": TENANT, "batch": "b1", "job": "job-b1"}
+    returned = [handler.handler({"Items": items, "BatchInput": job}, CONTEXT)]
+    plan = handler.prepare(job, CONTEXT)
+    returned.append(plan)
+    returned.append(
+        handler.join({"tenant": TENANT, "job": "job-b1", "first": 0, "last": len(items)}, CONTEXT)
+    )
+    while not plan.get("done"):
+        plan = handler.decide({"plan": plan}, CONTEXT)
+        returned.append(plan)
+    # five rejected in place; the file named twice is one record, the second row resumes it
+    assert plan["last_call"]["outcomes"] == {"rejected": 5, "enrolled": 2}
+    assert len(list(cloud["store"].iter_templates(tenant=TENANT))) == 1
+    logged = capsys.readouterr()  # the drift metrics (EMF lines)
+    lines = log.getvalue()
+    assert '"decided"' in lines and '"analysed"' in lines  # the handlers' own log lines
+    text = json.dumps(returned) + logged.out + logged.err + lines
+    for needle in ("..", "HYPERLINK", "WWWW", "SUM", "\x1b", "ann", "evil"):
+        assert needle not in text, needle
+    vector = unit(fake.dim, 1).astype("<f4").tobytes()
+    assert __import__("base64").b64encode(vector).decode()[:16] not in text
