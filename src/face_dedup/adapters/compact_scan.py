@@ -21,10 +21,12 @@ e_q = q - s_q c_q is measured in float64. Then
 
 so |q.x - compact| <= ‖e_q‖ ‖x‖ + ‖q‖ err_max + ‖e_q‖ err_max  (Cauchy-Schwarz, ‖x‖ <= 1.001).
 The float32 rescoring itself differs from the real dot product by at most d * 2^-24 * ‖q‖ ‖x‖
-(under 1e-5 at d = 128); `_SLACK` (1e-4) covers that and the float64 threshold arithmetic. A row
-is rescored when compact >= threshold - margin - slack, i.e. when its int32 sum reaches
-floor((threshold - margin - slack) / (s s_q)): no row whose float32 score is >= threshold is
-missed. tests/unit/test_vector_index_no_loss.py places vectors just above and below it.
+(under 1e-5 ‖q‖ at d = 128); the slack, `_SLACK` (1e-4) times max(1, ‖q‖), covers that and the
+float64 threshold arithmetic (an absolute 1e-4 did not: a query of norm 1e4 lost rows whose
+coding error met the bound). A row is rescored when compact >= threshold - margin - slack, i.e.
+when its int32 sum reaches floor((threshold - margin - slack) / (s s_q)): no row whose float32
+score is >= threshold is missed. tests/unit/test_vector_index_no_loss.py places vectors just
+above and below it.
 
 The kernel (sealed blocks). `MatMulInteger` is not bandwidth-bound here (MLAS packs the rows on
 every call: 13 ms at 1M). Full blocks of `BLOCK_ROWS` rows are therefore handed, once, to
@@ -37,7 +39,8 @@ We feed it the pre-quantised query q' = s_q c_q in float32, s_q itself a float32
 codes are c_q again (each q'_i / s_q is within 1e-6 of the integer c_i), its int32 sums are
 c_q . c_x exactly, and its only error is the float32 rounding of the scaled output:
 |output - s s_q (c_q . c_x)| <= `_KERNEL_TOL` (1e-5; measured 2e-7 over 20 queries x 1M rows). A row is
-rescored when output >= threshold - margin - slack - `_KERNEL_TOL`, which keeps the guarantee.
+rescored when output >= threshold - margin - slack - `_KERNEL_TOL` max(1, ‖q‖) (the rounding
+scales with the output, so with the query), which keeps the guarantee.
 That relies on the kernel computing what it documents, so it is checked, not trusted: every
 block session, when built, scores its own rows for two fixed queries and is compared with the
 exact integer sums; a difference over `_KERNEL_TOL` (another CPU, another onnxruntime build, a
@@ -47,14 +50,23 @@ numbers only) and `MatMulInteger` scans everything, as before. Rows after the la
 a delete moving the last row into its hole) no longer matches the block's snapshot: it is kept
 in the block's dirty set and rescored outright until a background thread rebuilds the block
 (searches never wait for a build; they use what is built).
+
+The builder thread and processes. A fork waits until the builder is outside onnxruntime and
+no copy's lock is held (`os.register_at_fork`): a child forked mid-build inherited a lock or an
+onnxruntime import held by a thread it does not have, and blocked for good; the child then
+starts its own builder when it next needs one. At interpreter exit the builder is stopped and
+joined (a daemon thread inside onnxruntime while the process tore it down aborted it now and
+then: exit status 134). A closed or reloaded index stops its copies' builders (`stop`).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import os
 import threading
+import weakref
 from typing import Any
 
 import numpy as np
@@ -319,6 +331,9 @@ class CompactCopy:
         self._generation = 0  # a reload discards a build started before it
         self._building: tuple[int, set[int]] | None = None  # block, rows changed since its snapshot
         self._builder: threading.Thread | None = None
+        self._stopped = False  # closed, reloaded or exiting: build nothing more
+        with _copies_lock:
+            _copies.add(self)
 
     def load(self, matrix: NDArray[np.float32]) -> None:
         with self._lock:
@@ -375,9 +390,14 @@ class CompactCopy:
         if self._building is not None and self._building[0] == block:
             self._building[1].add(row)
 
+    def stop(self) -> None:
+        """Build no more blocks (the copy is being discarded); a build under way ends on its own."""
+        with self._lock:
+            self._stopped = True
+
     def _next_build(self) -> int | None:
         """The block to build next (under the lock): a full unsealed one, else the most changed."""
-        if not nbits_usable(self.dim):
+        if self._stopped or not nbits_usable(self.dim):
             return None
         sealed = len(self.blocks)
         if (sealed + 1) * self.block_rows <= self.size:
@@ -391,10 +411,21 @@ class CompactCopy:
     def _kick(self) -> None:
         """Start the builder thread if there is work and none runs (under the lock)."""
         if self._builder is None and self._next_build() is not None:
+            import onnx  # noqa: F401 - imported here, not by the thread: a fork meanwhile would
+            import onnxruntime  # noqa: F401 - leave the child's import lock held for good
+
             self._builder = threading.Thread(target=self._build_blocks, name="compact-blocks", daemon=True)
             self._builder.start()
 
     def _build_blocks(self) -> None:
+        try:
+            self._build_loop()
+        finally:  # whatever ended it (an error, too): a later change may start another
+            with self._lock:
+                if self._builder is threading.current_thread():
+                    self._builder, self._building = None, None
+
+    def _build_loop(self) -> None:
         while True:
             with self._lock:
                 block = self._next_build()
@@ -410,20 +441,23 @@ class CompactCopy:
                 rows = base[start : start + self.block_rows]
                 generation = self._generation
                 self._building = (block, set())
-            try:
-                session, weights = _nbits_session(rows)
-            except Exception:  # an onnxruntime without the kernel: MatMulInteger as before
-                log.warning("onnxruntime's MatMulNBits is unavailable: the compact scan uses MatMulInteger")
-                session, weights = None, []
-            with self._lock:  # what was packed, but for rows changed meanwhile (skipped)
-                changed = set(self._building[1]) if self._building is not None else set()
-                packed = rows.copy()
-            skip = np.zeros(len(packed), dtype=np.bool_)
-            skip[[row - start for row in changed]] = True
-            difference = math.inf if session is None else _kernel_agrees(session, packed, skip)
-            del packed
-            if difference > _KERNEL_TOL:
-                _give_up_nbits(difference)
+            with _fork_guard:  # no fork while inside onnxruntime (module doc)
+                try:
+                    session, weights = _nbits_session(rows)
+                except Exception:  # an onnxruntime without the kernel: MatMulInteger as before
+                    log.warning(
+                        "onnxruntime's MatMulNBits is unavailable: the compact scan uses MatMulInteger"
+                    )
+                    session, weights = None, []
+                with self._lock:  # what was packed, but for rows changed meanwhile (skipped)
+                    changed = set(self._building[1]) if self._building is not None else set()
+                    packed = rows.copy()
+                skip = np.zeros(len(packed), dtype=np.bool_)
+                skip[[row - start for row in changed]] = True
+                difference = math.inf if session is None else _kernel_agrees(session, packed, skip)
+                del packed
+                if difference > _KERNEL_TOL:
+                    _give_up_nbits(difference)
             with self._lock:
                 building, self._building = self._building, None
                 if difference > _KERNEL_TOL:
@@ -441,6 +475,7 @@ class CompactCopy:
         """Wait until no block is being built (tests, benchmarks)."""
         while True:
             with self._lock:
+                self._kick()  # e.g. in a forked child, whose builder thread stayed in the parent
                 builder = self._builder
             if builder is None:
                 return
@@ -459,15 +494,18 @@ class CompactCopy:
         """Rows (ascending) among the first `size` whose float32 score can be >= `min_score`;
         None when so many qualify that a float32 scan is the cheaper way."""
         codes, step, bound = self.margin(query)
-        lowest = min_score - bound - _SLACK  # the compact score a row needs to be rescored
+        # float32 rounding (of the rescoring, of the kernel's output) grows with the query
+        scale = max(1.0, float(np.linalg.norm(np.asarray(query, dtype=np.float64))))
+        lowest = min_score - bound - _SLACK * scale  # the compact score a row needs to be rescored
         with self._lock:
+            self._kick()  # e.g. in a forked child, whose builder thread stayed in the parent
             blocks = self.blocks if nbits_usable(self.dim) else []
             found: list[NDArray[np.intp]] = []
             if blocks:
                 fed = (codes.astype(np.float32) * np.float32(step)).reshape(1, -1)
                 for number, block in enumerate(blocks):
                     scores = block.session.run(None, {"query": fed})[0].reshape(-1)  # type: ignore[attr-defined]
-                    hits = np.flatnonzero(scores >= lowest - _KERNEL_TOL)
+                    hits = np.flatnonzero(scores >= lowest - _KERNEL_TOL * scale)
                     found.append(hits + number * self.block_rows)
                     if block.dirty:
                         found.append(np.fromiter(block.dirty, dtype=np.intp, count=len(block.dirty)))
@@ -484,3 +522,52 @@ class CompactCopy:
         if len(near) * _FALLBACK_SHARE > size:
             return None
         return near
+
+
+# Every live copy, for the fork and exit hooks below (weak: a dropped index is not kept alive).
+_copies: weakref.WeakSet[CompactCopy] = weakref.WeakSet()
+_copies_lock = threading.Lock()
+_fork_guard = threading.Lock()  # held by the builder while inside onnxruntime
+_held: list[threading.Lock] = []  # what _before_fork took, in order
+
+
+def _before_fork() -> None:
+    """Take every lock the builder or a search may hold (the order they are taken in
+    elsewhere), so that the child starts with none held by a thread it does not have."""
+    _fork_guard.acquire()
+    _copies_lock.acquire()
+    taken = [copy._lock for copy in list(_copies)]
+    for lock in [*taken, _session_lock, _products_lock, _nbits_lock]:
+        lock.acquire()
+    _held[:] = [_fork_guard, _copies_lock, *taken, _session_lock, _products_lock, _nbits_lock]
+
+
+def _after_fork_in_parent() -> None:
+    for lock in reversed(_held):
+        lock.release()
+    _held.clear()
+
+
+def _after_fork_in_child() -> None:
+    for copy in list(_copies):  # the builder thread is not in this process: a new one when needed
+        copy._builder, copy._building = None, None
+    _after_fork_in_parent()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+    )
+
+
+@atexit.register
+def _stop_builders() -> None:
+    """Stop every builder and wait for the block under way (interpreter exit: module doc)."""
+    with _copies_lock:
+        copies = list(_copies)
+    for copy in copies:
+        copy.stop()
+        with copy._lock:
+            builder = copy._builder
+        if builder is not None:
+            builder.join()

@@ -214,6 +214,8 @@ class ExactVectorIndex(VectorIndex, BulkAnswering):
         """Rebuild the matrices from SQLite in one pass per partition (1M rows in seconds), in
         one read transaction, so the change-log position matches the rows read."""
         groups: dict[tuple[str, str, int], tuple[list[str], list[bytes]]] = defaultdict(lambda: ([], []))
+        for old in self._partitions.values():  # replaced below: their blocks would be built for nothing
+            old.compact.stop()
         self._partitions.clear()
         self._where.clear()
         self._version = self._data_version()
@@ -477,6 +479,8 @@ class ExactVectorIndex(VectorIndex, BulkAnswering):
 
     def close(self) -> None:
         with self._lock:
+            for partition in self._partitions.values():  # no more blocks built for a closed index
+                partition.compact.stop()
             self._db.close()
 
 
