@@ -290,3 +290,57 @@ def test_blocks_hold_no_old_arrays_after_many_add_remove_cycles() -> None:
     assert all(len(block.dirty) * compact_scan._DIRTY_SHARE <= copy.block_rows for block in copy.blocks)
     assert copy._building is None
     index.close()
+
+
+class FakeSaturatingKernel:
+    """What a MatMulNBits kernel would compute if it quantised the query to uint8 (code + 128)
+    and summed lane pairs in saturating 16-bit integers (AVX2's `vpmaddubsw`): exact unless a
+    pair's sum leaves int16. No such kernel is in the pinned onnxruntime on this machine's CPU;
+    the check must catch it wherever it runs."""
+
+    def __init__(self, codes: NDArray[np.uint8]) -> None:
+        self.signed = codes.astype(np.int64) - 128
+
+    def run(self, _: object, feeds: dict[str, NDArray[np.float32]]) -> list[NDArray[np.float32]]:
+        fed = feeds["query"].reshape(-1).astype(np.float64)
+        scale = np.abs(fed).max() / 127
+        a = np.rint(fed / scale).astype(np.int64) + 128 if scale else np.full(len(fed), 128)
+        pairs = np.clip(self.signed[:, 0::2] * a[0::2] + self.signed[:, 1::2] * a[1::2], -32768, 32767)
+        sums = pairs.sum(axis=1) - 128 * self.signed.sum(axis=1)
+        return [(sums * scale / 256).astype(np.float32).reshape(1, -1)]
+
+
+def test_the_kernel_check_catches_saturating_pair_sums(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One row has two large components in a lane pair that the original two check queries
+    leave near code 0 (so they did not saturate there): the all-+127 check query does."""
+    spread, spike = compact_scan._check_queries(DIM)[:2]
+    codes = [compact_scan.quantise_query(q)[0].astype(np.int64) for q in (spread, spike)]
+    lane = next(p for p in range(0, DIM, 2) if all(c[p] + c[p + 1] < 0 for c in codes))
+    rng = np.random.default_rng(12)
+    rows = np.stack([unit(rng.normal(size=DIM)) for _ in range(256)])
+    rest = unit(rng.normal(size=DIM))
+    rest[lane : lane + 2] = 0.0
+    row = (
+        0.45 * np.eye(DIM)[lane] + 0.45 * np.eye(DIM)[lane + 1] + rest / np.linalg.norm(rest) * np.sqrt(0.595)
+    )
+    rows[7] = unit(row)
+    old = compact_scan._kernel_agrees
+
+    def only_two(session: object, packed: NDArray[np.uint8], skip: NDArray[np.bool_]) -> float:
+        original = compact_scan._check_queries
+        monkeypatch.setattr(compact_scan, "_check_queries", lambda dim: original(dim)[:2])
+        try:
+            return old(session, packed, skip)
+        finally:
+            monkeypatch.setattr(compact_scan, "_check_queries", original)
+
+    monkeypatch.setattr(compact_scan, "_nbits_session", lambda codes: (FakeSaturatingKernel(codes), []))
+    fake = FakeSaturatingKernel(compact_scan.encode(rows)[0])
+    assert (
+        only_two(fake, compact_scan.encode(rows)[0], np.zeros(256, dtype=np.bool_))
+        <= compact_scan._KERNEL_TOL
+    )
+    copy = compact_scan.CompactCopy(DIM, 256)
+    copy.load(rows.astype(np.float32))
+    copy.settle()
+    assert compact_scan._nbits_broken and copy.blocks == []

@@ -42,7 +42,7 @@ c_q . c_x exactly, and its only error is the float32 rounding of the scaled outp
 rescored when output >= threshold - margin - slack - `_KERNEL_TOL` max(1, ‖q‖) (the rounding
 scales with the output, so with the query), which keeps the guarantee.
 That relies on the kernel computing what it documents, so it is checked, not trusted: every
-block session, when built, scores its own rows for two fixed queries and is compared with the
+block session, when built, scores its own rows for four fixed queries and is compared with the
 exact integer sums; a difference over `_KERNEL_TOL` (another CPU, another onnxruntime build, a
 kernel that quantises differently) turns the blocks off for good in this process (logged once,
 numbers only) and `MatMulInteger` scans everything, as before. Rows after the last full block
@@ -248,11 +248,14 @@ def _nbits_session(codes: NDArray[np.uint8]) -> tuple[object, list[object]]:
 
 def _check_queries(dim: int) -> list[NDArray[np.float32]]:
     """Fixed queries for the kernel check: a spread-out one and one with a dominant component
-    (a large and a small query scale)."""
+    (a large and a small query scale), and every component at +127, then at -127: the largest
+    input in every lane, so that a kernel whose 16-bit pair sums can saturate (AVX2's
+    `vpmaddubsw`, as some int8 kernels use it) does so on every row of the block where any
+    query could make it."""
     spread = np.random.default_rng(12).standard_normal(dim)
     spike = spread * 0.05
     spike[dim // 3] = 1.0
-    return [(v / np.linalg.norm(v)).astype(np.float32) for v in (spread, spike)]
+    return [(v / np.linalg.norm(v)).astype(np.float32) for v in (spread, spike, np.ones(dim), -np.ones(dim))]
 
 
 def _kernel_agrees(session: object, codes: NDArray[np.uint8], skip: NDArray[np.bool_]) -> float:
