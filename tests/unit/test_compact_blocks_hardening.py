@@ -344,3 +344,43 @@ def test_the_kernel_check_catches_saturating_pair_sums(monkeypatch: pytest.Monke
     copy.load(rows.astype(np.float32))
     copy.settle()
     assert compact_scan._nbits_broken and copy.blocks == []
+
+
+def test_rows_that_are_not_unit_length_or_not_finite_are_rescored_outright(tmp_path: Any) -> None:
+    """refresh() places another process's rows without checking their norms (load() refuses
+    them): the margin assumes unit rows, so any other row is an outlier, rescored in float32;
+    a NaN row no longer makes the largest coding error NaN (which found nothing at all)."""
+    rng = np.random.default_rng(13)
+    rows = np.stack([unit(rng.normal(size=DIM)) for _ in range(300)])
+    rows[3] *= 1.3  # small components: not an outlier by size
+    rows[4] = np.nan
+    _, outlier, err_max = compact_scan.encode(rows)
+    assert outlier[3] and outlier[4] and outlier.sum() == 2
+    assert np.isfinite(err_max)
+
+    path = tmp_path / "index.sqlite"
+    writer = ExactVectorIndex(path, compact_from=0, block_rows=64)
+    reader = ExactVectorIndex(path, compact_from=0, block_rows=64)
+    good = rows[5:]
+    writer.add([IndexEntry(f"r{i}", "t", "p", v) for i, v in enumerate(good)])
+    query = good[0]
+    long = (good[1] * 1.3).astype(np.float32)  # as if written by a process that did not check
+    with writer._db:
+        writer._db.execute("UPDATE vectors SET vector = ? WHERE record_id = 'r1'", (long.tobytes(),))
+        writer._db.execute("INSERT INTO changes(record_id) VALUES ('r1')")
+    threshold = float(long @ query) - 1e-3
+    hits = reader.search(query, tenant="t", model_pack="p", k=1000, min_score=threshold)
+    with reader._lock:
+        expected = exact_answer(reader, query, threshold)
+    assert "r1" in expected
+    assert {h.record_id for h in hits} == expected
+    writer.close()
+    reader.close()
+
+
+def test_a_query_too_small_for_a_float32_step_is_answered() -> None:
+    copy = compact_scan.CompactCopy(DIM)
+    copy.load(np.stack([unit(np.random.default_rng(14).normal(size=DIM)) for _ in range(100)]))
+    query = np.full(DIM, 1e-44, dtype=np.float32)
+    codes, step, bound = copy.margin(query)
+    assert step == 1.0 and not codes.any() and np.isfinite(bound)

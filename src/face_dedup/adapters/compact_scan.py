@@ -165,8 +165,11 @@ def encode(rows: NDArray[np.float32]) -> tuple[NDArray[np.uint8], NDArray[np.boo
     """Codes (int8 + 128, as uint8), which rows are outliers, and the largest coding error norm
     of the others (exact, in float64)."""
     scaled = np.asarray(rows, dtype=np.float32) * np.float32(_SCALE)  # exact: power of two
-    outlier = np.any(np.abs(scaled) > _LIMIT, axis=1)
-    codes = np.clip(np.rint(scaled), -_LIMIT, _LIMIT)
+    norms = np.linalg.norm(scaled.astype(np.float64), axis=1) / _SCALE
+    # The margin assumes |‖x‖ - 1| <= 1e-3: a row that is not (bytes that rotted, another
+    # process's change read by refresh(), which does not check norms; NaN) is rescored outright.
+    outlier = np.any(~(np.abs(scaled) <= _LIMIT), axis=1) | ~(np.abs(norms - 1.0) <= _NORM_MAX - 1.0)
+    codes = np.clip(np.rint(np.where(outlier[:, None], np.float32(0), scaled)), -_LIMIT, _LIMIT)
     errors = np.linalg.norm((scaled.astype(np.float64) - codes) / _SCALE, axis=1)
     inliers = errors[~outlier]
     err_max = float(inliers.max()) if len(inliers) else 0.0
@@ -295,7 +298,9 @@ def quantise_query(query: NDArray[np.float32]) -> tuple[NDArray[np.int8], float]
     s_q * c_q in float32, is re-quantised by the kernel to the same c_q and (within rounding) s_q."""
     q = np.asarray(query, dtype=np.float64)
     peak = float(np.abs(q).max())
-    step = float(np.float32(peak / _LIMIT)) if peak > 0 else 1.0
+    step = float(np.float32(peak / _LIMIT))
+    if not step > 0:  # a zero query, or one so small that its step underflows float32
+        step = 1.0
     codes = np.clip(np.rint(q / step), -_LIMIT, _LIMIT)
     return codes.astype(np.int8), step
 
