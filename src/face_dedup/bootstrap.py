@@ -3,7 +3,7 @@ is a setting here, never a code fork elsewhere."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, cast
@@ -303,7 +303,11 @@ def build_function(settings: Settings, name: str) -> FunctionParts:
     }
     pack = get_pack(settings.model_pack)
     service = DedupService(
-        ServiceConfig.from_settings(settings, load_tail(settings, pack)),  # the core's small config
+        # The core's small config. A function serves the tenant an event names (for_tenant) and
+        # does not ask the store for that tenant's packs: see ServiceConfig.tenant_packs_from_store.
+        replace(
+            ServiceConfig.from_settings(settings, load_tail(settings, pack)), tenant_packs_from_store=False
+        ),
         build_engine(settings, pack) if spec.engine else None,
         cast(VectorIndex, ports[wiring.INDEX]),
         cast(RecordStore, ports[wiring.STORE]),

@@ -57,6 +57,7 @@ LAYERS: dict[str, int] = {
     "face_dedup.cloud_migration": 4,
     "face_dedup.cloud_shadow": 4,
     "face_dedup.cloud_bulk": 4,
+    "face_dedup.pack_guard": 4,
     "face_dedup.review_sheet": 4,
     "face_dedup.mosip.handlers": 4,
     "face_dedup.mosip.adjudication": 4,

@@ -108,7 +108,7 @@ class SearchDomain(Construct):
         from aws_cdk import custom_resources as cr
 
         from face_dedup import wiring
-        from face_dedup.deployment import env_name
+        from face_dedup.deployment import CLOUD_SETTINGS, env_name
         from face_dedup_infra.constructs.functions import ARCHITECTURE, FUNCTIONS_DIR, RUNTIME
 
         env = {env_name(name): settings[name] for name in wiring.PORT_SETTINGS[wiring.INDEX]}
@@ -120,6 +120,7 @@ class SearchDomain(Construct):
             env[env_name("shadow_pack")] = settings["shadow_pack"]
         if records is not None and tenants:  # the pack check reads one record per tenant
             env[env_name("table_records")] = records.table_name
+            env[env_name("store_backend")] = CLOUD_SETTINGS["store_backend"]  # as every function's
             self.master_role.add_to_policy(
                 iam.PolicyStatement(actions=["dynamodb:Query"], resources=[f"{records.table_arn}/index/*"])
             )

@@ -49,6 +49,11 @@ class ServiceConfig:
     # One machine: where `face-dedup migrate` records each tenant's active pack (None: nowhere).
     data_dir: Path | None = None
     templates: TemplatePolicy = field(default_factory=TemplatePolicy)  # which later photos may join a record
+    # Ask the store which packs another tenant's templates are in before serving it (one
+    # machine). False for the cloud functions: DynamoDB has no cheap answer (its adapter says
+    # None) and their roles do not declare the call; the deploy-time check covers them
+    # (pack_guard.check_deployment).
+    tenant_packs_from_store: bool = True
 
     @property
     def model_pack(self) -> str:

@@ -91,7 +91,7 @@ class Registry:
             )
         # A tenant that never migrated records its pack only in its templates (pack_guard.py
         # checks the process's own tenant at start; this, each other one it serves).
-        packs = self.store.template_packs(tenant=tenant)
+        packs = self.store.template_packs(tenant=tenant) if self.config.tenant_packs_from_store else None
         if packs and not packs <= {self.model_pack}:
             raise ConfigError(
                 f"tenant {tenant}'s templates are in model pack {', '.join(sorted(packs))}, this "
