@@ -36,7 +36,7 @@ zero point 128 per row, so its dequantised weight is exactly s c_x; accuracy_lev
 compute in int8 (VNNI). It quantises its float input itself, per block, with scale max|a| / 127.
 We feed it the pre-quantised query q' = s_q c_q in float32, s_q itself a float32 value
 (`quantise_query`): max|q'| = 127 s_q (to one rounding), so the kernel's scale is s_q and its
-codes are c_q again (each q'_i / s_q is within 1e-6 of the integer c_i), its int32 sums are
+codes are c_q again (each q'_i / s_q is within 127 * 2^-23 < 2e-5 of c_i), its int32 sums are
 c_q . c_x exactly, and its only error is the float32 rounding of the scaled output:
 |output - s s_q (c_q . c_x)| <= `_KERNEL_TOL` (1e-5; measured 2e-7 over 20 queries x 1M rows). A row is
 rescored when output >= threshold - margin - slack - `_KERNEL_TOL` max(1, ‖q‖) (the rounding
