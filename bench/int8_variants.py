@@ -1,6 +1,6 @@
 """Int8 SFace build variants measured on held-out LFW against the default pack (issue 12).
 
-    python bench/int8_variants.py [--cache /tmp/int8-variants] [--shared ../shared/data/faces]
+    python bench/int8_variants.py [--cache /tmp/int8-variants] [--shared ../shared/data/faces] [--speed]
         [VARIANT ...]      # default: every variant below
 
 Each variant is the shipped build (models/convert.py: the prepared fp32 graph, per-channel int8
@@ -21,6 +21,8 @@ import argparse
 import csv
 import json
 import logging
+import os
+import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +51,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "keep_conv1_dw_pw23": {"keep": ["conv_1_conv2d", *DEPTHWISE, "conv_2_conv2d", "conv_3_conv2d"]},
     "symmetric_conv1": {"keep": ["conv_1_conv2d"], "symmetric": True},
     "mirror_ranges_conv1": {"keep": ["conv_1_conv2d"], "mirror_ranges": True},
+    # Not int8: the default fp32 model on crops changed by -1/0/+1 grey level at random (seed 1),
+    # how far these figures move under a change nobody would call a loss.
+    "fp32_noise_floor": {"fp32_noise": True},
 }
 METRICS = ["acc", "eer", "1e-02", "1e-03", "1e-04", "1e-05", "recall", "false_alarms"]
 
@@ -128,6 +133,39 @@ def metrics(
     return {k: round(100 * v, 3) for k, v in out.items()}
 
 
+def embedder_speed(cache: Path, settings: Settings, variants: list[str]) -> None:
+    """Thread CPU of the embedder alone (face + mirror), one thread, models alternating per crop:
+    fp32 default, the installed int8 pack, and the variants already built in `cache`."""
+    models = {
+        "fp32": (
+            verified_path(settings.models_dir, YUNET_SFACE, YUNET_SFACE.embedder),
+            YUNET_SFACE_FLIP.contract,
+        ),
+        "int8 installed": (
+            verified_path(settings.models_dir, YUNET_SFACE_INT8, YUNET_SFACE_INT8.embedder),
+            YUNET_SFACE_INT8.contract,
+        ),
+    }
+    models |= {name: (cache / f"{name}.onnx", YUNET_SFACE_INT8.contract) for name in variants}
+    embedders = {
+        name: SFaceEmbedder(create_session(path, threads=1), c) for name, (path, c) in models.items()
+    }
+    crops = np.load(cache / "lfw.npz")["crops"][::19][:200]
+    times: dict[str, list[float]] = {name: [] for name in embedders}
+    order = list(embedders)
+    for n, crop in enumerate(crops):
+        for name in order if n % 2 == 0 else order[::-1]:
+            started = time.thread_time()
+            embedders[name].embed(crop)
+            if n >= 5:  # the first calls warm up
+                times[name].append(time.thread_time() - started)
+    print("load average", os.getloadavg())
+    for name, values in times.items():
+        values.sort()
+        p95 = values[int(0.95 * (len(values) - 1))]
+        print(f"{name}: median {1000 * statistics.median(values):.2f} ms, p95 {1000 * p95:.2f} ms")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -137,6 +175,7 @@ def main() -> int:
     )
     parser.add_argument("--cache", type=Path, default=Path("/tmp/int8-variants"))
     parser.add_argument("variants", nargs="*", default=list(VARIANTS), help=", ".join(VARIANTS))
+    parser.add_argument("--speed", action="store_true", help="time the built variants' embedders instead")
     args = parser.parse_args()
     unknown = sorted(set(args.variants) - set(VARIANTS))
     if unknown:
@@ -145,6 +184,9 @@ def main() -> int:
     root = args.shared.resolve()
     args.cache.mkdir(parents=True, exist_ok=True)
     settings = Settings.load(model_pack=YUNET_SFACE_FLIP.id)
+    if args.speed:
+        embedder_speed(args.cache, settings, [v for v in args.variants if not VARIANTS[v].get("fp32_noise")])
+        return 0
     cache_crops(root, args.cache, settings)
     lfw = np.load(args.cache / "lfw.npz")
     names = [str(n) for n in lfw["names"]]
@@ -165,10 +207,17 @@ def main() -> int:
             batches = [np.ascontiguousarray(c.transpose(2, 0, 1)[None], dtype=np.float32) for c in crops]
             batches += [np.ascontiguousarray(b[:, :, :, ::-1]) for b in batches]
             ranges = activation_ranges(prepared, batches, 99.999)
-        model = args.cache / f"{name}.onnx"
-        build(prepared, model, ranges, list(spec.get("keep", [])), bool(spec.get("symmetric")))
-        embedder = SFaceEmbedder(create_session(model, threads=2), YUNET_SFACE_INT8.contract)
-        matrix = np.stack([embedder.embed(c) for c in lfw["crops"]])
+        crops = lfw["crops"]
+        if spec.get("fp32_noise"):
+            model = verified_path(settings.models_dir, YUNET_SFACE, YUNET_SFACE.embedder)
+            noise = np.random.default_rng(1).integers(-1, 2, crops.shape)
+            crops = np.clip(crops.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+        else:
+            model = args.cache / f"{name}.onnx"
+            build(prepared, model, ranges, list(spec.get("keep", [])), bool(spec.get("symmetric")))
+        contract = YUNET_SFACE_FLIP.contract if spec.get("fp32_noise") else YUNET_SFACE_INT8.contract
+        embedder = SFaceEmbedder(create_session(model, threads=2), contract)
+        matrix = np.stack([embedder.embed(c) for c in crops])
         cosine = np.sum(matrix * lfw["emb"], axis=1)
         found = metrics(names, matrix, pairs, settings, None)
         row = {
