@@ -11,6 +11,7 @@ Expectations are always computed here from the vectors (float32 brute force), ne
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -386,3 +387,60 @@ def test_a_query_too_small_for_a_float32_step_is_answered() -> None:
     query = np.full(DIM, 1e-44, dtype=np.float32)
     codes, step, bound = copy.margin(query)
     assert step == 1.0 and not codes.any() and np.isfinite(bound)
+
+
+def test_the_tail_scan_is_exact_for_queries_with_equal_components() -> None:
+    """MatMulInteger's sums equal the exact integer sums for the queries that saturate a
+    uint8 x int8 kernel with 16-bit pair sums (AVX2 without VNNI): every component equal, of
+    either sign, and two large neighbours. On such a CPU this failed on every row before the
+    scan fed the query as uint8 (the next test shows it under emulation)."""
+    rng = np.random.default_rng(15)
+    rows = np.stack([unit(rng.normal(size=DIM) + 0.3) for _ in range(2000)])
+    codes = compact_scan.encode(rows)[0]
+    pair = np.zeros(DIM)
+    pair[:2] = 1.0
+    for query in (np.ones(DIM), -np.ones(DIM), pair + 0.01 * rng.normal(size=DIM)):
+        q_codes, _ = compact_scan.quantise_query(unit(query))
+        exact = (codes.astype(np.int64) - 128) @ q_codes.astype(np.int64)
+        shifted = (q_codes.astype(np.int16) + 128).astype(np.uint8).reshape(-1, 1)
+        sums = compact_scan._scanner().run(None, {"rows": codes, "query": shifted})[0]  # type: ignore[attr-defined]
+        assert np.array_equal(sums.reshape(-1), exact)
+
+
+_AVX2_SCRIPT = """
+    import numpy as np
+    from face_dedup.adapters import compact_scan
+    from face_dedup.adapters.embedded_index import ExactVectorIndex
+    from face_dedup.ports import IndexEntry
+
+    rng = np.random.default_rng(16)
+    rows = rng.standard_normal((700, 128)) + 0.3
+    rows = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+    index = ExactVectorIndex(None, compact_from=0, block_rows=256)  # 2 blocks and a tail
+    index.add([IndexEntry(f"r{i}", "t", "p", v) for i, v in enumerate(rows)])
+    index.settle()
+    assert index._partitions[("t", "p")].compact.blocks and not compact_scan._nbits_broken
+    query = (np.ones(128) / np.sqrt(128)).astype(np.float32)
+    scores = rows @ query
+    for threshold in np.quantile(scores, [0.9, 0.97, 0.99]):
+        hits = index.search(query, tenant="t", model_pack="p", k=1000, min_score=float(threshold))
+        assert {h.record_id for h in hits} == {f"r{i}" for i in np.flatnonzero(scores >= threshold)}
+    print("exact")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("qemu-x86_64") is None, reason="needs qemu-user (apt-get install qemu-user)")
+def test_searches_are_exact_on_an_avx2_cpu_without_vnni() -> None:
+    """The real onnxruntime kernels on an emulated Haswell (AVX2, no AVX-512, no VNNI): both
+    the sealed blocks (MatMulNBits) and the tail (MatMulInteger) give the float32 scan's answer
+    for a query with equal components (the tail lost rows there before; about a minute)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run(
+        ["qemu-x86_64", "-cpu", "Haswell", sys.executable, "-c", textwrap.dedent(_AVX2_SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    assert result.returncode == 0 and result.stdout.split() == ["exact"], result.stderr[-3000:]
