@@ -85,6 +85,10 @@ bench: models
 	$(BIN)/python bench/import_path.py --json artifacts/import_path.json
 	$(BIN)/python bench/selfie.py --json artifacts/selfie.json
 	$(BIN)/python bench/int8_probe.py --json artifacts/int8_probe.json
+	$(BIN)/python bench/pack_speed.py --json artifacts/pack_speed.json
+	$(BIN)/python bench/int8_variants.py
+	$(BIN)/python bench/bf16_probe.py
+	$(BIN)/python bench/template_packs.py --records 1000000
 	$(BIN)/python bench/ingest_cold_start.py --all --json artifacts/cold_start.json
 	$(BIN)/python bench/search_compact.py
 	$(BIN)/python bench/bulk_join.py
