@@ -3,6 +3,7 @@ is a setting here, never a code fork elsewhere."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -29,19 +30,53 @@ from face_dedup.ports import BlobStore, FaceAnalyzer, Notifier, RecordStore, Vec
 from face_dedup.queries import RegistryQueries
 from face_dedup.service import DedupService, ServiceConfig
 from face_dedup.settings import Settings
+from face_dedup.vision import runtimes
 from face_dedup.vision.decode import decode_image
 from face_dedup.vision.detect import YuNetDetector
 from face_dedup.vision.embed import SFaceEmbedder, create_session
 from face_dedup.vision.pipeline import FaceEngine
 from face_dedup.vision.png import encode_png
 
+log = logging.getLogger(__name__)
+
 
 def build_engine(settings: Settings, pack: ModelPack | None = None, threads: int = 1) -> FaceEngine:
     pack = pack or find_pack(settings.model_pack, settings.models_dir)
     detector = YuNetDetector(verified_path(settings.models_dir, pack, pack.detector))
-    session = create_session(verified_path(settings.models_dir, pack, pack.embedder), threads=threads)
-    embedder = SFaceEmbedder(session, pack.contract)
+    embedder = build_embedder(settings, pack, threads)
     return FaceEngine(pack, detector, embedder, settings.quality, settings.decode)
+
+
+def embedder_runtime_choice(settings: Settings, pack: ModelPack) -> runtimes.RuntimeChoice:
+    """Which runtime `build_engine` would run `pack`'s embedder on here, and why."""
+    asked = settings.embedder_runtime
+    # OpenVINO is loaded only where bf16 is a possibility: no cost for a pack that never runs it.
+    possible = asked == runtimes.OPENVINO_BF16 or (asked == runtimes.AUTO and pack.bf16_measured)
+    version, capabilities = runtimes.probe_openvino() if possible else (None, [])
+    return runtimes.choose_runtime(asked, pack.id, pack.bf16_measured, version, capabilities)
+
+
+def build_embedder(settings: Settings, pack: ModelPack, threads: int = 1) -> SFaceEmbedder:
+    """onnxruntime fp32, or OpenVINO bf16 where `embedder_runtime_choice` says so and its output on
+    a fixed crop agrees with onnxruntime's (else onnxruntime, with a warning; or an error where
+    bf16 was asked for by name)."""
+    path = verified_path(settings.models_dir, pack, pack.embedder)
+    reference = SFaceEmbedder(create_session(path, threads=threads), pack.contract)
+    choice = embedder_runtime_choice(settings, pack)
+    log.info("embedder of %s: %s", pack.id, choice.reason)
+    if choice.runtime == runtimes.ONNXRUNTIME:
+        return reference
+    batch = 2 if pack.contract.flip_average else 1
+    candidate = SFaceEmbedder(runtimes.open_openvino_bf16(path, batch, threads), pack.contract)
+    width, height = pack.contract.input_size
+    cosine = runtimes.agrees_with(candidate.embed, reference.embed, runtimes.self_check_crop(width, height))
+    if cosine >= runtimes.SELF_CHECK_MIN_COSINE:
+        return candidate
+    message = f"OpenVINO bf16 disagrees with onnxruntime on the self-check crop (cosine {cosine:.4f})"
+    if settings.embedder_runtime == runtimes.OPENVINO_BF16:
+        raise ModelError(message)
+    log.warning("%s: using onnxruntime fp32", message)
+    return reference
 
 
 def one_thread_per_analysis_worker(workers: int) -> None:

@@ -117,6 +117,30 @@ def models_verify(models_dir: ModelsDir = None, as_json: Json = False) -> None:
         raise typer.Exit(1)
 
 
+@models_app.command("runtime")
+def models_runtime(models_dir: ModelsDir = None, as_json: Json = False) -> None:
+    """Say where each shipped pack's embedder runs on this machine (onnxruntime fp32, or OpenVINO
+    bf16 where the pack was measured in bf16 and the CPU has it) and why; FACE_DEDUP_EMBEDDER_RUNTIME
+    chooses (auto, onnxruntime, openvino-bf16)."""
+    from face_dedup.bootstrap import embedder_runtime_choice
+    from face_dedup.errors import ConfigError
+
+    settings = _settings(None, models_dir)
+    rows = []
+    for pack in PACKS.values():
+        try:
+            choice = embedder_runtime_choice(settings, pack)
+            rows.append({"pack": pack.id, "runtime": choice.runtime, "reason": choice.reason})
+        except ConfigError as exc:  # bf16 asked for by name where it cannot run: say so per pack
+            rows.append({"pack": pack.id, "runtime": "refused", "reason": str(exc)})
+
+    def human() -> None:
+        for row in rows:
+            out.print(f"{row['pack']:22} {row['runtime']:14} {row['reason']}", highlight=False)
+
+    _emit(as_json, rows, human)
+
+
 @models_app.command("add")
 def models_add(
     manifest: Annotated[Path, typer.Argument(help="The pack's manifest (pack.json), or its folder.")],

@@ -67,6 +67,9 @@ class Settings:
     max_templates: int = 3
     template_min_detection_score: float = 0.85
     workers: int = 0  # 0 = one per CPU core
+    # Where the embedder runs (vision/runtimes.py): auto = OpenVINO bf16 where the pack was
+    # measured in bf16 and the CPU has BF16, else onnxruntime fp32 | onnxruntime | openvino-bf16.
+    embedder_runtime: str = "auto"
     keep_photos: bool = True  # store photos and aligned crops for case officers
     # Use an existing data dir that group or others can read (refused otherwise: it holds
     # biometric data; see adapters/private_files.py).
@@ -176,6 +179,10 @@ class Settings:
             raise ConfigError(str(exc)) from None
         if self.max_candidates < 1:
             raise ConfigError("max_candidates must be at least 1")
+        if self.embedder_runtime not in ("auto", "onnxruntime", "openvino-bf16"):
+            raise ConfigError(
+                f"embedder_runtime must be auto, onnxruntime or openvino-bf16, not {self.embedder_runtime!r}"
+            )
         # A radial search asks for max_candidates + 2 (the probe itself, and one to see the cap);
         # OpenSearch returns at most 10,000 hits, so more would fail every cloud search.
         if self.max_candidates > 9_998:

@@ -67,6 +67,10 @@ class ModelPack:
     contract: EmbedderContract
     calibration: str  # packaged JSON with this pack's measured impostor score tail
     extra_files: tuple[ModelFile, ...] = field(default_factory=tuple)
+    # The embedder may run in bfloat16 (vision/runtimes.py) where the CPU has it: set only for a
+    # pack whose held-out accuracy in bf16 was measured within 0.1 point of fp32 at every
+    # operating point, its thresholds included (BENCHMARKS.md). Not inherited by a derived pack.
+    bf16_measured: bool = False
 
     @property
     def files_dir(self) -> str:
@@ -130,6 +134,7 @@ YUNET_SFACE_FLIP = replace(
     description=YUNET_SFACE.description + "; embeddings average the face and its mirror image",
     contract=replace(YUNET_SFACE.contract, flip_average=True),
     calibration="calibration_yunet-sface-flip-v1.json",
+    bf16_measured=True,  # bench/bf16_probe.py, bench/bf16_partition.py
 )
 
 # The same pack with SFace quantized to int8 (static QDQ: per-channel int8 weights, uint8
@@ -148,6 +153,7 @@ YUNET_SFACE_INT8 = replace(
         conversion="quantize-int8-qdq",
     ),
     calibration="calibration_yunet-sface-int8-v1.json",
+    bf16_measured=False,  # already quantized: its own runtime, never bf16 on top
 )
 
 # The same YuNet weights for the selfie capture page (onnxruntime-web): onnxruntime refuses the

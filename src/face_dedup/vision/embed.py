@@ -10,6 +10,7 @@ from numpy.typing import NDArray
 
 from face_dedup.errors import ModelError
 from face_dedup.models.registry import EmbedderContract
+from face_dedup.vision.runtimes import EmbedderRuntime, OnnxRuntimeRunner
 
 
 def create_session(model_path: Path, threads: int = 1) -> ort.InferenceSession:
@@ -33,28 +34,36 @@ class SFaceEmbedder:
     vectors as two calls: tests/integration/test_embed_batch.py); a model written for batch 1
     (the fp32 file) gets two calls."""
 
-    def __init__(self, session: ort.InferenceSession, contract: EmbedderContract) -> None:
-        inputs, outputs = session.get_inputs(), session.get_outputs()
+    def __init__(self, session: ort.InferenceSession | EmbedderRuntime, contract: EmbedderContract) -> None:
+        runtime = OnnxRuntimeRunner(session) if isinstance(session, ort.InferenceSession) else session
         width, height = contract.input_size
-        if len(inputs) != 1 or list(inputs[0].shape)[1:] != [3, height, width]:
+        if list(runtime.input_shape)[1:] != [3, height, width]:
             raise ModelError(
-                f"embedder input {[(i.name, i.shape) for i in inputs]} does not match "
+                f"embedder input {list(runtime.input_shape)} does not match "
                 f"the pack's contract 3x{height}x{width}"
             )
-        if len(outputs) != 1 or list(outputs[0].shape)[-1] != contract.embedding_dim:
+        if list(runtime.output_shape)[-1] != contract.embedding_dim:
             raise ModelError(
-                f"embedder output {[(o.name, o.shape) for o in outputs]} is not "
+                f"embedder output {list(runtime.output_shape)} is not "
                 f"{contract.embedding_dim}-d as the pack's contract says"
             )
-        self._session = session
-        self._input = inputs[0].name
+        self._runtime = runtime
         self._contract = contract
         self._flip = contract.flip_average
-        self._batched = not isinstance(inputs[0].shape[0], int)
+        batch = runtime.input_shape[0]
+        # Dynamic (onnxruntime with a batch-dynamic file), or compiled for exactly face + mirror.
+        self._batched = not isinstance(batch, int) or (self._flip and batch == 2)
+        if isinstance(batch, int) and batch != 1 and not self._batched:
+            raise ModelError(f"an embedder compiled for batches of {batch} cannot embed one crop at a time")
 
     @property
     def dim(self) -> int:
         return self._contract.embedding_dim
+
+    @property
+    def runtime(self) -> str:
+        """Which runtime computes the embeddings (vision/runtimes.py)."""
+        return self._runtime.name
 
     @property
     def batched(self) -> bool:
@@ -82,8 +91,7 @@ class SFaceEmbedder:
         blob = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2), dtype=np.float32)
         if self._contract.pixel_mean != 0.0 or self._contract.pixel_std != 1.0:
             blob = (blob - np.float32(self._contract.pixel_mean)) / np.float32(self._contract.pixel_std)
-        (output,) = self._session.run(None, {self._input: blob})
-        vectors = np.asarray(output, dtype=np.float32).reshape(len(crops), -1)
+        vectors = self._runtime.run(blob).reshape(len(crops), -1)
         # Row by row, as one vector was normalised before batching: the same bits.
         for row in vectors:
             norm = float(np.linalg.norm(row))
