@@ -52,6 +52,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ from face_dedup import calibration as cal
 from face_dedup.bootstrap import load_tail
 from face_dedup.decision import DecisionPolicy
 from face_dedup.models.registry import YUNET_SFACE, YUNET_SFACE_FLIP, ModelPack, verified_path
+from face_dedup.record_templates import SAME_PHOTO_SCORE
 from face_dedup.settings import Settings
 from face_dedup.vision.embed import SFaceEmbedder, create_session
 
@@ -458,6 +460,37 @@ def determinism_child(cache: Path, out: Path, limit: int) -> None:
     np.save(out, np.concatenate([runs.raw(both[i : i + 1]) for i in range(len(both))]))
 
 
+def below(cosines: NDArray[np.floating], score: float) -> dict[str, Any]:
+    return {
+        "crops_below": int(np.sum(cosines < score)),
+        "of": len(cosines),
+        "min": round(float(cosines.min()), 5),
+    }
+
+
+def shipped_runtime(crops: NDArray[np.uint8], expected: Matrix) -> dict[str, Any]:
+    """The flip pack's embedder as the product builds it with bf16 asked for by name
+    (bootstrap.build_embedder: vision/runtimes.py, face and mirror as one batch of 2, a stream per
+    core), called in order and from 2 threads at once: the bits of this script's bf16 templates?"""
+    from face_dedup.bootstrap import build_embedder
+
+    settings = Settings.load(model_pack=YUNET_SFACE_FLIP.id, embedder_runtime="openvino-bf16")
+    embedder = build_embedder(settings, YUNET_SFACE_FLIP, threads=1)
+    in_order = np.stack([embedder.embed(c) for c in crops])
+    with ThreadPoolExecutor(2) as pool:
+        threaded = np.stack(list(pool.map(embedder.embed, crops)))
+
+    def same(a: Matrix) -> str:
+        return f"{int(np.sum(np.all(a.view(np.uint32) == expected.view(np.uint32), axis=1)))}/{len(a)}"
+
+    return {
+        "runtime": embedder.runtime,
+        "batched": embedder.batched,
+        "in order, templates bit-identical to this script's": same(in_order),
+        "2 threads at once, bit-identical": same(threaded),
+    }
+
+
 # -- main ------------------------------------------------------------------------------------------------
 
 
@@ -550,6 +583,13 @@ def main() -> int:
             YUNET_SFACE_FLIP.id: spread(1 - np.sum(bf16_flip * cached, axis=1)) | {"as": "1 - cosine"},
             YUNET_SFACE.id: spread(1 - np.sum(bf16_face * fp32_face, axis=1)) | {"as": "1 - cosine"},
         },
+        # record_templates.SAME_PHOTO_SCORE (a photo already held) and the erasure's twin search
+        # (usecases/erasure.py, min_score 0.9999) take two templates this close as the same photo.
+        "same_photo_rule": {
+            "score": SAME_PHOTO_SCORE,
+            YUNET_SFACE_FLIP.id: below(np.sum(bf16_flip * cached, axis=1), SAME_PHOTO_SCORE),
+            YUNET_SFACE.id: below(np.sum(bf16_face * fp32_face, axis=1), SAME_PHOTO_SCORE),
+        },
         "bf16_embedding": bf16_timing,
         "fp32_seconds": fp32_seconds,
     }
@@ -560,6 +600,10 @@ def main() -> int:
         report[YUNET_SFACE.id] = pack_report(YUNET_SFACE, names, fp32_face, bf16_face, dev_pairs, extra_plain)
     report["determinism"] = determinism(
         model_path, crops[::19][:DETERMINISM_CROPS], Path(__file__).resolve(), args.cache, args.limit
+    )
+    sample_crops = crops[::19][:DETERMINISM_CROPS]
+    report["determinism"]["shipped runtime"] = shipped_runtime(
+        sample_crops, bf16_flip[::19][:DETERMINISM_CROPS]
     )
     report["load_average"] = {"before": load_before, "after": os.getloadavg()}
     report["seconds"] = round(time.perf_counter() - started)
