@@ -1,12 +1,16 @@
 """Whole-pipeline time of model packs side by side, in the same run, alternating per photo.
 
-    python bench/pack_speed.py [--packs yunet-sface-flip-v1 yunet-sface-int8-v1]
-        [--shared ../shared/data/faces] [--sample 300] [--selfies 40] [--json out.json]
+    python bench/pack_speed.py [--engines yunet-sface-flip-v1:openvino-bf16 yunet-sface-flip-v1:onnxruntime
+        yunet-sface-int8-v1:onnxruntime] [--shared ../shared/data/faces] [--sample 300] [--selfies 40]
+        [--json out.json]
 
 Each photo goes through `FaceEngine.process` (decode, orientation checks, detect, align,
-quality, embed) of every pack, the order of the packs alternating from photo to photo so the
-machine's load falls on all alike; onnxruntime and OpenCV on one thread. Reported per pack:
-thread-CPU and wall time per photo (median, p95), and the embedder alone on the aligned crop.
+quality, embed) of every engine (a pack on an embedder runtime, vision/runtimes.py), the order
+alternating from photo to photo so the machine's load falls on all alike; onnxruntime, OpenVINO
+and OpenCV on one thread per call. Reported per engine: CPU and wall time per photo (median,
+p95), and the embedder alone on the aligned crop. CPU is the process's (`time.process_time`), not
+the calling thread's: OpenVINO runs a call on its own stream thread, which thread time would miss;
+one photo at a time, so the process's CPU is that photo's.
 Two sets: LFW-size photos (a spread sample of LFW) and 12 MP JPEGs made in memory from
 bench/selfie.py's sample (the selfie path on, as the service runs it).
 """
@@ -51,20 +55,20 @@ def side_by_side(engines: dict[str, FaceEngine], blobs: list[bytes]) -> dict[str
     for n, data in enumerate(blobs):
         for name in names if n % 2 == 0 else names[::-1]:
             engine = engines[name]
-            w, c = time.perf_counter(), time.thread_time()
+            w, c = time.perf_counter(), time.process_time()
             result = engine.process(data)
-            cpu[name].append(time.thread_time() - c)
+            cpu[name].append(time.process_time() - c)
             wall[name].append(time.perf_counter() - w)
             if isinstance(result, FaceTemplate):
-                c = time.thread_time()
+                c = time.process_time()
                 engine.embed(result.aligned_crop)
-                embed_cpu[name].append(time.thread_time() - c)
+                embed_cpu[name].append(time.process_time() - c)
     return {
         name: {
             "photos": len(cpu[name]),
-            "thread_cpu": percentiles(cpu[name]),
+            "process_cpu": percentiles(cpu[name]),
             "wall": percentiles(wall[name]),
-            "embed_thread_cpu": percentiles(embed_cpu[name]),
+            "embed_process_cpu": percentiles(embed_cpu[name]),
         }
         for name in names
     }
@@ -77,17 +81,31 @@ def main() -> int:
     parser.add_argument(
         "--shared", type=Path, default=Path(__file__).resolve().parents[1] / "../shared/data/faces"
     )
-    parser.add_argument("--packs", nargs="+", default=sorted({DEFAULT_PACK_ID, YUNET_SFACE_INT8.id}))
+    parser.add_argument(
+        "--engines",
+        nargs="+",
+        default=[
+            f"{DEFAULT_PACK_ID}:openvino-bf16",
+            f"{DEFAULT_PACK_ID}:onnxruntime",
+            f"{YUNET_SFACE_INT8.id}:onnxruntime",
+        ],
+        help="pack:runtime (auto, onnxruntime, openvino-bf16)",
+    )
     parser.add_argument("--sample", type=int, default=300, help="LFW photos")
     parser.add_argument("--selfies", type=int, default=40, help="LFW photos among the 12 MP JPEGs")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     cv2.setNumThreads(1)
     root = args.shared.resolve()
-    engines = {pack: build_engine(Settings.load(model_pack=pack), threads=1) for pack in args.packs}
+    engines = {}
+    for spec in args.engines:
+        pack, _, runtime = spec.partition(":")
+        settings = Settings.load(model_pack=pack, embedder_runtime=runtime or "auto")
+        engines[spec] = build_engine(settings, threads=1)
+    report: dict[str, object] = {"runtimes": {spec: e.embedder_runtime for spec, e in engines.items()}}
     lfw = sorted((root / "lfw").glob("*/*.jpg"))
     small = [p.read_bytes() for p in lfw[:: max(1, len(lfw) // args.sample)][: args.sample]]
-    report: dict[str, object] = {"load_average_start": os.getloadavg()}
+    report["load_average_start"] = os.getloadavg()
     report["lfw_size"] = side_by_side(engines, small)
     print(json.dumps(report, indent=2), flush=True)
     if args.selfies >= 0:

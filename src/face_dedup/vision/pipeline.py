@@ -76,6 +76,11 @@ class FaceEngine(FaceAnalyzer):
         self._limits = limits or DecodeLimits()
         self._template = np.asarray(pack.contract.template, dtype=np.float64)
 
+    @property
+    def embedder_runtime(self) -> str:
+        """Where the embedder runs (vision/runtimes.py): onnxruntime, or openvino-bf16."""
+        return self._embedder.runtime
+
     def crop_png(self, crop: NDArray[np.uint8]) -> bytes:
         return encode_png(crop)
 
