@@ -88,6 +88,7 @@ bench: models
 	$(BIN)/python bench/pack_speed.py --json artifacts/pack_speed.json
 	$(BIN)/python bench/int8_variants.py
 	$(BIN)/python bench/bf16_probe.py
+	$(BIN)/python bench/bf16_partition.py --noise-floor
 	$(BIN)/python bench/template_packs.py --records 1000000
 	$(BIN)/python bench/ingest_cold_start.py --all --json artifacts/cold_start.json
 	$(BIN)/python bench/search_compact.py

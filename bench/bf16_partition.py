@@ -520,7 +520,8 @@ def main() -> int:
         return 0
     started, cpu_started = time.perf_counter(), time.process_time()
     load_before = os.getloadavg()
-    settings = Settings.load(model_pack=YUNET_SFACE_FLIP.id)
+    # onnxruntime by name: where `auto` picks bf16, a new cache would otherwise hold bf16 templates.
+    settings = Settings.load(model_pack=YUNET_SFACE_FLIP.id, embedder_runtime="onnxruntime")
     root = args.shared.resolve()
     args.cache.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # a sibling script: its crop cache
@@ -551,6 +552,9 @@ def main() -> int:
             np.array_equal(direct.view(np.uint32), cached[sample].view(np.uint32))
         ),
     }
+    if not all(checks.values()):  # e.g. a cache made by another runtime: no figure would mean anything
+        print(json.dumps(checks), file=sys.stderr)
+        sys.exit(f"the cached templates in {args.cache} are not onnxruntime fp32's: remove lfw.npz there")
     fp32_seconds = round(time.perf_counter() - started)
 
     # bf16: the product's configuration, face and mirror each one run.
