@@ -98,13 +98,13 @@ def _plan(existing: list[Template], new: Template, **overrides: object) -> objec
 def test_the_policy_refuses(overrides: dict[str, object], reason: str) -> None:
     enrolled = template(1, TemplateSource.ENROLLMENT, vec(1, 0, 0))
     with pytest.raises(TemplateRefused) as refused:
-        _plan([enrolled], template(2, TemplateSource.VERIFIED, vec(1, 0.1, 0)), **overrides)
+        _plan([enrolled], template(2, TemplateSource.VERIFIED, vec(1, 0.3, 0)), **overrides)
     assert refused.value.reason == reason
 
 
 def test_the_policy_refuses_below_the_quality_floor() -> None:
     enrolled = template(1, TemplateSource.ENROLLMENT, vec(1, 0, 0))
-    poor = template(2, TemplateSource.VERIFIED, vec(1, 0.1, 0), detector_score=0.8)
+    poor = template(2, TemplateSource.VERIFIED, vec(1, 0.3, 0), detector_score=0.8)
     with pytest.raises(TemplateRefused) as refused:
         _plan([enrolled], poor)
     assert refused.value.reason == "below_quality_floor"
@@ -115,7 +115,7 @@ def test_the_policy_refuses_below_the_quality_floor() -> None:
 
 def test_a_capture_date_after_today_is_refused() -> None:
     enrolled = template(1, TemplateSource.ENROLLMENT, vec(1, 0, 0))
-    later = template(2, TemplateSource.VERIFIED, vec(1, 0.1, 0))  # added 2026-01-02 (UTC)
+    later = template(2, TemplateSource.VERIFIED, vec(1, 0.3, 0))  # added 2026-01-02 (UTC)
     for wrong in ("9999-12-31", "2026-01-04", "2026-01-03T12:00:00+00:00"):
         with pytest.raises(TemplateRefused) as refused:
             _plan([enrolled], replace(later, captured_at=wrong))
@@ -381,6 +381,23 @@ def test_the_same_photo_is_not_added_twice(built: tuple[DedupService, Adapters],
     add_photo(service, record_id, later, OFFICER)
     with pytest.raises(TemplateRefused) as refused:
         add_photo(service, record_id, later, OFFICER)
+    assert refused.value.reason == "already_held"
+    assert len(service.store.record_templates(record_id)) == 2
+
+
+def test_the_same_photo_from_the_other_embedder_runtime_is_not_added_twice(
+    built: tuple[DedupService, Adapters], fake: ScoredFake
+) -> None:
+    """One photo's onnxruntime fp32 and OpenVINO bf16 templates score down to 0.9984
+    (bench/bf16_partition.py); a registry may hold both, so 0.9999 would add it again."""
+    service, _ = built
+    record_id = _person(service, fake)
+    on_fp32 = at_score(unit(fake.dim, 0), 0.9, 1)
+    add_photo(service, record_id, fake.face(b"photo-embedded-in-fp32", on_fp32), OFFICER)
+    with pytest.raises(TemplateRefused) as refused:
+        add_photo(
+            service, record_id, fake.face(b"photo-embedded-in-bf16", at_score(on_fp32, 0.9984, 6)), OFFICER
+        )
     assert refused.value.reason == "already_held"
     assert len(service.store.record_templates(record_id)) == 2
 

@@ -19,6 +19,11 @@ from face_dedup.usecases.registry import Registry
 
 log = logging.getLogger(__name__)
 
+# Other records that may hold the same photo: one photo's templates score >= 0.998 between the
+# embedder runtimes (onnxruntime fp32, OpenVINO bf16); far looser here since the photo's
+# SHA-256 decides, the score only keeps the candidates few.
+SAME_PHOTO_CANDIDATE_SCORE = 0.98
+
 
 class Erasure:
     def __init__(self, registry: Registry) -> None:
@@ -90,8 +95,14 @@ class Erasure:
         ):
             with suppress(NotFound):  # not kept (keep_photos off) or already gone
                 needles[name] = r.blobs.get(key)
+        # Candidates by score, then the photo's hash decides, so the score may be loose: the
+        # other record's template may come from another embedder runtime (bf16 vs fp32).
         hits = r.index.search(
-            record.embedding, tenant=r.tenant, model_pack=record.model_pack, k=50, min_score=0.9999
+            record.embedding,
+            tenant=r.tenant,
+            model_pack=record.model_pack,
+            k=50,
+            min_score=SAME_PHOTO_CANDIDATE_SCORE,
         )
         others = r.store.describe_records(h.record_id for h in hits if h.record_id != record.record_id)
         same_photo = [o for o in others.values() if o.content_sha256 == record.content_sha256]
