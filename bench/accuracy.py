@@ -51,9 +51,17 @@ def main() -> int:
         help="the pack's genuine curve (models/genuine_<pack>.json)",
     )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument(
+        "--runtime",
+        default="onnxruntime",
+        help="embedder runtime: onnxruntime (the fp32 reference every shipped calibration and the "
+        "tables in BENCHMARKS.md come from), openvino-bf16, or auto (what this machine runs)",
+    )
     args = parser.parse_args()
 
-    settings = Settings.load(model_pack=args.pack, target_fpir=args.target_fpir)
+    settings = Settings.load(
+        model_pack=args.pack, target_fpir=args.target_fpir, embedder_runtime=args.runtime
+    )
     pack = get_pack(settings.model_pack)
     engine = build_engine(settings, pack, threads=1)
     root = args.shared.resolve()
@@ -153,6 +161,7 @@ def main() -> int:
         )
     report = {
         "model_pack": pack.id,
+        "embedder_runtime": engine.embedder_runtime,
         "machine": f"{platform.machine()} {platform.processor() or ''} {platform.python_version()}".strip(),
         "images": len(files),
         "usable": len(names),

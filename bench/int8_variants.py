@@ -59,8 +59,11 @@ METRICS = ["acc", "eer", "1e-02", "1e-03", "1e-04", "1e-05", "recall", "false_al
 
 
 def cache_crops(root: Path, cache: Path, settings: Settings) -> None:
-    """Aligned crops and default-pack templates of LFW and `photos/`, once."""
-    engine = build_engine(settings, YUNET_SFACE_FLIP, threads=1)
+    """Aligned crops and default-pack templates of LFW and `photos/`, once; the templates from
+    onnxruntime fp32 by name (the reference the variants are compared with; `auto` may be bf16)."""
+    engine = build_engine(
+        settings.with_overrides(embedder_runtime="onnxruntime"), YUNET_SFACE_FLIP, threads=1
+    )
     for tag, pattern in (("photos", "photos/*/*/*"), ("lfw", "lfw/*/*.jpg")):
         if (cache / f"{tag}.npz").exists():
             continue
