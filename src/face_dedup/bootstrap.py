@@ -24,7 +24,7 @@ from face_dedup.drift import DriftRecorder, DriftStore
 from face_dedup.errors import ConfigError, ModelError
 from face_dedup.ingest import Ingestor
 from face_dedup.models.custom import find_pack
-from face_dedup.models.registry import ModelPack, get_pack, verified_path
+from face_dedup.models.registry import ModelPack, get_pack, verified_bytes, verified_path
 from face_dedup.pack_guard import registry_pack
 from face_dedup.ports import BlobStore, FaceAnalyzer, Notifier, RecordStore, VectorIndex, WorkflowStarter
 from face_dedup.queries import RegistryQueries
@@ -60,14 +60,20 @@ def build_embedder(settings: Settings, pack: ModelPack, threads: int = 1) -> SFa
     """onnxruntime fp32, or OpenVINO bf16 where `embedder_runtime_choice` says so and its output on
     a fixed crop agrees with onnxruntime's (else onnxruntime, with a warning; or an error where
     bf16 was asked for by name)."""
-    path = verified_path(settings.models_dir, pack, pack.embedder)
-    reference = SFaceEmbedder(create_session(path, threads=threads), pack.contract)
+    # The bytes checked are the bytes both runtimes parse (no path opened again after the check).
+    verified = [verified_bytes(settings.models_dir, pack, pack.embedder)]
+    reference = SFaceEmbedder(create_session(verified[0], threads=threads), pack.contract)
     choice = embedder_runtime_choice(settings, pack)
     log.info("embedder of %s: %s", pack.id, choice.reason)
     if choice.runtime == runtimes.ONNXRUNTIME:
         return reference
     batch = 2 if pack.contract.flip_average else 1
-    candidate = SFaceEmbedder(runtimes.open_openvino_bf16(path, batch, threads), pack.contract)
+
+    def model() -> bytes:
+        # The bytes just checked; then (a forked child compiling its own) the file checked again.
+        return verified.pop() if verified else verified_bytes(settings.models_dir, pack, pack.embedder)
+
+    candidate = SFaceEmbedder(runtimes.open_openvino_bf16(model, batch, threads), pack.contract)
     width, height = pack.contract.input_size
     cosine = runtimes.agrees_with(candidate.embed, reference.embed, runtimes.self_check_crop(width, height))
     if cosine >= runtimes.SELF_CHECK_MIN_COSINE:

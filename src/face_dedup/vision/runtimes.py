@@ -14,12 +14,13 @@ onnxruntime if they disagree (a broken build or CPU never silently changes templ
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -79,24 +80,62 @@ class OnnxRuntimeRunner:
 class OpenVinoRunner:
     """A model compiled by OpenVINO for the CPU. An infer request is not thread-safe, so each
     calling thread gets its own; the model is compiled with one stream per core (one thread
-    each), or two threads calling at once would queue on one stream (measured: no speed-up)."""
+    each), or two threads calling at once would queue on one stream (measured: no speed-up).
+
+    A forked child (multiprocessing's fork, a pre-forking server) compiles its own on first use:
+    the parent's compiled model runs calls on stream threads the child does not have, so a call
+    there waited forever, and so did freeing it (a child that never used it hung at exit)."""
 
     name = OPENVINO_BF16
 
-    def __init__(self, compiled: Any, precision: str) -> None:
-        self._compiled = compiled
+    def __init__(self, compile_model: Callable[[], Any]) -> None:
+        self._compile = compile_model
+        compiled = compile_model()
+        self._compiled: Any = compiled
+        self._lock = threading.Lock()
         self._local = threading.local()
-        self.precision = precision
+        self.precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.input_shape: Sequence[int | str | None] = [int(d) for d in compiled.input(0).shape]
         self.output_shape: Sequence[int | str | None] = [int(d) for d in compiled.output(0).shape]
+        _runners.add(self)
 
     def run(self, blob: NDArray[np.float32]) -> NDArray[np.float32]:
+        compiled = self._compiled if self._compiled is not None else self._compile_in_child()
         request = getattr(self._local, "request", None)
         if request is None:
-            request = self._local.request = self._compiled.create_infer_request()
+            request = self._local.request = compiled.create_infer_request()
         result = request.infer({0: blob})
         # Copy: the request reuses its output buffer on the next call.
-        return np.array(result[self._compiled.output(0)], dtype=np.float32)
+        return np.array(result[compiled.output(0)], dtype=np.float32)
+
+    def _compile_in_child(self) -> Any:
+        with self._lock:  # the child's threads compile once
+            if self._compiled is None:
+                self._compiled = self._compile()
+            return self._compiled
+
+    def _after_fork_in_child(self) -> None:
+        if self._compiled is not None:
+            # Never freed: its destructor waits for the parent's stream threads. A reference
+            # leaked on purpose (the child's copy of the parent's memory, nothing new).
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(self._compiled))
+        self._compiled = None
+        # The parent's requests belong to its compiled model (freeing one is safe); a lock a
+        # parent thread held at the fork would stay held here.
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+
+_runners: weakref.WeakSet[OpenVinoRunner] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for runner in list(_runners):
+        runner._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @dataclass(frozen=True)
@@ -158,16 +197,22 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def open_openvino_bf16(model_path: Path, batch: int | None, threads: int = 1) -> OpenVinoRunner:
-    """Compile `model_path` (already verified by its SHA-256) for bf16 inference. `batch` fixes a
-    dynamic or batch-1 input to that many crops (face and mirror in one run: measured 10% faster
-    than two runs, the same bits). `threads` per stream, one stream per usable core."""
+def open_openvino_bf16(model: Callable[[], bytes], batch: int | None, threads: int = 1) -> OpenVinoRunner:
+    """Compile the ONNX model `model()` returns (its bytes, verified by their SHA-256 as read:
+    OpenVINO parses what was checked, not a path that could name another file by then; called
+    again in a forked child) for bf16 inference. `batch` fixes a dynamic or batch-1 input to that
+    many crops (face and mirror in one run: measured 10% faster than two runs, the same bits).
+    `threads` per stream, one stream per usable core."""
+    return OpenVinoRunner(lambda: _compile_bf16(model(), batch, threads))
+
+
+def _compile_bf16(data: bytes, batch: int | None, threads: int) -> Any:
     import openvino
 
     streams = max(1, usable_cores() // max(1, threads))
     try:
         core = openvino.Core()
-        model = core.read_model(str(model_path))
+        model = core.read_model(data)
         if batch is not None:
             shape = list(model.input(0).partial_shape)
             model.reshape([batch, *shape[1:]])
@@ -183,10 +228,9 @@ def open_openvino_bf16(model_path: Path, batch: int | None, threads: int = 1) ->
                 "ENABLE_CPU_PINNING": False,
             },
         )
-        precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
     except Exception as exc:  # OpenVINO raises its own untyped errors
-        raise ModelError(f"OpenVINO could not compile {model_path.name}: {exc}") from exc
-    return OpenVinoRunner(compiled, precision)
+        raise ModelError(f"OpenVINO could not compile the embedder: {exc}") from exc
+    return compiled
 
 
 def self_check_crop(width: int, height: int) -> NDArray[np.uint8]:
