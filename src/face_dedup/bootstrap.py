@@ -60,9 +60,9 @@ def build_embedder(settings: Settings, pack: ModelPack, threads: int = 1) -> SFa
     """onnxruntime fp32, or OpenVINO bf16 where `embedder_runtime_choice` says so and its output on
     a fixed crop agrees with onnxruntime's (else onnxruntime, with a warning; or an error where
     bf16 was asked for by name)."""
-    # The bytes checked are the bytes both runtimes parse (no path opened again after the check).
-    verified = [verified_bytes(settings.models_dir, pack, pack.embedder)]
-    reference = SFaceEmbedder(create_session(verified[0], threads=threads), pack.contract)
+    path = verified_path(settings.models_dir, pack, pack.embedder)
+    # From the path: onnxruntime keeps a model given as bytes for the session's life (+38 MB).
+    reference = SFaceEmbedder(create_session(path, threads=threads), pack.contract)
     choice = embedder_runtime_choice(settings, pack)
     log.info("embedder of %s: %s", pack.id, choice.reason)
     if choice.runtime == runtimes.ONNXRUNTIME:
@@ -70,8 +70,9 @@ def build_embedder(settings: Settings, pack: ModelPack, threads: int = 1) -> SFa
     batch = 2 if pack.contract.flip_average else 1
 
     def model() -> bytes:
-        # The bytes just checked; then (a forked child compiling its own) the file checked again.
-        return verified.pop() if verified else verified_bytes(settings.models_dir, pack, pack.embedder)
+        # OpenVINO parses the bytes whose digest was checked, not the path opened again later
+        # (a forked child compiling its own checks the file again).
+        return verified_bytes(settings.models_dir, pack, pack.embedder)
 
     candidate = SFaceEmbedder(runtimes.open_openvino_bf16(model, batch, threads), pack.contract)
     width, height = pack.contract.input_size

@@ -13,21 +13,18 @@ from face_dedup.models.registry import EmbedderContract
 from face_dedup.vision.runtimes import EmbedderRuntime, OnnxRuntimeRunner
 
 
-def create_session(model_path: Path | bytes, threads: int = 1) -> ort.InferenceSession:
+def create_session(model_path: Path, threads: int = 1) -> ort.InferenceSession:
     """One session per process (per Lambda cold start); `threads` caps onnxruntime's pool so
-    parallel workers do not oversubscribe the cores. `model_path` may be the model's bytes, as
-    verified against the pack's digest (registry.verified_bytes)."""
+    parallel workers do not oversubscribe the cores."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, threads)
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     try:
-        model = model_path if isinstance(model_path, bytes) else str(model_path)
-        return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped exceptions
-        name = "the embedder" if isinstance(model_path, bytes) else str(model_path)
-        raise ModelError(f"onnxruntime could not load {name}: {exc}") from exc
+        raise ModelError(f"onnxruntime could not load {model_path}: {exc}") from exc
 
 
 class SFaceEmbedder:
