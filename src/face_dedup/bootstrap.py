@@ -74,12 +74,17 @@ def build_embedder(settings: Settings, pack: ModelPack, threads: int = 1) -> SFa
         # (a forked child compiling its own checks the file again).
         return verified_bytes(settings.models_dir, pack, pack.embedder)
 
-    candidate = SFaceEmbedder(runtimes.open_openvino_bf16(model, batch, threads), pack.contract)
     width, height = pack.contract.input_size
-    cosine = runtimes.agrees_with(candidate.embed, reference.embed, runtimes.self_check_crop(width, height))
-    if cosine >= runtimes.SELF_CHECK_MIN_COSINE:
-        return candidate
-    message = f"OpenVINO bf16 disagrees with onnxruntime on the self-check crop (cosine {cosine:.4f})"
+    try:
+        candidate = SFaceEmbedder(runtimes.open_openvino_bf16(model, batch, threads), pack.contract)
+        crop = runtimes.self_check_crop(width, height)
+        cosine = runtimes.agrees_with(candidate.embed, reference.embed, crop)
+    except runtimes.OpenVinoError as exc:  # OpenVINO itself failed (a bad model file is not this)
+        message = str(exc)
+    else:
+        if cosine >= runtimes.SELF_CHECK_MIN_COSINE:
+            return candidate
+        message = f"OpenVINO bf16 disagrees with onnxruntime on the self-check crop (cosine {cosine:.4f})"
     if settings.embedder_runtime == runtimes.OPENVINO_BF16:
         raise ModelError(message)
     log.warning("%s: using onnxruntime fp32", message)

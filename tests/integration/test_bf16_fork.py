@@ -34,6 +34,7 @@ pytestmark = pytest.mark.skipif(
 SCRIPT = """
 import os, sys, time
 from pathlib import Path
+import numpy as np
 from face_dedup.bootstrap import build_embedder
 from face_dedup.errors import ModelError
 from face_dedup.models.registry import YUNET_SFACE_FLIP
@@ -136,7 +137,7 @@ def test_a_forked_child_checks_the_file_again_before_compiling_it(
     base_settings: Settings, tmp_path: Path
 ) -> None:
     """The child compiles its own from the file: corrupted since the parent started, it is refused
-    with the registry's ModelError (checked by name in the child)."""
+    with the registry's ModelError."""
     settings, model_file = _models_copy(base_settings, tmp_path)
     corrupt = f"open({str(model_file)!r}, 'r+b').write(b'not the model')"
     child = """
@@ -144,7 +145,7 @@ def test_a_forked_child_checks_the_file_again_before_compiling_it(
             embedder.embed(crop)
             code = 3
         except Exception as exc:
-            code = 0 if type(exc).__name__ == "ModelError" and "corrupt" in str(exc) else 4
+            code = 0 if isinstance(exc, ModelError) and "corrupt" in str(exc) else 4
         os._exit(code)
     """
     assert run_forking(settings.models_dir, child, before=corrupt) == "child 0"

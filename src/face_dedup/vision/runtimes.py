@@ -41,6 +41,10 @@ RUNTIME_CHOICES = (AUTO, ONNXRUNTIME, OPENVINO_BF16)
 SELF_CHECK_MIN_COSINE = 0.995
 
 
+class OpenVinoError(ModelError):
+    """OpenVINO itself failed to compile or run the embedder: `auto` then uses onnxruntime."""
+
+
 class EmbedderRuntime(Protocol):
     """A compiled embedder network: NCHW float32 crops in, one raw (unnormalised) row per crop out."""
 
@@ -104,7 +108,10 @@ class OpenVinoRunner:
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = compiled.create_infer_request()
-        result = request.infer({0: blob})
+        try:
+            result = request.infer({0: blob})
+        except RuntimeError as exc:  # OpenVINO's errors are untyped
+            raise OpenVinoError(f"OpenVINO could not run the embedder: {exc}") from exc
         # Copy: the request reuses its output buffer on the next call.
         return np.array(result[compiled.output(0)], dtype=np.float32)
 
@@ -229,7 +236,7 @@ def _compile_bf16(data: bytes, batch: int | None, threads: int) -> Any:
             },
         )
     except Exception as exc:  # OpenVINO raises its own untyped errors
-        raise ModelError(f"OpenVINO could not compile the embedder: {exc}") from exc
+        raise OpenVinoError(f"OpenVINO could not compile the embedder: {exc}") from exc
     return compiled
 
 
