@@ -377,7 +377,7 @@ def cases_list(
 ) -> None:
     """Cases waiting for (or past) review, oldest first."""
     settings = _settings(data_dir, models_dir, tenant)
-    with _reading(settings) as (_, reads):
+    with _reading(settings, engine=False) as (_, reads):
         cases = reads.cases(status=status, limit=limit, offset=offset)
 
     def human() -> None:
@@ -413,7 +413,7 @@ def cases_show(
 ) -> None:
     """One case: the probe, its ranked candidates with scores, thresholds and decision."""
     settings = _settings(data_dir, models_dir, tenant)
-    with _reading(settings) as (service, reads):
+    with _reading(settings, engine=False) as (service, reads):
         try:
             case = reads.case(case_id)
         except NotFound:
@@ -577,7 +577,7 @@ def audit_export(
 ) -> None:
     """Every audit event of the tenant, oldest first, as JSON Lines."""
     settings = _settings(data_dir, models_dir, tenant)
-    with _reading(settings) as (_, reads):
+    with _reading(settings, engine=False) as (_, reads):
         events = reads.audit_events()
     lines = "".join(json.dumps(asdict(e), sort_keys=True) + "\n" for e in events)
     if output:
@@ -716,7 +716,7 @@ def report_cases(
 
     def build() -> dict[str, Any]:
         mapping = applicant_groups(read_csv(labels, ("application_id", group_by)), group_by)
-        with _reading(_settings(data_dir, None, tenant)) as (_, reader):
+        with _reading(_settings(data_dir, None, tenant), engine=False) as (_, reader):
             return case_groups_report(reader, mapping, group_by, resamples=resamples)
 
     result = _run(build)
@@ -928,7 +928,7 @@ def abis_reply(
     from face_dedup.mosip.config import AbisConfig
 
     config = _run(AbisConfig.load)
-    with _reading(_settings(data_dir, models_dir, config.tenant)) as (_, reader):
+    with _reading(_settings(data_dir, models_dir, config.tenant), engine=False) as (_, reader):
         reply = _run(lambda: adjudication_reply(reader, case_id, request_id))
     sys.stdout.write(json.dumps(reply, indent=2) + "\n")
 

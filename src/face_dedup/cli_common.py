@@ -93,10 +93,12 @@ def _opened(settings: Settings) -> Iterator[DedupService]:
 
 
 @contextmanager
-def _reading(settings: Settings) -> Iterator[tuple[DedupService, TenantReader]]:
+def _reading(settings: Settings, *, engine: bool = True) -> Iterator[tuple[DedupService, TenantReader]]:
     """The service and the operator's reads of the settings' tenant (the one who runs the CLI
-    holds the data directory: every kind of read is theirs), closed afterwards."""
-    service, adapters = _run(lambda: build_service(settings))
+    holds the data directory: every kind of read is theirs), closed afterwards. `engine=False`
+    for a command that looks at no new photo: loading the models is most of a short command's
+    time and memory (the default pack on OpenVINO bf16: 2.0 s and 377 MB against 0.9 s, 190 MB)."""
+    service, adapters = _run(lambda: build_service(settings, with_engine=engine))
     try:
         yield service, adapters.queries().reader(Reader.OPERATOR, service.tenant)
     finally:
