@@ -19,7 +19,8 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -88,13 +89,15 @@ class OpenVinoRunner:
 
     A forked child (multiprocessing's fork, a pre-forking server) compiles its own on first use:
     the parent's compiled model runs calls on stream threads the child does not have, so a call
-    there waited forever, and so did freeing it (a child that never used it hung at exit)."""
+    there waited forever, and so did freeing it (a child that never used it hung at exit). A fork
+    waits for the calls in flight (_FORK_GUARD)."""
 
     name = OPENVINO_BF16
 
     def __init__(self, compile_model: Callable[[], Any]) -> None:
         self._compile = compile_model
-        compiled = compile_model()
+        with _FORK_GUARD.call():
+            compiled = compile_model()
         self._compiled: Any = compiled
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -104,16 +107,17 @@ class OpenVinoRunner:
         _runners.add(self)
 
     def run(self, blob: NDArray[np.float32]) -> NDArray[np.float32]:
-        compiled = self._compiled if self._compiled is not None else self._compile_in_child()
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = compiled.create_infer_request()
-        try:
-            result = request.infer({0: blob})
-        except RuntimeError as exc:  # OpenVINO's errors are untyped
-            raise OpenVinoError(f"OpenVINO could not run the embedder: {exc}") from exc
-        # Copy: the request reuses its output buffer on the next call.
-        return np.array(result[compiled.output(0)], dtype=np.float32)
+        with _FORK_GUARD.call():
+            compiled = self._compiled if self._compiled is not None else self._compile_in_child()
+            request = getattr(self._local, "request", None)
+            if request is None:
+                request = self._local.request = compiled.create_infer_request()
+            try:
+                result = request.infer({0: blob})
+            except RuntimeError as exc:  # OpenVINO's errors are untyped
+                raise OpenVinoError(f"OpenVINO could not run the embedder: {exc}") from exc
+            # Copy: the request reuses its output buffer on the next call.
+            return np.array(result[compiled.output(0)], dtype=np.float32)
 
     def _compile_in_child(self) -> Any:
         with self._lock:  # the child's threads compile once
@@ -133,16 +137,58 @@ class OpenVinoRunner:
         self._lock = threading.Lock()
 
 
+class _ForkGuard:
+    """A fork waits until no OpenVINO call is in flight, and holds new ones until it is done: a
+    child forked while another thread was inside OpenVINO inherited its internal locks taken, and
+    the child's own compile waited on them for good (one core: every time)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._calls = 0
+        self._forking = False
+
+    @contextmanager
+    def call(self) -> Iterator[None]:
+        with self._cond:
+            while self._forking:
+                self._cond.wait()
+            self._calls += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._calls -= 1
+                self._cond.notify_all()
+
+    def before_fork(self) -> None:
+        self._cond.acquire()  # held across the fork: released in the parent, replaced in the child
+        self._forking = True  # new calls wait, so the calls in flight drain
+        while self._calls:
+            self._cond.wait()
+
+    def after_fork_in_parent(self) -> None:
+        self._forking = False
+        self._cond.notify_all()
+        self._cond.release()
+
+
+_FORK_GUARD = _ForkGuard()
 _runners: weakref.WeakSet[OpenVinoRunner] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
+    global _FORK_GUARD
+    _FORK_GUARD = _ForkGuard()  # the parent's calls are not this process's
     for runner in list(_runners):
         runner._after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=lambda: _FORK_GUARD.before_fork(),
+        after_in_parent=lambda: _FORK_GUARD.after_fork_in_parent(),
+        after_in_child=_after_fork_in_child,
+    )
 
 
 @dataclass(frozen=True)
