@@ -91,6 +91,15 @@ def build_embedder(settings: Settings, pack: ModelPack, threads: int = 1) -> SFa
     return reference
 
 
+def analysis_workers(settings: Settings, engine: FaceAnalyzer) -> int:
+    """Analysis threads for an import: `workers` where set, else enough to keep every usable core
+    busy with this engine (one per core on onnxruntime, two on OpenVINO: its threads compute
+    while the caller waits)."""
+    if settings.workers > 0:
+        return settings.workers
+    return runtimes.usable_cores() * max(1, engine.threads_per_core())
+
+
 def one_thread_per_analysis_worker(workers: int) -> None:
     """Where photos are analysed by `workers` threads at once (an import), OpenCV works in the
     calling thread, as onnxruntime does (build_engine's `threads`), instead of handing each call

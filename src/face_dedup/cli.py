@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from face_dedup.adapters.private_files import private_report, write_private
-from face_dedup.bootstrap import build_service, one_thread_per_analysis_worker
+from face_dedup.bootstrap import analysis_workers, build_service, one_thread_per_analysis_worker
 from face_dedup.cli_common import _actor, _emit, _opened, _reading, _run, _settings, err, out
 from face_dedup.domain import Actor, Case, CaseDecision, Role
 from face_dedup.errors import NotFound
@@ -121,17 +121,25 @@ def models_verify(models_dir: ModelsDir = None, as_json: Json = False) -> None:
 def models_runtime(models_dir: ModelsDir = None, as_json: Json = False) -> None:
     """Say where each shipped pack's embedder runs on this machine (onnxruntime fp32, or OpenVINO
     bf16 where the pack was measured in bf16 and the CPU has it) and why; FACE_DEDUP_EMBEDDER_RUNTIME
-    chooses (auto, onnxruntime, openvino-bf16)."""
-    from face_dedup.bootstrap import embedder_runtime_choice
-    from face_dedup.errors import ConfigError
+    chooses (auto, onnxruntime, openvino-bf16). A pack chosen for bf16 is compiled and checked
+    as a start would (about a second), so the answer is what an import would run, not a guess."""
+    from face_dedup.bootstrap import build_embedder, embedder_runtime_choice
+    from face_dedup.errors import ConfigError, ModelError
 
     settings = _settings(None, models_dir)
     rows = []
     for pack in PACKS.values():
         try:
             choice = embedder_runtime_choice(settings, pack)
-            rows.append({"pack": pack.id, "runtime": choice.runtime, "reason": choice.reason})
-        except ConfigError as exc:  # bf16 asked for by name where it cannot run: say so per pack
+            row = {"pack": pack.id, "runtime": choice.runtime, "reason": choice.reason}
+            if choice.runtime != "onnxruntime" and build_embedder(settings, pack).runtime != choice.runtime:
+                row = {
+                    "pack": pack.id,
+                    "runtime": "onnxruntime",
+                    "reason": "onnxruntime fp32: OpenVINO bf16 failed its start-up check (warning above)",
+                }
+            rows.append(row)
+        except (ConfigError, ModelError) as exc:  # bf16 by name where it cannot run, missing files
             rows.append({"pack": pack.id, "runtime": "refused", "reason": str(exc)})
 
     def human() -> None:
@@ -180,7 +188,10 @@ def import_(
     ],
     manifest: Annotated[Path | None, typer.Option(help="CSV `file,application_id[,more]`.")] = None,
     report: Annotated[Path | None, typer.Option(help="Write one JSON line per input here.")] = None,
-    workers: Annotated[int, typer.Option(help="Analysis threads (0 = one per core).")] = 0,
+    workers: Annotated[
+        int,
+        typer.Option(help="Analysis threads (0 = enough for every core: 1 per core, 2 on OpenVINO bf16)."),
+    ] = 0,
     follow_links_out: Annotated[
         bool, typer.Option(help="Import symbolic links that lead out of the folder (refused by default).")
     ] = False,
@@ -203,7 +214,6 @@ def import_(
     if report is not None and not report.parent.is_dir():
         err.print(f"[red]error:[/red] the report's folder {report.parent} does not exist", highlight=False)
         raise typer.Exit(1)
-    one_thread_per_analysis_worker(settings.worker_count)
     with (
         _opened(settings) as service,
         Progress(
@@ -216,6 +226,8 @@ def import_(
         ) as progress,
     ):
         task = progress.add_task("import", total=len(inputs))
+        threads = analysis_workers(settings, service.engine)
+        one_thread_per_analysis_worker(threads)
 
         def advance(_: ReportLine) -> None:
             progress.advance(task)
@@ -232,7 +244,7 @@ def import_(
                 service,
                 inputs,
                 report=private_report(report) if report else None,
-                workers=settings.worker_count,
+                workers=threads,
                 on_progress=advance,
                 actor=_actor(),
             )

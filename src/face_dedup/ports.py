@@ -51,6 +51,11 @@ class FaceAnalyzer(ABC):
         only the real engine embeds a crop (a named fake re-detects from the photo)."""
         return None
 
+    def threads_per_core(self) -> int:
+        """Analysis threads that keep one core busy: 1 where all the work runs in the calling
+        thread; more where the engine hands part of it to threads of its own and waits."""
+        return 1
+
 
 @dataclass(frozen=True)
 class IndexEntry:

@@ -40,3 +40,22 @@ def test_openvino_failing_in_auto_gives_onnxruntime_with_a_warning(
     assert "OpenVINO could not" in caplog.text and "using onnxruntime fp32" in caplog.text
     with pytest.raises(ModelError, match="OpenVINO could not"):
         build_embedder(base_settings.with_overrides(embedder_runtime="openvino-bf16"), YUNET_SFACE_FLIP)
+
+
+def test_a_compile_in_another_precision_is_not_called_bf16(
+    base_settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The precision is a hint: a plugin that compiles fp32 anyway (a CPU or build it does not
+    trust with bf16) must not run under the name openvino-bf16 (and brings nothing over onnxruntime)."""
+    import openvino
+
+    real = openvino.Core.compile_model
+
+    def in_fp32(self: Any, model: Any, device: Any = None, config: Any = None) -> Any:
+        return real(self, model, device, {**(config or {}), "INFERENCE_PRECISION_HINT": "f32"})
+
+    monkeypatch.setattr(openvino.Core, "compile_model", in_fp32)
+    with caplog.at_level("WARNING"):
+        embedder = build_embedder(base_settings.with_overrides(embedder_runtime="auto"), YUNET_SFACE_FLIP)
+    assert embedder.runtime == runtimes.ONNXRUNTIME
+    assert "not bf16" in caplog.text

@@ -156,3 +156,43 @@ def test_packs_not_measured_in_bf16_stay_on_onnxruntime(base_settings: Settings)
 def test_without_bf16_auto_is_onnxruntime(base_settings: Settings) -> None:
     choice = embedder_runtime_choice(base_settings.with_overrides(embedder_runtime="auto"), YUNET_SFACE_FLIP)
     assert choice.runtime == (runtimes.OPENVINO_BF16 if _bf16_here() else runtimes.ONNXRUNTIME)
+
+
+def test_models_runtime_says_what_an_import_would_run(base_settings: Settings) -> None:
+    """`face-dedup models runtime`, a real process: one row per shipped pack, the default pack's
+    runtime the one build_embedder gives here (compiled and checked, not predicted), and bf16
+    asked for by name on a pack never measured in it is refused with its reason."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    def rows(runtime: str) -> dict[str, dict[str, str]]:
+        env = {**os.environ, "FACE_DEDUP_MODELS_DIR": str(base_settings.models_dir)}
+        env["FACE_DEDUP_EMBEDDER_RUNTIME"] = runtime
+        done = subprocess.run(
+            [sys.executable, "-m", "face_dedup", "models", "runtime", "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=True,
+        )
+        return {row["pack"]: row for row in json.loads(done.stdout)}
+
+    auto = rows("auto")
+    assert set(auto) == {"yunet-sface-v1", "yunet-sface-flip-v1", "yunet-sface-int8-v1"}
+    expected = build_embedder(base_settings.with_overrides(embedder_runtime="auto"), YUNET_SFACE_FLIP).runtime
+    assert auto[YUNET_SFACE_FLIP.id]["runtime"] == expected
+    assert auto[YUNET_SFACE_INT8.id]["runtime"] == runtimes.ONNXRUNTIME
+    by_name = rows("openvino-bf16")
+    assert by_name[YUNET_SFACE_INT8.id]["runtime"] == "refused"
+    assert "not measured in bf16" in by_name[YUNET_SFACE_INT8.id]["reason"]
+
+
+def test_the_engine_asks_for_two_analysis_threads_per_core_only_on_openvino(base_settings: Settings) -> None:
+    fp32 = build_engine(base_settings.with_overrides(embedder_runtime="onnxruntime"), YUNET_SFACE_FLIP)
+    assert fp32.threads_per_core() == 1
+    if _bf16_here():
+        bf16 = build_engine(base_settings.with_overrides(embedder_runtime="openvino-bf16"), YUNET_SFACE_FLIP)
+        assert bf16.threads_per_core() == 2

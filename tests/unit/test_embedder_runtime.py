@@ -4,13 +4,17 @@ embedder's shape and batch rules for any runtime, and the setting's validation. 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from face_dedup.analysis import FaceTemplate, Rejection
+from face_dedup.bootstrap import analysis_workers
 from face_dedup.errors import ConfigError, ModelError
 from face_dedup.models.registry import DEFAULT_PACK_ID, PACKS, YUNET_SFACE_FLIP, YUNET_SFACE_INT8
+from face_dedup.ports import FaceAnalyzer
 from face_dedup.settings import Settings
 from face_dedup.vision import runtimes
 from face_dedup.vision.embed import SFaceEmbedder
@@ -55,7 +59,7 @@ def test_bf16_by_name_where_it_cannot_run_is_an_error_not_a_silent_fp32(blocked:
         choose("openvino-bf16", **blocked)  # type: ignore[arg-type]
 
 
-def test_unknown_runtime_is_refused_by_the_choice_and_by_settings(tmp_path: object) -> None:
+def test_unknown_runtime_is_refused_by_the_choice_and_by_settings(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="embedder_runtime"):
         choose("gpu")
     with pytest.raises(ConfigError, match="embedder_runtime"):
@@ -134,3 +138,32 @@ def test_the_self_check_crop_is_fixed_and_has_structure() -> None:
     np.testing.assert_array_equal(first, second)
     assert first.shape == (112, 112, 3) and first.dtype == np.uint8
     assert all(float(first[..., c].std()) > 20 for c in range(3))  # not a flat image
+
+
+class FakeAnalyzer(FaceAnalyzer):
+    """Only says how many analysis threads keep a core busy (no photo is analysed here)."""
+
+    pack = YUNET_SFACE_FLIP
+
+    def __init__(self, per_core: int | None) -> None:
+        self.per_core = per_core
+
+    def process(self, data: bytes) -> FaceTemplate | Rejection:
+        raise NotImplementedError
+
+    def crop_png(self, crop: NDArray[np.uint8]) -> bytes:
+        raise NotImplementedError
+
+    def threads_per_core(self) -> int:
+        return super().threads_per_core() if self.per_core is None else self.per_core
+
+
+def test_an_import_runs_enough_analysis_threads_for_its_engine(tmp_path: Path) -> None:
+    """OpenVINO computes on its own threads while the caller waits: two analysis threads per core
+    (measured 56 -> 72.9 images/s on 2 cores); onnxruntime computes in the caller: one per core.
+    A `workers` setting is taken as given."""
+    cores = runtimes.usable_cores()
+    settings = Settings.load(environ={}, data_dir=tmp_path)
+    assert analysis_workers(settings, FakeAnalyzer(None)) == cores  # the port's default: 1 per core
+    assert analysis_workers(settings, FakeAnalyzer(2)) == 2 * cores
+    assert analysis_workers(settings.with_overrides(workers=3), FakeAnalyzer(2)) == 3

@@ -283,6 +283,12 @@ def _compile_bf16(data: bytes, batch: int | None, threads: int) -> Any:
         )
     except Exception as exc:  # OpenVINO raises its own untyped errors
         raise OpenVinoError(f"OpenVINO could not compile the embedder: {exc}") from exc
+    # The hint is a request: where the plugin compiled another precision (a CPU or build it
+    # does not trust with bf16), OpenVINO brings nothing over onnxruntime, and the runtime's
+    # name would say bf16 for what is not.
+    precision = compiled.get_property("INFERENCE_PRECISION_HINT")
+    if precision != openvino.Type.bf16:
+        raise OpenVinoError(f"OpenVINO compiled the embedder in {precision}, not bf16")
     return compiled
 
 
