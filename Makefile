@@ -85,6 +85,7 @@ bench: models
 	$(BIN)/python bench/import_path.py --json artifacts/import_path.json
 	$(BIN)/python bench/import_path.py --sample 0 --json artifacts/import_all.json
 	FACE_DEDUP_EMBEDDER_RUNTIME=onnxruntime $(BIN)/python bench/import_path.py --sample 0 --json artifacts/import_all_fp32.json
+	$(BIN)/python bench/import_path.py --sample 0 --workers 2 --json artifacts/import_all_2threads.json
 	$(BIN)/python bench/selfie.py --json artifacts/selfie.json
 	$(BIN)/python bench/int8_probe.py --json artifacts/int8_probe.json
 	$(BIN)/python bench/pack_speed.py --json artifacts/pack_speed.json

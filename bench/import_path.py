@@ -1,7 +1,7 @@
 """Where an import's CPU goes: the photo pipeline (the analysis threads) against everything
 else (the thread that reads, registers and reports inputs in order), on the CLI's code path.
 
-    python bench/import_path.py [--shared ../shared/data/faces] [--sample 400] [--workers 2]
+    python bench/import_path.py [--shared ../shared/data/faces] [--sample 400] [--workers 0]
 
 Imports the first `--sample` LFW photos (path order; 0 = all) into an empty registry, as
 `face-dedup import --workers N` does (OpenCV at one thread per worker, onnxruntime at one), and
@@ -30,7 +30,12 @@ import cv2
 import onnxruntime
 
 from face_dedup.analysis import FaceTemplate, Rejection
-from face_dedup.bootstrap import build_service, embedder_runtime_choice, one_thread_per_analysis_worker
+from face_dedup.bootstrap import (
+    analysis_workers,
+    build_service,
+    embedder_runtime_choice,
+    one_thread_per_analysis_worker,
+)
 from face_dedup.importer import collect_inputs, run_import
 from face_dedup.models.registry import get_pack
 from face_dedup.service import SYSTEM_ACTOR, InputRef
@@ -42,13 +47,15 @@ def _load() -> float:
 
 
 def measure(settings: Settings, photos: list[Path], workers: int) -> dict[str, Any]:
-    one_thread_per_analysis_worker(workers)
     with tempfile.TemporaryDirectory(prefix="face-dedup-bench-") as tmp:
         listing = Path(tmp) / "photos.txt"  # removed with the registry (was left behind per run)
         listing.write_text("".join(f"{p.resolve()}\n" for p in photos))
         service, adapters = build_service(
-            settings.with_overrides(data_dir=Path(tmp) / "registry", workers=workers)
+            settings.with_overrides(data_dir=Path(tmp) / "registry", workers=workers or None)
         )
+        # 0: as `face-dedup import` does by default (one thread per core, two on OpenVINO).
+        workers = analysis_workers(settings.with_overrides(workers=workers or None), service.engine)
+        one_thread_per_analysis_worker(workers)
         analysis_cpu: list[float] = []
         registering = [0.0, 0.0]  # wall, CPU of register() on the importing thread
         lock = threading.Lock()
@@ -122,7 +129,7 @@ def main() -> int:
         "--shared", type=Path, default=Path(__file__).resolve().parents[1] / "../shared/data/faces"
     )
     parser.add_argument("--sample", type=int, default=400, help="first N LFW photos in path order; 0 = all")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=0, help="analysis threads; 0: as the CLI chooses")
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
     lfw = args.shared / "lfw"
