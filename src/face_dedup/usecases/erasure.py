@@ -5,6 +5,7 @@ which makes the index hold exactly the store's templates after an interrupted wr
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import Any
@@ -109,7 +110,7 @@ class Erasure:
         if same_photo:
             needles.pop("photo", None)
             needles.pop("crop", None)
-        if any(np.asarray(o.embedding, dtype=np.float32).tobytes() == template for o in others.values()):
+        if self._held_by_another(record, template, others.values()):
             needles.pop("template", None)
         if record.template_count > 1:
             needles |= self._erased_template_bytes(record)
@@ -125,10 +126,17 @@ class Erasure:
         for t in r.store.record_templates(record.record_id):
             vector = np.asarray(t.embedding, dtype=np.float32)
             if t.number == 1:
-                twins = r.index.search(
-                    vector, tenant=r.tenant, model_pack=record.model_pack, k=2, min_score=0.9999
+                # Left out only where another record holds these very bytes: a twin that merely
+                # scores 0.9999 (a re-encoded copy, another runtime) leaves these unchecked else.
+                hits = r.index.search(
+                    vector,
+                    tenant=r.tenant,
+                    model_pack=record.model_pack,
+                    k=50,
+                    min_score=SAME_PHOTO_CANDIDATE_SCORE,
                 )
-                if any(h.record_id != record.record_id for h in twins):
+                twins = r.store.describe_records(h.record_id for h in hits if h.record_id != record.record_id)
+                if self._held_by_another(record, vector.tobytes(), twins.values()):
                     continue
             needles[f"template {t.number}"] = vector.tobytes()
             for name, key in (
@@ -139,6 +147,21 @@ class Erasure:
                     with suppress(NotFound):
                         needles[f"{name} of template {t.number}"] = r.blobs.get(key)
         return needles
+
+    def _held_by_another(self, record: Record, vector: bytes, others: Iterable[Record]) -> bool:
+        """Whether one of `others` holds these exact template bytes: as its indexed vector, or
+        as one of its templates (a record of several templates indexes their centroid)."""
+        for other in others:
+            if other.record_id == record.record_id:
+                continue
+            if np.asarray(other.embedding, dtype=np.float32).tobytes() == vector:
+                return True
+            if other.template_count > 1 and any(
+                np.asarray(t.embedding, dtype=np.float32).tobytes() == vector
+                for t in self.r.store.record_templates(other.record_id)
+            ):
+                return True
+        return False
 
     # -- consistency ----------------------------------------------------------------------
 
