@@ -75,3 +75,23 @@ def test_the_same_photo_enrolled_twice_leaves_the_template_to_the_other_record(
     receipt = service.erase(first.record_id, "dpo", "erasure request 10")
     assert "template 1" not in receipt["verified"]
     assert "template 2" in receipt["verified"]
+
+
+def test_erasing_a_second_enrollment_of_a_photo_another_record_holds_among_several_templates(
+    built: DedupService, fake: ScoredFake
+) -> None:
+    """The same photo enrolled under a second application, after the first record took a later
+    photo: the first record is indexed by its centroid (0.89 with its own enrollment template
+    here), below the same-photo candidates' old floor, so the second record's erasure looked
+    for its template in the store, found the first record's template 1 (the same bytes) and
+    failed with ErasureIncomplete although nothing of the erased record was left."""
+    service = built
+    base = unit(fake.dim, 0)
+    first = service.enroll(fake.face(b"enrollment photo", base), InputRef("p.jpg", "APP-1"))
+    assert first.record_id is not None
+    add_photo(service, first.record_id, fake.face(b"later photo" * 4, at_score(base, 0.6, 1)), OFFICER)
+    second = service.enroll(fake.face(b"enrollment photo", base), InputRef("p2.jpg", "APP-2"))
+    assert second.record_id is not None and second.record_id != first.record_id
+    receipt = service.erase(second.record_id, "dpo", "erasure request 11")
+    assert receipt["identical_copies_in_other_records"] == 1
+    assert len(service.store.record_templates(first.record_id)) == 2  # the first record kept all
