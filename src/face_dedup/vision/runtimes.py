@@ -229,6 +229,11 @@ def probe_openvino() -> tuple[str | None, list[str]]:
         import openvino
     except ImportError:
         return None, []
+    except Exception as exc:  # installed but its native library fails to load: no OpenVINO either
+        log.warning(
+            "OpenVINO is installed but could not be loaded (%s): using onnxruntime", type(exc).__name__
+        )
+        return None, []
     try:
         capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     except Exception as exc:  # OpenVINO raises its own untyped errors; no CPU plugin = no bf16
