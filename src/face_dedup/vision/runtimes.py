@@ -22,6 +22,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -248,11 +249,36 @@ def _short(version: object) -> str:
 
 
 def usable_cores() -> int:
-    """Cores this process may run on (a container's CPU set, not the host's count)."""
+    """Cores this process may run on (a container's CPU set, not the host's count), and no more
+    than its CPU quota (a container limited to 2 CPUs on a 64-core host sees all 64 in its
+    CPU set: Kubernetes and `docker --cpus` limit by quota; review R12k)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    quota = cpu_quota_cores()
+    return min(cores, quota) if quota is not None else cores
+
+
+# cgroup v2, then v1: the CPU time a container may use per period.
+CPU_QUOTA_FILES = (
+    ("/sys/fs/cgroup/cpu.max",),
+    ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
+)
+
+
+def cpu_quota_cores() -> int | None:
+    """The CPU quota in whole cores (rounded up, at least 1), or None where there is none."""
+    for files in CPU_QUOTA_FILES:
+        try:
+            fields = " ".join(Path(f).read_text() for f in files).split()
+            quota, period = fields[0], fields[1]
+            if quota in ("max", "-1"):
+                return None
+            return max(1, -(-int(quota) // int(period)))
+        except (OSError, IndexError, ValueError, ZeroDivisionError):
+            continue
+    return None
 
 
 def open_openvino_bf16(model: Callable[[], bytes], batch: int | None, threads: int = 1) -> OpenVinoRunner:
