@@ -24,6 +24,9 @@ from face_dedup.vision.quality import QualityThresholds
 
 _T = TypeVar("_T", QualityThresholds, DecodeLimits)
 
+# The most analysis threads an import may be given (`workers`).
+MAX_WORKERS = 1024
+
 
 def _default_data_dir(environ: Mapping[str, str]) -> Path:
     base = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
@@ -179,6 +182,10 @@ class Settings:
             raise ConfigError(str(exc)) from None
         if self.max_candidates < 1:
             raise ConfigError("max_candidates must be at least 1")
+        # Each analysis thread keeps about 1.5 MB and 4 photos in flight (importer.run_import's
+        # window): 99999999999 read a whole import into memory at once (review R12k).
+        if not 0 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"workers must be between 0 (enough for every core) and {MAX_WORKERS}")
         if self.embedder_runtime not in ("auto", "onnxruntime", "openvino-bf16"):
             raise ConfigError(
                 f"embedder_runtime must be auto, onnxruntime or openvino-bf16, not {self.embedder_runtime!r}"
