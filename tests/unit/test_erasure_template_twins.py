@@ -42,21 +42,30 @@ def built(tmp_path: Path, fake: ScoredFake) -> Iterator[DedupService]:
     adapters.close()
 
 
+def _record_with_a_later_photo(service: DedupService, fake: ScoredFake, later_score: float) -> str:
+    """APP-1 enrolled from "enrollment photo" (its template 1 is the axis 0), then a later photo."""
+    base = unit(fake.dim, 0)
+    first = service.enroll(fake.face(b"enrollment photo", base), InputRef("p.jpg", "APP-1"))
+    assert first.record_id is not None
+    add_photo(
+        service, first.record_id, fake.face(b"later photo" * 4, at_score(base, later_score, 1)), OFFICER
+    )
+    return first.record_id
+
+
 def test_a_near_twin_that_is_not_the_same_bytes_leaves_the_enrollment_template_checked(
     built: DedupService, fake: ScoredFake
 ) -> None:
     service = built
     base = unit(fake.dim, 0)
-    first = service.enroll(fake.face(b"enrollment photo", base), InputRef("p.jpg", "APP-1"))
-    assert first.record_id is not None
-    add_photo(service, first.record_id, fake.face(b"later photo" * 4, at_score(base, 0.9, 1)), OFFICER)
+    first_id = _record_with_a_later_photo(service, fake, 0.9)
     # Another application's photo whose template scores 0.99995 with the enrollment template:
     # close, but not the same bytes, so nothing else holds the erased record's template 1.
     twin = at_score(base, 0.99995, 2)
     assert float(np.dot(twin, base)) >= 0.9999 and twin.astype(np.float32).tobytes() != base.tobytes()
     second = service.enroll(fake.face(b"a re-encoded copy", twin), InputRef("q.jpg", "APP-2"))
     assert second.record_id is not None
-    receipt = service.erase(first.record_id, "dpo", "erasure request 9")
+    receipt = service.erase(first_id, "dpo", "erasure request 9")
     assert "template 1" in receipt["verified"]
 
 
@@ -67,12 +76,10 @@ def test_the_same_photo_enrolled_twice_leaves_the_template_to_the_other_record(
     template 1 bytes are legitimately still in the store, and the erasure succeeds."""
     service = built
     base = unit(fake.dim, 0)
-    first = service.enroll(fake.face(b"enrollment photo", base), InputRef("p.jpg", "APP-1"))
-    assert first.record_id is not None
-    add_photo(service, first.record_id, fake.face(b"later photo" * 4, at_score(base, 0.9, 1)), OFFICER)
+    first_id = _record_with_a_later_photo(service, fake, 0.9)
     second = service.enroll(fake.face(b"enrollment photo", base), InputRef("p2.jpg", "APP-2"))
     assert second.record_id is not None
-    receipt = service.erase(first.record_id, "dpo", "erasure request 10")
+    receipt = service.erase(first_id, "dpo", "erasure request 10")
     assert "template 1" not in receipt["verified"]
     assert "template 2" in receipt["verified"]
 
@@ -87,11 +94,9 @@ def test_erasing_a_second_enrollment_of_a_photo_another_record_holds_among_sever
     failed with ErasureIncomplete although nothing of the erased record was left."""
     service = built
     base = unit(fake.dim, 0)
-    first = service.enroll(fake.face(b"enrollment photo", base), InputRef("p.jpg", "APP-1"))
-    assert first.record_id is not None
-    add_photo(service, first.record_id, fake.face(b"later photo" * 4, at_score(base, 0.6, 1)), OFFICER)
+    first_id = _record_with_a_later_photo(service, fake, 0.6)
     second = service.enroll(fake.face(b"enrollment photo", base), InputRef("p2.jpg", "APP-2"))
-    assert second.record_id is not None and second.record_id != first.record_id
+    assert second.record_id is not None and second.record_id != first_id
     receipt = service.erase(second.record_id, "dpo", "erasure request 11")
     assert receipt["identical_copies_in_other_records"] == 1
-    assert len(service.store.record_templates(first.record_id)) == 2  # the first record kept all
+    assert len(service.store.record_templates(first_id)) == 2  # the first record kept all
